@@ -1,0 +1,81 @@
+//! `ingest`: the all-in-one command. `ingest standalone` runs control and a
+//! worker in one process on the embedded store: nothing else to install.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
+use ingest_store::{EmbeddedStore, Store};
+use ingest_worker::{Membership, WorkerArgs, catalogue};
+
+#[derive(Debug, Parser)]
+#[command(name = "ingest", version, about = "Long-lived ingestion jobs at scale")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run control and a worker in one process, on an embedded store kept
+    /// under --data-dir. No etcd needed.
+    Standalone(StandaloneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StandaloneArgs {
+    /// Where the embedded store keeps its data.
+    #[arg(long, env = "INGEST_DATA_DIR", default_value = "ingest-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.log.init()?;
+    match cli.command {
+        Command::Standalone(args) => standalone(args).await,
+    }
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&args.data_dir)
+            .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?,
+    );
+    let keys = args.keys.keys();
+    let listeners = Listeners::bind(&args.serve).await?;
+    let mut worker_config = args.worker.config();
+    if args.worker.name.is_none() {
+        worker_config.name = "standalone".to_string();
+    }
+    tracing::info!(
+        data_dir = %args.data_dir.display(),
+        grpc_addr = %listeners.grpc.local_addr()?,
+        http_addr = %listeners.http.local_addr()?,
+        "standalone starting"
+    );
+    let membership = Membership::new(store.clone(), keys.clone(), worker_config, catalogue::job_types());
+    // Types are published before control answers, so the first ListJobTypes
+    // already sees them.
+    membership.publish_types().await?;
+    let worker = membership.run(shutdown.clone());
+    let control = serve(ControlService::new(store, keys), &args.serve, listeners, shutdown.clone());
+    let (worker, control) = tokio::join!(worker, control);
+    worker.context("worker failed")?;
+    control
+}

@@ -1,0 +1,226 @@
+//! Conversions between the wire types of `ingest.v1` and the domain types.
+//! The only place that knows both.
+
+use std::time::Duration;
+
+use ingest_model::{Counters, JobState, JobTypeSpec, ParamKind, ParamSpec, UnixMillis, WorkerState};
+use ingest_proto::v1 as pb;
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
+
+use crate::error::ControlError;
+use crate::service::{JobTypeView, WorkerView};
+use crate::views::JobView;
+use crate::watch::{JobEvent, WatchUpdate};
+
+pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
+    s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
+}
+
+pub fn value_to_json(v: prost_types::Value) -> Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        // NaN and infinities have no JSON form; null is then refused by
+        // validation as a missing value or left out.
+        Some(Kind::NumberValue(n)) => Number::from_f64(n).map_or(Value::Null, Value::Number),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+    }
+}
+
+pub fn json_to_struct(map: &Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
+}
+
+pub fn json_to_value(v: &Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue { values: items.iter().map(json_to_value).collect() }),
+        Value::Object(map) => Kind::StructValue(json_to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+pub fn duration_to_pb(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// A wire duration as a domain one; negative or malformed is a violation on
+/// `field`.
+pub fn duration_from_pb(d: prost_types::Duration, field: &str) -> Result<Duration, ControlError> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(ControlError::invalid(field, "must be a positive duration"));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+pub fn job_to_pb(view: JobView) -> pb::Job {
+    let JobView { record, revision, status } = view;
+    pb::Job {
+        id: record.id,
+        name: record.name,
+        r#type: record.job_type,
+        params: Some(json_to_struct(&record.params)),
+        secret_params_set: record.secret_names,
+        interval: Some(duration_to_pb(record.interval)),
+        paused: record.paused,
+        revision,
+        create_time: Some(timestamp(record.create_time)),
+        update_time: Some(timestamp(record.update_time)),
+        status: Some(pb::JobStatus {
+            state: state_to_pb(status.state) as i32,
+            state_reason: status.reason,
+            owner: status.owner.unwrap_or_default(),
+            epoch: status.epoch,
+            counters: Some(counters_to_pb(&status.stats.counters)),
+            last_success_time: status.stats.last_success.map(timestamp),
+            last_error: status.stats.last_error.as_ref().map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
+            next_run_time: status.next_run.map(timestamp),
+        }),
+    }
+}
+
+pub fn counters_to_pb(c: &Counters) -> pb::JobCounters {
+    pb::JobCounters {
+        items_fetched: c.items_fetched,
+        items_written: c.items_written,
+        items_failed: c.items_failed,
+        bytes_fetched: c.bytes_fetched,
+        runs: c.runs,
+    }
+}
+
+pub fn state_to_pb(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Running => pb::JobState::Running,
+        JobState::Paused => pb::JobState::Paused,
+        JobState::Unschedulable => pb::JobState::Unschedulable,
+        JobState::Failing => pb::JobState::Failing,
+    }
+}
+
+/// A wire state filter; `UNSPECIFIED` means no filter.
+pub fn state_filter_from_pb(state: i32) -> Result<Option<JobState>, ControlError> {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Unspecified) => Ok(None),
+        Ok(pb::JobState::Pending) => Ok(Some(JobState::Pending)),
+        Ok(pb::JobState::Running) => Ok(Some(JobState::Running)),
+        Ok(pb::JobState::Paused) => Ok(Some(JobState::Paused)),
+        Ok(pb::JobState::Unschedulable) => Ok(Some(JobState::Unschedulable)),
+        Ok(pb::JobState::Failing) => Ok(Some(JobState::Failing)),
+        Err(_) => Err(ControlError::invalid("state", format!("unknown job state {state}"))),
+    }
+}
+
+pub fn job_type_to_pb(view: JobTypeView) -> pb::JobType {
+    let JobTypeView { spec, workers } = view;
+    let JobTypeSpec { name, description, params, default_interval, min_interval } = spec;
+    pb::JobType {
+        name,
+        description,
+        params: params.into_iter().map(param_to_pb).collect(),
+        default_interval: Some(duration_to_pb(default_interval)),
+        min_interval: Some(duration_to_pb(min_interval)),
+        workers,
+    }
+}
+
+fn param_to_pb(p: ParamSpec) -> pb::ParamSpec {
+    pb::ParamSpec {
+        name: p.name,
+        kind: kind_to_pb(p.kind) as i32,
+        required: p.required,
+        default_value: p.default.as_ref().map(json_to_value),
+        description: p.description,
+        allowed_values: p.allowed_values,
+        minimum: p.minimum,
+        maximum: p.maximum,
+        max_length: p.max_length,
+    }
+}
+
+fn kind_to_pb(kind: ParamKind) -> pb::ParamKind {
+    match kind {
+        ParamKind::String => pb::ParamKind::String,
+        ParamKind::Integer => pb::ParamKind::Integer,
+        ParamKind::Number => pb::ParamKind::Number,
+        ParamKind::Boolean => pb::ParamKind::Boolean,
+        ParamKind::Enum => pb::ParamKind::Enum,
+        ParamKind::Url => pb::ParamKind::Url,
+        ParamKind::Duration => pb::ParamKind::Duration,
+        ParamKind::List => pb::ParamKind::List,
+        ParamKind::Secret => pb::ParamKind::Secret,
+    }
+}
+
+pub fn worker_to_pb(view: WorkerView) -> pb::Worker {
+    let WorkerView { record, jobs_owned, counters } = view;
+    pb::Worker {
+        name: record.name,
+        state: match record.state {
+            WorkerState::Active => pb::WorkerState::Active,
+            WorkerState::Draining => pb::WorkerState::Draining,
+        } as i32,
+        weight: record.weight,
+        job_types: record.types,
+        version: record.version,
+        start_time: Some(timestamp(record.start_time)),
+        jobs_owned,
+        counters: Some(counters_to_pb(&counters)),
+    }
+}
+
+pub fn watch_update_to_pb(update: WatchUpdate) -> pb::WatchJobsResponse {
+    pb::WatchJobsResponse {
+        revision: update.revision,
+        snapshot: update.snapshot,
+        synced: update.synced,
+        events: update
+            .events
+            .into_iter()
+            .map(|event| match event {
+                JobEvent::Upserted(view) => pb::JobEvent { r#type: pb::JobEventType::Upserted as i32, job: Some(job_to_pb(view)) },
+                JobEvent::Deleted(id) => pb::JobEvent {
+                    r#type: pb::JobEventType::Deleted as i32,
+                    job: Some(pb::Job { id, ..Default::default() }),
+                },
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn struct_round_trips_through_json() {
+        let json = json!({"a": "x", "b": 2.5, "c": true, "d": ["p", "q"], "e": null, "f": {"g": 1.0}});
+        let map = json.as_object().cloned().unwrap_or_default();
+        assert_eq!(struct_to_json(json_to_struct(&map)), map);
+    }
+
+    #[test]
+    fn timestamps_split_millis_into_seconds_and_nanos() {
+        assert_eq!(timestamp(1_500), prost_types::Timestamp { seconds: 1, nanos: 500_000_000 });
+        assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
+    }
+
+    #[test]
+    fn negative_durations_are_refused() {
+        let err = duration_from_pb(prost_types::Duration { seconds: -5, nanos: 0 }, "job.interval").unwrap_err();
+        assert!(matches!(err, ControlError::Invalid(v) if v[0].field == "job.interval"));
+    }
+}

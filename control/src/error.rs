@@ -1,0 +1,101 @@
+//! The control plane's errors and their one mapping to gRPC status codes.
+//! Domain code returns [`ControlError`]; only [`From<ControlError> for Status`]
+//! builds a `tonic::Status`.
+
+use ingest_model::FieldViolation;
+use ingest_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is malformed; one violation per bad field.
+    #[error("invalid request: {}", summarize(.0))]
+    Invalid(Vec<FieldViolation>),
+    #[error("{what} '{id}' not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("job '{0}' already exists")]
+    AlreadyExists(String),
+    /// Optimistic concurrency: the object changed since the caller read it.
+    #[error("job '{id}' changed since revision {expected} (now {actual}); read it again and retry")]
+    Conflict { id: String, expected: i64, actual: i64 },
+    /// A watch asked for history that has been compacted.
+    #[error("revision {requested} has been compacted; watch again without start_revision to get a fresh snapshot")]
+    Compacted { requested: i64 },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldViolation::new(field, description)])
+    }
+}
+
+fn summarize(violations: &[FieldViolation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl From<StoreError> for ControlError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(msg) => Self::Unavailable(msg),
+            StoreError::Compacted { requested, .. } => Self::Compacted { requested },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ControlError> for Status {
+    fn from(err: ControlError) -> Self {
+        let message = err.to_string();
+        match err {
+            ControlError::Invalid(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ControlError::NotFound { .. } => Status::not_found(message),
+            ControlError::AlreadyExists(_) => Status::already_exists(message),
+            ControlError::Conflict { .. } => Status::aborted(message),
+            ControlError::Compacted { .. } => Status::out_of_range(message),
+            ControlError::Unavailable(_) => Status::unavailable(message),
+            ControlError::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_carries_one_bad_request_violation_per_field() {
+        let err = ControlError::Invalid(vec![
+            FieldViolation::new("job.name", "must not be empty"),
+            FieldViolation::new("job.params.url", "required url parameter is missing"),
+        ]);
+        let status = Status::from(err);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest details");
+        let fields: Vec<&str> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["job.name", "job.params.url"]);
+    }
+
+    #[test]
+    fn conflicts_abort_and_compactions_are_out_of_range() {
+        let conflict = ControlError::Conflict { id: "a".into(), expected: 3, actual: 4 };
+        assert_eq!(Status::from(conflict).code(), Code::Aborted);
+        assert_eq!(Status::from(ControlError::Compacted { requested: 2 }).code(), Code::OutOfRange);
+        let unavailable = ControlError::from(StoreError::Unavailable("down".into()));
+        assert_eq!(Status::from(unavailable).code(), Code::Unavailable);
+    }
+}

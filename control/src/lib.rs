@@ -1,0 +1,20 @@
+//! ingest control: a stateless server exposing `ingest.v1.JobService` over
+//! gRPC (plus reflection and health) on the shared store.
+//!
+//! Code map: `service` holds the operations, `views` reads and composes a
+//! job's pieces, `watch` streams changes, `grpc` and `http` are the thin
+//! protocol faces, `convert` maps wire <-> domain types, `error` maps errors
+//! to status codes in one place, `server` wires it all up.
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod server;
+pub mod service;
+pub mod views;
+pub mod watch;
+
+pub use server::{Listeners, ServeArgs, serve};
+pub use service::ControlService;

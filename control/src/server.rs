@@ -1,0 +1,152 @@
+//! Runs control: the gRPC server (JobService, reflection, health) and the
+//! HTTP server, until the shutdown token is cancelled.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ingest_proto::v1::FILE_DESCRIPTOR_SET;
+use ingest_proto::v1::job_service_server::JobServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::auth::BearerAuth;
+use crate::grpc::GrpcJobService;
+use crate::http;
+use crate::service::ControlService;
+
+/// Largest gRPC request accepted; jobs themselves are far smaller (their
+/// parameters are capped at 64 KiB and refused field by field beyond that).
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Flags of the control server; every flag also reads an `INGEST_*` variable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC server.
+    #[arg(long, env = "INGEST_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP server (health now; the web UI later).
+    #[arg(long, env = "INGEST_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Require `authorization: Bearer <token>` on every gRPC call but health
+    /// checks. Prefer INGEST_TOKEN or --token-file to the flag.
+    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// Read the bearer token from this file (e.g. a Docker secret).
+    #[arg(long, env = "INGEST_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC over TLS.
+    #[arg(long, env = "INGEST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "INGEST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates signed by it (mTLS).
+    #[arg(long, env = "INGEST_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn auth(&self) -> anyhow::Result<BearerAuth> {
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --token-file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token.clone(),
+        };
+        if token.as_deref().is_some_and(str::is_empty) {
+            anyhow::bail!("the bearer token is empty; set a token or leave it unset to disable auth");
+        }
+        Ok(BearerAuth::new(token))
+    }
+
+    fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(tls))
+    }
+}
+
+/// The bound listeners of a control server, so callers (tests, standalone)
+/// can learn the real ports when they asked for port 0.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(args: &ServeArgs) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on --grpc-addr {}", args.grpc_addr))?;
+        let http = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on --http-addr {}", args.http_addr))?;
+        Ok(Self { grpc, http })
+    }
+}
+
+/// Reflection knows the job service, health checks and the error details
+/// (google.rpc.BadRequest), so grpcurl needs no .proto file at all.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Serves until `shutdown` is cancelled, then drains in-flight calls.
+pub async fn serve(
+    service: ControlService,
+    args: &ServeArgs,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let auth = args.auth()?;
+    let tls = args.tls()?;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    let http_addr = listeners.http.local_addr()?;
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<JobServiceServer<GrpcJobService>>().await;
+    let reflection_v1 = reflection()
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("building gRPC reflection")?;
+    let jobs = JobServiceServer::new(GrpcJobService::new(service.clone(), shutdown.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+    let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("bad TLS configuration")?;
+    }
+    let router = builder
+        .add_service(health)
+        .add_service(tonic::service::interceptor::InterceptedService::new(reflection_v1, auth.clone()))
+        .add_service(tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, auth.clone()))
+        .add_service(tonic::service::interceptor::InterceptedService::new(jobs, auth.clone()));
+
+    tracing::info!(%grpc_addr, %http_addr, auth = auth.enabled(), tls = args.tls_cert.is_some(), "control serving");
+    let grpc_shutdown = shutdown.clone();
+    let grpc = router.serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+        grpc_shutdown.cancelled().await;
+    });
+    let http = http::serve(service, listeners.http, shutdown.clone());
+    let (grpc, http) = tokio::join!(grpc, http);
+    grpc.context("gRPC server failed")?;
+    http.context("HTTP server failed")?;
+    tracing::info!("control stopped");
+    Ok(())
+}

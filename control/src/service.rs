@@ -1,0 +1,477 @@
+//! The control plane's service layer: job CRUD, pause/resume/run-now, type
+//! discovery and the worker list, on the shared store. Protocol-free: the
+//! gRPC adapter (`grpc.rs`) converts at the edge. Every read-modify-write is
+//! one store transaction guarded by the revision it read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_model::job::{MAX_INTERVAL, MAX_PARAMS_BYTES};
+use ingest_model::{
+    FieldViolation, JobRecord, JobState, JobTypeSpec, SecretsRecord, WorkerRecord, now_millis, validate_job_id,
+    validate_name, validate_params,
+};
+use ingest_store::keys::{KeyKind, Keys};
+use ingest_store::{Compare, CompareOp, KeyRange, RangeRequest, Revision, Store, Txn, TxnOp, TxnOpResponse, prefix_end};
+use serde_json::{Map, Value};
+
+use crate::error::ControlError;
+use crate::views::{Cluster, JobPieces, JobView, attach_pieces, decode, read_types, worker_loads};
+
+/// Jobs per ListJobs page unless asked otherwise, and the most allowed.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// What a user gives to create a job.
+#[derive(Clone, Debug, Default)]
+pub struct NewJob {
+    /// Optional id; generated when `None`.
+    pub id: Option<String>,
+    pub name: String,
+    pub job_type: String,
+    /// Parameters including secrets.
+    pub params: Map<String, Value>,
+    /// `None`: the type's default interval.
+    pub interval: Option<Duration>,
+    pub paused: bool,
+}
+
+/// A change to a job; `None` fields are left as they are.
+#[derive(Clone, Debug, Default)]
+pub struct JobChange {
+    pub id: String,
+    /// The revision the caller read; the update fails if the job moved on.
+    pub revision: Revision,
+    /// When non-empty, must equal the job's type (types cannot change).
+    pub job_type: String,
+    pub name: Option<String>,
+    /// New parameters; secrets absent here keep their value.
+    pub params: Option<Map<String, Value>>,
+    /// `Some(None)`: back to the type's default.
+    pub interval: Option<Option<Duration>>,
+    pub paused: Option<bool>,
+}
+
+/// A published job type and the live workers that run it.
+#[derive(Clone, Debug)]
+pub struct JobTypeView {
+    pub spec: JobTypeSpec,
+    pub workers: Vec<String>,
+}
+
+/// A live worker and its load.
+#[derive(Clone, Debug)]
+pub struct WorkerView {
+    pub record: WorkerRecord,
+    pub jobs_owned: u32,
+    pub counters: ingest_model::Counters,
+}
+
+/// One page of jobs.
+#[derive(Clone, Debug)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// The id to continue after, `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub job_type: Option<String>,
+    pub state: Option<JobState>,
+}
+
+/// The control plane's operations. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlService {
+    store: Arc<dyn Store>,
+    keys: Keys,
+}
+
+impl ControlService {
+    pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
+        Self { store, keys }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub async fn create_job(&self, new: NewJob, validate_only: bool) -> Result<JobView, ControlError> {
+        let mut violations = Vec::new();
+        let id = match new.id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => {
+                if let Err(e) = validate_job_id(id) {
+                    violations.push(FieldViolation::new("job_id", e));
+                }
+                id.to_string()
+            }
+            None => uuid::Uuid::now_v7().simple().to_string(),
+        };
+        if let Err(e) = validate_name(&new.name) {
+            violations.push(FieldViolation::new("job.name", e));
+        }
+        let spec = self.type_spec_or_violation(&new.job_type, &mut violations).await?;
+        let Some(spec) = spec else {
+            return Err(ControlError::Invalid(violations));
+        };
+        let interval = check_interval(new.interval, &spec, &mut violations);
+        check_params_size(&new.params, &mut violations);
+        let split = match validate_params(&spec, &new.params, &[], "job.params") {
+            Ok(split) => Some(split),
+            Err(mut v) => {
+                violations.append(&mut v);
+                None
+            }
+        };
+        let Some(split) = split.filter(|_| violations.is_empty()) else {
+            return Err(ControlError::Invalid(violations));
+        };
+        let now = now_millis();
+        let record = JobRecord {
+            id: id.clone(),
+            name: new.name,
+            job_type: new.job_type,
+            params: split.params,
+            secret_names: split.secrets.keys().cloned().collect(),
+            interval,
+            paused: new.paused,
+            run_now_seq: 0,
+            create_time: now,
+            update_time: now,
+        };
+        if validate_only {
+            return self.view_of(record, 0).await;
+        }
+        let job_key = self.keys.job(&id);
+        let mut ops = vec![TxnOp::put(job_key.clone(), encode(&record)?)];
+        if !split.secrets.is_empty() {
+            ops.push(TxnOp::put(self.keys.secret(&id), encode(&SecretsRecord { values: split.secrets })?));
+        }
+        let response = self.store.txn(Txn::new().when([Compare::absent(job_key)]).and_then(ops)).await?;
+        if !response.succeeded {
+            return Err(ControlError::AlreadyExists(id));
+        }
+        tracing::info!(job = %id, job_type = %record.job_type, revision = response.revision, "job created");
+        self.view_of(record, response.revision).await
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<JobView, ControlError> {
+        check_id_field("id", id)?;
+        let kv = self.store.get(&self.keys.job(id)).await?.ok_or_else(|| not_found(id))?;
+        let record: JobRecord = decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{id}' is unreadable")))?;
+        self.view_of(record, kv.mod_revision).await
+    }
+
+    pub async fn list_jobs(&self, filter: &JobFilter, page_size: usize, after: Option<&str>) -> Result<JobPage, ControlError> {
+        let page_size = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size.min(MAX_PAGE_SIZE) };
+        let jobs_prefix = self.keys.prefix(KeyKind::Job);
+        let end = prefix_end(&jobs_prefix);
+        let mut from = match after {
+            Some(after) => format!("{}\0", self.keys.job(after)),
+            None => jobs_prefix.clone(),
+        };
+        let live_types = Cluster::read(self.store.as_ref(), &self.keys).await?.live_types();
+        let mut jobs: Vec<JobView> = Vec::with_capacity(page_size);
+        // Read one job beyond the page to know whether a next page exists;
+        // with filters, read in larger chunks until the page is full.
+        let chunk = if filter.job_type.is_some() || filter.state.is_some() { MAX_PAGE_SIZE } else { page_size + 1 };
+        loop {
+            let page = self
+                .store
+                .range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(chunk as i64))
+                .await?;
+            let mut pieces = BTreeMap::new();
+            for kv in &page.kvs {
+                let Some(record) = decode::<JobRecord>(kv) else { continue };
+                if filter.job_type.as_ref().is_none_or(|t| *t == record.job_type) {
+                    pieces.insert(record.id.clone(), JobPieces { job: Some((record, kv.mod_revision)), ..Default::default() });
+                }
+            }
+            attach_pieces(self.store.as_ref(), &self.keys, &mut pieces).await?;
+            for view in pieces.values().filter_map(|p| p.view(&live_types)) {
+                if filter.state.is_some_and(|s| s != view.status.state) {
+                    continue;
+                }
+                if jobs.len() == page_size {
+                    let next_after = jobs.last().map(|j| j.record.id.clone());
+                    return Ok(JobPage { jobs, next_after });
+                }
+                jobs.push(view);
+            }
+            match page.kvs.last() {
+                Some(last) if page.more => from = format!("{}\0", last.key),
+                _ => return Ok(JobPage { jobs, next_after: None }),
+            }
+        }
+    }
+
+    pub async fn update_job(&self, change: JobChange) -> Result<JobView, ControlError> {
+        check_id_field("job.id", &change.id)?;
+        if change.revision <= 0 {
+            return Err(ControlError::invalid("job.revision", "required: pass the revision of the job as you read it"));
+        }
+        let job_key = self.keys.job(&change.id);
+        let kv = self.store.get(&job_key).await?.ok_or_else(|| not_found(&change.id))?;
+        if kv.mod_revision != change.revision {
+            return Err(ControlError::Conflict { id: change.id, expected: change.revision, actual: kv.mod_revision });
+        }
+        let mut record: JobRecord =
+            decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{}' is unreadable", change.id)))?;
+        let mut violations = Vec::new();
+        if !change.job_type.is_empty() && change.job_type != record.job_type {
+            violations.push(FieldViolation::new("job.type", format!("cannot change the type of a job (it is '{}')", record.job_type)));
+        }
+        if let Some(name) = &change.name
+            && let Err(e) = validate_name(name)
+        {
+            violations.push(FieldViolation::new("job.name", e));
+        }
+        let spec = self.type_spec_or_violation(&record.job_type, &mut violations).await?;
+        let Some(spec) = spec else {
+            return Err(ControlError::Invalid(violations));
+        };
+        let interval = change.interval.map(|i| check_interval(i, &spec, &mut violations));
+        let mut new_secrets = None;
+        if let Some(params) = &change.params {
+            check_params_size(params, &mut violations);
+            match validate_params(&spec, params, &record.secret_names, "job.params") {
+                Ok(split) => {
+                    record.params = split.params;
+                    new_secrets = Some(split.secrets);
+                }
+                Err(mut v) => violations.append(&mut v),
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ControlError::Invalid(violations));
+        }
+        if let Some(name) = change.name {
+            record.name = name;
+        }
+        if let Some(interval) = interval {
+            record.interval = interval;
+        }
+        if let Some(paused) = change.paused {
+            record.paused = paused;
+        }
+        let mut ops = Vec::new();
+        if let Some(new_secrets) = new_secrets.filter(|s| !s.is_empty()) {
+            // Merge with the kept secrets; the job key's revision guard also
+            // covers the secrets key, which is only written together with it.
+            let mut secrets = match self.store.get(&self.keys.secret(&change.id)).await? {
+                Some(kv) => decode::<SecretsRecord>(&kv).unwrap_or_default(),
+                None => SecretsRecord::default(),
+            };
+            secrets.values.extend(new_secrets);
+            record.secret_names = secrets.values.keys().cloned().collect();
+            ops.push(TxnOp::put(self.keys.secret(&change.id), encode(&secrets)?));
+        }
+        self.write_guarded(record, change.revision, ops).await
+    }
+
+    pub async fn delete_job(&self, id: &str, revision: Revision) -> Result<(), ControlError> {
+        check_id_field("id", id)?;
+        let job_key = self.keys.job(id);
+        let guard = if revision > 0 {
+            Compare::mod_revision(job_key.clone(), CompareOp::Equal, revision)
+        } else {
+            Compare::create_revision(job_key.clone(), CompareOp::Greater, 0)
+        };
+        // The claim under owners/<id> belongs to its worker, which sees the
+        // spec disappear, stops the job and releases it.
+        let ops = [KeyKind::Job, KeyKind::Secret, KeyKind::State, KeyKind::Stats]
+            .map(|kind| TxnOp::delete(self.keys.key(kind, id)));
+        let response = self.store.txn(Txn::new().when([guard]).and_then(ops).or_else([TxnOp::get(job_key)])).await?;
+        if response.succeeded {
+            tracing::info!(job = %id, revision = response.revision, "job deleted");
+            return Ok(());
+        }
+        match response.responses.first() {
+            Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty() => {
+                Err(ControlError::Conflict { id: id.to_string(), expected: revision, actual: r.kvs[0].mod_revision })
+            }
+            _ => Err(not_found(id)),
+        }
+    }
+
+    /// Pauses or resumes a job; idempotent.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<JobView, ControlError> {
+        self.modify(id, |record| {
+            let changed = record.paused != paused;
+            record.paused = paused;
+            changed
+        })
+        .await
+    }
+
+    /// Asks the owner to run the job once now.
+    pub async fn run_now(&self, id: &str) -> Result<JobView, ControlError> {
+        self.modify(id, |record| {
+            record.run_now_seq += 1;
+            true
+        })
+        .await
+    }
+
+    pub async fn list_job_types(&self) -> Result<Vec<JobTypeView>, ControlError> {
+        let (types, cluster) = futures::try_join!(
+            read_types(self.store.as_ref(), &self.keys),
+            Cluster::read(self.store.as_ref(), &self.keys)
+        )?;
+        Ok(types
+            .into_values()
+            .map(|spec| JobTypeView { workers: cluster.workers_for(&spec.name), spec })
+            .collect())
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError> {
+        let (cluster, loads) = futures::try_join!(
+            Cluster::read(self.store.as_ref(), &self.keys),
+            worker_loads(self.store.as_ref(), &self.keys)
+        )?;
+        Ok(cluster
+            .workers
+            .into_values()
+            .map(|record| {
+                let (jobs_owned, counters) = loads.get(&record.name).copied().unwrap_or_default();
+                WorkerView { record, jobs_owned, counters }
+            })
+            .collect())
+    }
+
+    /// Read-modify-write of a job spec with a revision guard, retried when a
+    /// concurrent write got in between. `f` returns whether it changed
+    /// anything.
+    async fn modify(&self, id: &str, f: impl Fn(&mut JobRecord) -> bool) -> Result<JobView, ControlError> {
+        check_id_field("id", id)?;
+        for _ in 0..5 {
+            let kv = self.store.get(&self.keys.job(id)).await?.ok_or_else(|| not_found(id))?;
+            let mut record: JobRecord =
+                decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{id}' is unreadable")))?;
+            if !f(&mut record) {
+                return self.view_of(record, kv.mod_revision).await;
+            }
+            match self.write_guarded(record, kv.mod_revision, Vec::new()).await {
+                Err(ControlError::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(ControlError::Unavailable(format!("job '{id}' is being changed concurrently; retry")))
+    }
+
+    /// Writes `record` (and `extra` ops) if the job is still at `revision`.
+    async fn write_guarded(&self, mut record: JobRecord, revision: Revision, extra: Vec<TxnOp>) -> Result<JobView, ControlError> {
+        record.update_time = now_millis();
+        let job_key = self.keys.job(&record.id);
+        let mut ops = vec![TxnOp::put(job_key.clone(), encode(&record)?)];
+        ops.extend(extra);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(job_key.clone(), CompareOp::Equal, revision)])
+                    .and_then(ops)
+                    .or_else([TxnOp::get(job_key)]),
+            )
+            .await?;
+        if !response.succeeded {
+            return match response.responses.first() {
+                Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty() => {
+                    Err(ControlError::Conflict { id: record.id, expected: revision, actual: r.kvs[0].mod_revision })
+                }
+                _ => Err(not_found(&record.id)),
+            };
+        }
+        tracing::info!(job = %record.id, revision = response.revision, paused = record.paused, "job updated");
+        self.view_of(record, response.revision).await
+    }
+
+    /// The view of one job: its spec plus claim, counters and checkpoint.
+    async fn view_of(&self, record: JobRecord, revision: Revision) -> Result<JobView, ControlError> {
+        let id = record.id.clone();
+        let mut pieces = BTreeMap::from([(id.clone(), JobPieces { job: Some((record, revision)), ..Default::default() })]);
+        let (cluster, ()) = futures::try_join!(
+            Cluster::read(self.store.as_ref(), &self.keys),
+            attach_pieces(self.store.as_ref(), &self.keys, &mut pieces)
+        )?;
+        pieces
+            .get(&id)
+            .and_then(|p| p.view(&cluster.live_types()))
+            .ok_or_else(|| ControlError::Internal("job view vanished".to_string()))
+    }
+
+    /// The spec of `job_type`, or a violation on `job.type` when unknown.
+    async fn type_spec_or_violation(
+        &self,
+        job_type: &str,
+        violations: &mut Vec<FieldViolation>,
+    ) -> Result<Option<JobTypeSpec>, ControlError> {
+        if job_type.is_empty() {
+            violations.push(FieldViolation::new("job.type", "required: one of the types listed by ListJobTypes"));
+            return Ok(None);
+        }
+        if job_type.len() > 63 || !job_type.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            violations.push(FieldViolation::new("job.type", "not a job type name"));
+            return Ok(None);
+        }
+        match self.store.get(&self.keys.job_type(job_type)).await? {
+            Some(kv) => Ok(decode(&kv)),
+            None => {
+                let known = read_types(self.store.as_ref(), &self.keys).await?;
+                let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                violations.push(FieldViolation::new(
+                    "job.type",
+                    format!("unknown job type '{job_type}'; known types: {}", if names.is_empty() { "none yet (start a worker)".to_string() } else { names.join(", ") }),
+                ));
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn check_id_field(field: &str, id: &str) -> Result<(), ControlError> {
+    validate_job_id(id).map_err(|e| ControlError::invalid(field, e))
+}
+
+fn check_interval(interval: Option<Duration>, spec: &JobTypeSpec, violations: &mut Vec<FieldViolation>) -> Duration {
+    let Some(interval) = interval else {
+        return spec.default_interval;
+    };
+    if interval < spec.min_interval {
+        violations.push(FieldViolation::new(
+            "job.interval",
+            format!("must be at least {} for job type '{}'", humanize(spec.min_interval), spec.name),
+        ));
+    } else if interval > MAX_INTERVAL {
+        violations.push(FieldViolation::new("job.interval", format!("must be at most {}", humanize(MAX_INTERVAL))));
+    }
+    interval
+}
+
+fn check_params_size(params: &Map<String, Value>, violations: &mut Vec<FieldViolation>) {
+    let size = serde_json::to_vec(params).map_or(usize::MAX, |v| v.len());
+    if size > MAX_PARAMS_BYTES {
+        violations.push(FieldViolation::new(
+            "job.params",
+            format!("parameters take {size} bytes; at most {MAX_PARAMS_BYTES} allowed"),
+        ));
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+fn not_found(id: &str) -> ControlError {
+    ControlError::NotFound { what: "job", id: id.to_string() }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
+    serde_json::to_vec(value).map_err(|e| ControlError::Internal(format!("encoding a record: {e}")))
+}

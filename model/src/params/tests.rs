@@ -1,0 +1,101 @@
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+fn spec() -> JobTypeSpec {
+    JobTypeSpec {
+        name: "t".into(),
+        description: String::new(),
+        params: vec![
+            ParamSpec::new("url", ParamKind::Url, "feed").required(),
+            ParamSpec::new("count", ParamKind::Integer, "n").bounds(Some(1.0), Some(10.0)),
+            ParamSpec::new("ratio", ParamKind::Number, "r").bounds(Some(0.0), Some(1.0)),
+            ParamSpec::new("flag", ParamKind::Boolean, "f"),
+            ParamSpec::new("mode", ParamKind::Enum, "m").allowed(&["a", "b"]),
+            ParamSpec::new("every", ParamKind::Duration, "d").bounds(Some(60.0), None),
+            ParamSpec::new("tags", ParamKind::List, "l").max_length(2),
+            ParamSpec::new("label", ParamKind::String, "s").max_length(5),
+            ParamSpec::new("token", ParamKind::Secret, "k").required(),
+        ],
+        default_interval: Duration::from_secs(60),
+        min_interval: Duration::from_secs(1),
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn fields(result: Result<SplitParams, Vec<FieldViolation>>) -> Vec<String> {
+    let mut f: Vec<String> = result.err().unwrap_or_default().into_iter().map(|v| v.field).collect();
+    f.sort();
+    f
+}
+
+#[test]
+fn valid_params_are_normalised_and_secrets_split_out() {
+    let input = obj(json!({
+        "url": "https://example.org/feed.xml", "count": 5.0, "ratio": 0.5, "flag": true,
+        "mode": "b", "every": "15m", "tags": ["x", "y"], "label": "abc", "token": "s3cr3t"
+    }));
+    let split = validate_params(&spec(), &input, &[], "job.params").expect("valid");
+    assert_eq!(split.params.get("count"), Some(&json!(5)), "5.0 from a gRPC Struct becomes the integer 5");
+    assert!(!split.params.contains_key("token"));
+    assert_eq!(split.secrets.get("token").map(String::as_str), Some("s3cr3t"));
+    assert!(!format!("{split:?}").contains("s3cr3t"), "Debug must not print secret values");
+}
+
+#[test]
+fn every_bad_field_gets_its_own_violation() {
+    let input = obj(json!({
+        "url": "ftp://example.org/x", "count": 11, "ratio": "high", "flag": "yes",
+        "mode": "c", "every": "10s", "tags": ["a", "b", "c"], "label": "toolong", "nope": 1
+    }));
+    let got = fields(validate_params(&spec(), &input, &[], "job.params"));
+    let want: Vec<String> = ["count", "every", "flag", "label", "mode", "nope", "ratio", "tags", "token", "url"]
+        .iter()
+        .map(|n| format!("job.params.{n}"))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn messages_tell_the_user_what_to_write() {
+    let input = obj(json!({"url": "https://a.example", "token": "k", "every": "soon", "count": 2.5}));
+    let violations = validate_params(&spec(), &input, &[], "p").unwrap_err();
+    let text: Vec<String> = violations.iter().map(ToString::to_string).collect();
+    assert!(text.iter().any(|t| t.starts_with("p.every:") && t.contains("15m")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("p.count:") && t.contains("whole number")), "{text:?}");
+}
+
+#[test]
+fn kept_secret_satisfies_a_required_secret_on_update() {
+    let input = obj(json!({"url": "https://a.example"}));
+    assert_eq!(fields(validate_params(&spec(), &input, &[], "p")), vec!["p.token"]);
+    let split = validate_params(&spec(), &input, &["token".to_string()], "p").expect("kept secret counts");
+    assert!(split.secrets.is_empty());
+}
+
+#[test]
+fn null_counts_as_absent_and_empty_secret_is_refused() {
+    let input = obj(json!({"url": "https://a.example", "count": null, "token": ""}));
+    assert_eq!(fields(validate_params(&spec(), &input, &[], "p")), vec!["p.token"]);
+}
+
+#[test]
+fn urls_need_a_host_and_a_web_scheme() {
+    for bad in ["not a url", "/relative", "file:///etc/passwd", "javascript:alert(1)", "http://"] {
+        let input = obj(json!({"url": bad, "token": "k"}));
+        assert_eq!(fields(validate_params(&spec(), &input, &[], "p")), vec!["p.url"], "{bad}");
+    }
+}
+
+#[test]
+fn specs_round_trip_through_json() {
+    let s = spec();
+    let text = serde_json::to_string(&s).expect("serialise");
+    let back: JobTypeSpec = serde_json::from_str(&text).expect("deserialise");
+    assert_eq!(back, s);
+}

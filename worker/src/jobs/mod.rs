@@ -1,0 +1,3 @@
+//! Job types, one module each.
+
+pub mod demo;
