@@ -1,0 +1,32 @@
+//! `ingest-bench`: benchmark commands. Each one measures a baseline in the
+//! same run and prints a ratio against it, because absolute times drift on a
+//! shared machine (DESIGN.md §9).
+
+mod control;
+mod counting;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ingest-bench", about = "Benchmarks of ingest, each against a baseline measured in the same run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The control plane over a real etcd: CreateJob throughput against raw
+    /// etcd transactions, ListJobs latency against raw range reads, and one
+    /// full WatchJobs snapshot.
+    Control(control::ControlArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Control(args) => control::run(args).await,
+    }
+}

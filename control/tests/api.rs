@@ -1,0 +1,448 @@
+//! JobService over real gRPC, on the embedded store and on a real etcd: every
+//! test body runs against both.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, create, eventually, params, probe_job, probe_type, violated_fields};
+use ingest_proto::v1 as pb;
+use serde_json::json;
+use tonic::Code;
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::embedded().await).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::etcd().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    create_then_get_returns_the_job_without_its_secret,
+    bad_creates_get_one_violation_per_field_and_write_nothing,
+    oversized_requests_are_refused_and_write_nothing,
+    update_with_a_stale_revision_aborts_and_writes_nothing,
+    update_keeps_secrets_unless_given,
+    list_jobs_pages_and_filters,
+    pause_resume_and_run_now,
+    delete_removes_every_key_of_the_job,
+    state_follows_the_live_workers,
+    watch_sends_a_snapshot_then_changes_and_resumes,
+    watch_from_compacted_history_is_out_of_range,
+);
+
+const SECRET: &str = "hunter2-very-secret";
+
+async fn create_then_get_returns_the_job_without_its_secret(mut h: Harness) {
+    let mut job = probe_job("with secret");
+    job.params = params(json!({"url": "https://example.org/a", "api_key": SECRET, "tags": ["x"]}));
+    job.interval = Some(prost_types::Duration { seconds: 120, nanos: 0 });
+    let created = create(&mut h.client, job).await;
+    assert_eq!(created.secret_params_set, ["api_key"]);
+    assert!(created.revision > 0);
+    let fetched = h.client.get_job(pb::GetJobRequest { id: created.id.clone() }).await.expect("get").into_inner();
+    let fetched = fetched.job.expect("job");
+    assert_eq!(fetched.name, "with secret");
+    assert_eq!(fetched.interval, Some(prost_types::Duration { seconds: 120, nanos: 0 }));
+    let fields = &fetched.params.as_ref().expect("params").fields;
+    assert!(fields.contains_key("url") && !fields.contains_key("api_key"), "{fields:?}");
+    assert_eq!(fetched.status.as_ref().map(|s| s.state), Some(pb::JobState::Unschedulable as i32));
+
+    // The secret is stored, but apart from the job and under its own key.
+    let dump = h.dump().await;
+    let holders: Vec<&str> =
+        dump.iter().filter(|(_, v)| String::from_utf8_lossy(v).contains(SECRET)).map(|(k, _)| k.as_str()).collect();
+    assert_eq!(holders, [h.keys.secret(&created.id)]);
+
+    // And no read path returns it.
+    let list = h.client.list_jobs(pb::ListJobsRequest::default()).await.expect("list").into_inner();
+    let mut watch = h.client.watch_jobs(pb::WatchJobsRequest::default()).await.expect("watch").into_inner();
+    let snapshot = watch.message().await.expect("snapshot").expect("a message");
+    for text in [format!("{created:?}"), format!("{fetched:?}"), format!("{list:?}"), format!("{snapshot:?}")] {
+        assert!(!text.contains(SECRET), "secret leaked: {text}");
+    }
+    h.stop().await;
+}
+
+async fn bad_creates_get_one_violation_per_field_and_write_nothing(mut h: Harness) {
+    let before = h.dump().await;
+    let cases: Vec<(pb::CreateJobRequest, Vec<&str>)> = vec![
+        (pb::CreateJobRequest::default(), vec!["job"]),
+        (
+            pb::CreateJobRequest { job: Some(pb::Job { name: "x".into(), r#type: "nope".into(), ..Default::default() }), ..Default::default() },
+            vec!["job.type"],
+        ),
+        (
+            pb::CreateJobRequest { job: Some(pb::Job { name: "x".into(), ..Default::default() }), ..Default::default() },
+            vec!["job.type"],
+        ),
+        (
+            pb::CreateJobRequest {
+                job: Some(pb::Job {
+                    name: "".into(),
+                    r#type: "probe".into(),
+                    params: params(json!({
+                        "limit": 0, "ratio": "half", "verbose": "yes", "mode": "old", "timeout": "2h",
+                        "tags": ["a", "b", "c", "d"], "label": "x".repeat(21), "unknown": 1, "url": "ftp://x"
+                    })),
+                    interval: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+                    ..Default::default()
+                }),
+                job_id: "Not_An_Id".into(),
+                validate_only: false,
+            },
+            vec![
+                "job.interval", "job.name", "job.params.label", "job.params.limit", "job.params.mode",
+                "job.params.ratio", "job.params.tags", "job.params.timeout", "job.params.unknown",
+                "job.params.url", "job.params.verbose", "job_id",
+            ],
+        ),
+        (
+            pb::CreateJobRequest {
+                job: Some(pb::Job { name: "no url".into(), r#type: "probe".into(), ..Default::default() }),
+                ..Default::default()
+            },
+            vec!["job.params.url"],
+        ),
+        (
+            pb::CreateJobRequest {
+                job: Some(pb::Job {
+                    name: "negative".into(),
+                    r#type: "probe".into(),
+                    params: params(json!({"url": "https://a.example"})),
+                    interval: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            vec!["job.interval"],
+        ),
+    ];
+    for (request, want) in cases {
+        let status = h.client.create_job(request.clone()).await.expect_err("must be refused");
+        assert_eq!(violated_fields(&status), want, "{request:?}");
+    }
+    // validate_only checks without writing.
+    let request = pb::CreateJobRequest { job: Some(probe_job("dry run")), validate_only: true, ..Default::default() };
+    let dry = h.client.create_job(request).await.expect("valid").into_inner().job.expect("job");
+    assert_eq!(dry.name, "dry run");
+    assert_eq!(h.dump().await, before, "refused and dry-run requests must write nothing");
+    // A duplicate id is refused without touching the first job.
+    let request = pb::CreateJobRequest { job: Some(probe_job("one")), job_id: "fixed-id".into(), validate_only: false };
+    h.client.create_job(request.clone()).await.expect("first create");
+    let status = h.client.create_job(request).await.expect_err("duplicate");
+    assert_eq!(status.code(), Code::AlreadyExists);
+    h.stop().await;
+}
+
+async fn oversized_requests_are_refused_and_write_nothing(mut h: Harness) {
+    let before = h.dump().await;
+    let mut long_name = probe_job(&"n".repeat(201));
+    long_name.params = params(json!({"url": "https://a.example", "label": "x".repeat(100_000)}));
+    let status = h.client.create_job(pb::CreateJobRequest { job: Some(long_name), ..Default::default() }).await.expect_err("too big");
+    assert_eq!(violated_fields(&status), ["job.name", "job.params", "job.params.label"]);
+    // Beyond the transport limit the call fails before reaching the service.
+    let mut huge = probe_job("huge");
+    huge.params = params(json!({"url": "https://a.example", "label": "x".repeat(5 * 1024 * 1024)}));
+    let status = h.client.create_job(pb::CreateJobRequest { job: Some(huge), ..Default::default() }).await.expect_err("huge");
+    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument), "{status:?}");
+    assert_eq!(h.dump().await, before);
+    // The server is still fine.
+    create(&mut h.client, probe_job("after")).await;
+    h.stop().await;
+}
+
+async fn update_with_a_stale_revision_aborts_and_writes_nothing(mut h: Harness) {
+    let job = create(&mut h.client, probe_job("v1")).await;
+    let mut change = job.clone();
+    change.name = "v2".into();
+    let updated = h.client.update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None }).await.expect("update");
+    let updated = updated.into_inner().job.expect("job");
+    assert_eq!(updated.name, "v2");
+    assert!(updated.revision > job.revision);
+
+    let before = h.dump().await;
+    change.name = "v3 from a stale read".into();
+    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None }).await.expect_err("stale");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    change.revision = 0;
+    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None }).await.expect_err("no revision");
+    assert_eq!(violated_fields(&status), ["job.revision"]);
+    change.revision = updated.revision;
+    change.r#type = "other".into();
+    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: None }).await.expect_err("type change");
+    assert_eq!(violated_fields(&status), ["job.type"]);
+    let mask = prost_types::FieldMask { paths: vec!["status".into()] };
+    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(updated.clone()), update_mask: Some(mask) }).await.expect_err("bad mask");
+    assert_eq!(violated_fields(&status), ["update_mask"]);
+    assert_eq!(h.dump().await, before);
+    h.stop().await;
+}
+
+async fn update_keeps_secrets_unless_given(mut h: Harness) {
+    let mut job = probe_job("secretive");
+    job.params = params(json!({"url": "https://example.org/a", "api_key": "first"}));
+    let job = create(&mut h.client, job).await;
+    let secret_value = |dump: &[(String, Vec<u8>)], key: &str| {
+        dump.iter().find(|(k, _)| k == key).map(|(_, v)| String::from_utf8_lossy(v).to_string()).unwrap_or_default()
+    };
+    let secret_key = h.keys.secret(&job.id);
+
+    // Params without the secret: the secret is kept.
+    let mut change = job.clone();
+    change.params = params(json!({"url": "https://example.org/b"}));
+    let mask = Some(prost_types::FieldMask { paths: vec!["params".into()] });
+    let updated = h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask.clone() }).await.expect("update");
+    let updated = updated.into_inner().job.expect("job");
+    assert_eq!(updated.secret_params_set, ["api_key"]);
+    assert!(secret_value(&h.dump().await, &secret_key).contains("first"));
+
+    // Params with the secret: replaced.
+    let mut change = updated.clone();
+    change.params = params(json!({"url": "https://example.org/b", "api_key": "second"}));
+    let updated = h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask }).await.expect("update");
+    assert_eq!(updated.into_inner().job.expect("job").secret_params_set, ["api_key"]);
+    let stored = secret_value(&h.dump().await, &secret_key);
+    assert!(stored.contains("second") && !stored.contains("first"), "{stored}");
+    h.stop().await;
+}
+
+async fn list_jobs_pages_and_filters(mut h: Harness) {
+    let mut ids = Vec::new();
+    for i in 0..23 {
+        let job = if i % 3 == 0 {
+            pb::Job { name: format!("other {i}"), r#type: "other".into(), ..Default::default() }
+        } else {
+            probe_job(&format!("probe {i}"))
+        };
+        ids.push(create(&mut h.client, job).await.id);
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let request = pb::ListJobsRequest { page_size: 10, page_token: token.clone(), ..Default::default() };
+        let page = h.client.list_jobs(request).await.expect("list").into_inner();
+        assert!(page.jobs.len() <= 10);
+        seen.extend(page.jobs.into_iter().map(|j| j.id));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ids, "every job once, in id order");
+
+    let by_type = pb::ListJobsRequest { page_size: 5, r#type: "other".into(), ..Default::default() };
+    let page = h.client.list_jobs(by_type).await.expect("list").into_inner();
+    assert_eq!(page.jobs.len(), 5);
+    assert!(page.jobs.iter().all(|j| j.r#type == "other"));
+    let rest = pb::ListJobsRequest { page_size: 5, r#type: "other".into(), page_token: page.next_page_token, ..Default::default() };
+    let rest = h.client.list_jobs(rest).await.expect("list").into_inner();
+    assert_eq!(rest.jobs.len(), 3, "8 'other' jobs in all");
+    assert!(rest.next_page_token.is_empty());
+
+    h.client.pause_job(pb::PauseJobRequest { id: ids[4].clone() }).await.expect("pause");
+    let paused = pb::ListJobsRequest { state: pb::JobState::Paused as i32, ..Default::default() };
+    let page = h.client.list_jobs(paused).await.expect("list").into_inner();
+    assert_eq!(page.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [ids[4].as_str()]);
+
+    for bad in [
+        pb::ListJobsRequest { page_size: -1, ..Default::default() },
+        pb::ListJobsRequest { page_token: "../../etc".into(), ..Default::default() },
+        pb::ListJobsRequest { state: 99, ..Default::default() },
+    ] {
+        let status = h.client.list_jobs(bad.clone()).await.expect_err("bad list");
+        assert_eq!(violated_fields(&status).len(), 1, "{bad:?}");
+    }
+    h.stop().await;
+}
+
+async fn pause_resume_and_run_now(mut h: Harness) {
+    let job = create(&mut h.client, probe_job("p")).await;
+    let paused = h.client.pause_job(pb::PauseJobRequest { id: job.id.clone() }).await.expect("pause").into_inner();
+    let paused = paused.job.expect("job");
+    assert!(paused.paused);
+    assert_eq!(paused.status.as_ref().map(|s| s.state), Some(pb::JobState::Paused as i32));
+    let again = h.client.pause_job(pb::PauseJobRequest { id: job.id.clone() }).await.expect("pause twice").into_inner();
+    assert_eq!(again.job.expect("job").revision, paused.revision, "pausing a paused job writes nothing");
+    let resumed = h.client.resume_job(pb::ResumeJobRequest { id: job.id.clone() }).await.expect("resume").into_inner();
+    assert!(!resumed.job.expect("job").paused);
+    let before = h.revision().await;
+    let ran = h.client.run_job_now(pb::RunJobNowRequest { id: job.id.clone() }).await.expect("run now").into_inner();
+    assert!(ran.job.expect("job").revision > before, "run-now is recorded for the owner to see");
+    let missing = h.client.pause_job(pb::PauseJobRequest { id: "missing".into() }).await.expect_err("missing");
+    assert_eq!(missing.code(), Code::NotFound);
+    let bad = h.client.run_job_now(pb::RunJobNowRequest { id: "BAD ID".into() }).await.expect_err("bad id");
+    assert_eq!(violated_fields(&bad), ["id"]);
+    h.stop().await;
+}
+
+async fn delete_removes_every_key_of_the_job(mut h: Harness) {
+    let mut job = probe_job("doomed");
+    job.params = params(json!({"url": "https://example.org/a", "api_key": SECRET}));
+    let job = create(&mut h.client, job).await;
+    let keep = create(&mut h.client, probe_job("kept")).await;
+    let stale = pb::DeleteJobRequest { id: job.id.clone(), revision: job.revision - 1 };
+    assert_eq!(h.client.delete_job(stale).await.expect_err("stale").code(), Code::Aborted);
+    h.client.delete_job(pb::DeleteJobRequest { id: job.id.clone(), revision: job.revision }).await.expect("delete");
+    let dump = h.dump().await;
+    assert!(dump.iter().all(|(k, _)| !k.ends_with(&job.id)), "{:?}", dump.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    assert!(dump.iter().any(|(k, _)| k.ends_with(&keep.id)));
+    let get = h.client.get_job(pb::GetJobRequest { id: job.id.clone() }).await.expect_err("gone");
+    assert_eq!(get.code(), Code::NotFound);
+    let again = h.client.delete_job(pb::DeleteJobRequest { id: job.id, revision: 0 }).await.expect_err("gone");
+    assert_eq!(again.code(), Code::NotFound);
+    h.stop().await;
+}
+
+async fn state_follows_the_live_workers(mut h: Harness) {
+    let job = create(&mut h.client, probe_job("waiting")).await;
+    assert_eq!(job.status.as_ref().map(|s| s.state), Some(pb::JobState::Unschedulable as i32));
+    assert!(job.status.as_ref().is_some_and(|s| s.state_reason.contains("probe")));
+
+    let worker = h.start_worker("w1", vec![probe_type()]).await;
+    let mut client = h.client.clone();
+    eventually(Duration::from_secs(10), "job becomes pending", || {
+        let mut client = client.clone();
+        let id = job.id.clone();
+        async move {
+            let job = client.get_job(pb::GetJobRequest { id }).await.ok().and_then(|r| r.into_inner().job);
+            job.and_then(|j| j.status).is_some_and(|s| s.state == pb::JobState::Pending as i32)
+        }
+    })
+    .await;
+    let workers = client.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner().workers;
+    let w1 = workers.iter().find(|w| w.name == "w1").expect("w1 listed");
+    assert_eq!(w1.job_types, ["probe"]);
+    assert_eq!(w1.state, pb::WorkerState::Active as i32);
+    let types = client.list_job_types(pb::ListJobTypesRequest {}).await.expect("types").into_inner().job_types;
+    let probe = types.iter().find(|t| t.name == "probe").expect("probe type");
+    assert_eq!(probe.workers, ["w1"]);
+    assert_eq!(probe.params.len(), probe_type().params.len());
+    let other = types.iter().find(|t| t.name == "other").expect("other type");
+    assert!(other.workers.is_empty());
+
+    // A worker that leaves takes the type's schedulability with it.
+    worker.cancel();
+    eventually(Duration::from_secs(10), "job unschedulable again", || {
+        let mut client = client.clone();
+        let id = job.id.clone();
+        async move {
+            let job = client.get_job(pb::GetJobRequest { id }).await.ok().and_then(|r| r.into_inner().job);
+            job.and_then(|j| j.status).is_some_and(|s| s.state == pb::JobState::Unschedulable as i32)
+        }
+    })
+    .await;
+    h.stop().await;
+}
+
+async fn next_message(stream: &mut tonic::Streaming<pb::WatchJobsResponse>) -> pb::WatchJobsResponse {
+    match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+        Ok(Ok(Some(message))) => message,
+        other => panic!("expected a watch message, got {other:?}"),
+    }
+}
+
+/// Messages until one carries an event for `id`.
+async fn event_for(stream: &mut tonic::Streaming<pb::WatchJobsResponse>, id: &str) -> (i64, pb::JobEvent) {
+    loop {
+        let message = next_message(stream).await;
+        if let Some(event) = message.events.iter().find(|e| e.job.as_ref().is_some_and(|j| j.id == id)) {
+            return (message.revision, event.clone());
+        }
+    }
+}
+
+async fn watch_sends_a_snapshot_then_changes_and_resumes(mut h: Harness) {
+    let first = create(&mut h.client, probe_job("first")).await;
+    let mut watch = h.client.watch_jobs(pb::WatchJobsRequest::default()).await.expect("watch").into_inner();
+    let snapshot = next_message(&mut watch).await;
+    assert!(snapshot.snapshot && !snapshot.synced);
+    assert_eq!(snapshot.events.len(), 1);
+    assert_eq!(snapshot.events[0].job.as_ref().map(|j| j.id.as_str()), Some(first.id.as_str()));
+    let synced = next_message(&mut watch).await;
+    assert!(synced.synced && synced.events.is_empty());
+
+    let second = create(&mut h.client, probe_job("second")).await;
+    let (_, event) = event_for(&mut watch, &second.id).await;
+    assert_eq!(event.r#type, pb::JobEventType::Upserted as i32);
+    assert_eq!(event.job.as_ref().map(|j| j.name.as_str()), Some("second"));
+    let (seen_revision, _) = {
+        h.client.pause_job(pb::PauseJobRequest { id: first.id.clone() }).await.expect("pause");
+        event_for(&mut watch, &first.id).await
+    };
+    drop(watch);
+
+    // Changes made while no one watches arrive on resume, and nothing older.
+    h.client.delete_job(pb::DeleteJobRequest { id: second.id.clone(), revision: 0 }).await.expect("delete");
+    let third = create(&mut h.client, probe_job("third")).await;
+    let resume = pb::WatchJobsRequest { start_revision: seen_revision, ..Default::default() };
+    let mut watch = h.client.watch_jobs(resume).await.expect("resume").into_inner();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let message = next_message(&mut watch).await;
+        assert!(!message.snapshot, "a resumed watch sends no snapshot");
+        for event in message.events {
+            got.push((event.r#type, event.job.map(|j| j.id).unwrap_or_default()));
+        }
+    }
+    assert_eq!(
+        got,
+        [(pb::JobEventType::Deleted as i32, second.id.clone()), (pb::JobEventType::Upserted as i32, third.id.clone())]
+    );
+
+    // A type filter hides other types.
+    let filtered = pb::WatchJobsRequest { r#type: "other".into(), ..Default::default() };
+    let mut watch = h.client.watch_jobs(filtered).await.expect("watch").into_inner();
+    let synced = next_message(&mut watch).await;
+    assert!(synced.synced && synced.events.is_empty(), "no 'other' jobs yet");
+    create(&mut h.client, probe_job("invisible")).await;
+    let other = create(&mut h.client, pb::Job { name: "visible".into(), r#type: "other".into(), ..Default::default() }).await;
+    let message = next_message(&mut watch).await;
+    let ids: Vec<String> = message.events.iter().filter_map(|e| e.job.as_ref().map(|j| j.id.clone())).collect();
+    assert_eq!(ids, [other.id]);
+    h.stop().await;
+}
+
+async fn watch_from_compacted_history_is_out_of_range(mut h: Harness) {
+    let job = create(&mut h.client, probe_job("a")).await;
+    for i in 0..3 {
+        create(&mut h.client, probe_job(&format!("b{i}"))).await;
+    }
+    let current = h.revision().await;
+    h.store.compact(current).await.expect("compact");
+    let resume = pb::WatchJobsRequest { start_revision: job.revision, ..Default::default() };
+    let result = match h.client.watch_jobs(resume).await {
+        Err(status) => status,
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+                Ok(Err(status)) => status,
+                other => panic!("expected OUT_OF_RANGE, got {other:?}"),
+            }
+        }
+    };
+    assert_eq!(result.code(), Code::OutOfRange, "{result:?}");
+    assert!(result.message().contains("without start_revision"), "{}", result.message());
+    let future = pb::WatchJobsRequest { start_revision: current + 1000, ..Default::default() };
+    let status = h.client.watch_jobs(future).await.expect_err("future revision");
+    assert_eq!(violated_fields(&status), ["start_revision"]);
+    h.stop().await;
+}

@@ -1,0 +1,198 @@
+//! A control server on a real store for the integration tests: either the
+//! embedded store or a real etcd process, served over real gRPC on 127.0.0.1.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_proto::v1 as pb;
+use ingest_proto::v1::job_service_client::JobServiceClient;
+use ingest_store::keys::Keys;
+use ingest_store::{EmbeddedStore, EtcdOptions, EtcdStore, Store};
+use ingest_testkit::EtcdServer;
+use ingest_worker::{Membership, WorkerConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub type Client = JobServiceClient<Channel>;
+
+/// A test job type with one parameter of every kind.
+pub fn probe_type() -> JobTypeSpec {
+    JobTypeSpec {
+        name: "probe".into(),
+        description: "test type".into(),
+        params: vec![
+            ParamSpec::new("url", ParamKind::Url, "what to fetch").required(),
+            ParamSpec::new("limit", ParamKind::Integer, "items").bounds(Some(1.0), Some(100.0)).default_value(10),
+            ParamSpec::new("ratio", ParamKind::Number, "r").bounds(Some(0.0), Some(1.0)),
+            ParamSpec::new("verbose", ParamKind::Boolean, "b"),
+            ParamSpec::new("mode", ParamKind::Enum, "m").allowed(&["new", "top"]),
+            ParamSpec::new("timeout", ParamKind::Duration, "d").bounds(Some(1.0), Some(60.0)),
+            ParamSpec::new("tags", ParamKind::List, "l").max_length(3),
+            ParamSpec::new("label", ParamKind::String, "s").max_length(20),
+            ParamSpec::new("api_key", ParamKind::Secret, "k"),
+        ],
+        default_interval: Duration::from_secs(300),
+        min_interval: Duration::from_secs(10),
+    }
+}
+
+/// A second type, so filters have something to filter.
+pub fn other_type() -> JobTypeSpec {
+    JobTypeSpec {
+        name: "other".into(),
+        description: String::new(),
+        params: vec![],
+        default_interval: Duration::from_secs(60),
+        min_interval: Duration::from_secs(1),
+    }
+}
+
+pub struct Harness {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub grpc_addr: SocketAddr,
+    pub client: Client,
+    shutdown: CancellationToken,
+    workers: Vec<CancellationToken>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: Option<tempfile::TempDir>,
+    pub etcd: Option<EtcdServer>,
+}
+
+impl Harness {
+    pub async fn embedded() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
+        Self::start(store, Some(dir), None, None).await
+    }
+
+    pub async fn etcd() -> Harness {
+        let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
+        let store: Arc<dyn Store> =
+            Arc::new(EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd"));
+        Self::start(store, None, Some(etcd), None).await
+    }
+
+    pub async fn with_token(token: &str) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
+        Self::start(store, Some(dir), None, Some(token.to_string())).await
+    }
+
+    async fn start(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, etcd: Option<EtcdServer>, token: Option<String>) -> Harness {
+        let keys = Keys::new("/test/");
+        let args = ServeArgs {
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            token,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        };
+        let listeners = Listeners::bind(&args).await.expect("bind");
+        let grpc_addr = listeners.grpc.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let service = ControlService::new(store.clone(), keys.clone());
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { serve(service, &args, listeners, shutdown).await }
+        });
+        // Types are published by workers; publish the test types as one would.
+        Membership::new(store.clone(), keys.clone(), worker_config("publisher"), vec![probe_type(), other_type()])
+            .publish_types()
+            .await
+            .expect("publish types");
+        let client = JobServiceClient::connect(format!("http://{grpc_addr}")).await.expect("connect");
+        Harness { store, keys, grpc_addr, client, shutdown, workers: Vec::new(), server, _dir: dir, etcd }
+    }
+
+    /// Starts a worker (membership only) that supports `types`; stops it when
+    /// the returned token is cancelled.
+    pub async fn start_worker(&mut self, name: &str, types: Vec<JobTypeSpec>) -> CancellationToken {
+        let token = CancellationToken::new();
+        let membership = Membership::new(self.store.clone(), self.keys.clone(), worker_config(name), types);
+        tokio::spawn({
+            let token = token.clone();
+            async move { membership.run(token).await }
+        });
+        self.workers.push(token.clone());
+        token
+    }
+
+    pub async fn revision(&self) -> i64 {
+        self.store.current_revision().await.expect("current revision")
+    }
+
+    /// Every key under the test root with its value, for "nothing written"
+    /// and "secret stored apart" checks.
+    pub async fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let range = ingest_store::RangeRequest::new(ingest_store::KeyRange::prefix(self.keys.root()));
+        let response = self.store.range(range).await.expect("range");
+        response.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+    }
+
+    pub async fn stop(self) {
+        for worker in &self.workers {
+            worker.cancel();
+        }
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "control must stop cleanly: {result:?}");
+    }
+}
+
+pub fn worker_config(name: &str) -> WorkerConfig {
+    WorkerConfig { name: name.to_string(), weight: 1.0, lease_ttl: Duration::from_secs(3) }
+}
+
+/// A JSON object as a protobuf Struct.
+pub fn params(value: Value) -> Option<prost_types::Struct> {
+    let map = value.as_object().cloned().unwrap_or_default();
+    Some(ingest_control::convert::json_to_struct(&map))
+}
+
+/// A valid probe job.
+pub fn probe_job(name: &str) -> pb::Job {
+    pb::Job {
+        name: name.to_string(),
+        r#type: "probe".to_string(),
+        params: params(json!({"url": "https://example.org/feed", "limit": 5})),
+        ..Default::default()
+    }
+}
+
+pub async fn create(client: &mut Client, job: pb::Job) -> pb::Job {
+    let request = pb::CreateJobRequest { job: Some(job), ..Default::default() };
+    client.create_job(request).await.expect("create job").into_inner().job.expect("job in response")
+}
+
+/// The field names of an INVALID_ARGUMENT status' BadRequest details,
+/// sorted.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let bad = details.bad_request().expect("BadRequest details");
+    let mut fields: Vec<String> = bad.field_violations.iter().map(|v| v.field.clone()).collect();
+    fields.sort();
+    fields
+}
+
+/// Waits until `check` holds, polling; panics after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
