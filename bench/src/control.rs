@@ -16,14 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
-use ingest_control::service::JobFilter;
+use ingest_control::service::{JobFilter, NewJob};
 use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_model::{CheckpointRecord, Counters, OwnerRecord, StatsRecord, WorkerRecord, WorkerState};
 use ingest_proto::v1 as pb;
 use ingest_proto::v1::job_service_client::JobServiceClient;
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{Compare, EtcdOptions, EtcdStore, KeyRange, RangeRequest, Store, Txn, TxnOp, prefix_end};
 use ingest_testkit::EtcdServer;
 use ingest_worker::{Membership, WorkerConfig, catalogue};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -56,19 +58,46 @@ pub struct ControlArgs {
     /// Seed of the page picks; random when absent.
     #[arg(long)]
     seed: Option<u64>,
+    /// Before reading, make the cluster look live: 3 registered workers and,
+    /// for every job, a claim, counters and a checkpoint (what ListJobs and
+    /// WatchJobs also read). Off: only the job specs exist.
+    #[arg(long)]
+    with_status: bool,
+}
+
+/// What one run does, from the flags.
+struct Plan {
+    jobs: usize,
+    concurrency: usize,
+    samples: usize,
+    seed: u64,
+    status: Status,
 }
 
 pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
-    let (jobs, concurrency, samples) = (args.jobs as usize, args.concurrency as usize, args.samples as usize);
-    let seed = args.seed.unwrap_or_else(time_seed);
+    let plan = Plan {
+        jobs: args.jobs as usize,
+        concurrency: args.concurrency as usize,
+        samples: args.samples as usize,
+        seed: args.seed.unwrap_or_else(time_seed),
+        status: if args.with_status { Status::Live } else { Status::SpecsOnly },
+    };
     // `start` blocks and panics with etcd's log tail when etcd does not come
     // up; on a blocking thread the panic becomes an error here.
     let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.context("etcd did not start")?;
-    let control = Control::start(&etcd).await?;
-    println!("ingest-bench control: {jobs} jobs, concurrency {concurrency}, {samples} samples, seed {seed}");
-    println!("  etcd {} (data on {}), control gRPC on {}", etcd.endpoint(), etcd.data_dir().display(), control.grpc_addr);
+    let control = Control::start(&etcd, Nagle::AsServed).await?;
+    let Plan { jobs, concurrency, samples, seed, status } = &plan;
+    println!(
+        "ingest-bench control: {jobs} jobs, concurrency {concurrency}, {samples} samples, seed {seed}, {status:?}"
+    );
+    println!(
+        "  etcd {} (data on {}), control gRPC on {}",
+        etcd.endpoint(),
+        etcd.data_dir().display(),
+        control.grpc_addr
+    );
 
-    let result = measure(&control, jobs, concurrency, samples, seed).await;
+    let result = measure(&etcd, &control, &plan).await;
     control.stop().await;
     drop(etcd);
     let list_p99 = result?;
@@ -79,14 +108,51 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
 }
 
 /// Runs every measurement and prints it; returns ListJobs' p99.
-async fn measure(control: &Control, jobs: usize, concurrency: usize, samples: usize, seed: u64) -> anyhow::Result<Duration> {
+async fn measure(etcd: &EtcdServer, control: &Control, plan: &Plan) -> anyhow::Result<Duration> {
+    let &Plan { jobs, concurrency, samples, seed, status } = plan;
     bench_create(control, jobs, concurrency).await?;
     let ids = bench_paging_pass(control, jobs).await?;
+    if status == Status::Live {
+        write_live_status(control, &ids).await?;
+    }
     let mut rng = Rng::new(seed);
+    println!();
+    println!("ListJobs latency (page_size {PAGE_SIZE}, {samples} random pages, sequential)");
     let list_p99 = bench_list(control, &ids, samples, &mut rng).await?;
     bench_watch(control, jobs).await?;
     breakdown_list(control, &ids, samples.min(BREAKDOWN_SAMPLES), &mut rng).await?;
+
+    // Diagnostic: `serve` takes already-bound listeners and tonic leaves
+    // TCP_NODELAY off on connections it did not accept itself. A second
+    // control on the same etcd, whose listening socket has TCP_NODELAY (which
+    // Linux copies to accepted sockets), shows what Nagle's algorithm costs.
+    let nodelay = Control::start(etcd, Nagle::Off).await?;
+    println!();
+    println!("Diagnostic: the same ListJobs on a second control whose gRPC sockets have TCP_NODELAY");
+    let result = bench_list(&nodelay, &ids, samples, &mut rng).await;
+    nodelay.stop().await;
+    result?;
+
+    breakdown_create(control).await?;
     Ok(list_p99)
+}
+
+/// What exists in the store besides the job specs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// Only specs: no workers, claims, counters or checkpoints.
+    SpecsOnly,
+    /// 3 workers, and a claim, counters and a checkpoint for every job.
+    Live,
+}
+
+/// Whether control's accepted gRPC connections use Nagle's algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nagle {
+    /// As `ingest_control::serve` does it (no TCP_NODELAY set).
+    AsServed,
+    /// TCP_NODELAY set on the listening socket, inherited by accepted ones.
+    Off,
 }
 
 /// Control in-process on ephemeral ports over the etcd, and a gRPC client.
@@ -101,7 +167,7 @@ struct Control {
 }
 
 impl Control {
-    async fn start(etcd: &EtcdServer) -> anyhow::Result<Self> {
+    async fn start(etcd: &EtcdServer, nagle: Nagle) -> anyhow::Result<Self> {
         let options = EtcdOptions { endpoints: vec![etcd.endpoint()], ..Default::default() };
         let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(options).await.context("connecting to etcd")?);
         let keys = Keys::default();
@@ -114,7 +180,10 @@ impl Control {
             tls_key: None,
             tls_client_ca: None,
         };
-        let listeners = Listeners::bind(&args).await?;
+        let mut listeners = Listeners::bind(&args).await?;
+        if nagle == Nagle::Off {
+            listeners.grpc = bind_nodelay(args.grpc_addr)?;
+        }
         let grpc_addr = listeners.grpc.local_addr().context("gRPC listener address")?;
         let shutdown = CancellationToken::new();
         let service = ControlService::new(store.clone(), keys.clone());
@@ -123,7 +192,8 @@ impl Control {
             async move { serve(service, &args, listeners, shutdown).await }
         });
         // Workers publish the job types CreateJob validates against.
-        let publisher = WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+        let publisher =
+            WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
         Membership::new(store.clone(), keys.clone(), publisher, catalogue::job_types())
             .publish_types()
             .await
@@ -150,6 +220,15 @@ impl Control {
     }
 }
 
+/// A listener whose socket has TCP_NODELAY, which accepted sockets inherit
+/// on Linux.
+fn bind_nodelay(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = TcpSocket::new_v4().context("creating a socket")?;
+    socket.set_nodelay(true).context("setting TCP_NODELAY on the listening socket")?;
+    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
+    socket.listen(1024).with_context(|| format!("listening on {addr}"))
+}
+
 // ---------------------------------------------------------------- CreateJob
 
 async fn bench_create(control: &Control, jobs: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -172,7 +251,8 @@ async fn bench_create(control: &Control, jobs: usize, concurrency: usize) -> any
         let store = store.clone();
         async move {
             let key = format!("{RAW_ROOT}{i:032x}");
-            let txn = Txn::new().when([Compare::absent(key.clone())]).and_then([TxnOp::put(key, vec![b'x'; value_len])]);
+            let txn =
+                Txn::new().when([Compare::absent(key.clone())]).and_then([TxnOp::put(key, vec![b'x'; value_len])]);
             let response = store.txn(txn).await.with_context(|| format!("raw txn #{i}"))?;
             ensure!(response.succeeded, "raw txn #{i}: key already exists");
             Ok(())
@@ -226,7 +306,7 @@ where
 {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let mut tasks = JoinSet::new();
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     for _ in 0..concurrency.min(n) {
         let (next, op) = (next.clone(), op.clone());
         tasks.spawn(async move {
@@ -243,6 +323,60 @@ where
         joined.context("benchmark task panicked")??;
     }
     Ok(started.elapsed())
+}
+
+/// Writes 3 worker registrations and, for every job, the claim, counters and
+/// checkpoint its workers would write (without leases: nothing expires
+/// during the run). 40 jobs per transaction (120 puts, under etcd's default
+/// limit of 128 operations).
+async fn write_live_status(control: &Control, ids: &[String]) -> anyhow::Result<()> {
+    const WORKERS: usize = 3;
+    let started = Instant::now();
+    let now = ingest_model::now_millis();
+    let keys = &control.keys;
+    let workers: Vec<String> = (0..WORKERS).map(|w| format!("bench-worker-{w}")).collect();
+    for name in &workers {
+        let record = WorkerRecord {
+            name: name.clone(),
+            state: WorkerState::Active,
+            weight: 1.0,
+            types: vec!["demo".to_string()],
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            start_time: now,
+        };
+        control.store.put(&keys.worker(name), serde_json::to_vec(&record)?, 0).await.context("registering a worker")?;
+    }
+    for (chunk_index, chunk) in ids.chunks(40).enumerate() {
+        let mut ops = Vec::with_capacity(chunk.len() * 3);
+        for (offset, id) in chunk.iter().enumerate() {
+            let n = (chunk_index * 40 + offset) as u64;
+            let owner = OwnerRecord { worker: workers[n as usize % WORKERS].clone() };
+            let stats = StatsRecord {
+                counters: Counters {
+                    items_fetched: 5 * n,
+                    items_written: 5 * n,
+                    items_failed: 0,
+                    bytes_fetched: 1280 * n,
+                    runs: n,
+                },
+                last_success: Some(now),
+                last_error: None,
+            };
+            let checkpoint =
+                CheckpointRecord { next_run: Some(now + 60_000), cursor: serde_json::json!({ "seq": 5 * n }) };
+            ops.push(TxnOp::put(keys.owner(id), serde_json::to_vec(&owner)?));
+            ops.push(TxnOp::put(keys.stats(id), serde_json::to_vec(&stats)?));
+            ops.push(TxnOp::put(keys.state(id), serde_json::to_vec(&checkpoint)?));
+        }
+        control.store.txn(Txn::new().and_then(ops)).await.context("writing job status")?;
+    }
+    println!();
+    println!(
+        "Live status written: {WORKERS} workers; claim, counters and checkpoint of {} jobs in {:.2} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------- ListJobs
@@ -268,7 +402,12 @@ async fn bench_paging_pass(control: &Control, jobs: usize) -> anyhow::Result<Vec
     ensure!(ids.len() == jobs, "paging through ListJobs found {} jobs, expected {jobs}", ids.len());
     ensure!(ids.windows(2).all(|w| w[0] < w[1]), "ListJobs pages are not in strictly increasing id order");
     println!();
-    println!("ListJobs full paging pass: {} jobs in {pages} pages, {:.2} s ({} per page)", ids.len(), took.as_secs_f64(), ms(took / pages));
+    println!(
+        "ListJobs full paging pass: {} jobs in {pages} pages, {:.2} s ({} per page)",
+        ids.len(),
+        took.as_secs_f64(),
+        ms(took / pages)
+    );
     Ok(ids)
 }
 
@@ -297,8 +436,6 @@ async fn bench_list(control: &Control, ids: &[String], samples: usize, rng: &mut
         }
     }
     let (list, raw) = (Latencies::new(list), Latencies::new(raw));
-    println!();
-    println!("ListJobs latency (page_size {PAGE_SIZE}, {samples} random pages, sequential)");
     println!("  ListJobs over gRPC           {}", list.summary());
     println!("  raw etcd range, limit {}    {}", PAGE_SIZE + 1, raw.summary());
     println!(
@@ -310,12 +447,20 @@ async fn bench_list(control: &Control, ids: &[String], samples: usize, rng: &mut
 }
 
 async fn time_list_page(client: &mut Client, token: &str, first_id: &str, expected: usize) -> anyhow::Result<Duration> {
-    let request = pb::ListJobsRequest { page_size: PAGE_SIZE as i32, page_token: token.to_string(), ..Default::default() };
+    let request =
+        pb::ListJobsRequest { page_size: PAGE_SIZE as i32, page_token: token.to_string(), ..Default::default() };
     let started = Instant::now();
     let page = client.list_jobs(request).await.context("ListJobs")?.into_inner();
     let took = started.elapsed();
-    ensure!(page.jobs.len() == expected, "ListJobs after '{token}' returned {} jobs, expected {expected}", page.jobs.len());
-    ensure!(page.jobs.first().is_some_and(|j| j.id == first_id), "ListJobs after '{token}' did not start at {first_id}");
+    ensure!(
+        page.jobs.len() == expected,
+        "ListJobs after '{token}' returned {} jobs, expected {expected}",
+        page.jobs.len()
+    );
+    ensure!(
+        page.jobs.first().is_some_and(|j| j.id == first_id),
+        "ListJobs after '{token}' did not start at {first_id}"
+    );
     Ok(took)
 }
 
@@ -328,7 +473,11 @@ async fn time_raw_page(control: &Control, token: &str, expected: usize) -> anyho
     let started = Instant::now();
     let response = control.store.range(range).await.context("raw range read")?;
     let took = started.elapsed();
-    ensure!(response.kvs.len() >= expected, "raw range after '{token}' read {} keys, expected {expected}", response.kvs.len());
+    ensure!(
+        response.kvs.len() >= expected,
+        "raw range after '{token}' read {} keys, expected {expected}",
+        response.kvs.len()
+    );
     Ok(took)
 }
 
@@ -395,8 +544,48 @@ async fn breakdown_list(control: &Control, ids: &[String], samples: usize, rng: 
     println!("  in-process list_jobs         {}", latencies.summary());
     println!("  store calls per ListJobs: {:.1}", per_call as f64 / samples as f64);
     for (what, (n, total)) in &calls {
-        println!("    {what:<22} {:>5.2} per call, mean {}", *n as f64 / samples as f64, ms(*total / (*n).max(1) as u32));
+        println!(
+            "    {what:<22} {:>5.2} per call, mean {}",
+            *n as f64 / samples as f64,
+            ms(*total / (*n).max(1) as u32)
+        );
     }
+    Ok(())
+}
+
+/// Calls `ControlService::create_job` in-process over a store that logs
+/// every call, under a separate key root so the jobs measured above are
+/// untouched.
+async fn breakdown_create(control: &Control) -> anyhow::Result<()> {
+    const CREATES: usize = 100;
+    let keys = Keys::new("/ingest-bench/breakdown/");
+    let counting = Arc::new(CountingStore::new(control.store.clone(), keys.root()));
+    let publisher = WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+    Membership::new(control.store.clone(), keys.clone(), publisher, catalogue::job_types())
+        .publish_types()
+        .await
+        .context("publishing the job types")?;
+    let service = ControlService::new(counting.clone(), keys);
+    let mut latencies = Vec::with_capacity(CREATES);
+    let mut calls: Vec<String> = Vec::new();
+    for i in 0..CREATES {
+        let new = NewJob {
+            name: format!("breakdown job {i}"),
+            job_type: "demo".to_string(),
+            params: serde_json::Map::from_iter([("items_per_run".to_string(), serde_json::json!(5))]),
+            ..Default::default()
+        };
+        counting.take();
+        let started = Instant::now();
+        service.create_job(new, false).await.context("in-process create_job")?;
+        latencies.push(started.elapsed());
+        calls = counting.take().into_iter().map(|c| c.what).collect();
+    }
+    let latencies = Latencies::new(latencies);
+    println!();
+    println!("Where CreateJob time goes (ControlService::create_job in-process, no gRPC, {CREATES} sequential)");
+    println!("  in-process create_job        {}", latencies.summary());
+    println!("  store calls per CreateJob: {} ({})", calls.len(), calls.join(", "));
     Ok(())
 }
 

@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ingest_store::{
-    LeaseId, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse, WatchStream,
-};
+use ingest_store::{LeaseId, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse, WatchStream};
 
 /// One store call: e.g. `range jobs/` and its duration.
 #[derive(Clone, Debug)]

@@ -39,7 +39,9 @@ impl BearerAuth {
         match given {
             Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
             Some(_) => Err(Status::unauthenticated("invalid bearer token")),
-            None => Err(Status::unauthenticated("missing bearer token: send the header 'authorization: Bearer <token>'")),
+            None => {
+                Err(Status::unauthenticated("missing bearer token: send the header 'authorization: Bearer <token>'"))
+            }
         }
     }
 }

@@ -40,7 +40,9 @@ pub fn json_to_value(v: &Value) -> prost_types::Value {
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue { values: items.iter().map(json_to_value).collect() }),
+        Value::Array(items) => {
+            Kind::ListValue(prost_types::ListValue { values: items.iter().map(json_to_value).collect() })
+        }
         Value::Object(map) => Kind::StructValue(json_to_struct(map)),
     };
     prost_types::Value { kind: Some(kind) }
@@ -83,7 +85,11 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
             epoch: status.epoch,
             counters: Some(counters_to_pb(&status.stats.counters)),
             last_success_time: status.stats.last_success.map(timestamp),
-            last_error: status.stats.last_error.as_ref().map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
+            last_error: status
+                .stats
+                .last_error
+                .as_ref()
+                .map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
             next_run_time: status.next_run.map(timestamp),
         }),
     }
@@ -189,7 +195,9 @@ pub fn watch_update_to_pb(update: WatchUpdate) -> pb::WatchJobsResponse {
             .events
             .into_iter()
             .map(|event| match event {
-                JobEvent::Upserted(view) => pb::JobEvent { r#type: pb::JobEventType::Upserted as i32, job: Some(job_to_pb(view)) },
+                JobEvent::Upserted(view) => {
+                    pb::JobEvent { r#type: pb::JobEventType::Upserted as i32, job: Some(job_to_pb(view)) }
+                }
                 JobEvent::Deleted(id) => pb::JobEvent {
                     r#type: pb::JobEventType::Deleted as i32,
                     job: Some(pb::Job { id, ..Default::default() }),

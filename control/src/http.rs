@@ -11,10 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::service::ControlService;
 
 pub async fn serve(service: ControlService, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(healthz))
-        .with_state(service);
+    let app = Router::new().route("/", get(index)).route("/healthz", get(healthz)).with_state(service);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 

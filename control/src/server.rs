@@ -31,8 +31,9 @@ pub struct ServeArgs {
     /// Address of the HTTP server (health now; the web UI later).
     #[arg(long, env = "INGEST_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// Require `authorization: Bearer <token>` on every gRPC call but health
-    /// checks. Prefer INGEST_TOKEN or --token-file to the flag.
+    /// Require `authorization: Bearer <token>` on every JobService call
+    /// (health checks and reflection stay open). Prefer INGEST_TOKEN or
+    /// --token-file to the flag.
     #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<String>,
     /// Read the bearer token from this file (e.g. a Docker secret).
@@ -119,12 +120,8 @@ pub async fn serve(
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<JobServiceServer<GrpcJobService>>().await;
-    let reflection_v1 = reflection()
-        .build_v1()
-        .context("building gRPC reflection")?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .context("building gRPC reflection")?;
+    let reflection_v1 = reflection().build_v1().context("building gRPC reflection")?;
+    let reflection_v1alpha = reflection().build_v1alpha().context("building gRPC reflection")?;
     let jobs = JobServiceServer::new(GrpcJobService::new(service.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
 
@@ -134,8 +131,8 @@ pub async fn serve(
     }
     let router = builder
         .add_service(health)
-        .add_service(tonic::service::interceptor::InterceptedService::new(reflection_v1, auth.clone()))
-        .add_service(tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, auth.clone()))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(tonic::service::interceptor::InterceptedService::new(jobs, auth.clone()));
 
     tracing::info!(%grpc_addr, %http_addr, auth = auth.enabled(), tls = args.tls_cert.is_some(), "control serving");

@@ -13,7 +13,9 @@ use ingest_model::{
     validate_name, validate_params,
 };
 use ingest_store::keys::{KeyKind, Keys};
-use ingest_store::{Compare, CompareOp, KeyRange, RangeRequest, Revision, Store, Txn, TxnOp, TxnOpResponse, prefix_end};
+use ingest_store::{
+    Compare, CompareOp, KeyRange, RangeRequest, Revision, Store, Txn, TxnOp, TxnOpResponse, prefix_end,
+};
 use serde_json::{Map, Value};
 
 use crate::error::ControlError;
@@ -164,11 +166,17 @@ impl ControlService {
     pub async fn get_job(&self, id: &str) -> Result<JobView, ControlError> {
         check_id_field("id", id)?;
         let kv = self.store.get(&self.keys.job(id)).await?.ok_or_else(|| not_found(id))?;
-        let record: JobRecord = decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{id}' is unreadable")))?;
+        let record: JobRecord =
+            decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{id}' is unreadable")))?;
         self.view_of(record, kv.mod_revision).await
     }
 
-    pub async fn list_jobs(&self, filter: &JobFilter, page_size: usize, after: Option<&str>) -> Result<JobPage, ControlError> {
+    pub async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page_size: usize,
+        after: Option<&str>,
+    ) -> Result<JobPage, ControlError> {
         let page_size = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size.min(MAX_PAGE_SIZE) };
         let jobs_prefix = self.keys.prefix(KeyKind::Job);
         let end = prefix_end(&jobs_prefix);
@@ -190,7 +198,10 @@ impl ControlService {
             for kv in &page.kvs {
                 let Some(record) = decode::<JobRecord>(kv) else { continue };
                 if filter.job_type.as_ref().is_none_or(|t| *t == record.job_type) {
-                    pieces.insert(record.id.clone(), JobPieces { job: Some((record, kv.mod_revision)), ..Default::default() });
+                    pieces.insert(
+                        record.id.clone(),
+                        JobPieces { job: Some((record, kv.mod_revision)), ..Default::default() },
+                    );
                 }
             }
             attach_pieces(self.store.as_ref(), &self.keys, &mut pieces).await?;
@@ -225,7 +236,10 @@ impl ControlService {
             decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{}' is unreadable", change.id)))?;
         let mut violations = Vec::new();
         if !change.job_type.is_empty() && change.job_type != record.job_type {
-            violations.push(FieldViolation::new("job.type", format!("cannot change the type of a job (it is '{}')", record.job_type)));
+            violations.push(FieldViolation::new(
+                "job.type",
+                format!("cannot change the type of a job (it is '{}')", record.job_type),
+            ));
         }
         if let Some(name) = &change.name
             && let Err(e) = validate_name(name)
@@ -324,10 +338,7 @@ impl ControlService {
             read_types(self.store.as_ref(), &self.keys),
             Cluster::read(self.store.as_ref(), &self.keys)
         )?;
-        Ok(types
-            .into_values()
-            .map(|spec| JobTypeView { workers: cluster.workers_for(&spec.name), spec })
-            .collect())
+        Ok(types.into_values().map(|spec| JobTypeView { workers: cluster.workers_for(&spec.name), spec }).collect())
     }
 
     pub async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError> {
@@ -366,7 +377,12 @@ impl ControlService {
     }
 
     /// Writes `record` (and `extra` ops) if the job is still at `revision`.
-    async fn write_guarded(&self, mut record: JobRecord, revision: Revision, extra: Vec<TxnOp>) -> Result<JobView, ControlError> {
+    async fn write_guarded(
+        &self,
+        mut record: JobRecord,
+        revision: Revision,
+        extra: Vec<TxnOp>,
+    ) -> Result<JobView, ControlError> {
         record.update_time = now_millis();
         let job_key = self.keys.job(&record.id);
         let mut ops = vec![TxnOp::put(job_key.clone(), encode(&record)?)];
@@ -395,7 +411,8 @@ impl ControlService {
     /// The view of one job: its spec plus claim, counters and checkpoint.
     async fn view_of(&self, record: JobRecord, revision: Revision) -> Result<JobView, ControlError> {
         let id = record.id.clone();
-        let mut pieces = BTreeMap::from([(id.clone(), JobPieces { job: Some((record, revision)), ..Default::default() })]);
+        let mut pieces =
+            BTreeMap::from([(id.clone(), JobPieces { job: Some((record, revision)), ..Default::default() })]);
         let (cluster, ()) = futures::try_join!(
             Cluster::read(self.store.as_ref(), &self.keys),
             attach_pieces(self.store.as_ref(), &self.keys, &mut pieces)
@@ -427,7 +444,10 @@ impl ControlService {
                 let names: Vec<&str> = known.keys().map(String::as_str).collect();
                 violations.push(FieldViolation::new(
                     "job.type",
-                    format!("unknown job type '{job_type}'; known types: {}", if names.is_empty() { "none yet (start a worker)".to_string() } else { names.join(", ") }),
+                    format!(
+                        "unknown job type '{job_type}'; known types: {}",
+                        if names.is_empty() { "none yet (start a worker)".to_string() } else { names.join(", ") }
+                    ),
                 ));
                 Ok(None)
             }

@@ -143,7 +143,8 @@ pub async fn scan_range(store: &dyn Store, start: String, end: String) -> Result
     let mut out = Vec::new();
     let mut from = start;
     loop {
-        let page = store.range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(SCAN_CHUNK)).await?;
+        let page =
+            store.range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(SCAN_CHUNK)).await?;
         let more = page.more;
         if let Some(last) = page.kvs.last() {
             from = format!("{}\0", last.key);
@@ -174,11 +175,7 @@ impl Cluster {
 
     /// Job types at least one active worker runs.
     pub fn live_types(&self) -> HashSet<String> {
-        self.workers
-            .values()
-            .filter(|w| w.state == WorkerState::Active)
-            .flat_map(|w| w.types.iter().cloned())
-            .collect()
+        self.workers.values().filter(|w| w.state == WorkerState::Active).flat_map(|w| w.types.iter().cloned()).collect()
     }
 
     /// Active workers that run `job_type`.
@@ -233,10 +230,8 @@ pub async fn worker_loads(
         scan_prefix(store, keys.prefix(KeyKind::Owner)),
         scan_prefix(store, keys.prefix(KeyKind::Stats))
     )?;
-    let stats: HashMap<&str, StatsRecord> = stats
-        .iter()
-        .filter_map(|kv| Some((keys.parse(&kv.key)?.1, decode::<StatsRecord>(kv)?)))
-        .collect();
+    let stats: HashMap<&str, StatsRecord> =
+        stats.iter().filter_map(|kv| Some((keys.parse(&kv.key)?.1, decode::<StatsRecord>(kv)?))).collect();
     let mut loads: HashMap<String, (u32, ingest_model::Counters)> = HashMap::new();
     for kv in &owners {
         let (Some((_, id)), Some(owner)) = (keys.parse(&kv.key), decode::<OwnerRecord>(kv)) else {

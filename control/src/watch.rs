@@ -88,7 +88,11 @@ struct JobsView {
 }
 
 impl JobsView {
-    async fn load(service: &ControlService, job_type: Option<String>, start_revision: Revision) -> Result<Self, ControlError> {
+    async fn load(
+        service: &ControlService,
+        job_type: Option<String>,
+        start_revision: Revision,
+    ) -> Result<Self, ControlError> {
         let store = service.store().as_ref();
         let keys = service.keys().clone();
         let before = store.current_revision().await?;
@@ -128,7 +132,11 @@ impl JobsView {
         Ok(view)
     }
 
-    async fn run(&mut self, tx: &mpsc::Sender<Result<WatchUpdate, ControlError>>, shutdown: CancellationToken) -> Result<(), ControlError> {
+    async fn run(
+        &mut self,
+        tx: &mpsc::Sender<Result<WatchUpdate, ControlError>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ControlError> {
         if self.start_revision == 0 && !self.send_snapshot(tx).await {
             return Ok(());
         }
@@ -241,13 +249,14 @@ impl JobsView {
         let mut events = Vec::new();
         for (id, (known_type, spec_deleted)) in touched {
             let empty = match self.pieces.get(&id) {
-                Some(piece) => piece.job.is_none() && piece.owner.is_none() && piece.stats.is_none() && piece.state.is_none(),
+                Some(piece) => {
+                    piece.job.is_none() && piece.owner.is_none() && piece.stats.is_none() && piece.state.is_none()
+                }
                 None => true,
             };
             if let Some(view) = self.visible_view(&id) {
                 events.push(JobEvent::Upserted(view));
-            } else if spec_deleted
-                && self.job_type.as_ref().is_none_or(|t| known_type.as_ref().is_none_or(|k| k == t))
+            } else if spec_deleted && self.job_type.as_ref().is_none_or(|t| known_type.as_ref().is_none_or(|k| k == t))
             {
                 events.push(JobEvent::Deleted(id.clone()));
             }

@@ -83,11 +83,17 @@ async fn bad_creates_get_one_violation_per_field_and_write_nothing(mut h: Harnes
     let cases: Vec<(pb::CreateJobRequest, Vec<&str>)> = vec![
         (pb::CreateJobRequest::default(), vec!["job"]),
         (
-            pb::CreateJobRequest { job: Some(pb::Job { name: "x".into(), r#type: "nope".into(), ..Default::default() }), ..Default::default() },
+            pb::CreateJobRequest {
+                job: Some(pb::Job { name: "x".into(), r#type: "nope".into(), ..Default::default() }),
+                ..Default::default()
+            },
             vec!["job.type"],
         ),
         (
-            pb::CreateJobRequest { job: Some(pb::Job { name: "x".into(), ..Default::default() }), ..Default::default() },
+            pb::CreateJobRequest {
+                job: Some(pb::Job { name: "x".into(), ..Default::default() }),
+                ..Default::default()
+            },
             vec!["job.type"],
         ),
         (
@@ -106,9 +112,18 @@ async fn bad_creates_get_one_violation_per_field_and_write_nothing(mut h: Harnes
                 validate_only: false,
             },
             vec![
-                "job.interval", "job.name", "job.params.label", "job.params.limit", "job.params.mode",
-                "job.params.ratio", "job.params.tags", "job.params.timeout", "job.params.unknown",
-                "job.params.url", "job.params.verbose", "job_id",
+                "job.interval",
+                "job.name",
+                "job.params.label",
+                "job.params.limit",
+                "job.params.mode",
+                "job.params.ratio",
+                "job.params.tags",
+                "job.params.timeout",
+                "job.params.unknown",
+                "job.params.url",
+                "job.params.verbose",
+                "job_id",
             ],
         ),
         (
@@ -153,12 +168,17 @@ async fn oversized_requests_are_refused_and_write_nothing(mut h: Harness) {
     let before = h.dump().await;
     let mut long_name = probe_job(&"n".repeat(201));
     long_name.params = params(json!({"url": "https://a.example", "label": "x".repeat(100_000)}));
-    let status = h.client.create_job(pb::CreateJobRequest { job: Some(long_name), ..Default::default() }).await.expect_err("too big");
+    let status = h
+        .client
+        .create_job(pb::CreateJobRequest { job: Some(long_name), ..Default::default() })
+        .await
+        .expect_err("too big");
     assert_eq!(violated_fields(&status), ["job.name", "job.params", "job.params.label"]);
     // Beyond the transport limit the call fails before reaching the service.
     let mut huge = probe_job("huge");
     huge.params = params(json!({"url": "https://a.example", "label": "x".repeat(5 * 1024 * 1024)}));
-    let status = h.client.create_job(pb::CreateJobRequest { job: Some(huge), ..Default::default() }).await.expect_err("huge");
+    let status =
+        h.client.create_job(pb::CreateJobRequest { job: Some(huge), ..Default::default() }).await.expect_err("huge");
     assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument), "{status:?}");
     assert_eq!(h.dump().await, before);
     // The server is still fine.
@@ -170,24 +190,44 @@ async fn update_with_a_stale_revision_aborts_and_writes_nothing(mut h: Harness) 
     let job = create(&mut h.client, probe_job("v1")).await;
     let mut change = job.clone();
     change.name = "v2".into();
-    let updated = h.client.update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None }).await.expect("update");
+    let updated = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None })
+        .await
+        .expect("update");
     let updated = updated.into_inner().job.expect("job");
     assert_eq!(updated.name, "v2");
     assert!(updated.revision > job.revision);
 
     let before = h.dump().await;
     change.name = "v3 from a stale read".into();
-    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None }).await.expect_err("stale");
+    let status = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None })
+        .await
+        .expect_err("stale");
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     change.revision = 0;
-    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None }).await.expect_err("no revision");
+    let status = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(change.clone()), update_mask: None })
+        .await
+        .expect_err("no revision");
     assert_eq!(violated_fields(&status), ["job.revision"]);
     change.revision = updated.revision;
     change.r#type = "other".into();
-    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: None }).await.expect_err("type change");
+    let status = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(change), update_mask: None })
+        .await
+        .expect_err("type change");
     assert_eq!(violated_fields(&status), ["job.type"]);
     let mask = prost_types::FieldMask { paths: vec!["status".into()] };
-    let status = h.client.update_job(pb::UpdateJobRequest { job: Some(updated.clone()), update_mask: Some(mask) }).await.expect_err("bad mask");
+    let status = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(updated.clone()), update_mask: Some(mask) })
+        .await
+        .expect_err("bad mask");
     assert_eq!(violated_fields(&status), ["update_mask"]);
     assert_eq!(h.dump().await, before);
     h.stop().await;
@@ -206,7 +246,11 @@ async fn update_keeps_secrets_unless_given(mut h: Harness) {
     let mut change = job.clone();
     change.params = params(json!({"url": "https://example.org/b"}));
     let mask = Some(prost_types::FieldMask { paths: vec!["params".into()] });
-    let updated = h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask.clone() }).await.expect("update");
+    let updated = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask.clone() })
+        .await
+        .expect("update");
     let updated = updated.into_inner().job.expect("job");
     assert_eq!(updated.secret_params_set, ["api_key"]);
     assert!(secret_value(&h.dump().await, &secret_key).contains("first"));
@@ -214,7 +258,8 @@ async fn update_keeps_secrets_unless_given(mut h: Harness) {
     // Params with the secret: replaced.
     let mut change = updated.clone();
     change.params = params(json!({"url": "https://example.org/b", "api_key": "second"}));
-    let updated = h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask }).await.expect("update");
+    let updated =
+        h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask }).await.expect("update");
     assert_eq!(updated.into_inner().job.expect("job").secret_params_set, ["api_key"]);
     let stored = secret_value(&h.dump().await, &secret_key);
     assert!(stored.contains("second") && !stored.contains("first"), "{stored}");
@@ -253,7 +298,12 @@ async fn list_jobs_pages_and_filters(mut h: Harness) {
     let page = h.client.list_jobs(by_type).await.expect("list").into_inner();
     assert_eq!(page.jobs.len(), 5);
     assert!(page.jobs.iter().all(|j| j.r#type == "other"));
-    let rest = pb::ListJobsRequest { page_size: 5, r#type: "other".into(), page_token: page.next_page_token, ..Default::default() };
+    let rest = pb::ListJobsRequest {
+        page_size: 5,
+        r#type: "other".into(),
+        page_token: page.next_page_token,
+        ..Default::default()
+    };
     let rest = h.client.list_jobs(rest).await.expect("list").into_inner();
     assert_eq!(rest.jobs.len(), 3, "8 'other' jobs in all");
     assert!(rest.next_page_token.is_empty());
@@ -414,7 +464,8 @@ async fn watch_sends_a_snapshot_then_changes_and_resumes(mut h: Harness) {
     let synced = next_message(&mut watch).await;
     assert!(synced.synced && synced.events.is_empty(), "no 'other' jobs yet");
     create(&mut h.client, probe_job("invisible")).await;
-    let other = create(&mut h.client, pb::Job { name: "visible".into(), r#type: "other".into(), ..Default::default() }).await;
+    let other =
+        create(&mut h.client, pb::Job { name: "visible".into(), r#type: "other".into(), ..Default::default() }).await;
     let message = next_message(&mut watch).await;
     let ids: Vec<String> = message.events.iter().filter_map(|e| e.job.as_ref().map(|j| j.id.clone())).collect();
     assert_eq!(ids, [other.id]);

@@ -9,7 +9,9 @@ pub mod status;
 
 pub use job::{JobRecord, validate_job_id, validate_name};
 pub use params::{JobTypeSpec, ParamKind, ParamSpec, SplitParams, validate_params};
-pub use records::{Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsRecord, CheckpointRecord, WorkerRecord, WorkerState};
+pub use records::{
+    CheckpointRecord, Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsRecord, WorkerRecord, WorkerState,
+};
 pub use status::{JobState, derive_state};
 
 /// One bad field of a request: `field` is a path such as `job.params.url`.
@@ -36,10 +38,7 @@ pub type UnixMillis = i64;
 
 /// The current time in Unix milliseconds.
 pub fn now_millis() -> UnixMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Serde for `Duration` as whole milliseconds.

@@ -252,7 +252,9 @@ fn check_value(param: &ParamSpec, value: &Value) -> Result<Checked, String> {
             check_bounds(param, n)?;
             Ok(Checked::Plain(value.clone()))
         }
-        ParamKind::Boolean => value.as_bool().map(|b| Checked::Plain(Value::Bool(b))).ok_or_else(|| wrong_type(kind, value)),
+        ParamKind::Boolean => {
+            value.as_bool().map(|b| Checked::Plain(Value::Bool(b))).ok_or_else(|| wrong_type(kind, value))
+        }
         ParamKind::Enum => {
             let s = expect_str(value, kind)?;
             if !param.allowed_values.iter().any(|a| a == s) {

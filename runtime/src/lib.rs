@@ -26,20 +26,33 @@ pub struct EtcdArgs {
 }
 
 impl EtcdArgs {
-    /// Connects to etcd (fails if it cannot be reached within a few seconds).
+    /// Connects to etcd and checks that it answers, retrying for a few
+    /// seconds so a cluster can start in any order.
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Store>> {
         let options = EtcdOptions {
             endpoints: self.endpoints.clone(),
             user: self.etcd_user.clone().zip(self.etcd_password.clone()),
-            connect_timeout: Duration::from_secs(5),
             ..EtcdOptions::default()
         };
-        let store = EtcdStore::connect(options)
-            .await
-            .with_context(|| format!("cannot reach etcd at {}; is it running? (--etcd / INGEST_ETCD)", self.endpoints.join(",")))?;
-        Ok(Arc::new(store))
+        let hint =
+            || format!("cannot reach etcd at {}; is it running? (--etcd / INGEST_ETCD)", self.endpoints.join(","));
+        let store = EtcdStore::connect(options).await.with_context(hint)?;
+        let give_up = tokio::time::Instant::now() + ETCD_STARTUP_WAIT;
+        loop {
+            match store.current_revision().await {
+                Ok(_) => return Ok(Arc::new(store)),
+                Err(error) if tokio::time::Instant::now() >= give_up => return Err(error).with_context(hint),
+                Err(error) => {
+                    tracing::warn!(%error, "etcd not answering yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 }
+
+/// How long a starting process waits for etcd to answer.
+const ETCD_STARTUP_WAIT: Duration = Duration::from_secs(10);
 
 /// Where in the store this cluster's keys live.
 #[derive(Clone, Debug, clap::Args)]

@@ -18,10 +18,11 @@
 //!   attached to a lease is deleted (in one write, one new revision), as if
 //!   the leases had expired.
 //!
-//! Concurrency: writes are serialised by a writer mutex held on a blocking
-//! thread (redb commits block); readers use a `RwLock` over the in-memory
-//! state that a writer takes only for the in-memory apply after the disk
-//! commit, so reads never wait for a disk sync. No lock is held across an
+//! Concurrency: writes queue on an async gate (so waiting writers hold no
+//! thread), then run one at a time on a blocking thread (redb commits block)
+//! under the writer mutex. Readers use a `RwLock` over the in-memory state
+//! that a writer takes only for the in-memory apply after the disk commit,
+//! so reads never wait for a disk sync. No std lock is held across an
 //! `.await`.
 
 mod disk;
@@ -80,6 +81,8 @@ pub struct EmbeddedStore {
 }
 
 struct Inner {
+    /// Queues writers without blocking threads; taken before `writer`.
+    write_gate: tokio::sync::Mutex<()>,
     /// Serialises writes; holds the disk (none when in memory).
     writer: Mutex<Writer>,
     state: RwLock<State>,
@@ -169,6 +172,7 @@ impl EmbeddedStore {
         // them unique across restarts too.
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(1);
         let inner = Arc::new(Inner {
+            write_gate: tokio::sync::Mutex::new(()),
             writer: Mutex::new(Writer { disk }),
             state: RwLock::new(State {
                 kvs,
@@ -187,14 +191,16 @@ impl EmbeddedStore {
     }
 
     /// Runs a write on the writer: on a blocking thread when it commits to
-    /// disk (a redb commit blocks), inline when in memory.
+    /// disk (a redb commit blocks), inline when in memory. If the caller
+    /// stops waiting, a write already handed to the blocking thread still
+    /// completes (as an etcd request that timed out may still apply).
     async fn write_op<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Inner, &mut Writer) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _turn = self.inner.write_gate.lock().await;
         let inner = self.inner.clone();
-        let on_disk = lock(&inner.writer).disk.is_some();
-        if !on_disk {
+        if lock(&inner.writer).disk.is_none() {
             let mut writer = lock(&inner.writer);
             return op(&inner, &mut writer);
         }
@@ -204,6 +210,12 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Other(format!("embedded store write task failed: {e}")))?
+    }
+
+    /// Makes every acknowledged write durable now (only matters with
+    /// `fsync: false`; call it on graceful shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write_op(|_, writer| writer.disk.as_mut().map_or(Ok(()), |disk| disk.flush())).await
     }
 }
 
@@ -286,8 +298,7 @@ impl Store for EmbeddedStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         txn::validate(&txn, self.inner.options.max_txn_ops)?;
-        self.write_op(move |inner, writer| txn::execute(inner, writer, txn.compares, txn.success, txn.failure))
-            .await
+        self.write_op(move |inner, writer| txn::execute(inner, writer, txn.compares, txn.success, txn.failure)).await
     }
 
     async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {

@@ -15,8 +15,8 @@ use etcd_client as etcd;
 use tokio::sync::mpsc;
 
 use crate::{
-    CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, RangeRequest, RangeResponse, Revision, Store,
-    StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent, WatchStream,
+    CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, RangeRequest, RangeResponse, Revision, Store, StoreError,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent, WatchStream,
 };
 
 /// How to reach etcd.
@@ -109,11 +109,7 @@ impl EtcdStore {
         &self.client
     }
 
-    async fn timed<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<T, etcd::Error>>,
-    ) -> Result<T, StoreError> {
+    async fn timed<T>(&self, what: &str, call: impl Future<Output = Result<T, etcd::Error>>) -> Result<T, StoreError> {
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(result) => result.map_err(map_error),
             Err(_) => Err(StoreError::Unavailable(format!("etcd {what} timed out after {:?}", self.request_timeout))),
@@ -312,8 +308,12 @@ impl Store for EtcdStore {
         let created = self.timed("watch", stream.message()).await?;
         let watch_id = match created {
             Some(response) if response.created() => response.watch_id(),
-            Some(_) => return Err(StoreError::Other("etcd watch: first response was not `created`".into())),
-            None => return Err(StoreError::Unavailable("etcd closed the watch stream".into())),
+            Some(_) => {
+                return Err(StoreError::Other("etcd watch: first response was not `created`".into()));
+            }
+            None => {
+                return Err(StoreError::Unavailable("etcd closed the watch stream".into()));
+            }
         };
         let (tx, rx) = mpsc::channel(self.watch_buffer);
         let prefix = prefix.to_string();
@@ -398,10 +398,9 @@ async fn forward_watch(
             message = stream.message() => message,
         };
         let item = match message {
-            Ok(Some(response)) if response.compact_revision() != 0 => Err(StoreError::Compacted {
-                requested: start_revision,
-                compact_revision: response.compact_revision(),
-            }),
+            Ok(Some(response)) if response.compact_revision() != 0 => {
+                Err(StoreError::Compacted { requested: start_revision, compact_revision: response.compact_revision() })
+            }
             Ok(Some(response)) if response.canceled() => {
                 // Not a compaction (etcd 3.4 also cancels on e.g. "no leader"
                 // or permission errors): a re-watch with backoff is the cure.

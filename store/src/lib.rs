@@ -80,11 +80,7 @@ impl KeyRange {
 
     /// Whether `key` falls in this range.
     pub fn contains(&self, key: &str) -> bool {
-        if self.end.is_empty() {
-            key == self.start
-        } else {
-            key >= self.start.as_str() && key < self.end.as_str()
-        }
+        if self.end.is_empty() { key == self.start } else { key >= self.start.as_str() && key < self.end.as_str() }
     }
 }
 
@@ -216,12 +212,9 @@ pub enum TxnOp {
 impl std::fmt::Debug for TxnOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Put { key, value, lease } => f
-                .debug_struct("Put")
-                .field("key", key)
-                .field("value_len", &value.len())
-                .field("lease", lease)
-                .finish(),
+            Self::Put { key, value, lease } => {
+                f.debug_struct("Put").field("key", key).field("value_len", &value.len()).field("lease", lease).finish()
+            }
             Self::Delete { range } => f.debug_struct("Delete").field("range", range).finish(),
             Self::Range(r) => f.debug_tuple("Range").field(r).finish(),
         }

@@ -277,7 +277,9 @@ async fn txn_is_atomic_with_one_revision(s: Arc<dyn Store>) {
     }
     assert_eq!(response.responses[2], TxnOpResponse::Delete(1));
     match &response.responses[3] {
-        TxnOpResponse::Range(r) => assert_eq!(r.kvs[0].value, b"x", "a range sees earlier ops of its txn"),
+        TxnOpResponse::Range(r) => {
+            assert_eq!(r.kvs[0].value, b"x", "a range sees earlier ops of its txn")
+        }
         other => panic!("expected a range response, got {other:?}"),
     }
     // One batch, one revision, every event of the txn.

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{collect_events, expect_compacted};
-use ingest_store::{
-    EmbeddedOptions, EmbeddedStore, EventKind, KeyRange, RangeRequest, Store, StoreError, Txn, TxnOp,
-};
+use ingest_store::{EmbeddedOptions, EmbeddedStore, EventKind, KeyRange, RangeRequest, Store, StoreError, Txn, TxnOp};
 
 fn open(dir: &Path, fsync: bool) -> EmbeddedStore {
     EmbeddedStore::open_with(dir, EmbeddedOptions { fsync, ..EmbeddedOptions::default() }).expect("open")
@@ -21,6 +19,8 @@ async fn persists_across_reopen(fsync: bool) {
     let (a, revision) = {
         let s = open(dir.path(), fsync);
         s.put("/k/a", b"alpha".to_vec(), 0).await.expect("put");
+        // Later writes rely on the clean shutdown alone.
+        s.flush().await.expect("flush");
         s.put("/k/a", b"alpha2".to_vec(), 0).await.expect("put");
         s.put("/k/b", b"beta".to_vec(), 0).await.expect("put");
         s.txn(Txn::new().and_then([TxnOp::put("/k/c", "gamma"), TxnOp::delete("/k/b")])).await.expect("txn");

@@ -204,14 +204,9 @@ impl Drop for EtcdServer {
 /// The etcd binary: `INGEST_ETCD_BIN` or [`DEFAULT_ETCD_BIN`]; panics with
 /// instructions when it is missing.
 pub fn etcd_bin() -> PathBuf {
-    let bin = std::env::var_os("INGEST_ETCD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ETCD_BIN));
+    let bin = std::env::var_os("INGEST_ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ETCD_BIN));
     if !bin.is_file() {
-        panic!(
-            "etcd not found at {}: run `bash scripts/deps.sh` or set INGEST_ETCD_BIN",
-            bin.display()
-        );
+        panic!("etcd not found at {}: run `bash scripts/deps.sh` or set INGEST_ETCD_BIN", bin.display());
     }
     bin
 }

@@ -7,9 +7,7 @@ use crate::jobs;
 
 /// Every job type this build supports, with its parameter spec.
 pub fn job_types() -> Vec<JobTypeSpec> {
-    vec![
-        jobs::demo::spec(),
-    ]
+    vec![jobs::demo::spec()]
 }
 
 #[cfg(test)]
@@ -26,11 +24,7 @@ mod tests {
         for spec in &types {
             assert!(spec.min_interval <= spec.default_interval, "{}", spec.name);
             // Every default must pass the type's own validation.
-            let defaults = spec
-                .params
-                .iter()
-                .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
-                .collect();
+            let defaults = spec.params.iter().filter_map(|p| Some((p.name.clone(), p.default.clone()?))).collect();
             let result = ingest_model::validate_params(spec, &defaults, &[], "params");
             assert!(result.is_ok(), "{}: {:?}", spec.name, result.err());
         }

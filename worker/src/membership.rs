@@ -46,7 +46,9 @@ impl Membership {
             if shutdown.is_cancelled() {
                 match self.store.lease_revoke(lease).await {
                     Ok(()) => tracing::info!(worker = %self.config.name, lease, "lease revoked"),
-                    Err(error) => tracing::warn!(worker = %self.config.name, %error, "could not revoke lease; it will expire"),
+                    Err(error) => {
+                        tracing::warn!(worker = %self.config.name, %error, "could not revoke lease; it will expire")
+                    }
                 }
             }
         }
@@ -89,9 +91,11 @@ impl Membership {
         let give_up = Instant::now() + self.config.lease_ttl + Duration::from_secs(2);
         loop {
             let lease = self.store.lease_grant(self.config.lease_ttl).await.context("granting a lease")?;
-            let txn = Txn::new()
-                .when([Compare::absent(key.clone())])
-                .and_then([TxnOp::put_with_lease(key.clone(), value.clone(), lease)]);
+            let txn = Txn::new().when([Compare::absent(key.clone())]).and_then([TxnOp::put_with_lease(
+                key.clone(),
+                value.clone(),
+                lease,
+            )]);
             let response = self.store.txn(txn).await.context("registering the worker")?;
             if response.succeeded {
                 tracing::info!(worker = %name, lease, revision = response.revision, types = ?record.types, "worker registered");

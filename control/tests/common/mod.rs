@@ -84,7 +84,12 @@ impl Harness {
         Self::start(store, Some(dir), None, Some(token.to_string())).await
     }
 
-    async fn start(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>, etcd: Option<EtcdServer>, token: Option<String>) -> Harness {
+    async fn start(
+        store: Arc<dyn Store>,
+        dir: Option<tempfile::TempDir>,
+        etcd: Option<EtcdServer>,
+        token: Option<String>,
+    ) -> Harness {
         let keys = Keys::new("/test/");
         let args = ServeArgs {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),

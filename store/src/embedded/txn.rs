@@ -164,7 +164,9 @@ pub(super) fn range(
     revision: Revision,
 ) -> RangeResponse {
     let mut response = RangeResponse { revision, ..RangeResponse::default() };
-    let Some(b) = bounds(&request.range) else { return response };
+    let Some(b) = bounds(&request.range) else {
+        return response;
+    };
     let mut keys = merged(base, overlay, b);
     if request.count_only {
         response.count = keys.count() as i64;

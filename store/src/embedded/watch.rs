@@ -72,8 +72,12 @@ impl History {
         if next < self.oldest {
             return Err(StoreError::Compacted { requested: next, compact_revision: self.oldest });
         }
-        let Some(&(front, _)) = self.revisions.front() else { return Ok(None) };
-        let Ok(skip) = usize::try_from(next - front) else { return Ok(None) };
+        let Some(&(front, _)) = self.revisions.front() else {
+            return Ok(None);
+        };
+        let Ok(skip) = usize::try_from(next - front) else {
+            return Ok(None);
+        };
         let mut events = Vec::new();
         let mut last = None;
         for (revision, batch) in self.revisions.iter().skip(skip) {

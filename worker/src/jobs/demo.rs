@@ -18,9 +18,13 @@ pub fn spec() -> JobTypeSpec {
             ParamSpec::new("item_bytes", ParamKind::Integer, "Size of each item's payload, in bytes.")
                 .default_value(256)
                 .bounds(Some(0.0), Some(1_048_576.0)),
-            ParamSpec::new("fail_every", ParamKind::Integer, "Fail every n-th run (0: never), to exercise error handling.")
-                .default_value(0)
-                .bounds(Some(0.0), Some(1_000_000.0)),
+            ParamSpec::new(
+                "fail_every",
+                ParamKind::Integer,
+                "Fail every n-th run (0: never), to exercise error handling.",
+            )
+            .default_value(0)
+            .bounds(Some(0.0), Some(1_000_000.0)),
             ParamSpec::new("topic", ParamKind::String, "A label copied into every item.").max_length(200),
             ParamSpec::new("mode", ParamKind::Enum, "How item ids are made.")
                 .allowed(&["sequential", "random"])

@@ -1,0 +1,311 @@
+//! The real `ingest-control` binary on a real etcd, driven by the real
+//! grpcurl with no .proto file at hand (server reflection only): list,
+//! describe, ListJobTypes, CreateJob, GetJob, WatchJobs, DeleteJob, a bad
+//! CreateJob with its field violations, bearer-token auth, TLS and mTLS, and
+//! a graceful exit on SIGTERM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest_store::keys::Keys;
+use ingest_store::{EtcdOptions, EtcdStore, Store};
+use ingest_testkit::{EtcdServer, free_port};
+use ingest_worker::{Membership, catalogue};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+fn grpcurl_bin() -> String {
+    std::env::var("INGEST_GRPCURL").unwrap_or_else(|_| "grpcurl".to_string())
+}
+
+/// A running `ingest-control` process, killed on drop.
+struct Control {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Control {
+    fn start(etcd: &EtcdServer, dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Control {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = dir.join(format!("control-{}.log", free_port()));
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ingest-control"))
+            .args(["--etcd", &etcd.endpoint(), "--grpc-addr", &addr])
+            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--key-root", "/grpcurl-test/", "--log-format", "json"])
+            .args(extra_args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn ingest-control");
+        Control { child, addr, log }
+    }
+
+    /// Waits until the gRPC health check answers SERVING (over `flags`).
+    fn wait_serving(&mut self, flags: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = grpcurl(flags, &self.addr, &["grpc.health.v1.Health/Check"], None);
+            if out.status.success() && stdout(&out).contains("SERVING") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "ingest-control exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "control not serving: {}", stderr(&out));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and returns how long the process took to exit, and its
+    /// exit status.
+    fn terminate(mut self) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(killed.success());
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (started.elapsed(), status);
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "control ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn grpcurl(flags: &[&str], addr: &str, args: &[&str], data: Option<&str>) -> Output {
+    let mut cmd = Command::new(grpcurl_bin());
+    cmd.args(flags);
+    if let Some(data) = data {
+        cmd.args(["-d", data]);
+    }
+    cmd.arg(addr).args(args);
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run grpcurl ({e}); run `bash scripts/deps.sh` or set INGEST_GRPCURL"))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(out.status.success(), "grpcurl failed: {}{}", stdout(&out), stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(&out)))
+}
+
+/// Registers a worker with the built-in catalogue on the etcd, as
+/// `ingest-worker` would, until the returned token is cancelled.
+async fn start_worker(etcd: &EtcdServer) -> CancellationToken {
+    let store: Arc<dyn Store> =
+        Arc::new(EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd"));
+    let membership =
+        Membership::new(store, Keys::new("/grpcurl-test/"), common::worker_config("w1"), catalogue::job_types());
+    membership.publish_types().await.expect("publish types");
+    let token = CancellationToken::new();
+    tokio::spawn({
+        let token = token.clone();
+        async move { membership.run(token).await }
+    });
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_drives_control_on_etcd_through_reflection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("etcd");
+    let worker = start_worker(&etcd).await;
+    let mut control = Control::start(&etcd, dir.path(), &[], &[]);
+    tokio::task::block_in_place(|| {
+        let plain = ["-plaintext"];
+        control.wait_serving(&plain);
+        let addr = control.addr.clone();
+
+        let list = grpcurl(&plain, &addr, &["list"], None);
+        for service in ["ingest.v1.JobService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+            assert!(stdout(&list).lines().any(|l| l == service), "{service} missing from: {}", stdout(&list));
+        }
+        let describe = stdout(&grpcurl(&plain, &addr, &["describe", "ingest.v1.JobService"], None));
+        assert!(describe.contains("rpc CreateJob ( .ingest.v1.CreateJobRequest )"), "{describe}");
+        assert!(describe.contains("rpc WatchJobs ( .ingest.v1.WatchJobsRequest ) returns ( stream"), "{describe}");
+
+        let types = ok_json(grpcurl(&plain, &addr, &["ingest.v1.JobService/ListJobTypes"], None));
+        let demo = types["jobTypes"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "demo")).cloned();
+        let demo = demo.unwrap_or_else(|| panic!("demo type missing: {types}"));
+        assert_eq!(demo["workers"], serde_json::json!(["w1"]));
+        assert!(demo["params"].as_array().is_some_and(|p| p.iter().any(|p| p["kind"] == "PARAM_KIND_SECRET")));
+
+        let create = r#"{"job": {"name": "from grpcurl", "type": "demo", "interval": "30s",
+            "params": {"items_per_run": 3, "mode": "random", "token": "grpcurl-secret"}}}"#;
+        let created = ok_json(grpcurl(&plain, &addr, &["ingest.v1.JobService/CreateJob"], Some(create)));
+        let id = created["job"]["id"].as_str().expect("id").to_string();
+        assert_eq!(created["job"]["secretParamsSet"], serde_json::json!(["token"]));
+
+        let got = grpcurl(&plain, &addr, &["ingest.v1.JobService/GetJob"], Some(&format!(r#"{{"id": "{id}"}}"#)));
+        assert!(!stdout(&got).contains("grpcurl-secret"), "secret returned: {}", stdout(&got));
+        let got = ok_json(got);
+        assert_eq!(got["job"]["name"], "from grpcurl");
+        assert_eq!(got["job"]["interval"], "30s");
+        assert_eq!(got["job"]["params"]["items_per_run"], 3.0);
+        assert_eq!(got["job"]["status"]["state"], "JOB_STATE_PENDING");
+
+        // A watch streams until grpcurl's own deadline ends it.
+        let watch = grpcurl(&["-plaintext", "-max-time", "3"], &addr, &["ingest.v1.JobService/WatchJobs"], Some("{}"));
+        let text = stdout(&watch);
+        assert!(text.contains(&id) && text.contains("\"synced\": true"), "watch output: {text}{}", stderr(&watch));
+        assert!(!text.contains("grpcurl-secret"));
+
+        let bad = r#"{"job": {"name": "bad", "type": "demo", "params": {"items_per_run": 0, "colour": "red"}}}"#;
+        let refused = grpcurl(&plain, &addr, &["ingest.v1.JobService/CreateJob"], Some(bad));
+        assert!(!refused.status.success());
+        let text = format!("{}{}", stdout(&refused), stderr(&refused));
+        assert!(text.contains("Code: InvalidArgument"), "{text}");
+        assert!(
+            text.contains("google.rpc.BadRequest") && text.contains("\"field\": \"job.params.items_per_run\""),
+            "{text}"
+        );
+        assert!(text.contains("\"field\": \"job.params.colour\""), "{text}");
+
+        let deleted =
+            ok_json(grpcurl(&plain, &addr, &["ingest.v1.JobService/DeleteJob"], Some(&format!(r#"{{"id": "{id}"}}"#))));
+        assert_eq!(deleted, serde_json::json!({}));
+        let gone = grpcurl(&plain, &addr, &["ingest.v1.JobService/GetJob"], Some(&format!(r#"{{"id": "{id}"}}"#)));
+        assert!(stderr(&gone).contains("Code: NotFound"), "{}", stderr(&gone));
+        let listed = ok_json(grpcurl(&plain, &addr, &["ingest.v1.JobService/ListJobs"], Some("{}")));
+        assert_eq!(listed, serde_json::json!({}), "no jobs left");
+    });
+    let (took, status) = control.terminate();
+    assert!(status.success(), "control exited with {status} after SIGTERM");
+    assert!(took < Duration::from_secs(5), "graceful shutdown took {took:?}");
+    worker.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_guards_the_job_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("etcd");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken-from-file\n").expect("write token");
+    let mut control = Control::start(&etcd, dir.path(), &["--token-file", token_file.to_str().expect("utf8")], &[]);
+    tokio::task::block_in_place(|| {
+        control.wait_serving(&["-plaintext"]);
+        let addr = control.addr.clone();
+        let anonymous = grpcurl(&["-plaintext"], &addr, &["ingest.v1.JobService/ListJobs"], Some("{}"));
+        assert!(stderr(&anonymous).contains("Unauthenticated"), "{}", stderr(&anonymous));
+        assert!(stderr(&anonymous).contains("authorization: Bearer"), "says what to send");
+        // Reflection stays open: the schema is public, the data is not.
+        let listing = grpcurl(&["-plaintext"], &addr, &["list"], None);
+        assert!(stdout(&listing).contains("ingest.v1.JobService"), "{}", stderr(&listing));
+        let wrong = grpcurl(
+            &["-plaintext", "-H", "authorization: Bearer nope"],
+            &addr,
+            &["ingest.v1.JobService/ListJobs"],
+            Some("{}"),
+        );
+        assert!(stderr(&wrong).contains("Unauthenticated"), "{}", stderr(&wrong));
+        let authed = ["-plaintext", "-H", "authorization: Bearer t0ken-from-file"];
+        ok_json(grpcurl(&authed, &addr, &["ingest.v1.JobService/ListJobs"], Some("{}")));
+    });
+}
+
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
+        let mut params = CertificateParams::new(names).expect("params");
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        let (cert_path, key_path) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    };
+    let (server_cert, server_key) =
+        leaf(vec!["localhost".into(), "127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth, "server");
+    let (client_cert, client_key) = leaf(vec!["client".into()], ExtendedKeyUsagePurpose::ClientAuth, "client");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.as_ref().pem()).expect("write ca");
+    Pki { ca: ca_path, server_cert, server_key, client_cert, client_key }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("etcd");
+    let s = |p: &PathBuf| p.to_str().expect("utf8").to_string();
+    let (ca, cert, key, ccert, ckey) =
+        (s(&pki.ca), s(&pki.server_cert), s(&pki.server_key), s(&pki.client_cert), s(&pki.client_key));
+
+    // TLS through environment variables.
+    let mut tls = Control::start(&etcd, dir.path(), &[], &[("INGEST_TLS_CERT", &cert), ("INGEST_TLS_KEY", &key)]);
+    tokio::task::block_in_place(|| {
+        tls.wait_serving(&["-cacert", &ca]);
+        let plaintext = grpcurl(&["-plaintext"], &tls.addr, &["list"], None);
+        assert!(!plaintext.status.success(), "plaintext must be refused on a TLS port");
+        let listing = grpcurl(&["-cacert", &ca], &tls.addr, &["list"], None);
+        assert!(stdout(&listing).contains("ingest.v1.JobService"), "{}", stderr(&listing));
+    });
+    drop(tls);
+
+    // mTLS through flags: a client without a certificate is turned away.
+    let args = ["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca];
+    let mut mtls = Control::start(&etcd, dir.path(), &args, &[]);
+    tokio::task::block_in_place(|| {
+        let with_cert = ["-cacert", ca.as_str(), "-cert", ccert.as_str(), "-key", ckey.as_str()];
+        mtls.wait_serving(&with_cert);
+        let anonymous = grpcurl(&["-cacert", &ca], &mtls.addr, &["list"], None);
+        assert!(!anonymous.status.success(), "a client without a certificate must be refused");
+        let listing = grpcurl(&with_cert, &mtls.addr, &["list"], None);
+        assert!(stdout(&listing).contains("ingest.v1.JobService"), "{}", stderr(&listing));
+    });
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-control"))
+        .args(["--grpc-addr", "not-an-address"])
+        .output()
+        .expect("run ingest-control");
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(text.contains("--grpc-addr") && text.contains("not-an-address"), "{text}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest-control"))
+        .args(["--etcd", &format!("http://127.0.0.1:{}", free_port()), "--log-format", "json"])
+        .output()
+        .expect("run ingest-control");
+    assert!(!out.status.success(), "no etcd: must fail, not hang");
+    assert!(stderr(&out).contains("cannot reach etcd"), "{}", stderr(&out));
+}
