@@ -196,7 +196,7 @@ pub fn watch_update_to_pb(update: WatchUpdate) -> pb::WatchJobsResponse {
             .into_iter()
             .map(|event| match event {
                 JobEvent::Upserted(view) => {
-                    pb::JobEvent { r#type: pb::JobEventType::Upserted as i32, job: Some(job_to_pb(view)) }
+                    pb::JobEvent { r#type: pb::JobEventType::Upserted as i32, job: Some(job_to_pb(*view)) }
                 }
                 JobEvent::Deleted(id) => pb::JobEvent {
                     r#type: pb::JobEventType::Deleted as i32,

@@ -22,6 +22,9 @@ use crate::service::ControlService;
 /// parameters are capped at 64 KiB and refused field by field beyond that).
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// How long in-flight calls get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// Flags of the control server; every flag also reads an `INGEST_*` variable.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ServeArgs {
@@ -141,9 +144,20 @@ pub async fn serve(
         grpc_shutdown.cancelled().await;
     });
     let http = http::serve(service, listeners.http, shutdown.clone());
-    let (grpc, http) = tokio::join!(grpc, http);
-    grpc.context("gRPC server failed")?;
-    http.context("HTTP server failed")?;
+    let drained = async { tokio::join!(grpc, http) };
+    // Graceful, but bounded: clients that keep connections open do not hold
+    // the process past the grace period.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        (grpc, http) = drained => {
+            grpc.context("gRPC server failed")?;
+            http.context("HTTP server failed")?;
+        }
+        () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them"),
+    }
     tracing::info!("control stopped");
     Ok(())
 }

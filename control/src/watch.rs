@@ -28,7 +28,7 @@ const REWATCH_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobEvent {
-    Upserted(JobView),
+    Upserted(Box<JobView>),
     Deleted(String),
 }
 
@@ -186,7 +186,7 @@ impl JobsView {
         ids.sort();
         let views: Vec<JobView> = ids.into_iter().filter_map(|id| self.visible_view(id)).collect();
         for chunk in views.chunks(SNAPSHOT_CHUNK) {
-            let events = chunk.iter().cloned().map(JobEvent::Upserted).collect();
+            let events = chunk.iter().cloned().map(|v| JobEvent::Upserted(Box::new(v))).collect();
             let update = WatchUpdate { revision: self.loaded_at, events, snapshot: true, synced: false };
             if tx.send(Ok(update)).await.is_err() {
                 return false;
@@ -255,7 +255,7 @@ impl JobsView {
                 None => true,
             };
             if let Some(view) = self.visible_view(&id) {
-                events.push(JobEvent::Upserted(view));
+                events.push(JobEvent::Upserted(Box::new(view)));
             } else if spec_deleted && self.job_type.as_ref().is_none_or(|t| known_type.as_ref().is_none_or(|k| k == t))
             {
                 events.push(JobEvent::Deleted(id.clone()));

@@ -1,0 +1,138 @@
+//! `ingest standalone` as a user runs it: the real binary, its embedded store
+//! on disk, gRPC and HTTP on 127.0.0.1, SIGTERM, and a restart that finds the
+//! jobs again.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ingest_proto::v1 as pb;
+use ingest_proto::v1::job_service_client::JobServiceClient;
+use ingest_testkit::free_port;
+
+struct Standalone {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+impl Standalone {
+    fn start(data_dir: &Path) -> Standalone {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .arg("standalone")
+            .args(["--data-dir", data_dir.to_str().expect("utf8")])
+            .args(["--grpc-addr", &grpc, "--http-addr", &http])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ingest standalone");
+        Standalone { child, grpc, http }
+    }
+
+    async fn client(&mut self) -> JobServiceClient<tonic::transport::Channel> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(client) = JobServiceClient::connect(format!("http://{}", self.grpc)).await {
+                return client;
+            }
+            assert!(self.child.try_wait().expect("try_wait").is_none(), "ingest standalone exited early");
+            assert!(Instant::now() < deadline, "ingest standalone not serving");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn terminate(mut self) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (started.elapsed(), status);
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+async fn wait_for_worker(client: &mut JobServiceClient<tonic::transport::Channel>) -> Vec<pb::Worker> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let workers = client.list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner().workers;
+        if !workers.is_empty() {
+            return workers;
+        }
+        assert!(Instant::now() < deadline, "no worker registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn standalone_serves_persists_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut first = Standalone::start(&data);
+    let mut client = first.client().await;
+    let types = client.list_job_types(pb::ListJobTypesRequest {}).await.expect("types").into_inner();
+    let demo = types.job_types.iter().find(|t| t.name == "demo").expect("demo type");
+    assert_eq!(demo.workers, ["standalone"]);
+    let workers = wait_for_worker(&mut client).await;
+    assert_eq!(workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["standalone"]);
+
+    let job = pb::Job { name: "kept across restarts".into(), r#type: "demo".into(), ..Default::default() };
+    let created =
+        client.create_job(pb::CreateJobRequest { job: Some(job), ..Default::default() }).await.expect("create");
+    let id = created.into_inner().job.expect("job").id;
+    let health = http_get(&first.http, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200") && health.contains("ok revision="), "{health}");
+
+    let (took, status) = first.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+
+    // The job is still there after a restart, and the worker registers again
+    // at once: its old leased registration died with the old process.
+    let mut second = Standalone::start(&data);
+    let mut client = second.client().await;
+    let job = client.get_job(pb::GetJobRequest { id }).await.expect("job survives restart").into_inner();
+    assert_eq!(job.job.expect("job").name, "kept across restarts");
+    let started = Instant::now();
+    wait_for_worker(&mut client).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "worker re-registration took {:?}", started.elapsed());
+    let (_, status) = second.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn unusable_data_dir_exits_non_zero_with_the_path_in_the_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["standalone", "--data-dir", file.to_str().expect("utf8")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .expect("run ingest");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("a-file"), "{text}");
+}
