@@ -5,8 +5,13 @@
 //!   put of a value of the same size, guarded by `create_revision == 0`);
 //! * ListJobs latency (page of 100 at random pages) vs a raw range read of
 //!   the same 101 job keys; the DESIGN.md §9 bar is p99 <= 50 ms;
-//! * one full WatchJobs snapshot, and where ListJobs time goes (store round
-//!   trips of the service layer, in-process).
+//! * one full WatchJobs snapshot;
+//! * where the time goes: the service layer's store round trips per ListJobs
+//!   and CreateJob (in-process, no gRPC), and ListJobs again on a control
+//!   whose gRPC sockets have TCP_NODELAY.
+//!
+//! `--with-status` adds 3 workers and every job's claim, counters and
+//! checkpoint first, as in a live cluster; by default only the specs exist.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -13,6 +13,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use ingest_runtime::Secret;
+
 use crate::auth::BearerAuth;
 use crate::grpc::GrpcJobService;
 use crate::http;
@@ -38,7 +40,7 @@ pub struct ServeArgs {
     /// (health checks and reflection stay open). Prefer INGEST_TOKEN or
     /// --token-file to the flag.
     #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Read the bearer token from this file (e.g. a Docker secret).
     #[arg(long, env = "INGEST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -62,7 +64,7 @@ impl ServeArgs {
                     .trim()
                     .to_string(),
             ),
-            None => self.token.clone(),
+            None => self.token.as_ref().map(|t| t.expose().to_string()),
         };
         if token.as_deref().is_some_and(str::is_empty) {
             anyhow::bail!("the bearer token is empty; set a token or leave it unset to disable auth");

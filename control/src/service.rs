@@ -25,8 +25,8 @@ use crate::views::{Cluster, JobPieces, JobView, attach_pieces, decode, read_type
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-/// What a user gives to create a job.
-#[derive(Clone, Debug, Default)]
+/// What a user gives to create a job. No `Debug`: params may hold secrets.
+#[derive(Clone, Default)]
 pub struct NewJob {
     /// Optional id; generated when `None`.
     pub id: Option<String>,
@@ -39,8 +39,9 @@ pub struct NewJob {
     pub paused: bool,
 }
 
-/// A change to a job; `None` fields are left as they are.
-#[derive(Clone, Debug, Default)]
+/// A change to a job; `None` fields are left as they are. No `Debug`: params
+/// may hold secrets.
+#[derive(Clone, Default)]
 pub struct JobChange {
     pub id: String,
     /// The revision the caller read; the update fails if the job moved on.

@@ -20,7 +20,7 @@ pub struct EtcdArgs {
     pub etcd_user: Option<String>,
     /// etcd password (prefer the environment variable to the flag).
     #[arg(long, env = "INGEST_ETCD_PASSWORD", hide_env_values = true)]
-    pub etcd_password: Option<String>,
+    pub etcd_password: Option<Secret>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -31,7 +31,7 @@ impl EtcdArgs {
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Store>> {
         let options = EtcdOptions {
             endpoints: self.endpoints.clone(),
-            user: self.etcd_user.clone().zip(self.etcd_password.clone()),
+            user: self.etcd_user.clone().zip(self.etcd_password.as_ref().map(|p| p.expose().to_string())),
             ..EtcdOptions::default()
         };
         let hint =
@@ -53,6 +53,35 @@ impl EtcdArgs {
 
 /// How long a starting process waits for etcd to answer.
 const ETCD_STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// A secret given on the command line or in the environment: `Debug` and
+/// `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
 
 /// Where in the store this cluster's keys live.
 #[derive(Clone, Debug, clap::Args)]
@@ -131,4 +160,40 @@ async fn wait_for_signal() -> &'static str {
 async fn wait_for_signal() -> &'static str {
     let _ = tokio::signal::ctrl_c().await;
     "Ctrl-C"
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    }
+
+    #[test]
+    fn flags_parse_and_secrets_stay_out_of_debug() {
+        let args = Args::try_parse_from([
+            "x",
+            "--etcd",
+            "http://a:1,http://b:2",
+            "--etcd-user",
+            "u",
+            "--etcd-password",
+            "pw-123",
+        ])
+        .expect("valid flags");
+        assert_eq!(args.etcd.endpoints, ["http://a:1", "http://b:2"]);
+        assert_eq!(args.etcd.etcd_password.as_ref().map(Secret::expose), Some("pw-123"));
+        assert!(!format!("{args:?}").contains("pw-123"));
+    }
+
+    #[test]
+    fn a_user_without_a_password_is_refused() {
+        let err = Args::try_parse_from(["x", "--etcd-user", "u"]).expect_err("password required");
+        assert!(err.to_string().contains("--etcd-password"), "{err}");
+    }
 }

@@ -94,7 +94,7 @@ impl Harness {
         let args = ServeArgs {
             grpc_addr: "127.0.0.1:0".parse().expect("addr"),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
-            token,
+            token: token.map(ingest_runtime::Secret::new),
             token_file: None,
             tls_cert: None,
             tls_key: None,
