@@ -7,8 +7,7 @@
 //!   the same 101 job keys; the DESIGN.md §9 bar is p99 <= 50 ms;
 //! * one full WatchJobs snapshot;
 //! * where the time goes: the service layer's store round trips per ListJobs
-//!   and CreateJob (in-process, no gRPC), and ListJobs again on a control
-//!   whose gRPC sockets have TCP_NODELAY.
+//!   and CreateJob (in-process, no gRPC).
 //!
 //! `--with-status` adds 3 workers and every job's claim, counters and
 //! checkpoint first, as in a live cluster; by default only the specs exist.
@@ -30,7 +29,6 @@ use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{Compare, EtcdOptions, EtcdStore, KeyRange, RangeRequest, Store, Txn, TxnOp, prefix_end};
 use ingest_testkit::EtcdServer;
 use ingest_worker::{Membership, WorkerConfig, catalogue};
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -90,7 +88,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
     // `start` blocks and panics with etcd's log tail when etcd does not come
     // up; on a blocking thread the panic becomes an error here.
     let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.context("etcd did not start")?;
-    let control = Control::start(&etcd, Nagle::AsServed).await?;
+    let control = Control::start(&etcd).await?;
     let Plan { jobs, concurrency, samples, seed, status } = &plan;
     println!(
         "ingest-bench control: {jobs} jobs, concurrency {concurrency}, {samples} samples, seed {seed}, {status:?}"
@@ -102,7 +100,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
         control.grpc_addr
     );
 
-    let result = measure(&etcd, &control, &plan).await;
+    let result = measure(&control, &plan).await;
     control.stop().await;
     drop(etcd);
     let list_p99 = result?;
@@ -113,7 +111,7 @@ pub async fn run(args: ControlArgs) -> anyhow::Result<()> {
 }
 
 /// Runs every measurement and prints it; returns ListJobs' p99.
-async fn measure(etcd: &EtcdServer, control: &Control, plan: &Plan) -> anyhow::Result<Duration> {
+async fn measure(control: &Control, plan: &Plan) -> anyhow::Result<Duration> {
     let &Plan { jobs, concurrency, samples, seed, status } = plan;
     bench_create(control, jobs, concurrency).await?;
     let ids = bench_paging_pass(control, jobs).await?;
@@ -126,17 +124,6 @@ async fn measure(etcd: &EtcdServer, control: &Control, plan: &Plan) -> anyhow::R
     let list_p99 = bench_list(control, &ids, samples, &mut rng).await?;
     bench_watch(control, jobs).await?;
     breakdown_list(control, &ids, samples.min(BREAKDOWN_SAMPLES), &mut rng).await?;
-
-    // Diagnostic: `serve` takes already-bound listeners and tonic leaves
-    // TCP_NODELAY off on connections it did not accept itself. A second
-    // control on the same etcd, whose listening socket has TCP_NODELAY (which
-    // Linux copies to accepted sockets), shows what Nagle's algorithm costs.
-    let nodelay = Control::start(etcd, Nagle::Off).await?;
-    println!();
-    println!("Diagnostic: the same ListJobs on a second control whose gRPC sockets have TCP_NODELAY");
-    let result = bench_list(&nodelay, &ids, samples, &mut rng).await;
-    nodelay.stop().await;
-    result?;
 
     breakdown_create(control).await?;
     Ok(list_p99)
@@ -151,15 +138,6 @@ enum Status {
     Live,
 }
 
-/// Whether control's accepted gRPC connections use Nagle's algorithm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Nagle {
-    /// As `ingest_control::serve` does it (no TCP_NODELAY set).
-    AsServed,
-    /// TCP_NODELAY set on the listening socket, inherited by accepted ones.
-    Off,
-}
-
 /// Control in-process on ephemeral ports over the etcd, and a gRPC client.
 struct Control {
     /// The store client control itself uses; baselines go through it too.
@@ -172,7 +150,7 @@ struct Control {
 }
 
 impl Control {
-    async fn start(etcd: &EtcdServer, nagle: Nagle) -> anyhow::Result<Self> {
+    async fn start(etcd: &EtcdServer) -> anyhow::Result<Self> {
         let options = EtcdOptions { endpoints: vec![etcd.endpoint()], ..Default::default() };
         let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(options).await.context("connecting to etcd")?);
         let keys = Keys::default();
@@ -185,10 +163,7 @@ impl Control {
             tls_key: None,
             tls_client_ca: None,
         };
-        let mut listeners = Listeners::bind(&args).await?;
-        if nagle == Nagle::Off {
-            listeners.grpc = bind_nodelay(args.grpc_addr)?;
-        }
+        let listeners = Listeners::bind(&args).await?;
         let grpc_addr = listeners.grpc.local_addr().context("gRPC listener address")?;
         let shutdown = CancellationToken::new();
         let service = ControlService::new(store.clone(), keys.clone());
@@ -223,15 +198,6 @@ impl Control {
     fn jobs_prefix(&self) -> String {
         self.keys.prefix(KeyKind::Job)
     }
-}
-
-/// A listener whose socket has TCP_NODELAY, which accepted sockets inherit
-/// on Linux.
-fn bind_nodelay(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let socket = TcpSocket::new_v4().context("creating a socket")?;
-    socket.set_nodelay(true).context("setting TCP_NODELAY on the listening socket")?;
-    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
-    socket.listen(1024).with_context(|| format!("listening on {addr}"))
 }
 
 // ---------------------------------------------------------------- CreateJob

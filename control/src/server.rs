@@ -9,8 +9,8 @@ use anyhow::Context;
 use ingest_proto::v1::FILE_DESCRIPTOR_SET;
 use ingest_proto::v1::job_service_server::JobServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use ingest_runtime::Secret;
@@ -142,7 +142,10 @@ pub async fn serve(
 
     tracing::info!(%grpc_addr, %http_addr, auth = auth.enabled(), tls = args.tls_cert.is_some(), "control serving");
     let grpc_shutdown = shutdown.clone();
-    let grpc = router.serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+    // Small responses must not wait for Nagle's algorithm and the peer's
+    // delayed ACK (40 ms per unary call, measured by ingest-bench).
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let grpc = router.serve_with_incoming_shutdown(incoming, async move {
         grpc_shutdown.cancelled().await;
     });
     let http = http::serve(service, listeners.http, shutdown.clone());

@@ -161,7 +161,11 @@ impl ControlService {
             return Err(ControlError::AlreadyExists(id));
         }
         tracing::info!(job = %id, job_type = %record.job_type, revision = response.revision, "job created");
-        self.view_of(record, response.revision).await
+        // A new job has no claim, counters or checkpoint yet: only the
+        // workers are needed to tell its state.
+        let live_types = Cluster::read(self.store.as_ref(), &self.keys).await?.live_types();
+        let pieces = JobPieces { job: Some((record, response.revision)), ..Default::default() };
+        pieces.view(&live_types).ok_or_else(|| ControlError::Internal("job view vanished".to_string()))
     }
 
     pub async fn get_job(&self, id: &str) -> Result<JobView, ControlError> {
@@ -185,16 +189,23 @@ impl ControlService {
             Some(after) => format!("{}\0", self.keys.job(after)),
             None => jobs_prefix.clone(),
         };
-        let live_types = Cluster::read(self.store.as_ref(), &self.keys).await?.live_types();
         let mut jobs: Vec<JobView> = Vec::with_capacity(page_size);
         // Read one job beyond the page to know whether a next page exists;
         // with filters, read in larger chunks until the page is full.
         let chunk = if filter.job_type.is_some() || filter.state.is_some() { MAX_PAGE_SIZE } else { page_size + 1 };
+        let range = |from: String| RangeRequest::new(KeyRange::between(from, end.clone())).limit(chunk as i64);
+        // The workers are read once, alongside the first chunk.
+        let (first, cluster) = futures::try_join!(
+            async { Ok(self.store.range(range(from.clone())).await?) },
+            Cluster::read(self.store.as_ref(), &self.keys)
+        )?;
+        let live_types = cluster.live_types();
+        let mut next_chunk = Some(first);
         loop {
-            let page = self
-                .store
-                .range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(chunk as i64))
-                .await?;
+            let page = match next_chunk.take() {
+                Some(page) => page,
+                None => self.store.range(range(from.clone())).await?,
+            };
             let mut pieces = BTreeMap::new();
             for kv in &page.kvs {
                 let Some(record) = decode::<JobRecord>(kv) else { continue };
