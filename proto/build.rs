@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     }
     let includes = [PathBuf::from("."), protoc_bin_vendored::include_path()?];
-    let protos = [PathBuf::from("ingest/v1/jobs.proto")];
+    let protos = [PathBuf::from("ingest/v1/jobs.proto"), PathBuf::from("ingest/v1/workers.proto")];
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("ingest_v1_descriptor.bin"))
