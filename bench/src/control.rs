@@ -333,8 +333,11 @@ async fn write_live_status(control: &Control, ids: &[String]) -> anyhow::Result<
                 last_success: Some(now),
                 last_error: None,
             };
-            let checkpoint =
-                CheckpointRecord { next_run: Some(now + 60_000), cursor: serde_json::json!({ "seq": 5 * n }) };
+            let checkpoint = CheckpointRecord {
+                next_run: Some(now + 60_000),
+                cursor: serde_json::json!({ "seq": 5 * n }),
+                ..Default::default()
+            };
             ops.push(TxnOp::put(keys.owner(id), serde_json::to_vec(&owner)?));
             ops.push(TxnOp::put(keys.stats(id), serde_json::to_vec(&stats)?));
             ops.push(TxnOp::put(keys.state(id), serde_json::to_vec(&checkpoint)?));

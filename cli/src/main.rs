@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
 use ingest_store::{EmbeddedStore, Store};
-use ingest_worker::{Membership, WorkerArgs, catalogue};
+use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
 
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about = "Long-lived ingestion jobs at scale")]
@@ -69,12 +69,17 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         http_addr = %listeners.http.local_addr()?,
         "standalone starting"
     );
-    let membership = Membership::new(store.clone(), keys.clone(), worker_config, catalogue::job_types());
-    // Types are published before control answers, so the first ListJobTypes
-    // already sees them.
-    membership.publish_types().await?;
-    let worker = membership.run(shutdown.clone());
-    let control = serve(ControlService::new(store, keys), &args.serve, listeners, shutdown.clone());
+    let control_url = format!("http://{}", listeners.grpc.local_addr()?);
+    let token = args.serve.bearer_token()?;
+    let control = serve(ControlService::new(store.clone(), keys.clone()), &args.serve, listeners, shutdown.clone());
+    let worker = run_worker(
+        store,
+        keys,
+        worker_config,
+        SchedulerConfig::default(),
+        ControlEndpoint { url: control_url, token },
+        shutdown.clone(),
+    );
     let (worker, control) = tokio::join!(worker, control);
     worker.context("worker failed")?;
     control

@@ -56,7 +56,8 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn auth(&self) -> anyhow::Result<BearerAuth> {
+    /// The bearer token from --token or --token-file, if any.
+    pub fn bearer_token(&self) -> anyhow::Result<Option<String>> {
         let token = match &self.token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -69,7 +70,11 @@ impl ServeArgs {
         if token.as_deref().is_some_and(str::is_empty) {
             anyhow::bail!("the bearer token is empty; set a token or leave it unset to disable auth");
         }
-        Ok(BearerAuth::new(token))
+        Ok(token)
+    }
+
+    fn auth(&self) -> anyhow::Result<BearerAuth> {
+        Ok(BearerAuth::new(self.bearer_token()?))
     }
 
     fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {

@@ -9,14 +9,10 @@ use ingest_model::{
     WorkerState, derive_state,
 };
 use ingest_store::keys::{KeyKind, Keys};
-use ingest_store::{KeyRange, KeyValue, RangeRequest, Revision, Store, prefix_end};
+use ingest_store::{KeyValue, Revision, Store};
 use serde::de::DeserializeOwned;
 
 use crate::error::ControlError;
-
-/// Keys read per request when scanning a prefix (keeps every response well
-/// under gRPC's message size limit).
-const SCAN_CHUNK: i64 = 1000;
 
 /// A job as the API shows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -132,28 +128,14 @@ pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<T> {
     }
 }
 
-/// Every key under `prefix`, read in chunks.
+/// Every key under `prefix`.
 pub async fn scan_prefix(store: &dyn Store, prefix: String) -> Result<Vec<KeyValue>, ControlError> {
-    let end = prefix_end(&prefix);
-    scan_range(store, prefix, end).await
+    Ok(ingest_store::scan_prefix(store, &prefix).await?)
 }
 
-/// Every key in `[start, end)`, read in chunks.
+/// Every key in `[start, end)`.
 pub async fn scan_range(store: &dyn Store, start: String, end: String) -> Result<Vec<KeyValue>, ControlError> {
-    let mut out = Vec::new();
-    let mut from = start;
-    loop {
-        let page =
-            store.range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(SCAN_CHUNK)).await?;
-        let more = page.more;
-        if let Some(last) = page.kvs.last() {
-            from = format!("{}\0", last.key);
-        }
-        out.extend(page.kvs);
-        if !more {
-            return Ok(out);
-        }
-    }
+    Ok(ingest_store::scan_range(store, start, end).await?)
 }
 
 /// The live workers and the job types they support.

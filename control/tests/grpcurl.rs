@@ -125,7 +125,7 @@ async fn start_worker(etcd: &EtcdServer) -> CancellationToken {
     let token = CancellationToken::new();
     tokio::spawn({
         let token = token.clone();
-        async move { membership.run(token).await }
+        async move { membership.run(token, tokio::sync::watch::channel(None).0).await }
     });
     token
 }

@@ -107,6 +107,10 @@ impl StatsRecord {
 pub struct CheckpointRecord {
     #[serde(default)]
     pub next_run: Option<UnixMillis>,
+    /// The last `JobRecord::run_now_seq` served, so a run-now request is
+    /// served once even across a handoff.
+    #[serde(default)]
+    pub run_now_seen: u64,
     #[serde(default)]
     pub cursor: serde_json::Value,
 }

@@ -407,3 +407,30 @@ pub trait Store: Send + Sync + 'static {
         Ok(response.revision)
     }
 }
+
+/// Keys read per request by [`scan_range`]: keeps every response well under
+/// gRPC's message size limit.
+const SCAN_CHUNK: i64 = 1000;
+
+/// Every key under `prefix`, read in chunks.
+pub async fn scan_prefix(store: &dyn Store, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+    scan_range(store, prefix.to_string(), prefix_end(prefix)).await
+}
+
+/// Every key in `[start, end)`, read in chunks of [`SCAN_CHUNK`] keys.
+pub async fn scan_range(store: &dyn Store, start: String, end: String) -> Result<Vec<KeyValue>, StoreError> {
+    let mut out = Vec::new();
+    let mut from = start;
+    loop {
+        let page =
+            store.range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(SCAN_CHUNK)).await?;
+        let more = page.more;
+        if let Some(last) = page.kvs.last() {
+            from = format!("{}\0", last.key);
+        }
+        out.extend(page.kvs);
+        if !more {
+            return Ok(out);
+        }
+    }
+}

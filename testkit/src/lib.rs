@@ -5,6 +5,8 @@
 //! Dependencies are kept to std + tempfile on purpose: this crate is built by
 //! every crate's tests.
 
+pub mod ownership;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,14 +1,34 @@
-//! ingest worker: a peer that registers itself under a lease and publishes
-//! the job types it can run (`catalogue`). Claiming and running jobs arrive
-//! with the peer-worker issue; until then workers only announce themselves.
+//! ingest worker: a peer that registers under a lease, publishes the job
+//! types it runs (`catalogue`), and runs the jobs it ranks first for
+//! (`scheduler`), reporting their counters to control (`progress`).
+//!
+//! Code map: `membership` (lease, registration, keepalive, deadline), `view`
+//! (the cluster as seen through one watch), `assign` (weighted rendezvous
+//! hashing), `claims` (claim, fenced checkpoint and release transactions),
+//! `runner` (one job's task), `scheduler` (the control loop), `ownership`
+//! (ownership event log), `jobs/` (one module per job type).
 
+pub mod assign;
 pub mod catalogue;
+pub mod claims;
 pub mod jobs;
 pub mod membership;
+pub mod ownership;
+pub mod progress;
+pub mod runner;
+pub mod scheduler;
+pub mod view;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use membership::{Membership, WorkerConfig};
+use ingest_store::Store;
+use ingest_store::keys::Keys;
+use tokio_util::sync::CancellationToken;
+
+pub use membership::{LeaseState, Membership, WorkerConfig};
+pub use progress::ControlEndpoint;
+pub use scheduler::SchedulerConfig;
 
 /// Flags of a worker; every flag also reads an `INGEST_*` variable.
 #[derive(Clone, Debug, clap::Args)]
@@ -29,6 +49,41 @@ impl WorkerArgs {
         let name = self.name.clone().unwrap_or_else(default_name);
         WorkerConfig { name, weight: self.weight, lease_ttl: self.lease_ttl }
     }
+}
+
+/// Runs a worker until `shutdown`: registers, schedules and runs jobs,
+/// reports counters; on shutdown drains (hands every job back with its
+/// checkpoint), then revokes its lease.
+pub async fn run_worker(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    config: WorkerConfig,
+    scheduler_config: SchedulerConfig,
+    control: ControlEndpoint,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let types = Arc::new(scheduler::type_table(catalogue::catalogue()));
+    let specs = types.values().map(|(spec, _)| spec.clone()).collect();
+    let membership = Arc::new(Membership::new(store.clone(), keys.clone(), config.clone(), specs));
+    membership.publish_types().await?;
+    let (lease_tx, lease_rx) = tokio::sync::watch::channel(None);
+    let stop_membership = CancellationToken::new();
+    let member = tokio::spawn({
+        let membership = membership.clone();
+        let stop = stop_membership.clone();
+        async move { membership.run(stop, lease_tx).await }
+    });
+    let progress = progress::ProgressTable::default();
+    let stop_reports = CancellationToken::new();
+    let reports =
+        tokio::spawn(progress::report_loop(progress.clone(), config.name.clone(), control, stop_reports.clone()));
+    let scheduler = scheduler::Scheduler::new(store, keys, membership, types, progress, scheduler_config, lease_rx);
+    scheduler.run(shutdown).await;
+    // Drained: send the last counters, then leave the cluster.
+    stop_reports.cancel();
+    let _ = reports.await;
+    stop_membership.cancel();
+    member.await.map_err(|e| anyhow::anyhow!("membership task failed: {e}"))?
 }
 
 fn default_name() -> String {

@@ -8,9 +8,18 @@ use std::time::Duration;
 use anyhow::Context;
 use ingest_model::{JobTypeSpec, WorkerRecord, WorkerState, now_millis};
 use ingest_store::keys::Keys;
-use ingest_store::{Compare, LeaseId, Store, StoreError, Txn, TxnOp};
+use ingest_store::{Compare, CompareOp, LeaseId, Store, StoreError, Txn, TxnOp};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// The worker's current lease and the instant by which it must have stopped
+/// every job unless the lease is renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseState {
+    pub lease: LeaseId,
+    pub deadline: Instant,
+}
 
 /// How a worker presents itself to the cluster.
 #[derive(Clone, Debug)]
@@ -36,13 +45,23 @@ impl Membership {
         Self { store, keys, config, types }
     }
 
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
     /// Publishes the job types, registers, and keeps the registration alive
-    /// until `shutdown`; then revokes the lease, which removes it at once.
-    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// until `shutdown`; then revokes the lease, which removes it and every
+    /// claim under it at once. The current lease is published on `lease_tx`.
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        lease_tx: watch::Sender<Option<LeaseState>>,
+    ) -> anyhow::Result<()> {
         self.publish_types().await?;
         while !shutdown.is_cancelled() {
             let Some(lease) = self.register(&shutdown).await? else { break };
-            self.keep_alive(lease, &shutdown).await;
+            self.keep_alive(lease, &shutdown, &lease_tx).await;
+            lease_tx.send_replace(None);
             if shutdown.is_cancelled() {
                 match self.store.lease_revoke(lease).await {
                     Ok(()) => tracing::info!(worker = %self.config.name, lease, "lease revoked"),
@@ -69,6 +88,27 @@ impl Membership {
             let revision = self.store.put(&key, value, 0).await.context("publishing job types")?;
             tracing::info!(job_type = %spec.name, revision, "job type published");
         }
+        Ok(())
+    }
+
+    /// Marks this worker draining: peers stop ranking it for any job and take
+    /// over what it releases. Guarded by the lease, so a stale call is a no-op.
+    pub async fn set_draining(&self, lease: LeaseId, types: &[String]) -> anyhow::Result<()> {
+        let record = WorkerRecord {
+            name: self.config.name.clone(),
+            state: WorkerState::Draining,
+            weight: self.config.weight,
+            types: types.to_vec(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            start_time: now_millis(),
+        };
+        let key = self.keys.worker(&self.config.name);
+        let value = serde_json::to_vec(&record).context("encoding the worker record")?;
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+            .and_then([TxnOp::put_with_lease(key, value, lease)]);
+        self.store.txn(txn).await.context("marking the worker draining")?;
+        tracing::info!(worker = %self.config.name, "worker draining");
         Ok(())
     }
 
@@ -116,10 +156,16 @@ impl Membership {
     /// Renews the lease every TTL/3 until shutdown or until the lease is
     /// gone. The local deadline (send time of the last successful keepalive
     /// + TTL − margin) is when this worker must have stopped all its jobs.
-    async fn keep_alive(&self, lease: LeaseId, shutdown: &CancellationToken) {
+    async fn keep_alive(
+        &self,
+        lease: LeaseId,
+        shutdown: &CancellationToken,
+        lease_tx: &watch::Sender<Option<LeaseState>>,
+    ) {
         let ttl = self.config.lease_ttl;
         let margin = (ttl / 4).min(Duration::from_secs(2));
         let mut deadline = Instant::now() + ttl - margin;
+        lease_tx.send_replace(Some(LeaseState { lease, deadline }));
         let mut ticker = tokio::time::interval(ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -129,7 +175,10 @@ impl Membership {
             }
             let sent = Instant::now();
             match self.store.lease_keep_alive(lease).await {
-                Ok(granted) => deadline = sent + granted.saturating_sub(margin),
+                Ok(granted) => {
+                    deadline = sent + granted.saturating_sub(margin);
+                    lease_tx.send_replace(Some(LeaseState { lease, deadline }));
+                }
                 Err(StoreError::LeaseNotFound(_)) => {
                     tracing::warn!(worker = %self.config.name, lease, "lease expired; registering again");
                     return;

@@ -124,7 +124,7 @@ impl Harness {
         let membership = Membership::new(self.store.clone(), self.keys.clone(), worker_config(name), types);
         tokio::spawn({
             let token = token.clone();
-            async move { membership.run(token).await }
+            async move { membership.run(token, tokio::sync::watch::channel(None).0).await }
         });
         self.workers.push(token.clone());
         token

@@ -1,0 +1,143 @@
+//! The store transactions of claiming, checkpointing and releasing jobs. A
+//! claim is `owners/<id>` created under the worker's lease; its create
+//! revision is the epoch, and every later write of the owner is fenced on
+//! that epoch and lease (a lease is not a lock).
+
+use ingest_model::{CheckpointRecord, OwnerRecord};
+use ingest_store::keys::Keys;
+use ingest_store::{Compare, CompareOp, LeaseId, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse};
+
+/// Jobs per claim or release transaction. etcd allows 128 operations per
+/// branch and 128 compares by default; each job takes two of each.
+pub const BATCH: usize = 40;
+
+/// A job to claim: its id and the revision of its spec as seen, so a job
+/// changed, paused or deleted meanwhile is not claimed.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub id: String,
+    pub spec_revision: Revision,
+}
+
+/// A won claim with the checkpoint to resume from.
+#[derive(Clone, Debug)]
+pub struct Won {
+    pub id: String,
+    pub epoch: Revision,
+    pub checkpoint: CheckpointRecord,
+}
+
+/// A claim to release; `checkpoint` is written in the same transaction
+/// unless `None` (the job was deleted).
+#[derive(Clone, Debug)]
+pub struct Release {
+    pub id: String,
+    pub epoch: Revision,
+    pub checkpoint: Option<CheckpointRecord>,
+}
+
+pub struct ClaimTxns<'a> {
+    pub store: &'a dyn Store,
+    pub keys: &'a Keys,
+    pub worker: &'a str,
+    pub lease: LeaseId,
+}
+
+impl ClaimTxns<'_> {
+    /// Claims as many of `requests` as are still free, in batches; a batch
+    /// that fails (someone else was faster on one job) is split until each
+    /// job is decided. Returns the won claims.
+    pub async fn claim(&self, requests: &[ClaimRequest]) -> Result<Vec<Won>, StoreError> {
+        let owner = serde_json::to_vec(&OwnerRecord { worker: self.worker.to_string() })
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut won = Vec::new();
+        let mut pending: Vec<&[ClaimRequest]> = requests.chunks(BATCH).collect();
+        while let Some(batch) = pending.pop() {
+            let compares = batch.iter().flat_map(|r| {
+                [
+                    Compare::absent(self.keys.owner(&r.id)),
+                    Compare::mod_revision(self.keys.job(&r.id), CompareOp::Equal, r.spec_revision),
+                ]
+            });
+            let puts = batch.iter().map(|r| TxnOp::put_with_lease(self.keys.owner(&r.id), owner.clone(), self.lease));
+            let gets = batch.iter().map(|r| TxnOp::get(self.keys.state(&r.id)));
+            let response = self.store.txn(Txn::new().when(compares).and_then(puts.chain(gets))).await?;
+            if response.succeeded {
+                won.extend(batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
+                    id: r.id.clone(),
+                    epoch: response.revision,
+                    checkpoint,
+                }));
+            } else if batch.len() > 1 {
+                let (a, b) = batch.split_at(batch.len() / 2);
+                pending.push(a);
+                pending.push(b);
+            }
+        }
+        Ok(won)
+    }
+
+    /// Writes a checkpoint if this worker still holds the claim at `epoch`
+    /// under its lease. `Ok(false)`: the claim is lost; stop the job now.
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        epoch: Revision,
+        checkpoint: &CheckpointRecord,
+    ) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(checkpoint).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let txn = Txn::new().when(self.fence(id, epoch)).and_then([TxnOp::put(self.keys.state(id), value)]);
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Releases claims, each with its final checkpoint in the same
+    /// transaction. Claims already lost are skipped. Returns the released ids.
+    pub async fn release(&self, releases: &[Release]) -> Result<Vec<String>, StoreError> {
+        let mut released = Vec::new();
+        let mut pending: Vec<&[Release]> = releases.chunks(BATCH).collect();
+        while let Some(batch) = pending.pop() {
+            let compares = batch.iter().flat_map(|r| self.fence(&r.id, r.epoch));
+            let mut ops = Vec::with_capacity(batch.len() * 2);
+            for r in batch {
+                if let Some(checkpoint) = &r.checkpoint {
+                    let value = serde_json::to_vec(checkpoint).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    ops.push(TxnOp::put(self.keys.state(&r.id), value));
+                }
+                ops.push(TxnOp::delete(self.keys.owner(&r.id)));
+            }
+            let response = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
+            if response.succeeded {
+                released.extend(batch.iter().map(|r| r.id.clone()));
+            } else if batch.len() > 1 {
+                let (a, b) = batch.split_at(batch.len() / 2);
+                pending.push(a);
+                pending.push(b);
+            }
+        }
+        Ok(released)
+    }
+
+    /// The claim on `id` is still the one made at `epoch` under this lease.
+    fn fence(&self, id: &str, epoch: Revision) -> [Compare; 2] {
+        let key = self.keys.owner(id);
+        [
+            Compare::create_revision(key.clone(), CompareOp::Equal, epoch),
+            Compare::lease(key, CompareOp::Equal, self.lease),
+        ]
+    }
+}
+
+/// The checkpoints read by a claim transaction (the `get`s after the puts).
+fn checkpoints(response: &TxnResponse, n: usize) -> Vec<CheckpointRecord> {
+    response.responses[n.min(response.responses.len())..]
+        .iter()
+        .map(|r| match r {
+            TxnOpResponse::Range(range) => {
+                range.kvs.first().and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
+            }
+            _ => CheckpointRecord::default(),
+        })
+        .chain(std::iter::repeat_with(CheckpointRecord::default))
+        .take(n)
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! Per-job counters of the jobs this worker owns, and the stream that reports
+//! them to control. Reports carry totals since the claim, so a lost or
+//! repeated report is harmless and nothing is written to the store per item.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ingest_model::{Counters, ErrorRecord, UnixMillis, now_millis};
+use ingest_proto::v1 as pb;
+use ingest_proto::v1::worker_service_client::WorkerServiceClient;
+use ingest_store::Revision;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+
+use crate::jobs::RunReport;
+
+/// How often counters are sent to control.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    epoch: Revision,
+    counters: Counters,
+    last_success: Option<UnixMillis>,
+    last_error: Option<ErrorRecord>,
+    /// Changed since the last report.
+    dirty: bool,
+    /// The claim ended: drop the entry once reported.
+    finished: bool,
+}
+
+/// Counters of the jobs this worker owns, by job id.
+#[derive(Clone, Default)]
+pub struct ProgressTable {
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl ProgressTable {
+    /// Records the outcome of one run of `job` under claim `epoch`.
+    pub fn record(&self, job: &str, epoch: Revision, report: &RunReport, error: Option<&str>) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        let entry = entries.entry(job.to_string()).or_default();
+        if entry.epoch != epoch {
+            *entry = Entry { epoch, ..Entry::default() };
+        }
+        entry.counters.add(&Counters {
+            items_fetched: report.items_fetched,
+            items_written: report.items_written,
+            items_failed: report.items_failed,
+            bytes_fetched: report.bytes_fetched,
+            runs: 1,
+        });
+        let now = now_millis();
+        match error {
+            None => entry.last_success = Some(now),
+            Some(message) => entry.last_error = Some(ErrorRecord { time: now, message: message.to_string() }),
+        }
+        entry.dirty = true;
+    }
+
+    /// The claim on `job` ended; its last totals are still reported once.
+    pub fn finish(&self, job: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(job)
+        {
+            entry.finished = true;
+        }
+    }
+
+    /// Totals of `job` under its current claim.
+    pub fn counters(&self, job: &str) -> Option<Counters> {
+        self.entries.lock().ok()?.get(job).map(|e| e.counters)
+    }
+
+    /// The entries changed since the last call, as a report.
+    fn take_dirty(&self) -> Vec<pb::JobProgress> {
+        let Ok(mut entries) = self.entries.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        for (id, entry) in entries.iter_mut().filter(|(_, e)| e.dirty) {
+            entry.dirty = false;
+            out.push(pb::JobProgress {
+                job_id: id.clone(),
+                epoch: entry.epoch,
+                counters: Some(pb::JobCounters {
+                    items_fetched: entry.counters.items_fetched,
+                    items_written: entry.counters.items_written,
+                    items_failed: entry.counters.items_failed,
+                    bytes_fetched: entry.counters.bytes_fetched,
+                    runs: entry.counters.runs,
+                }),
+                last_success_time: entry.last_success.map(timestamp),
+                last_error: entry
+                    .last_error
+                    .as_ref()
+                    .map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
+            });
+        }
+        out
+    }
+
+    /// After a successful report: entries of ended claims with nothing new
+    /// are done.
+    fn forget_finished(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, e| !e.finished || e.dirty);
+        }
+    }
+
+    /// Marks `reports` dirty again after a failed send.
+    fn restore(&self, reports: &[pb::JobProgress]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            for r in reports {
+                if let Some(entry) = entries.get_mut(&r.job_id) {
+                    entry.dirty = true;
+                }
+            }
+        }
+    }
+}
+
+fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// Where and how to reach control.
+#[derive(Clone, Debug)]
+pub struct ControlEndpoint {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+/// Sends changed counters to control every [`REPORT_INTERVAL`] until
+/// `shutdown`, then once more. Reconnects as needed; control being away
+/// loses nothing (the totals are sent again).
+pub async fn report_loop(table: ProgressTable, worker: String, control: ControlEndpoint, shutdown: CancellationToken) {
+    let mut client: Option<WorkerServiceClient<tonic::transport::Channel>> = None;
+    let mut ticker = tokio::time::interval(REPORT_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            () = shutdown.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let reports = table.take_dirty();
+        if reports.is_empty() {
+            table.forget_finished();
+        } else if let Err(error) = send(&mut client, &control, &worker, reports.clone()).await {
+            tracing::warn!(%error, control = %control.url, jobs = reports.len(), "cannot report progress; will retry");
+            client = None;
+            table.restore(&reports);
+        } else {
+            table.forget_finished();
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+async fn send(
+    client: &mut Option<WorkerServiceClient<tonic::transport::Channel>>,
+    control: &ControlEndpoint,
+    worker: &str,
+    jobs: Vec<pb::JobProgress>,
+) -> Result<(), String> {
+    if client.is_none() {
+        let connected = WorkerServiceClient::connect(control.url.clone()).await.map_err(|e| e.to_string())?;
+        *client = Some(connected);
+    }
+    let Some(client) = client.as_mut() else { return Err("no client".to_string()) };
+    // One short stream per report: simple, and a broken connection is
+    // noticed at the next tick.
+    let message = pb::ReportProgressRequest { worker: worker.to_string(), jobs };
+    let mut request = tonic::Request::new(tokio_stream::iter([message]));
+    if let Some(token) = &control.token {
+        let value: MetadataValue<_> =
+            format!("Bearer {token}").parse().map_err(|_| "token is not a valid header".to_string())?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    tokio::time::timeout(Duration::from_secs(10), client.report_progress(request))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
+    Ok(())
+}

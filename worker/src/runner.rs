@@ -1,0 +1,253 @@
+//! One owned job's task: a fresh instance of its type, run on its interval
+//! (with jitter), run-now on request, bounded backoff on errors that never
+//! gives up, and a checkpoint written after each run, fenced on the claim.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, now_millis};
+use ingest_store::keys::Keys;
+use ingest_store::{LeaseId, Revision, Store};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalogue::JobTypeEntry;
+use crate::claims::ClaimTxns;
+use crate::jobs::{Job, NextRun, Params};
+use crate::ownership::{self, Ownership};
+use crate::progress::ProgressTable;
+
+/// Longest wait between two attempts of a failing job.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// First wait after a failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What every runner of this worker shares.
+#[derive(Clone)]
+pub struct RunnerContext {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub worker: String,
+    pub lease: LeaseId,
+    pub progress: ProgressTable,
+    pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
+}
+
+/// How a runner ended.
+#[derive(Debug)]
+pub enum RunnerExit {
+    /// Stopped on request; the checkpoint to release with.
+    Stopped(CheckpointRecord),
+    /// A fenced write failed: the claim is gone.
+    Lost,
+}
+
+/// A running job, owned by the scheduler.
+pub struct RunnerHandle {
+    pub epoch: Revision,
+    /// The lease the claim was made under.
+    pub lease: LeaseId,
+    /// Revision of the spec the runner was built from.
+    pub spec_revision: Revision,
+    cancel: CancellationToken,
+    run_now: watch::Sender<u64>,
+    join: tokio::task::JoinHandle<RunnerExit>,
+}
+
+impl RunnerHandle {
+    pub fn spawn(
+        ctx: RunnerContext,
+        record: JobRecord,
+        spec_revision: Revision,
+        epoch: Revision,
+        checkpoint: CheckpointRecord,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (run_now, run_now_rx) = watch::channel(record.run_now_seq);
+        let lease = ctx.lease;
+        let runner = Runner { ctx, record, epoch, checkpoint, cancel: cancel.clone(), run_now: run_now_rx };
+        let join = tokio::spawn(runner.run());
+        Self { epoch, lease, spec_revision, cancel, run_now, join }
+    }
+
+    /// Asks for a run now when `seq` is a new request.
+    pub fn run_now(&self, seq: u64) {
+        self.run_now.send_if_modified(|current| {
+            let newer = seq > *current;
+            if newer {
+                *current = seq;
+            }
+            newer
+        });
+    }
+
+    /// Whether the task has ended on its own (a lost claim).
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+
+    /// Stops the runner and waits until it has stopped.
+    pub async fn stop(self) -> RunnerExit {
+        self.cancel.cancel();
+        match self.join.await {
+            Ok(exit) => exit,
+            Err(error) => {
+                tracing::error!(%error, "job runner panicked");
+                RunnerExit::Lost
+            }
+        }
+    }
+}
+
+struct Runner {
+    ctx: RunnerContext,
+    record: JobRecord,
+    epoch: Revision,
+    checkpoint: CheckpointRecord,
+    cancel: CancellationToken,
+    run_now: watch::Receiver<u64>,
+}
+
+impl Runner {
+    async fn run(mut self) -> RunnerExit {
+        let (id, worker) = (self.record.id.clone(), self.ctx.worker.clone());
+        ownership::log(Ownership::Start, &id, &worker, self.epoch);
+        let exit = self.run_loop().await;
+        if matches!(exit, RunnerExit::Lost) {
+            ownership::log(Ownership::Lost, &id, &worker, self.epoch);
+        }
+        ownership::log(Ownership::Stop, &id, &worker, self.epoch);
+        exit
+    }
+
+    async fn run_loop(&mut self) -> RunnerExit {
+        let mut job = None;
+        let mut failures = 0u32;
+        loop {
+            if !self.wait_until_due().await {
+                return RunnerExit::Stopped(self.checkpoint.clone());
+            }
+            if job.is_none() {
+                job = match self.build().await {
+                    Ok(built) => Some(built),
+                    Err(message) => {
+                        self.ctx.progress.record(&self.record.id, self.epoch, &Default::default(), Some(&message));
+                        tracing::warn!(job = %self.record.id, error = %message, "cannot build job");
+                        None
+                    }
+                };
+            }
+            let next = match job.as_mut() {
+                Some(job) => self.run_once(job.as_mut(), &mut failures).await,
+                None => backoff(&mut failures, self.record.interval, None),
+            };
+            if self.cancel.is_cancelled() {
+                // The release writes the checkpoint, in one transaction with it.
+                return RunnerExit::Stopped(self.checkpoint.clone());
+            }
+            self.checkpoint.next_run = Some(now_millis() + next.as_millis() as i64);
+            let txns = ClaimTxns {
+                store: self.ctx.store.as_ref(),
+                keys: &self.ctx.keys,
+                worker: &self.ctx.worker,
+                lease: self.ctx.lease,
+            };
+            match txns.checkpoint(&self.record.id, self.epoch, &self.checkpoint).await {
+                Ok(true) => ownership::log(Ownership::Write, &self.record.id, &self.ctx.worker, self.epoch),
+                Ok(false) => return RunnerExit::Lost,
+                // The store is away: the lease deadline decides whether this
+                // worker may go on; the next run writes again.
+                Err(error) => tracing::warn!(job = %self.record.id, %error, "checkpoint not written"),
+            }
+        }
+    }
+
+    /// Sleeps until the next run is due or a run-now request comes. False
+    /// when cancelled.
+    async fn wait_until_due(&mut self) -> bool {
+        loop {
+            if *self.run_now.borrow() > self.checkpoint.run_now_seen {
+                self.checkpoint.run_now_seen = *self.run_now.borrow();
+                return true;
+            }
+            let due_in = self
+                .checkpoint
+                .next_run
+                .map_or(Duration::ZERO, |at| Duration::from_millis(at.saturating_sub(now_millis()).max(0) as u64));
+            tokio::select! {
+                () = self.cancel.cancelled() => return false,
+                () = tokio::time::sleep(due_in) => return true,
+                changed = self.run_now.changed() => if changed.is_err() { return false },
+            }
+        }
+    }
+
+    async fn run_once(&mut self, job: &mut dyn Job, failures: &mut u32) -> Duration {
+        let mut cursor = self.checkpoint.cursor.clone();
+        match job.run(&mut cursor, &self.cancel).await {
+            Ok(outcome) => {
+                *failures = 0;
+                self.checkpoint.cursor = cursor;
+                self.ctx.progress.record(&self.record.id, self.epoch, &outcome.report, None);
+                match outcome.next {
+                    NextRun::Interval => jitter(self.record.interval),
+                    NextRun::After(after) => after,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(job = %self.record.id, error = %error.message, failures = *failures + 1, "run failed");
+                self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Some(&error.message));
+                backoff(failures, self.record.interval, error.retry_after)
+            }
+        }
+    }
+
+    /// A fresh instance of the job's type from its params and secrets.
+    async fn build(&self) -> Result<Box<dyn Job>, String> {
+        let Some((spec, entry)) = self.ctx.types.get(&self.record.job_type) else {
+            return Err(format!("this worker does not run job type '{}'", self.record.job_type));
+        };
+        let secrets = if self.record.secret_names.is_empty() {
+            SecretsRecord::default()
+        } else {
+            let kv = self.ctx.store.get(&self.ctx.keys.secret(&self.record.id)).await.map_err(|e| e.to_string())?;
+            kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
+        };
+        (entry.build)(&Params::new(spec, &self.record.params, &secrets.values))
+    }
+}
+
+/// The interval, ±10 %, so jobs created together spread out.
+fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+/// Exponential backoff from 1 s, capped by the job's interval and 5 min,
+/// with jitter; never gives up. A source's `retry_after` wins when longer.
+fn backoff(failures: &mut u32, interval: Duration, retry_after: Option<Duration>) -> Duration {
+    *failures = failures.saturating_add(1);
+    let exp = FIRST_BACKOFF.saturating_mul(1u32 << (*failures - 1).min(16));
+    let capped = exp.min(MAX_BACKOFF).min(interval.max(FIRST_BACKOFF));
+    jitter(capped).max(retry_after.unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let mut failures = 0;
+        let interval = Duration::from_secs(60);
+        let waits: Vec<Duration> = (0..10).map(|_| backoff(&mut failures, interval, None)).collect();
+        assert!(waits[0] >= Duration::from_millis(900) && waits[0] <= Duration::from_millis(1100));
+        assert!(waits[3] >= Duration::from_millis(7200), "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(66)), "capped by the interval: {waits:?}");
+        let long = backoff(&mut failures, interval, Some(Duration::from_secs(600)));
+        assert_eq!(long, Duration::from_secs(600));
+        let mut many = u32::MAX - 1;
+        assert!(backoff(&mut many, interval, None) <= Duration::from_secs(66), "no overflow");
+    }
+}

@@ -1,0 +1,458 @@
+//! The worker's control loop: keeps a view of the cluster, decides which jobs
+//! this worker should run (it ranks first by weighted rendezvous hashing),
+//! claims them in batches, hands jobs over when a peer ranks first
+//! (stop, then release with the checkpoint, then the peer claims), stops
+//! everything when its lease deadline passes, and drains on shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
+use ingest_store::keys::Keys;
+use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::assign;
+use crate::catalogue::JobTypeEntry;
+use crate::claims::{ClaimRequest, ClaimTxns, Release};
+use crate::membership::{LeaseState, Membership};
+use crate::ownership::{self, Ownership};
+use crate::progress::ProgressTable;
+use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
+use crate::view::ClusterView;
+
+/// Timings of the scheduler.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// A job moves to a peer only after the peer has ranked first for it
+    /// this long (a flapping peer moves nothing).
+    pub stabilization: Duration,
+    /// Rank k may claim a job unowned for k × this (liveness fallback).
+    pub fallback_step: Duration,
+    /// Full re-list, as a backstop to the watch.
+    pub resync: Duration,
+    /// Time left to drain on shutdown before giving up (the lease revoke
+    /// frees what is left).
+    pub drain_budget: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            stabilization: Duration::from_secs(5),
+            fallback_step: Duration::from_secs(2),
+            resync: Duration::from_secs(30),
+            drain_budget: Duration::from_secs(6),
+        }
+    }
+}
+
+/// How often timers (stabilization, fallback, pacing) are looked at.
+const TICK: Duration = Duration::from_millis(250);
+/// Share of its jobs a worker hands over per second when rebalancing.
+const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
+
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    worker: String,
+    membership: Arc<Membership>,
+    types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
+    progress: ProgressTable,
+    config: SchedulerConfig,
+    lease_rx: watch::Receiver<Option<LeaseState>>,
+    view: ClusterView,
+    runners: HashMap<String, (RunnerHandle, JobRecord)>,
+    /// When each unowned job was first seen unowned.
+    unowned_since: HashMap<String, Instant>,
+    /// When this worker stopped ranking first for a job it runs.
+    not_first_since: HashMap<String, Instant>,
+    release_budget: f64,
+}
+
+impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Keys,
+        membership: Arc<Membership>,
+        types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
+        progress: ProgressTable,
+        config: SchedulerConfig,
+        lease_rx: watch::Receiver<Option<LeaseState>>,
+    ) -> Self {
+        let worker = membership.name().to_string();
+        Self {
+            store,
+            keys,
+            worker,
+            membership,
+            types,
+            progress,
+            config,
+            lease_rx,
+            view: ClusterView::default(),
+            runners: HashMap::new(),
+            unowned_since: HashMap::new(),
+            not_first_since: HashMap::new(),
+            release_budget: 0.0,
+        }
+    }
+
+    /// Runs until `shutdown`, then drains: every job is handed back with its
+    /// checkpoint before this returns.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut watch = tokio::select! {
+            () = shutdown.cancelled() => return,
+            watch = self.sync(&shutdown) => watch,
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resync = tokio::time::interval_at(Instant::now() + self.config.resync, self.config.resync);
+        loop {
+            let deadline = self.lease().map_or_else(|| Instant::now() + Duration::from_secs(3600), |l| l.deadline);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = self.lease_rx.changed() => {}
+                () = tokio::time::sleep_until(deadline), if !self.runners.is_empty() => {}
+                item = next_batch(&mut watch) => match item {
+                    Some(Ok(batch)) => {
+                        self.view.loaded_at = batch.revision;
+                        self.view.apply(&self.keys, &batch);
+                    }
+                    Some(Err(StoreError::Compacted { .. })) => {
+                        tracing::warn!(worker = %self.worker, "watch compacted; re-listing");
+                        watch = self.sync(&shutdown).await;
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        watch = self.rewatch().await;
+                    }
+                },
+                _ = tick.tick() => {}
+                _ = resync.tick() => watch = self.sync(&shutdown).await,
+            }
+            self.reconcile().await;
+        }
+        self.drain().await;
+    }
+
+    fn lease(&self) -> Option<LeaseState> {
+        *self.lease_rx.borrow()
+    }
+
+    /// Loads the view and starts the watch after it (retrying until both
+    /// work or shutdown).
+    async fn sync(&mut self, shutdown: &CancellationToken) -> Option<WatchStream> {
+        loop {
+            match ClusterView::load(self.store.as_ref(), &self.keys).await {
+                Ok(view) => {
+                    self.view = view;
+                    return self.rewatch().await;
+                }
+                Err(error) => tracing::warn!(worker = %self.worker, %error, "cannot load the cluster view; retrying"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn rewatch(&self) -> Option<WatchStream> {
+        match self.store.watch_prefix(self.keys.root(), self.view.loaded_at + 1).await {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::warn!(worker = %self.worker, %error, "cannot watch; retrying");
+                None
+            }
+        }
+    }
+
+    /// Brings the running jobs in line with the view.
+    async fn reconcile(&mut self) {
+        self.reap_lost().await;
+        let Some(lease) = self.lease().filter(|l| l.deadline > Instant::now()) else {
+            // Past the deadline (or no lease): no work may continue.
+            self.stop_all_lost().await;
+            return;
+        };
+        if self.runners.values().any(|(r, _)| r.lease != lease.lease) {
+            self.stop_all_lost().await;
+        }
+        let now = Instant::now();
+        let mut claims = Vec::new();
+        let mut rebalance = Vec::new();
+        let mut immediate = Vec::new();
+        let mut resume = Vec::new();
+        let ids: Vec<String> = self.view.jobs.keys().cloned().collect();
+        for id in ids {
+            let Some((record, spec_revision)) = self.view.jobs.get(&id).cloned() else { continue };
+            let candidates = self.view.candidates(&record.job_type);
+            let position = assign::position(&id, &self.worker, &candidates);
+            let claim = self.view.claims.get(&id).map(|(c, _)| c.clone());
+            match claim {
+                None => {
+                    let since = *self.unowned_since.entry(id.clone()).or_insert(now);
+                    let waited = now.duration_since(since);
+                    let may_claim = position.is_some_and(|p| waited >= self.config.fallback_step * p as u32);
+                    if !record.paused && may_claim && self.types.contains_key(&record.job_type) {
+                        claims.push(ClaimRequest { id, spec_revision });
+                    }
+                }
+                Some(claim) if claim.worker == self.worker && claim.lease == lease.lease => {
+                    self.unowned_since.remove(&id);
+                    if record.paused {
+                        immediate.push(id);
+                        continue;
+                    }
+                    match self.runners.get(&id) {
+                        None => resume.push((id.clone(), claim.epoch, record.clone(), spec_revision)),
+                        Some((runner, running)) => {
+                            if only_run_now_changed(running, &record) {
+                                runner.run_now(record.run_now_seq);
+                            } else if running != &record {
+                                immediate.push(id.clone()); // rebuilt from the new spec once released
+                            }
+                        }
+                    }
+                    if position == Some(0) {
+                        self.not_first_since.remove(&id);
+                    } else {
+                        let since = *self.not_first_since.entry(id.clone()).or_insert(now);
+                        if now.duration_since(since) >= self.config.stabilization {
+                            rebalance.push(id);
+                        }
+                    }
+                }
+                Some(_) => {
+                    self.unowned_since.remove(&id);
+                }
+            }
+        }
+        // Runners of deleted jobs, and claims of mine on deleted jobs.
+        let orphans: Vec<String> =
+            self.runners.keys().filter(|id| !self.view.jobs.contains_key(*id)).cloned().collect();
+        let stray_claims: Vec<(String, Revision)> = self
+            .view
+            .claims
+            .iter()
+            .filter(|(id, (c, _))| {
+                c.worker == self.worker && c.lease == lease.lease && !self.view.jobs.contains_key(*id)
+            })
+            .filter(|(id, _)| !self.runners.contains_key(*id))
+            .map(|(id, (c, _))| (id.clone(), c.epoch))
+            .collect();
+        self.unowned_since.retain(|id, _| self.view.jobs.contains_key(id) && !self.view.claims.contains_key(id));
+        self.not_first_since.retain(|id, _| self.runners.contains_key(id));
+
+        // Hand over at a bounded pace, so a join does not stop everything at once.
+        self.release_budget = (self.release_budget
+            + (self.runners.len().max(10) as f64) * RELEASE_SHARE_PER_SECOND * TICK.as_secs_f64())
+        .min(self.runners.len().max(10) as f64);
+        let paced = rebalance.len().min(self.release_budget as usize);
+        self.release_budget -= paced as f64;
+        immediate.extend(rebalance.into_iter().take(paced));
+        immediate.extend(orphans);
+        self.release(immediate, lease.lease).await;
+        self.release_stray(stray_claims, lease.lease).await;
+        self.resume(resume, lease.lease).await;
+        self.claim(claims, lease.lease).await;
+    }
+
+    /// Removes runners that ended on their own (their claim was lost).
+    async fn reap_lost(&mut self) {
+        let lost: Vec<String> =
+            self.runners.iter().filter(|(_, (r, _))| r.is_finished()).map(|(id, _)| id.clone()).collect();
+        for id in lost {
+            if let Some((runner, _)) = self.runners.remove(&id) {
+                runner.stop().await;
+                self.progress.finish(&id);
+            }
+        }
+    }
+
+    /// Stops every runner at once: the lease deadline passed or the lease
+    /// changed, so none of them may go on.
+    async fn stop_all_lost(&mut self) {
+        if self.runners.is_empty() {
+            return;
+        }
+        tracing::warn!(worker = %self.worker, jobs = self.runners.len(), "lease deadline passed; stopping every job");
+        let runners: Vec<(String, (RunnerHandle, JobRecord))> = self.runners.drain().collect();
+        futures::future::join_all(runners.into_iter().map(|(id, (runner, _))| {
+            let progress = self.progress.clone();
+            let worker = self.worker.clone();
+            async move {
+                let epoch = runner.epoch;
+                runner.stop().await;
+                ownership::log(Ownership::Lost, &id, &worker, epoch);
+                progress.finish(&id);
+            }
+        }))
+        .await;
+        self.not_first_since.clear();
+    }
+
+    /// Stops the runners of `ids`, then releases their claims with their
+    /// checkpoints (no checkpoint for deleted jobs).
+    async fn release(&mut self, ids: Vec<String>, lease: ingest_store::LeaseId) {
+        let stopping: Vec<(String, RunnerHandle)> =
+            ids.into_iter().filter_map(|id| self.runners.remove(&id).map(|(r, _)| (id, r))).collect();
+        if stopping.is_empty() {
+            return;
+        }
+        let stopped = futures::future::join_all(stopping.into_iter().map(|(id, runner)| async move {
+            let epoch = runner.epoch;
+            (id, epoch, runner.stop().await)
+        }))
+        .await;
+        let releases: Vec<Release> = stopped
+            .into_iter()
+            .filter_map(|(id, epoch, exit)| match exit {
+                RunnerExit::Stopped(checkpoint) => {
+                    let checkpoint = self.view.jobs.contains_key(&id).then_some(checkpoint);
+                    Some(Release { id, epoch, checkpoint })
+                }
+                RunnerExit::Lost => None,
+            })
+            .collect();
+        self.commit_releases(&releases, lease).await;
+    }
+
+    /// Deletes claims of mine whose jobs are gone (no runner to stop).
+    async fn release_stray(&mut self, stray: Vec<(String, Revision)>, lease: ingest_store::LeaseId) {
+        let releases: Vec<Release> =
+            stray.into_iter().map(|(id, epoch)| Release { id, epoch, checkpoint: None }).collect();
+        self.commit_releases(&releases, lease).await;
+    }
+
+    async fn commit_releases(&mut self, releases: &[Release], lease: ingest_store::LeaseId) {
+        if releases.is_empty() {
+            return;
+        }
+        let txns = ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease };
+        match txns.release(releases).await {
+            Ok(released) => {
+                let epochs: HashMap<&str, Revision> = releases.iter().map(|r| (r.id.as_str(), r.epoch)).collect();
+                for id in &released {
+                    ownership::log(Ownership::Release, id, &self.worker, epochs.get(id.as_str()).copied().unwrap_or(0));
+                    self.progress.finish(id);
+                    self.not_first_since.remove(id);
+                }
+                tracing::debug!(worker = %self.worker, released = released.len(), "claims released");
+            }
+            // The claims stay; once the lease expires they are freed anyway.
+            Err(error) => tracing::warn!(worker = %self.worker, %error, jobs = releases.len(), "cannot release claims"),
+        }
+    }
+
+    /// Restarts runners for claims this worker still validly holds (after a
+    /// lease scare or a spec change), resuming from their checkpoints.
+    async fn resume(&mut self, resume: Vec<(String, Revision, JobRecord, Revision)>, lease: ingest_store::LeaseId) {
+        for chunk in resume.chunks(100) {
+            let gets = chunk.iter().map(|(id, ..)| TxnOp::get(self.keys.state(id)));
+            let checkpoints = match self.store.txn(Txn::new().and_then(gets)).await {
+                Ok(response) => response.responses,
+                Err(error) => {
+                    tracing::warn!(worker = %self.worker, %error, "cannot read checkpoints to resume jobs");
+                    return;
+                }
+            };
+            for ((id, epoch, record, spec_revision), read) in chunk.iter().zip(checkpoints) {
+                let checkpoint = match read {
+                    TxnOpResponse::Range(r) => {
+                        r.kvs.first().and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
+                    }
+                    _ => CheckpointRecord::default(),
+                };
+                self.start(id.clone(), record.clone(), *spec_revision, *epoch, checkpoint, lease);
+            }
+        }
+    }
+
+    async fn claim(&mut self, claims: Vec<ClaimRequest>, lease: ingest_store::LeaseId) {
+        if claims.is_empty() {
+            return;
+        }
+        let txns = ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease };
+        let won = match txns.claim(&claims).await {
+            Ok(won) => won,
+            Err(error) => {
+                tracing::warn!(worker = %self.worker, %error, jobs = claims.len(), "cannot claim jobs");
+                return;
+            }
+        };
+        let revisions: HashMap<&str, Revision> = claims.iter().map(|c| (c.id.as_str(), c.spec_revision)).collect();
+        for w in won {
+            ownership::log(Ownership::Claim, &w.id, &self.worker, w.epoch);
+            self.unowned_since.remove(&w.id);
+            let Some((record, _)) = self.view.jobs.get(&w.id).cloned() else { continue };
+            let spec_revision = revisions.get(w.id.as_str()).copied().unwrap_or(0);
+            self.start(w.id, record, spec_revision, w.epoch, w.checkpoint, lease);
+        }
+    }
+
+    fn start(
+        &mut self,
+        id: String,
+        record: JobRecord,
+        spec_revision: Revision,
+        epoch: Revision,
+        checkpoint: CheckpointRecord,
+        lease: ingest_store::LeaseId,
+    ) {
+        let ctx = RunnerContext {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            worker: self.worker.clone(),
+            lease,
+            progress: self.progress.clone(),
+            types: self.types.clone(),
+        };
+        let runner =
+            RunnerHandle::spawn(ctx, record.clone(), spec_revision, epoch, checkpoint, CancellationToken::new());
+        self.runners.insert(id, (runner, record));
+    }
+
+    /// Shutdown: mark draining, stop everything, release it all with the
+    /// checkpoints, within the drain budget.
+    async fn drain(mut self) {
+        let Some(lease) = self.lease() else { return };
+        let started = Instant::now();
+        let types: Vec<String> = self.types.keys().cloned().collect();
+        if let Err(error) = self.membership.set_draining(lease.lease, &types).await {
+            tracing::warn!(worker = %self.worker, error = %format!("{error:#}"), "cannot mark draining");
+        }
+        let ids: Vec<String> = self.runners.keys().cloned().collect();
+        let jobs = ids.len();
+        let drained = tokio::time::timeout(self.config.drain_budget, self.release(ids, lease.lease)).await;
+        match drained {
+            Ok(()) => tracing::info!(worker = %self.worker, jobs, took = ?started.elapsed(), "drained"),
+            Err(_) => {
+                tracing::warn!(worker = %self.worker, jobs, "drain budget exceeded; the lease revoke frees the rest")
+            }
+        }
+    }
+}
+
+async fn next_batch(watch: &mut Option<WatchStream>) -> Option<Result<ingest_store::WatchBatch, StoreError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => None,
+    }
+}
+
+/// Whether the only change is a run-now request (no rebuild needed).
+fn only_run_now_changed(running: &JobRecord, now: &JobRecord) -> bool {
+    running.run_now_seq != now.run_now_seq
+        && JobRecord { run_now_seq: now.run_now_seq, update_time: now.update_time, ..running.clone() } == *now
+}
+
+/// The types this worker runs, by name.
+pub fn type_table(entries: Vec<JobTypeEntry>) -> BTreeMap<String, (JobTypeSpec, JobTypeEntry)> {
+    entries.into_iter().map(|e| ((e.spec)(), e)).map(|(spec, e)| (spec.name.clone(), (spec, e))).collect()
+}

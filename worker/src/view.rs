@@ -1,0 +1,170 @@
+//! A worker's view of the cluster: the job specs, the claims and the live
+//! workers, loaded by range reads and kept current by one watch on the key
+//! root. Every entry remembers the revision it was written at and an event
+//! only applies when newer, so the watch may start before the load ended.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ingest_model::{JobRecord, OwnerRecord, WorkerRecord, WorkerState};
+use ingest_store::keys::{KeyKind, Keys};
+use ingest_store::{EventKind, KeyValue, LeaseId, Revision, Store, StoreError, WatchBatch, scan_prefix};
+
+/// A claim on a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub worker: String,
+    /// The claim key's create revision.
+    pub epoch: Revision,
+    pub lease: LeaseId,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub workers: BTreeMap<String, (WorkerRecord, Revision)>,
+    pub jobs: HashMap<String, (JobRecord, Revision)>,
+    pub claims: HashMap<String, (Claim, Revision)>,
+    /// Revision of the load; the watch continues after it.
+    pub loaded_at: Revision,
+}
+
+/// What a batch of events changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub workers: bool,
+    /// Jobs whose spec or claim changed.
+    pub jobs: Vec<String>,
+}
+
+impl ClusterView {
+    pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Self, StoreError> {
+        let loaded_at = store.current_revision().await?;
+        let prefixes = [KeyKind::Job, KeyKind::Owner, KeyKind::Worker].map(|kind| keys.prefix(kind));
+        let (jobs, claims, workers) = futures::try_join!(
+            scan_prefix(store, &prefixes[0]),
+            scan_prefix(store, &prefixes[1]),
+            scan_prefix(store, &prefixes[2]),
+        )?;
+        let mut view = Self { loaded_at, ..Self::default() };
+        for kv in jobs.iter().chain(&claims).chain(&workers) {
+            view.apply_kv(keys, kv, false);
+        }
+        Ok(view)
+    }
+
+    /// Applies a batch of watch events.
+    pub fn apply(&mut self, keys: &Keys, batch: &WatchBatch) -> Changes {
+        let mut changes = Changes::default();
+        for event in &batch.events {
+            match self.apply_kv(keys, &event.kv, event.kind == EventKind::Delete) {
+                Some(Touched::Worker) => changes.workers = true,
+                Some(Touched::Job(id)) => changes.jobs.push(id),
+                None => {}
+            }
+        }
+        changes
+    }
+
+    fn apply_kv(&mut self, keys: &Keys, kv: &KeyValue, deleted: bool) -> Option<Touched> {
+        let (kind, name) = keys.parse(&kv.key)?;
+        let rev = kv.mod_revision;
+        match kind {
+            KeyKind::Job => {
+                apply_entry(&mut self.jobs, name, rev, deleted, || decode::<JobRecord>(kv))?;
+                Some(Touched::Job(name.to_string()))
+            }
+            KeyKind::Owner => {
+                let claim = || {
+                    decode::<OwnerRecord>(kv).map(|o| Claim {
+                        worker: o.worker,
+                        epoch: kv.create_revision,
+                        lease: kv.lease,
+                    })
+                };
+                apply_entry(&mut self.claims, name, rev, deleted, claim)?;
+                Some(Touched::Job(name.to_string()))
+            }
+            KeyKind::Worker => {
+                apply_entry(&mut self.workers, name, rev, deleted, || decode::<WorkerRecord>(kv))?;
+                Some(Touched::Worker)
+            }
+            _ => None,
+        }
+    }
+
+    /// Active workers that run `job_type`, with their weights.
+    pub fn candidates(&self, job_type: &str) -> Vec<crate::assign::Candidate<'_>> {
+        self.workers
+            .values()
+            .filter(|(w, _)| w.state == WorkerState::Active && w.types.iter().any(|t| t == job_type))
+            .map(|(w, _)| crate::assign::Candidate { name: w.name.as_str(), weight: w.weight })
+            .collect()
+    }
+}
+
+enum Touched {
+    Worker,
+    Job(String),
+}
+
+/// Puts or removes `name` if the event at `rev` is newer than what is held;
+/// `None` when nothing changed.
+fn apply_entry<M, T>(
+    map: &mut M,
+    name: &str,
+    rev: Revision,
+    deleted: bool,
+    value: impl FnOnce() -> Option<T>,
+) -> Option<()>
+where
+    M: EntryMap<T>,
+{
+    if map.held_revision(name).is_some_and(|held| held >= rev) {
+        return None;
+    }
+    if deleted {
+        return map.remove_entry(name).then_some(());
+    }
+    map.insert_entry(name, value()?, rev);
+    Some(())
+}
+
+/// The two map types the view keeps entries in.
+trait EntryMap<T> {
+    fn held_revision(&self, name: &str) -> Option<Revision>;
+    fn remove_entry(&mut self, name: &str) -> bool;
+    fn insert_entry(&mut self, name: &str, value: T, rev: Revision);
+}
+
+impl<T> EntryMap<T> for HashMap<String, (T, Revision)> {
+    fn held_revision(&self, name: &str) -> Option<Revision> {
+        self.get(name).map(|(_, r)| *r)
+    }
+    fn remove_entry(&mut self, name: &str) -> bool {
+        self.remove(name).is_some()
+    }
+    fn insert_entry(&mut self, name: &str, value: T, rev: Revision) {
+        self.insert(name.to_string(), (value, rev));
+    }
+}
+
+impl<T> EntryMap<T> for BTreeMap<String, (T, Revision)> {
+    fn held_revision(&self, name: &str) -> Option<Revision> {
+        self.get(name).map(|(_, r)| *r)
+    }
+    fn remove_entry(&mut self, name: &str) -> bool {
+        self.remove(name).is_some()
+    }
+    fn insert_entry(&mut self, name: &str, value: T, rev: Revision) {
+        self.insert(name.to_string(), (value, rev));
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
+    match serde_json::from_slice(&kv.value) {
+        Ok(v) => Some(v),
+        Err(error) => {
+            tracing::warn!(key = %kv.key, %error, "skipping undecodable record");
+            None
+        }
+    }
+}
