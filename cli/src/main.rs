@@ -22,6 +22,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a control server on etcd (as `ingest-control`).
+    Control(ingest_control::ControlCommand),
+    /// Run a worker on etcd (as `ingest-worker`).
+    Worker(ingest_worker::command::WorkerCommand),
     /// Run control and a worker in one process, on an embedded store kept
     /// under --data-dir. No etcd needed.
     Standalone(StandaloneArgs),
@@ -45,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init()?;
     match cli.command {
+        Command::Control(command) => command.run().await,
+        Command::Worker(command) => command.run().await,
         Command::Standalone(args) => standalone(args).await,
     }
 }

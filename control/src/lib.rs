@@ -18,3 +18,25 @@ pub mod watch;
 
 pub use server::{Listeners, ServeArgs, serve};
 pub use service::ControlService;
+
+use ingest_runtime::{EtcdArgs, shutdown_on_signal};
+
+/// `ingest-control` / `ingest control`: the control server on etcd.
+#[derive(Debug, clap::Args)]
+pub struct ControlCommand {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl ControlCommand {
+    /// Serves until SIGTERM or SIGINT.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let shutdown = shutdown_on_signal();
+        let store = self.etcd.connect().await?;
+        let listeners = Listeners::bind(&self.serve).await?;
+        let service = ControlService::new(store, self.etcd.keys.keys());
+        serve(service, &self.serve, listeners, shutdown).await
+    }
+}

@@ -110,10 +110,10 @@ pub enum LogFormat {
 #[derive(Clone, Debug, clap::Args)]
 pub struct LogArgs {
     /// Log line format.
-    #[arg(long, env = "INGEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "INGEST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax, e.g. `info` or `ingest_control=debug`.
-    #[arg(long, env = "INGEST_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "INGEST_LOG", default_value = "info")]
     pub log: String,
 }
 

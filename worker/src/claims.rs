@@ -91,8 +91,9 @@ impl ClaimTxns<'_> {
     }
 
     /// Releases claims, each with its final checkpoint in the same
-    /// transaction. Claims already lost are skipped. Returns the released ids.
-    pub async fn release(&self, releases: &[Release]) -> Result<Vec<String>, StoreError> {
+    /// transaction. Claims already lost are skipped. Returns the released ids
+    /// with the revision of their release.
+    pub async fn release(&self, releases: &[Release]) -> Result<Vec<(String, Revision)>, StoreError> {
         let mut released = Vec::new();
         let mut pending: Vec<&[Release]> = releases.chunks(BATCH).collect();
         while let Some(batch) = pending.pop() {
@@ -107,7 +108,7 @@ impl ClaimTxns<'_> {
             }
             let response = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
             if response.succeeded {
-                released.extend(batch.iter().map(|r| r.id.clone()));
+                released.extend(batch.iter().map(|r| (r.id.clone(), response.revision)));
             } else if batch.len() > 1 {
                 let (a, b) = batch.split_at(batch.len() / 2);
                 pending.push(a);

@@ -11,6 +11,7 @@
 pub mod assign;
 pub mod catalogue;
 pub mod claims;
+pub mod command;
 pub mod jobs;
 pub mod membership;
 pub mod ownership;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
 use ingest_store::keys::Keys;
 use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchStream};
@@ -22,7 +23,7 @@ use crate::membership::{LeaseState, Membership};
 use crate::ownership::{self, Ownership};
 use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
-use crate::view::ClusterView;
+use crate::view::{Claim, ClusterView};
 
 /// Timings of the scheduler.
 #[derive(Clone, Debug)]
@@ -122,6 +123,12 @@ impl Scheduler {
                     Some(Ok(batch)) => {
                         self.view.loaded_at = batch.revision;
                         self.view.apply(&self.keys, &batch);
+                        // Fold in whatever else already arrived: one
+                        // reconcile for a burst of changes.
+                        while let Some(Some(Ok(batch))) = next_batch(&mut watch).now_or_never() {
+                            self.view.loaded_at = batch.revision;
+                            self.view.apply(&self.keys, &batch);
+                        }
                     }
                     Some(Err(StoreError::Compacted { .. })) => {
                         tracing::warn!(worker = %self.worker, "watch compacted; re-listing");
@@ -188,51 +195,55 @@ impl Scheduler {
         let mut rebalance = Vec::new();
         let mut immediate = Vec::new();
         let mut resume = Vec::new();
-        let ids: Vec<String> = self.view.jobs.keys().cloned().collect();
-        for id in ids {
-            let Some((record, spec_revision)) = self.view.jobs.get(&id).cloned() else { continue };
-            let candidates = self.view.candidates(&record.job_type);
-            let position = assign::position(&id, &self.worker, &candidates);
-            let claim = self.view.claims.get(&id).map(|(c, _)| c.clone());
-            match claim {
+        let mut unowned_since = std::mem::take(&mut self.unowned_since);
+        let mut not_first_since = std::mem::take(&mut self.not_first_since);
+        let mut candidates: HashMap<&str, Vec<assign::Candidate<'_>>> = HashMap::new();
+        for (id, (record, spec_revision)) in &self.view.jobs {
+            let candidates =
+                candidates.entry(record.job_type.as_str()).or_insert_with(|| self.view.candidates(&record.job_type));
+            let position = assign::position(id, &self.worker, candidates);
+            match self.view.claims.get(id).map(|(c, _)| c) {
                 None => {
-                    let since = *self.unowned_since.entry(id.clone()).or_insert(now);
+                    let since = *unowned_since.entry(id.clone()).or_insert(now);
                     let waited = now.duration_since(since);
                     let may_claim = position.is_some_and(|p| waited >= self.config.fallback_step * p as u32);
                     if !record.paused && may_claim && self.types.contains_key(&record.job_type) {
-                        claims.push(ClaimRequest { id, spec_revision });
+                        claims.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
                     }
                 }
                 Some(claim) if claim.worker == self.worker && claim.lease == lease.lease => {
-                    self.unowned_since.remove(&id);
+                    unowned_since.remove(id);
                     if record.paused {
-                        immediate.push(id);
+                        immediate.push(id.clone());
                         continue;
                     }
-                    match self.runners.get(&id) {
-                        None => resume.push((id.clone(), claim.epoch, record.clone(), spec_revision)),
+                    match self.runners.get(id) {
+                        None => resume.push((id.clone(), claim.epoch, record.clone(), *spec_revision)),
                         Some((runner, running)) => {
-                            if only_run_now_changed(running, &record) {
+                            if only_run_now_changed(running, record) {
                                 runner.run_now(record.run_now_seq);
-                            } else if running != &record {
+                            } else if running != record {
                                 immediate.push(id.clone()); // rebuilt from the new spec once released
                             }
                         }
                     }
                     if position == Some(0) {
-                        self.not_first_since.remove(&id);
+                        not_first_since.remove(id);
                     } else {
-                        let since = *self.not_first_since.entry(id.clone()).or_insert(now);
+                        let since = *not_first_since.entry(id.clone()).or_insert(now);
                         if now.duration_since(since) >= self.config.stabilization {
-                            rebalance.push(id);
+                            rebalance.push(id.clone());
                         }
                     }
                 }
                 Some(_) => {
-                    self.unowned_since.remove(&id);
+                    unowned_since.remove(id);
                 }
             }
         }
+        drop(candidates);
+        self.unowned_since = unowned_since;
+        self.not_first_since = not_first_since;
         // Runners of deleted jobs, and claims of mine on deleted jobs.
         let orphans: Vec<String> =
             self.runners.keys().filter(|id| !self.view.jobs.contains_key(*id)).cloned().collect();
@@ -338,8 +349,9 @@ impl Scheduler {
         match txns.release(releases).await {
             Ok(released) => {
                 let epochs: HashMap<&str, Revision> = releases.iter().map(|r| (r.id.as_str(), r.epoch)).collect();
-                for id in &released {
+                for (id, revision) in &released {
                     ownership::log(Ownership::Release, id, &self.worker, epochs.get(id.as_str()).copied().unwrap_or(0));
+                    self.view.record_release(id, *revision);
                     self.progress.finish(id);
                     self.not_first_since.remove(id);
                 }
@@ -390,6 +402,7 @@ impl Scheduler {
         for w in won {
             ownership::log(Ownership::Claim, &w.id, &self.worker, w.epoch);
             self.unowned_since.remove(&w.id);
+            self.view.record_claim(&w.id, Claim { worker: self.worker.clone(), epoch: w.epoch, lease });
             let Some((record, _)) = self.view.jobs.get(&w.id).cloned() else { continue };
             let spec_revision = revisions.get(w.id.as_str()).copied().unwrap_or(0);
             self.start(w.id, record, spec_revision, w.epoch, w.checkpoint, lease);

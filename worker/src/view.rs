@@ -23,6 +23,9 @@ pub struct ClusterView {
     pub workers: BTreeMap<String, (WorkerRecord, Revision)>,
     pub jobs: HashMap<String, (JobRecord, Revision)>,
     pub claims: HashMap<String, (Claim, Revision)>,
+    /// Claims this worker released itself, with the revision of the release:
+    /// older events for them are stale.
+    released: HashMap<String, Revision>,
     /// Revision of the load; the watch continues after it.
     pub loaded_at: Revision,
 }
@@ -73,6 +76,10 @@ impl ClusterView {
                 Some(Touched::Job(name.to_string()))
             }
             KeyKind::Owner => {
+                if self.released.get(name).is_some_and(|released| *released >= rev) {
+                    return None;
+                }
+                self.released.remove(name);
                 let claim = || {
                     decode::<OwnerRecord>(kv).map(|o| Claim {
                         worker: o.worker,
@@ -89,6 +96,19 @@ impl ClusterView {
             }
             _ => None,
         }
+    }
+
+    /// Records a claim this worker just won, before the watch reports it.
+    pub fn record_claim(&mut self, id: &str, claim: Claim) {
+        let epoch = claim.epoch;
+        self.claims.insert(id.to_string(), (claim, epoch));
+    }
+
+    /// Records a claim this worker just released at `revision`, before the
+    /// watch reports it.
+    pub fn record_release(&mut self, id: &str, revision: Revision) {
+        self.claims.remove(id);
+        self.released.insert(id.to_string(), revision);
     }
 
     /// Active workers that run `job_type`, with their weights.

@@ -1,0 +1,241 @@
+//! A cluster for tests: a real etcd, control in-process on real gRPC, and
+//! worker processes (`ingest worker`) logging JSON to files, so their
+//! ownership events can be checked with `ingest_testkit::ownership`.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest_control::service::NewJob;
+use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_model::OwnerRecord;
+use ingest_store::keys::{KeyKind, Keys};
+use ingest_store::{EtcdOptions, EtcdStore, Store, scan_prefix};
+use ingest_testkit::EtcdServer;
+use ingest_testkit::ownership::{History, mono_now_ns, parse_files};
+use tokio_util::sync::CancellationToken;
+
+pub const ROOT: &str = "/cluster-test/";
+
+pub struct Cluster {
+    pub etcd: EtcdServer,
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub control: ControlService,
+    pub control_url: String,
+    pub dir: tempfile::TempDir,
+    pub workers: HashMap<String, Child>,
+    /// Workers killed with -9, with the monotonic time of their death.
+    pub deaths: Vec<(String, u64)>,
+    pub lease_ttl: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Cluster {
+    pub async fn start(lease_ttl: Duration) -> Cluster {
+        let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
+        let store: Arc<dyn Store> = Arc::new(connect(&etcd).await);
+        let keys = Keys::new(ROOT);
+        let args = ServeArgs {
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        };
+        let listeners = Listeners::bind(&args).await.expect("bind");
+        let control_url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
+        let control = ControlService::new(store.clone(), keys.clone());
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let (control, shutdown) = (control.clone(), shutdown.clone());
+            async move { serve(control, &args, listeners, shutdown).await }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        Cluster {
+            etcd,
+            store,
+            keys,
+            control,
+            control_url,
+            dir,
+            workers: HashMap::new(),
+            deaths: Vec::new(),
+            lease_ttl,
+            shutdown,
+        }
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    /// Starts `ingest worker --name <name>`, logging JSON to its log file.
+    pub fn start_worker(&mut self, name: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name)).expect("log file");
+        let ttl = format!("{}s", self.lease_ttl.as_secs());
+        let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .args(["--log-format", "json", "worker", "--name", name, "--lease-ttl", &ttl])
+            .args(["--etcd", &self.etcd.endpoint(), "--key-root", ROOT, "--control", &self.control_url])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ingest worker");
+        self.workers.insert(name.to_string(), child);
+    }
+
+    /// kill -9; records the death for the ownership checker.
+    pub fn kill(&mut self, name: &str) -> u64 {
+        let mut child = self.workers.remove(name).expect("running worker");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let at = mono_now_ns();
+        self.deaths.push((name.to_string(), at));
+        at
+    }
+
+    /// SIGTERM; returns the time sent, how long the process took to exit,
+    /// and whether it exited successfully.
+    pub fn terminate(&mut self, name: &str) -> (u64, Duration, bool) {
+        let mut child = self.workers.remove(name).expect("running worker");
+        let sent = mono_now_ns();
+        let started = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (sent, started.elapsed(), status.success());
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (sent, started.elapsed(), false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Creates `n` demo jobs through the service layer, once a worker has
+    /// published the type.
+    pub async fn create_jobs(&self, n: usize, interval: Duration) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.store.get(&self.keys.job_type("demo")).await.ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "no worker published the demo type\n{}", self.log_tails());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let jobs = futures::future::join_all((0..n).map(|i| {
+            let control = self.control.clone();
+            async move {
+                let new = NewJob {
+                    id: Some(format!("job-{i:05}")),
+                    name: format!("job {i}"),
+                    job_type: "demo".into(),
+                    params: serde_json::Map::new(),
+                    interval: Some(interval),
+                    paused: false,
+                };
+                control.create_job(new, false).await.expect("create job").record.id
+            }
+        }));
+        // Bounded concurrency would be nicer; join_all of 1000 small writes is fine here.
+        jobs.await
+    }
+
+    /// Current claims: job id -> worker.
+    pub async fn owners(&self) -> HashMap<String, String> {
+        let kvs = scan_prefix(self.store.as_ref(), &self.keys.prefix(KeyKind::Owner)).await.unwrap_or_default();
+        kvs.iter()
+            .filter_map(|kv| {
+                let (_, id) = self.keys.parse(&kv.key)?;
+                let owner: OwnerRecord = serde_json::from_slice(&kv.value).ok()?;
+                Some((id.to_string(), owner.worker))
+            })
+            .collect()
+    }
+
+    /// Waits until every job in `jobs` is claimed by one of `workers`.
+    pub async fn wait_all_owned(
+        &self,
+        jobs: &[String],
+        workers: &[&str],
+        timeout: Duration,
+    ) -> HashMap<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let owners = self.owners().await;
+            let done = jobs.iter().all(|j| owners.get(j).is_some_and(|w| workers.contains(&w.as_str())));
+            if done {
+                return owners;
+            }
+            if Instant::now() > deadline {
+                let missing = jobs.iter().filter(|j| !owners.contains_key(*j)).count();
+                panic!("not all jobs owned by {workers:?} within {timeout:?}: {missing} unowned\n{}", self.log_tails());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the claims stop changing for `quiet`.
+    pub async fn wait_stable(&self, quiet: Duration, timeout: Duration) -> HashMap<String, String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = self.owners().await;
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.owners().await;
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return last;
+            }
+            assert!(Instant::now() < deadline, "claims did not settle within {timeout:?}");
+        }
+    }
+
+    /// The last lines of every worker's log that are not ownership events.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<&String> = self.workers.keys().collect();
+        names.sort();
+        for name in names {
+            let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.contains("ingest::ownership")).collect();
+            out.push_str(&format!("--- {name}\n{}\n", lines[lines.len().saturating_sub(15)..].join("\n")));
+        }
+        out
+    }
+
+    /// The ownership history of every worker so far.
+    pub fn history(&self, names: &[&str]) -> History {
+        let paths: Vec<PathBuf> = names.iter().map(|n| self.log_path(n)).collect();
+        let deaths: Vec<(&str, u64)> = self.deaths.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        History::new(parse_files(paths.iter().map(PathBuf::as_path)), &deaths)
+    }
+
+    pub fn stop(mut self) {
+        for (_, mut child) in self.workers.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.workers.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub async fn connect(etcd: &EtcdServer) -> EtcdStore {
+    EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd")
+}

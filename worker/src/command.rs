@@ -1,0 +1,48 @@
+//! `ingest-worker` / `ingest worker`: a peer worker on etcd.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
+
+use crate::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
+
+/// Flags of a worker process; every flag also reads an `INGEST_*` variable.
+#[derive(Debug, clap::Args)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// URL of a control server (any replica), for reporting counters.
+    #[arg(long, env = "INGEST_CONTROL", default_value = "http://127.0.0.1:50051")]
+    pub control: String,
+    /// Bearer token control requires, if any. Prefer INGEST_TOKEN or
+    /// --token-file to the flag.
+    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<Secret>,
+    /// Read the bearer token from this file (e.g. a Docker secret).
+    #[arg(long, env = "INGEST_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+impl WorkerCommand {
+    /// Runs until SIGTERM or SIGINT, then drains and leaves.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --token-file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => self.token.as_ref().map(|t| t.expose().to_string()),
+        };
+        let shutdown = shutdown_on_signal();
+        let store = self.etcd.connect().await?;
+        let config = self.worker.config();
+        tracing::info!(worker = %config.name, control = %self.control, "worker starting");
+        let control = ControlEndpoint { url: self.control.clone(), token };
+        run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, shutdown).await
+    }
+}
