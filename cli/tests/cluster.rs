@@ -103,3 +103,108 @@ async fn join_kill_and_drain_move_jobs_safely() {
     history.check_epochs_monotonic().unwrap_or_else(|e| panic!("{e}"));
     cluster.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
+    let mut cluster = Cluster::start(TTL).await;
+    for name in ["w1", "w2", "w3"] {
+        cluster.start_worker(name);
+    }
+    let jobs = cluster.create_jobs(300, Duration::from_secs(2)).await;
+    cluster.wait_all_owned(&jobs, &["w1", "w2", "w3"], Duration::from_secs(30)).await;
+    cluster.wait_stable(Duration::from_secs(1), Duration::from_secs(30)).await;
+
+    // etcd away for longer than the lease TTL: every worker passes its
+    // deadline and stops its jobs; nobody can claim anything meanwhile.
+    let outage =
+        Duration::from_secs(std::env::var("INGEST_TEST_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30));
+    tokio::task::block_in_place(|| cluster.etcd.stop());
+    let stopped_at = mono_now_ns();
+    tokio::time::sleep(outage).await;
+    let history = cluster.history(&["w1", "w2", "w3"]);
+    let during = stopped_at + (TTL + Duration::from_secs(1)).as_nanos() as u64;
+    let still_running: Vec<String> =
+        jobs.iter().filter(|j| history.owners_at(during).contains_key(*j)).cloned().collect();
+    assert!(still_running.is_empty(), "jobs still running past the lease deadline: {still_running:?}");
+
+    tokio::task::block_in_place(|| cluster.etcd.start_again());
+    let healthy_at = mono_now_ns();
+    // Every job running again within 3 s of etcd being healthy.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let history = cluster.history(&["w1", "w2", "w3"]);
+    history
+        .check_all_running_at(healthy_at + Duration::from_secs(3).as_nanos() as u64, &jobs)
+        .unwrap_or_else(|e| panic!("jobs not back within 3 s of etcd: {e}\n{}", cluster.log_tails()));
+    history.check_well_formed().unwrap_or_else(|e| panic!("{e}"));
+    history.check_single_owner().unwrap_or_else(|e| panic!("{e}"));
+    history.check_epochs_monotonic().unwrap_or_else(|e| panic!("{e}"));
+    cluster.stop();
+}
+
+/// A worker's watch falls behind a compaction (the worker is frozen with
+/// SIGSTOP while thousands of changes are made and etcd is compacted): it
+/// re-lists, and its view is current again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_watch_reconverges() {
+    use ingest_store::{Txn, TxnOp};
+    let mut cluster = Cluster::start(Duration::from_secs(6)).await;
+    for name in ["w1", "w2", "w3"] {
+        cluster.start_worker(name);
+    }
+    let jobs = cluster.create_jobs(30, Duration::from_secs(5)).await;
+    cluster.wait_all_owned(&jobs, &["w1", "w2", "w3"], Duration::from_secs(30)).await;
+    let template = cluster.store.get(&cluster.keys.job(&jobs[0])).await.expect("get").expect("job");
+    let mut record: ingest_model::JobRecord = serde_json::from_slice(&template.value).expect("job record");
+    record.paused = true;
+    // Padding makes the backlog large enough to exhaust etcd's watch buffers.
+    record.params.insert("pad".into(), serde_json::Value::String("x".repeat(8 * 1024)));
+
+    let w1 = cluster.workers["w1"].id().to_string();
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &w1]).status().expect("kill");
+    assert!(signal("-STOP").success());
+    // Paused flood jobs: thousands of events w1 cannot read while frozen.
+    let mut flood = Vec::new();
+    // Many small transactions: etcd gives up on a watcher that is hundreds
+    // of revisions behind and cancels it once those are compacted.
+    for chunk in 0..300 {
+        let ops = (0..5).map(|i| {
+            let id = format!("flood-{:05}", chunk * 5 + i);
+            record.id = id.clone();
+            flood.push(id.clone());
+            TxnOp::put(cluster.keys.job(&id), serde_json::to_vec(&record).expect("encode"))
+        });
+        let ops: Vec<TxnOp> = ops.collect();
+        cluster.store.txn(Txn::new().and_then(ops)).await.expect("flood");
+    }
+    let revision = cluster.store.current_revision().await.expect("revision");
+    cluster.store.compact(revision).await.expect("compact");
+    assert!(signal("-CONT").success());
+
+    // Resume some flood jobs: each must be claimed by the worker that ranks
+    // first for it, which needs w1's view to be whole again.
+    let resumed: Vec<String> = flood.iter().step_by(50).cloned().collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in &resumed {
+        cluster.control.set_paused(id, false).await.expect("resume");
+    }
+    let owners = cluster.wait_all_owned(&resumed, &["w1", "w2", "w3"], Duration::from_secs(20)).await;
+    let candidates: Vec<ingest_worker::assign::Candidate<'_>> =
+        ["w1", "w2", "w3"].iter().map(|n| ingest_worker::assign::Candidate { name: n, weight: 1.0 }).collect();
+    let misplaced: Vec<(&String, &String)> = resumed
+        .iter()
+        .filter(|id| ingest_worker::assign::rank(id, &candidates)[0] != owners[*id])
+        .map(|id| (id, &owners[id]))
+        .collect();
+    assert!(
+        misplaced.is_empty(),
+        "jobs claimed by a worker that does not rank first: {misplaced:?}\n{}",
+        cluster.log_tails()
+    );
+    assert!(resumed.iter().any(|id| owners[id] == "w1"), "w1 ranks first for some of them");
+    let log = std::fs::read_to_string(cluster.log_path("w1")).expect("w1 log");
+    assert!(log.contains("watch compacted; re-listing"), "w1's watch was not compacted; the test proved nothing");
+    let history = cluster.history(&["w1", "w2", "w3"]);
+    history.check_single_owner().unwrap_or_else(|e| panic!("{e}"));
+    history.check_epochs_monotonic().unwrap_or_else(|e| panic!("{e}"));
+    cluster.stop();
+}

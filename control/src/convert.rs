@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use ingest_model::{Counters, JobState, JobTypeSpec, ParamKind, ParamSpec, UnixMillis, WorkerState};
+use ingest_model::{
+    ClaimProgress, Counters, ErrorRecord, FieldViolation, JobState, JobTypeSpec, ParamKind, ParamSpec, UnixMillis,
+    WorkerState, validate_job_id,
+};
 use ingest_proto::v1 as pb;
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -50,6 +53,21 @@ pub fn json_to_value(v: &Value) -> prost_types::Value {
 
 pub fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+/// Latest time a timestamp may hold (9999-12-31T23:59:59Z, as in
+/// `google/protobuf/timestamp.proto`); earlier bound is 0001-01-01.
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+
+/// A wire timestamp in Unix milliseconds; out of range is a violation on
+/// `field`.
+pub fn timestamp_from_pb(ts: &prost_types::Timestamp, field: &str) -> Result<UnixMillis, FieldViolation> {
+    if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
+    {
+        return Err(FieldViolation::new(field, "not a valid timestamp"));
+    }
+    Ok(ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000)
 }
 
 pub fn duration_to_pb(d: Duration) -> prost_types::Duration {
@@ -103,6 +121,76 @@ pub fn counters_to_pb(c: &Counters) -> pb::JobCounters {
         bytes_fetched: c.bytes_fetched,
         runs: c.runs,
     }
+}
+
+pub fn counters_from_pb(c: &pb::JobCounters) -> Counters {
+    Counters {
+        items_fetched: c.items_fetched,
+        items_written: c.items_written,
+        items_failed: c.items_failed,
+        bytes_fetched: c.bytes_fetched,
+        runs: c.runs,
+    }
+}
+
+/// Longest worker name (a DNS name, as host names usually are).
+pub const MAX_WORKER_NAME: usize = 253;
+/// Longest error message kept; longer ones are cut (an upstream's error page
+/// is no reason to refuse a report).
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 1024;
+/// Violations reported per refused message, so the status stays small.
+const MAX_VIOLATIONS: usize = 20;
+
+/// One worker message as the reporting worker and its (job id, report)
+/// pairs. Any bad field refuses the whole message.
+pub fn progress_from_pb(
+    request: pb::ReportProgressRequest,
+) -> Result<(String, Vec<(String, ClaimProgress)>), ControlError> {
+    let mut violations = Vec::new();
+    if request.worker.is_empty() {
+        violations.push(FieldViolation::new("worker", "required: the reporting worker's name"));
+    } else if request.worker.chars().count() > MAX_WORKER_NAME {
+        violations.push(FieldViolation::new("worker", format!("at most {MAX_WORKER_NAME} characters allowed")));
+    }
+    let reports: Vec<(String, ClaimProgress)> = request
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, job)| claim_progress_from_pb(job, &format!("jobs[{i}]."), &mut violations))
+        .collect();
+    if !violations.is_empty() {
+        violations.truncate(MAX_VIOLATIONS);
+        return Err(ControlError::Invalid(violations));
+    }
+    Ok((request.worker, reports))
+}
+
+fn claim_progress_from_pb(
+    job: pb::JobProgress,
+    path: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> (String, ClaimProgress) {
+    if let Err(e) = validate_job_id(&job.job_id) {
+        violations.push(FieldViolation::new(format!("{path}job_id"), e));
+    }
+    if job.epoch <= 0 {
+        violations.push(FieldViolation::new(format!("{path}epoch"), "must be positive: the claim's revision"));
+    }
+    let mut time = |ts: &prost_types::Timestamp, field: &str| {
+        timestamp_from_pb(ts, &format!("{path}{field}")).map_err(|v| violations.push(v)).ok()
+    };
+    let last_success = job.last_success_time.and_then(|ts| time(&ts, "last_success_time"));
+    let last_error = match job.last_error {
+        Some(pb::JobError { time: Some(ts), message }) => time(&ts, "last_error.time")
+            .map(|at| ErrorRecord { time: at, message: message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect() }),
+        Some(pb::JobError { time: None, .. }) => {
+            violations.push(FieldViolation::new(format!("{path}last_error.time"), "required"));
+            None
+        }
+        None => None,
+    };
+    let totals = job.counters.as_ref().map(counters_from_pb).unwrap_or_default();
+    (job.job_id, ClaimProgress { epoch: job.epoch, totals, last_success, last_error })
 }
 
 pub fn state_to_pb(state: JobState) -> pb::JobState {
@@ -230,5 +318,45 @@ mod tests {
     fn negative_durations_are_refused() {
         let err = duration_from_pb(prost_types::Duration { seconds: -5, nanos: 0 }, "job.interval").unwrap_err();
         assert!(matches!(err, ControlError::Invalid(v) if v[0].field == "job.interval"));
+    }
+
+    fn job_progress(job_id: &str, epoch: i64) -> pb::JobProgress {
+        pb::JobProgress { job_id: job_id.into(), epoch, ..Default::default() }
+    }
+
+    #[test]
+    fn progress_reports_convert_with_their_times_and_a_cut_error_message() {
+        let mut job = job_progress("a-1", 7);
+        job.counters = Some(pb::JobCounters { items_fetched: 3, runs: 1, ..Default::default() });
+        job.last_success_time = Some(timestamp(1_500));
+        job.last_error = Some(pb::JobError { time: Some(timestamp(2_000)), message: "x".repeat(5000) });
+        let request = pb::ReportProgressRequest { worker: "w1".into(), jobs: vec![job, job_progress("b", 1)] };
+        let (worker, reports) = progress_from_pb(request).expect("valid");
+        assert_eq!(worker, "w1");
+        let (id, report) = &reports[0];
+        assert_eq!((id.as_str(), report.epoch, report.totals.items_fetched), ("a-1", 7, 3));
+        assert_eq!(report.last_success, Some(1_500));
+        let error = report.last_error.as_ref().expect("error kept");
+        assert_eq!((error.time, error.message.len()), (2_000, MAX_ERROR_MESSAGE_CHARS));
+        assert_eq!(reports[1].1.totals, Counters::default(), "counters may be left out");
+    }
+
+    #[test]
+    fn bad_progress_reports_get_one_violation_per_bad_field() {
+        let mut bad_times = job_progress("ok", 1);
+        bad_times.last_success_time = Some(prost_types::Timestamp { seconds: 0, nanos: -1 });
+        bad_times.last_error = Some(pb::JobError { time: None, message: "boom".into() });
+        let request = pb::ReportProgressRequest {
+            worker: "w".repeat(MAX_WORKER_NAME + 1),
+            jobs: vec![job_progress("Bad_Id", 0), bad_times],
+        };
+        let Err(ControlError::Invalid(violations)) = progress_from_pb(request) else { panic!("must be refused") };
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["worker", "jobs[0].job_id", "jobs[0].epoch", "jobs[1].last_success_time", "jobs[1].last_error.time"]
+        );
+        let empty = pb::ReportProgressRequest::default();
+        assert!(matches!(progress_from_pb(empty), Err(ControlError::Invalid(v)) if v[0].field == "worker"));
     }
 }

@@ -24,6 +24,9 @@ pub enum ControlError {
     Compacted { requested: i64 },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The server is stopping; clients reconnect (to another replica).
+    #[error("control is shutting down; reconnect")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -63,7 +66,7 @@ impl From<ControlError> for Status {
             ControlError::AlreadyExists(_) => Status::already_exists(message),
             ControlError::Conflict { .. } => Status::aborted(message),
             ControlError::Compacted { .. } => Status::out_of_range(message),
-            ControlError::Unavailable(_) => Status::unavailable(message),
+            ControlError::Unavailable(_) | ControlError::ShuttingDown => Status::unavailable(message),
             ControlError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal(message)
@@ -97,5 +100,6 @@ mod tests {
         assert_eq!(Status::from(ControlError::Compacted { requested: 2 }).code(), Code::OutOfRange);
         let unavailable = ControlError::from(StoreError::Unavailable("down".into()));
         assert_eq!(Status::from(unavailable).code(), Code::Unavailable);
+        assert_eq!(Status::from(ControlError::ShuttingDown).code(), Code::Unavailable);
     }
 }

@@ -1,20 +1,25 @@
-//! The gRPC face of the service layer: `ingest.v1.JobService`. Thin: decode
-//! the request, call [`ControlService`], encode the answer; errors become a
-//! `Status` only through `From<ControlError>`.
+//! The gRPC faces of the service layer: `ingest.v1.JobService` and
+//! `ingest.v1.WorkerService`. Thin: decode the request, call
+//! [`ControlService`] or the [`ProgressRecorder`], encode the answer; errors
+//! become a `Status` only through `From<ControlError>`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use ingest_proto::v1 as pb;
 use ingest_proto::v1::job_service_server::JobService;
+use ingest_proto::v1::worker_service_server::WorkerService;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, job_to_pb, job_type_to_pb, state_filter_from_pb, struct_to_json, watch_update_to_pb, worker_to_pb,
+    duration_from_pb, job_to_pb, job_type_to_pb, progress_from_pb, state_filter_from_pb, struct_to_json,
+    watch_update_to_pb, worker_to_pb,
 };
 use crate::error::ControlError;
+use crate::progress::ProgressRecorder;
 use crate::service::{ControlService, JobChange, JobFilter, NewJob};
 use crate::watch::watch_jobs;
 
@@ -148,5 +153,45 @@ impl JobService for GrpcJobService {
     async fn list_workers(&self, _request: Request<pb::ListWorkersRequest>) -> Result<pb::ListWorkersResponse> {
         let workers = self.service.list_workers().await?;
         Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(worker_to_pb).collect() }))
+    }
+}
+
+pub struct GrpcWorkerService {
+    recorder: Arc<ProgressRecorder>,
+    shutdown: CancellationToken,
+}
+
+impl GrpcWorkerService {
+    pub fn new(recorder: Arc<ProgressRecorder>, shutdown: CancellationToken) -> Self {
+        Self { recorder, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for GrpcWorkerService {
+    /// Records every message until the worker closes the stream. Reports for
+    /// jobs that do not exist are accepted and dropped at the flush: a job may
+    /// be deleted while its owner still reports, and checking each report
+    /// here would cost a store read per message.
+    async fn report_progress(
+        &self,
+        request: Request<Streaming<pb::ReportProgressRequest>>,
+    ) -> Result<pb::ReportProgressResponse> {
+        let mut stream = request.into_inner();
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message?,
+                // Lets the server drain; the worker reconnects elsewhere and,
+                // reporting totals, loses nothing.
+                () = self.shutdown.cancelled() => {
+                    return Err(ControlError::ShuttingDown.into());
+                }
+            };
+            let Some(message) = message else { break };
+            let (worker, reports) = progress_from_pb(message)?;
+            tracing::trace!(%worker, jobs = reports.len(), "progress received");
+            self.recorder.record(reports);
+        }
+        Ok(Response::new(pb::ReportProgressResponse {}))
     }
 }

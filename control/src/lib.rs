@@ -1,9 +1,11 @@
-//! ingest control: a stateless server exposing `ingest.v1.JobService` over
-//! gRPC (plus reflection and health) on the shared store.
+//! ingest control: a stateless server exposing `ingest.v1.JobService` (and
+//! `ingest.v1.WorkerService` for workers) over gRPC, plus reflection and
+//! health, on the shared store.
 //!
 //! Code map: `service` holds the operations, `views` reads and composes a
-//! job's pieces, `watch` streams changes, `grpc` and `http` are the thin
-//! protocol faces, `convert` maps wire <-> domain types, `error` maps errors
+//! job's pieces, `watch` streams changes, `progress` persists the workers'
+//! progress reports in batches, `grpc` and `http` are the thin protocol
+//! faces, `convert` maps wire <-> domain types, `error` maps errors
 //! to status codes in one place, `server` wires it all up.
 
 pub mod auth;
@@ -11,6 +13,7 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod progress;
 pub mod server;
 pub mod service;
 pub mod views;

@@ -1,13 +1,16 @@
-//! Runs control: the gRPC server (JobService, reflection, health) and the
-//! HTTP server, until the shutdown token is cancelled.
+//! Runs control: the gRPC server (JobService, WorkerService, reflection,
+//! health), the HTTP server and the progress recorder's flushes, until the
+//! shutdown token is cancelled.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use ingest_proto::v1::FILE_DESCRIPTOR_SET;
 use ingest_proto::v1::job_service_server::JobServiceServer;
+use ingest_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -16,8 +19,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use ingest_runtime::Secret;
 
 use crate::auth::BearerAuth;
-use crate::grpc::GrpcJobService;
+use crate::grpc::{GrpcJobService, GrpcWorkerService};
 use crate::http;
+use crate::progress::{ProgressRecorder, RecorderConfig};
 use crate::service::ControlService;
 
 /// Largest gRPC request accepted; jobs themselves are far smaller (their
@@ -26,6 +30,10 @@ const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long in-flight calls get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the last flush of worker progress may take on shutdown (the
+/// store may be the reason we are stopping).
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Flags of the control server; every flag also reads an `INGEST_*` variable.
 #[derive(Clone, Debug, clap::Args)]
@@ -107,7 +115,8 @@ impl Listeners {
     }
 }
 
-/// Reflection knows the job service, health checks and the error details
+/// Reflection knows the job and worker services (one descriptor set for
+/// both files), health checks and the error details
 /// (google.rpc.BadRequest), so grpcurl needs no .proto file at all.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
@@ -130,10 +139,19 @@ pub async fn serve(
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<JobServiceServer<GrpcJobService>>().await;
+    health_reporter.set_serving::<WorkerServiceServer<GrpcWorkerService>>().await;
     let reflection_v1 = reflection().build_v1().context("building gRPC reflection")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("building gRPC reflection")?;
     let jobs = JobServiceServer::new(GrpcJobService::new(service.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let recorder =
+        Arc::new(ProgressRecorder::new(service.store().clone(), service.keys().clone(), RecorderConfig::default()));
+    let workers = WorkerServiceServer::new(GrpcWorkerService::new(recorder.clone(), shutdown.clone()))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    // Stopped only after the gRPC server has drained, so that its last flush
+    // holds every report received.
+    let stop_flushing = CancellationToken::new();
+    let flusher = tokio::spawn(recorder.run(stop_flushing.clone()));
 
     let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
     if let Some(tls) = tls {
@@ -143,7 +161,8 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(tonic::service::interceptor::InterceptedService::new(jobs, auth.clone()));
+        .add_service(tonic::service::interceptor::InterceptedService::new(jobs, auth.clone()))
+        .add_service(tonic::service::interceptor::InterceptedService::new(workers, auth.clone()));
 
     tracing::info!(%grpc_addr, %http_addr, auth = auth.enabled(), tls = args.tls_cert.is_some(), "control serving");
     let grpc_shutdown = shutdown.clone();
@@ -161,13 +180,18 @@ pub async fn serve(
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    tokio::select! {
-        (grpc, http) = drained => {
-            grpc.context("gRPC server failed")?;
-            http.context("HTTP server failed")?;
+    let served = tokio::select! {
+        (grpc, http) = drained => grpc.context("gRPC server failed").and(http.context("HTTP server failed")),
+        () = deadline => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            Ok(())
         }
-        () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them"),
+    };
+    stop_flushing.cancel();
+    if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, flusher).await.is_err() {
+        tracing::warn!(timeout = ?FINAL_FLUSH_TIMEOUT, "last progress flush unfinished; its reports are lost");
     }
+    served?;
     tracing::info!("control stopped");
     Ok(())
 }

@@ -24,6 +24,8 @@ use crate::views::{Cluster, JobPieces, JobView, attach_pieces, decode, read_type
 /// Jobs per ListJobs page unless asked otherwise, and the most allowed.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Jobs read per range when a filter may drop many of them.
+const FILTER_CHUNK: usize = 500;
 
 /// What a user gives to create a job. No `Debug`: params may hold secrets.
 #[derive(Clone, Default)]
@@ -192,7 +194,7 @@ impl ControlService {
         let mut jobs: Vec<JobView> = Vec::with_capacity(page_size);
         // Read one job beyond the page to know whether a next page exists;
         // with filters, read in larger chunks until the page is full.
-        let chunk = if filter.job_type.is_some() || filter.state.is_some() { MAX_PAGE_SIZE } else { page_size + 1 };
+        let chunk = if filter.job_type.is_some() || filter.state.is_some() { FILTER_CHUNK } else { page_size + 1 };
         let range = |from: String| RangeRequest::new(KeyRange::between(from, end.clone())).limit(chunk as i64);
         // The workers are read once, alongside the first chunk.
         let (first, cluster) = futures::try_join!(

@@ -142,12 +142,19 @@ async fn grpcurl_drives_control_on_etcd_through_reflection() {
         let addr = control.addr.clone();
 
         let list = grpcurl(&plain, &addr, &["list"], None);
-        for service in ["ingest.v1.JobService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+        for service in [
+            "ingest.v1.JobService",
+            "ingest.v1.WorkerService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ] {
             assert!(stdout(&list).lines().any(|l| l == service), "{service} missing from: {}", stdout(&list));
         }
         let describe = stdout(&grpcurl(&plain, &addr, &["describe", "ingest.v1.JobService"], None));
         assert!(describe.contains("rpc CreateJob ( .ingest.v1.CreateJobRequest )"), "{describe}");
         assert!(describe.contains("rpc WatchJobs ( .ingest.v1.WatchJobsRequest ) returns ( stream"), "{describe}");
+        let describe = stdout(&grpcurl(&plain, &addr, &["describe", "ingest.v1.WorkerService"], None));
+        assert!(describe.contains("rpc ReportProgress ( stream .ingest.v1.ReportProgressRequest )"), "{describe}");
 
         let types = ok_json(grpcurl(&plain, &addr, &["ingest.v1.JobService/ListJobTypes"], None));
         let demo = types["jobTypes"].as_array().and_then(|t| t.iter().find(|t| t["name"] == "demo")).cloned();

@@ -10,7 +10,8 @@ pub mod status;
 pub use job::{JobRecord, validate_job_id, validate_name};
 pub use params::{JobTypeSpec, ParamKind, ParamSpec, SplitParams, validate_params};
 pub use records::{
-    CheckpointRecord, Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsRecord, WorkerRecord, WorkerState,
+    CheckpointRecord, ClaimProgress, Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsLedger, StatsRecord,
+    WorkerRecord, WorkerState,
 };
 pub use status::{JobState, derive_state};
 

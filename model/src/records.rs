@@ -63,12 +63,30 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds `other`, saturating: counters come from workers over the wire and
+    /// must never panic a process by overflowing.
     pub fn add(&mut self, other: &Counters) {
-        self.items_fetched += other.items_fetched;
-        self.items_written += other.items_written;
-        self.items_failed += other.items_failed;
-        self.bytes_fetched += other.bytes_fetched;
-        self.runs += other.runs;
+        *self = self.zip(other, u64::saturating_add);
+    }
+
+    /// Per-field maximum.
+    pub fn max(&self, other: &Counters) -> Counters {
+        self.zip(other, u64::max)
+    }
+
+    /// Per-field `self - other`, saturating at zero.
+    pub fn saturating_sub(&self, other: &Counters) -> Counters {
+        self.zip(other, u64::saturating_sub)
+    }
+
+    fn zip(&self, other: &Counters, f: impl Fn(u64, u64) -> u64) -> Counters {
+        Counters {
+            items_fetched: f(self.items_fetched, other.items_fetched),
+            items_written: f(self.items_written, other.items_written),
+            items_failed: f(self.items_failed, other.items_failed),
+            bytes_fetched: f(self.bytes_fetched, other.bytes_fetched),
+            runs: f(self.runs, other.runs),
+        }
     }
 }
 
@@ -79,9 +97,11 @@ pub struct ErrorRecord {
 }
 
 /// Counters and outcomes of one job under `stats/<id>` (written by control,
-/// in batches).
+/// in batches), as readers see it. The stored JSON also holds the claim
+/// bookkeeping of [`StatsLedger`], which readers ignore.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsRecord {
+    /// Lifetime totals of the job, over all its claims.
     #[serde(default)]
     pub counters: Counters,
     #[serde(default)]
@@ -101,6 +121,92 @@ impl StatsRecord {
     }
 }
 
+/// The whole record under `stats/<id>` as control writes it: the
+/// [`StatsRecord`] readers decode, plus what makes folding reports
+/// idempotent. `stats.counters` is always `base` plus the totals of the
+/// current claim `epoch`. Records without `epoch` and `base` (written before
+/// they existed) read as epoch 0, base 0. A separate type rather than two
+/// more `StatsRecord` fields so that readers and code building a
+/// `StatsRecord` stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsLedger {
+    #[serde(flatten)]
+    pub stats: StatsRecord,
+    /// The claim whose totals `stats.counters - base` are; 0 when none yet.
+    #[serde(default)]
+    pub epoch: i64,
+    /// Lifetime totals of every claim before `epoch`.
+    #[serde(default)]
+    pub base: Counters,
+}
+
+/// What a job's owner reports: totals since its claim `epoch` (not deltas),
+/// so a repeated, lost or reordered report is harmless.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimProgress {
+    pub epoch: i64,
+    pub totals: Counters,
+    pub last_success: Option<UnixMillis>,
+    pub last_error: Option<ErrorRecord>,
+}
+
+impl ClaimProgress {
+    /// Merges another report of the same claim: totals only grow within a
+    /// claim, so the per-field maximum is the latest whatever the arrival
+    /// order; outcomes keep the newest. Reports of other claims are not
+    /// merged (returns false).
+    pub fn merge(&mut self, other: &ClaimProgress) -> bool {
+        if other.epoch != self.epoch {
+            return false;
+        }
+        self.totals = self.totals.max(&other.totals);
+        self.last_success = newest_success(self.last_success, other.last_success);
+        self.last_error = newest_error(self.last_error.take(), other.last_error.as_ref());
+        true
+    }
+}
+
+fn newest_success(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<UnixMillis> {
+    a.max(b)
+}
+
+fn newest_error(held: Option<ErrorRecord>, other: Option<&ErrorRecord>) -> Option<ErrorRecord> {
+    match (held, other) {
+        (Some(held), Some(other)) if other.time > held.time => Some(other.clone()),
+        (None, Some(other)) => Some(other.clone()),
+        (held, _) => held,
+    }
+}
+
+impl StatsLedger {
+    /// Totals of the current claim.
+    pub fn claim_totals(&self) -> Counters {
+        self.stats.counters.saturating_sub(&self.base)
+    }
+
+    /// Folds one report in; returns whether anything changed. Idempotent:
+    /// folding a report twice, or an older report of the same claim after a
+    /// newer one, changes nothing. A newer claim starts from the lifetime
+    /// totals so far; a report of an older claim is stale and ignored.
+    pub fn fold(&mut self, report: &ClaimProgress) -> bool {
+        if report.epoch < self.epoch {
+            return false;
+        }
+        let before = self.clone();
+        if report.epoch > self.epoch {
+            self.base = self.stats.counters;
+            self.epoch = report.epoch;
+        }
+        let mut counters = self.base;
+        counters.add(&self.claim_totals().max(&report.totals));
+        let stats = &mut self.stats;
+        stats.counters = counters;
+        stats.last_success = newest_success(stats.last_success, report.last_success);
+        stats.last_error = newest_error(stats.last_error.take(), report.last_error.as_ref());
+        *self != before
+    }
+}
+
 /// A job's checkpoint under `state/<id>` (written by the owner, fenced by its
 /// epoch). `cursor` is the job type's own business.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -113,4 +219,99 @@ pub struct CheckpointRecord {
     pub run_now_seen: u64,
     #[serde(default)]
     pub cursor: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(items_fetched: u64, runs: u64) -> Counters {
+        Counters { items_fetched, runs, ..Default::default() }
+    }
+
+    fn report(epoch: i64, items_fetched: u64, runs: u64) -> ClaimProgress {
+        ClaimProgress { epoch, totals: totals(items_fetched, runs), ..Default::default() }
+    }
+
+    #[test]
+    fn latest_totals_of_a_claim_win_and_repeats_change_nothing() {
+        let mut ledger = StatsLedger::default();
+        assert!(ledger.fold(&report(7, 10, 1)));
+        assert!(ledger.fold(&report(7, 25, 2)));
+        assert_eq!((ledger.epoch, ledger.stats.counters), (7, totals(25, 2)));
+        assert!(!ledger.fold(&report(7, 25, 2)), "a repeated report must change nothing");
+        assert_eq!(ledger.stats.counters, totals(25, 2));
+    }
+
+    #[test]
+    fn an_older_report_of_the_same_claim_never_decreases_a_counter() {
+        let mut ledger = StatsLedger::default();
+        ledger.fold(&report(7, 25, 1));
+        // Reordered: fewer items but one more run (fields grow independently).
+        ledger.fold(&report(7, 10, 2));
+        assert_eq!(ledger.stats.counters, totals(25, 2));
+    }
+
+    #[test]
+    fn a_new_claim_adds_to_the_lifetime_totals_and_old_claims_are_stale() {
+        let mut ledger = StatsLedger::default();
+        ledger.fold(&report(7, 25, 2));
+        assert!(ledger.fold(&report(12, 5, 1)));
+        assert_eq!((ledger.epoch, ledger.base, ledger.stats.counters), (12, totals(25, 2), totals(30, 3)));
+        assert_eq!(ledger.claim_totals(), totals(5, 1));
+        assert!(!ledger.fold(&report(7, 99, 9)), "a report of an older claim is stale");
+        ledger.fold(&report(12, 8, 1));
+        assert_eq!(ledger.stats.counters, totals(33, 3));
+    }
+
+    #[test]
+    fn outcomes_keep_the_newest_whatever_the_order() {
+        let err = |time, message: &str| Some(ErrorRecord { time, message: message.into() });
+        let mut ledger = StatsLedger::default();
+        let newer =
+            ClaimProgress { epoch: 3, last_success: Some(200), last_error: err(150, "new"), ..Default::default() };
+        let older =
+            ClaimProgress { epoch: 3, last_success: Some(100), last_error: err(50, "old"), ..Default::default() };
+        ledger.fold(&newer);
+        assert!(!ledger.fold(&older));
+        assert_eq!((ledger.stats.last_success, ledger.stats.last_error.clone()), (Some(200), err(150, "new")));
+        // Outcomes carry over to a new claim unless it has newer ones.
+        ledger.fold(&ClaimProgress { epoch: 4, last_error: err(300, "newest"), ..Default::default() });
+        assert_eq!((ledger.stats.last_success, ledger.stats.last_error), (Some(200), err(300, "newest")));
+    }
+
+    #[test]
+    fn merging_reports_of_one_claim_is_order_independent() {
+        let a = ClaimProgress { epoch: 3, totals: totals(10, 2), last_success: Some(5), ..Default::default() };
+        let b = ClaimProgress { epoch: 3, totals: totals(20, 1), last_success: Some(9), ..Default::default() };
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        assert!(ab.merge(&b) && ba.merge(&a));
+        assert_eq!(ab, ba);
+        assert_eq!((ab.totals, ab.last_success), (totals(20, 2), Some(9)));
+        assert!(!ab.merge(&report(4, 1, 1)), "reports of another claim do not merge");
+    }
+
+    #[test]
+    fn huge_counters_saturate_instead_of_overflowing() {
+        let mut ledger = StatsLedger::default();
+        ledger.fold(&report(1, u64::MAX, 0));
+        ledger.fold(&report(2, u64::MAX, 0));
+        assert_eq!(ledger.stats.counters.items_fetched, u64::MAX);
+    }
+
+    #[test]
+    fn records_without_epoch_and_base_still_decode_and_fold() {
+        let old: StatsLedger = serde_json::from_str(r#"{"counters":{"items_fetched":40,"runs":4}}"#).expect("decode");
+        assert_eq!((old.epoch, old.base, old.stats.counters), (0, Counters::default(), totals(40, 4)));
+        let mut ledger = old;
+        ledger.fold(&report(9, 2, 1));
+        assert_eq!((ledger.base, ledger.stats.counters), (totals(40, 4), totals(42, 5)));
+        // One flat JSON object, which readers decode as a plain StatsRecord.
+        let json = serde_json::to_value(&ledger).expect("encode");
+        assert_eq!(json["epoch"], 9);
+        assert_eq!(json["base"]["items_fetched"], 40);
+        assert_eq!(json["counters"]["items_fetched"], 42);
+        let read: StatsRecord = serde_json::from_value(json).expect("decode as a reader");
+        assert_eq!(read, ledger.stats);
+    }
 }

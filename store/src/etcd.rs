@@ -19,6 +19,11 @@ use crate::{
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent, WatchStream,
 };
 
+/// Largest response accepted from etcd. Ranges are read in chunks of at most
+/// 1 001 keys (a ListJobs page) and a job spec is at most ~70 KiB, so 128 MiB
+/// leaves room; tonic's default of 4 MiB does not.
+const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
 /// How to reach etcd.
 #[derive(Clone)]
 pub struct EtcdOptions {
@@ -268,7 +273,7 @@ fn ttl_seconds(ttl: Duration) -> i64 {
 #[async_trait]
 impl Store for EtcdStore {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let options = get_options(&request);
         let response = self.timed("range", kv.get(request.range.start, Some(options))).await?;
         Ok(convert_get(&response))
@@ -280,7 +285,7 @@ impl Store for EtcdStore {
             .when(txn.compares.into_iter().map(convert_compare).collect::<Vec<_>>())
             .and_then(txn.success.into_iter().map(convert_op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(convert_op).collect::<Vec<_>>());
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let response = self.timed("txn", kv.txn(request)).await.map_err(|e| with_lease(e, lease))?;
         let responses = response
             .op_responses()
@@ -301,7 +306,7 @@ impl Store for EtcdStore {
         if start_revision > 0 {
             options = options.with_start_revision(start_revision);
         }
-        let mut client = self.client.watch_client();
+        let mut client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let mut stream = self.timed("watch", client.watch(prefix, Some(options))).await?;
         // Wait for the "created" response so that a watch from the next change
         // (start 0) sees every write made after this call returns.
@@ -362,7 +367,7 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         match self.timed("compact", kv.compact(revision, None)).await {
             Ok(_) => Ok(()),
             Err(StoreError::Compacted { .. }) => {

@@ -410,7 +410,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Keys read per request by [`scan_range`]: keeps every response well under
 /// gRPC's message size limit.
-const SCAN_CHUNK: i64 = 1000;
+const SCAN_CHUNK: i64 = 500;
 
 /// Every key under `prefix`, read in chunks.
 pub async fn scan_prefix(store: &dyn Store, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalogue::JobTypeEntry;
 use crate::claims::ClaimTxns;
 use crate::jobs::{Job, NextRun, Params};
+use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::ProgressTable;
 
@@ -33,6 +34,8 @@ pub struct RunnerContext {
     pub lease: LeaseId,
     pub progress: ProgressTable,
     pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
+    /// The worker's lease: a runner stops by itself when its deadline passes.
+    pub lease_rx: watch::Receiver<Option<LeaseState>>,
 }
 
 /// How a runner ended.
@@ -114,7 +117,15 @@ impl Runner {
     async fn run(mut self) -> RunnerExit {
         let (id, worker) = (self.record.id.clone(), self.ctx.worker.clone());
         ownership::log(Ownership::Start, &id, &worker, self.epoch);
-        let exit = self.run_loop().await;
+        // No work past the lease deadline, whatever the job is doing.
+        let deadline = deadline_passed(self.ctx.lease_rx.clone(), self.ctx.lease);
+        let exit = tokio::select! {
+            exit = self.run_loop() => exit,
+            () = deadline => {
+                tracing::warn!(job = %id, worker = %worker, "lease deadline passed; job stopped");
+                RunnerExit::Lost
+            }
+        };
         if matches!(exit, RunnerExit::Lost) {
             ownership::log(Ownership::Lost, &id, &worker, self.epoch);
         }
@@ -216,6 +227,23 @@ impl Runner {
             kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
         };
         (entry.build)(&Params::new(spec, &self.record.params, &secrets.values))
+    }
+}
+
+/// Resolves once the deadline of `lease` has passed without renewal (or the
+/// lease is gone or replaced).
+async fn deadline_passed(mut lease_rx: watch::Receiver<Option<LeaseState>>, lease: LeaseId) {
+    loop {
+        let current = *lease_rx.borrow_and_update();
+        let Some(state) = current.filter(|s| s.lease == lease) else { return };
+        tokio::select! {
+            () = tokio::time::sleep_until(state.deadline) => {
+                if lease_rx.borrow().is_none_or(|s| s.lease != lease || s.deadline <= tokio::time::Instant::now()) {
+                    return;
+                }
+            }
+            changed = lease_rx.changed() => if changed.is_err() { return },
+        }
     }
 }
 

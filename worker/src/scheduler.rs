@@ -203,11 +203,15 @@ impl Scheduler {
                 candidates.entry(record.job_type.as_str()).or_insert_with(|| self.view.candidates(&record.job_type));
             let position = assign::position(id, &self.worker, candidates);
             match self.view.claims.get(id).map(|(c, _)| c) {
+                None if record.paused => {
+                    // A paused job is not waiting for anyone.
+                    unowned_since.remove(id);
+                }
                 None => {
                     let since = *unowned_since.entry(id.clone()).or_insert(now);
                     let waited = now.duration_since(since);
                     let may_claim = position.is_some_and(|p| waited >= self.config.fallback_step * p as u32);
-                    if !record.paused && may_claim && self.types.contains_key(&record.job_type) {
+                    if may_claim && self.types.contains_key(&record.job_type) {
                         claims.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
                     }
                 }
@@ -425,6 +429,7 @@ impl Scheduler {
             lease,
             progress: self.progress.clone(),
             types: self.types.clone(),
+            lease_rx: self.lease_rx.clone(),
         };
         let runner =
             RunnerHandle::spawn(ctx, record.clone(), spec_revision, epoch, checkpoint, CancellationToken::new());

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest_control::{ControlService, Listeners, ServeArgs, serve};
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobTypeSpec, OwnerRecord, ParamKind, ParamSpec};
 use ingest_proto::v1 as pb;
 use ingest_proto::v1::job_service_client::JobServiceClient;
+use ingest_proto::v1::worker_service_client::WorkerServiceClient;
 use ingest_store::keys::Keys;
 use ingest_store::{EmbeddedStore, EtcdOptions, EtcdStore, Store};
 use ingest_testkit::EtcdServer;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub type Client = JobServiceClient<Channel>;
+pub type WorkerClient = WorkerServiceClient<Channel>;
 
 /// A test job type with one parameter of every kind.
 pub fn probe_type() -> JobTypeSpec {
@@ -128,6 +130,20 @@ impl Harness {
         });
         self.workers.push(token.clone());
         token
+    }
+
+    /// A client of the WorkerService, as workers use it.
+    pub async fn worker_client(&self) -> WorkerClient {
+        WorkerServiceClient::connect(format!("http://{}", self.grpc_addr)).await.expect("connect")
+    }
+
+    /// Claims job `id` for `worker` as a worker does (without a lease: tests
+    /// release claims by hand); returns the claim's epoch.
+    pub async fn claim(&self, id: &str, worker: &str) -> i64 {
+        let record = serde_json::to_vec(&OwnerRecord { worker: worker.to_string() }).expect("encode");
+        let key = self.keys.owner(id);
+        self.store.delete(&key).await.expect("release any earlier claim");
+        self.store.put(&key, record, 0).await.expect("claim")
     }
 
     pub async fn revision(&self) -> i64 {

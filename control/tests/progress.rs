@@ -1,0 +1,265 @@
+//! WorkerService.ReportProgress over real gRPC, on the embedded store and on
+//! a real etcd: reports stream in, control folds them into `stats/<id>` in
+//! batches, and GetJob, ListJobs and ListWorkers show the counters.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, WorkerClient, create, eventually, probe_job, probe_type, violated_fields};
+use ingest_control::convert::timestamp;
+use ingest_proto::v1 as pb;
+use tonic::Code;
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::embedded().await).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::etcd().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    reported_counters_show_in_jobs_and_workers,
+    repeats_and_reorders_do_not_double_count_and_new_claims_add_up,
+    reports_for_deleted_or_unknown_jobs_write_no_stats,
+    bad_messages_are_refused_whole_with_field_violations,
+    many_reports_for_many_jobs_take_a_few_transactions,
+);
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn counters(items_fetched: u64, runs: u64) -> pb::JobCounters {
+    pb::JobCounters { items_fetched, items_written: items_fetched, runs, ..Default::default() }
+}
+
+fn progress(job_id: &str, epoch: i64, counters: pb::JobCounters) -> pb::JobProgress {
+    pb::JobProgress { job_id: job_id.to_string(), epoch, counters: Some(counters), ..Default::default() }
+}
+
+fn message(jobs: Vec<pb::JobProgress>) -> pb::ReportProgressRequest {
+    pb::ReportProgressRequest { worker: "w1".to_string(), jobs }
+}
+
+/// Streams `messages` on one call; returns when control has taken them all.
+async fn report(client: &mut WorkerClient, messages: Vec<pb::ReportProgressRequest>) -> Result<(), tonic::Status> {
+    client.report_progress(tokio_stream::iter(messages)).await.map(|_| ())
+}
+
+async fn job_counters(h: &Harness, id: &str) -> Option<pb::JobCounters> {
+    let response = h.client.clone().get_job(pb::GetJobRequest { id: id.to_string() }).await.ok()?;
+    response.into_inner().job?.status?.counters
+}
+
+/// A job whose run count tells how far the flushes got: reports are
+/// recorded in order and flushed whole, so once a sentinel value shows,
+/// every report sent before it is in the store.
+struct Sentinel {
+    id: String,
+    epoch: i64,
+    runs: u64,
+}
+
+impl Sentinel {
+    async fn new(h: &mut Harness) -> Sentinel {
+        let id = create(&mut h.client, probe_job("sentinel")).await.id;
+        let epoch = h.claim(&id, "w1").await;
+        Sentinel { id, epoch, runs: 0 }
+    }
+
+    /// Waits until everything reported before this call is flushed.
+    async fn flushed(&mut self, h: &Harness) {
+        self.runs += 1;
+        let mut client = h.worker_client().await;
+        report(&mut client, vec![message(vec![progress(&self.id, self.epoch, counters(0, self.runs))])])
+            .await
+            .expect("report sentinel");
+        let runs = self.runs;
+        eventually(WAIT, "sentinel flushed", || async {
+            job_counters(h, &self.id).await.is_some_and(|c| c.runs == runs)
+        })
+        .await;
+    }
+}
+
+async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
+    h.start_worker("w1", vec![probe_type()]).await;
+    let a = create(&mut h.client, probe_job("a")).await.id;
+    let b = create(&mut h.client, probe_job("b")).await.id;
+    let (epoch_a, epoch_b) = (h.claim(&a, "w1").await, h.claim(&b, "w1").await);
+    let mut ok = progress(
+        &a,
+        epoch_a,
+        pb::JobCounters { items_fetched: 10, items_written: 9, items_failed: 1, bytes_fetched: 100, runs: 2 },
+    );
+    ok.last_success_time = Some(timestamp(1_000_000));
+    let mut failing = progress(&b, epoch_b, counters(5, 1));
+    failing.last_success_time = Some(timestamp(1_000_000));
+    failing.last_error = Some(pb::JobError { time: Some(timestamp(2_000_000)), message: "feed gone".into() });
+    let mut client = h.worker_client().await;
+    report(&mut client, vec![message(vec![ok]), message(vec![failing])]).await.expect("report");
+
+    eventually(WAIT, "counters of b flushed", || async { job_counters(&h, &b).await == Some(counters(5, 1)) }).await;
+    let job_a = h.client.get_job(pb::GetJobRequest { id: a.clone() }).await.expect("get a").into_inner().job;
+    let status = job_a.and_then(|j| j.status).expect("status of a");
+    let expected =
+        pb::JobCounters { items_fetched: 10, items_written: 9, items_failed: 1, bytes_fetched: 100, runs: 2 };
+    assert_eq!(status.counters, Some(expected));
+    assert_eq!(status.last_success_time, Some(timestamp(1_000_000)));
+    assert_eq!((status.state, status.owner.as_str(), status.epoch), (pb::JobState::Running as i32, "w1", epoch_a));
+
+    let list = h.client.list_jobs(pb::ListJobsRequest::default()).await.expect("list").into_inner();
+    let b_listed = list.jobs.iter().find(|j| j.id == b).and_then(|j| j.status.clone()).expect("b listed");
+    assert_eq!(b_listed.state, pb::JobState::Failing as i32);
+    assert!(b_listed.state_reason.contains("feed gone"), "{}", b_listed.state_reason);
+    assert_eq!(b_listed.last_error.map(|e| e.message), Some("feed gone".to_string()));
+
+    let sum = pb::JobCounters { items_fetched: 15, items_written: 14, items_failed: 1, bytes_fetched: 100, runs: 3 };
+    eventually(WAIT, "w1 listed with its jobs' counters", || async {
+        let workers = h.client.clone().list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner();
+        let w1 = workers.workers.into_iter().find(|w| w.name == "w1");
+        w1.is_some_and(|w| (w.jobs_owned, w.counters) == (2, Some(sum)))
+    })
+    .await;
+    h.stop().await;
+}
+
+async fn repeats_and_reorders_do_not_double_count_and_new_claims_add_up(mut h: Harness) {
+    let mut sentinel = Sentinel::new(&mut h).await;
+    let id = create(&mut h.client, probe_job("counted")).await.id;
+    let first = h.claim(&id, "w1").await;
+    let mut client = h.worker_client().await;
+    let at = |epoch, fetched, runs| message(vec![progress(&id, epoch, counters(fetched, runs))]);
+
+    report(&mut client, vec![at(first, 10, 1), at(first, 30, 3)]).await.expect("report");
+    sentinel.flushed(&h).await;
+    assert_eq!(job_counters(&h, &id).await, Some(counters(30, 3)));
+
+    // Repeated, reordered (older totals after newer ones), on separate
+    // streams and within one message.
+    report(&mut client, vec![at(first, 30, 3), at(first, 10, 1)]).await.expect("repeat");
+    report(
+        &mut client,
+        vec![message(vec![progress(&id, first, counters(30, 3)), progress(&id, first, counters(20, 2))])],
+    )
+    .await
+    .expect("repeat in one message");
+    sentinel.flushed(&h).await;
+    assert_eq!(job_counters(&h, &id).await, Some(counters(30, 3)), "repeats must not count twice");
+
+    // The job moves to another claim: its totals start from zero and add to
+    // the lifetime totals; the old claim's reports are stale from then on.
+    let second = h.claim(&id, "w2").await;
+    assert!(second > first);
+    report(&mut client, vec![at(second, 5, 1)]).await.expect("new claim");
+    sentinel.flushed(&h).await;
+    assert_eq!(job_counters(&h, &id).await, Some(counters(35, 4)));
+    report(&mut client, vec![at(first, 40, 4), at(second, 8, 1)]).await.expect("stale and newer");
+    sentinel.flushed(&h).await;
+    assert_eq!(job_counters(&h, &id).await, Some(counters(38, 4)), "stale claim ignored, new totals folded");
+    h.stop().await;
+}
+
+async fn reports_for_deleted_or_unknown_jobs_write_no_stats(mut h: Harness) {
+    let mut sentinel = Sentinel::new(&mut h).await;
+    let id = create(&mut h.client, probe_job("deleted")).await.id;
+    let epoch = h.claim(&id, "w1").await;
+    let mut client = h.worker_client().await;
+    report(&mut client, vec![message(vec![progress(&id, epoch, counters(3, 1))])]).await.expect("report");
+    sentinel.flushed(&h).await;
+    assert!(h.store.get(&h.keys.stats(&id)).await.expect("get").is_some());
+
+    h.client.delete_job(pb::DeleteJobRequest { id: id.clone(), revision: 0 }).await.expect("delete");
+    // The owner has not noticed yet and keeps reporting; other reports name
+    // a job that never existed. Both are accepted (not an error: deletion
+    // races with reporting) and write nothing.
+    let late = message(vec![progress(&id, epoch, counters(9, 2)), progress("never-created", 7, counters(1, 1))]);
+    report(&mut client, vec![late]).await.expect("reports for missing jobs are accepted");
+    sentinel.flushed(&h).await;
+    assert_eq!(h.store.get(&h.keys.stats(&id)).await.expect("get"), None, "stats recreated for a deleted job");
+    assert_eq!(h.store.get(&h.keys.stats("never-created")).await.expect("get"), None);
+
+    // A new job with the same id: the old claim's reports are not its own.
+    let request = pb::CreateJobRequest { job: Some(probe_job("same id")), job_id: id.clone(), validate_only: false };
+    h.client.create_job(request).await.expect("recreate");
+    report(&mut client, vec![message(vec![progress(&id, epoch, counters(9, 2))])]).await.expect("report");
+    sentinel.flushed(&h).await;
+    assert_eq!(job_counters(&h, &id).await, Some(pb::JobCounters::default()), "old claim counted for a new job");
+    h.stop().await;
+}
+
+async fn bad_messages_are_refused_whole_with_field_violations(mut h: Harness) {
+    let mut sentinel = Sentinel::new(&mut h).await;
+    let id = create(&mut h.client, probe_job("untouched")).await.id;
+    let epoch = h.claim(&id, "w1").await;
+    let mut client = h.worker_client().await;
+    let bad = pb::ReportProgressRequest {
+        worker: String::new(),
+        jobs: vec![progress(&id, epoch, counters(5, 1)), progress("Not_An_Id", 0, counters(1, 1))],
+    };
+    let status = report(&mut client, vec![bad]).await.expect_err("refused");
+    assert_eq!(violated_fields(&status), ["jobs[1].epoch", "jobs[1].job_id", "worker"]);
+    let long_name = pb::ReportProgressRequest { worker: "w".repeat(254), jobs: vec![] };
+    let status = report(&mut client, vec![long_name]).await.expect_err("refused");
+    assert_eq!(violated_fields(&status), ["worker"]);
+
+    sentinel.flushed(&h).await;
+    assert_eq!(job_counters(&h, &id).await, Some(pb::JobCounters::default()), "a refused message wrote counters");
+    h.stop().await;
+}
+
+async fn many_reports_for_many_jobs_take_a_few_transactions(mut h: Harness) {
+    let mut jobs = Vec::new();
+    for i in 0..100 {
+        let id = create(&mut h.client, probe_job(&format!("job {i}"))).await.id;
+        let epoch = h.claim(&id, "w1").await;
+        jobs.push((id, epoch));
+    }
+    let before = h.revision().await;
+    let messages: Vec<_> = (1..=50u64)
+        .map(|n| message(jobs.iter().map(|(id, epoch)| progress(id, *epoch, counters(10 * n, n))).collect()))
+        .collect();
+    let mut client = h.worker_client().await;
+    report(&mut client, messages).await.expect("report");
+    let stats_prefix = h.keys.prefix(ingest_store::keys::KeyKind::Stats);
+    eventually(WAIT, "every job's final totals flushed", || async {
+        let range = ingest_store::RangeRequest::new(ingest_store::KeyRange::prefix(stats_prefix.clone()));
+        let stats = h.store.range(range).await.expect("read stats").kvs;
+        stats.len() == 100
+            && stats.iter().all(|kv| {
+                serde_json::from_slice::<ingest_model::StatsRecord>(&kv.value)
+                    .is_ok_and(|s| s.counters.runs == 50 && s.counters.items_fetched == 500)
+            })
+    })
+    .await;
+    // 5 000 reports, 100 jobs: one write per 50 jobs per flush, and the
+    // stream spans one or two flushes.
+    let writes = h.revision().await - before;
+    assert!((2..=4).contains(&writes), "{writes} store writes for 5 000 reports");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_service_requires_the_bearer_token_when_one_is_set() {
+    let h = Harness::with_token("s3cret").await;
+    let mut client = h.worker_client().await;
+    let status = report(&mut client, vec![message(vec![])]).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![message(vec![])]));
+    request.metadata_mut().insert("authorization", "Bearer s3cret".parse().expect("header"));
+    client.report_progress(request).await.expect("with the token");
+    h.stop().await;
+}
