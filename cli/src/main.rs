@@ -10,6 +10,7 @@ use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
 use ingest_store::{EmbeddedStore, Store};
 use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about = "Long-lived ingestion jobs at scale")]
@@ -77,15 +78,23 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     );
     let control_url = format!("http://{}", listeners.grpc.local_addr()?);
     let token = args.serve.bearer_token()?;
-    let control = serve(ControlService::new(store.clone(), keys.clone()), &args.serve, listeners, shutdown.clone());
-    let worker = run_worker(
-        store,
-        keys,
-        worker_config,
-        SchedulerConfig::default(),
-        ControlEndpoint { url: control_url, token },
-        shutdown.clone(),
-    );
+    // Control stops after the worker has drained, so the worker's last
+    // counters still reach it.
+    let stop_control = CancellationToken::new();
+    let control = serve(ControlService::new(store.clone(), keys.clone()), &args.serve, listeners, stop_control.clone());
+    let worker = async {
+        let result = run_worker(
+            store,
+            keys,
+            worker_config,
+            SchedulerConfig::default(),
+            ControlEndpoint { url: control_url, token },
+            shutdown.clone(),
+        )
+        .await;
+        stop_control.cancel();
+        result
+    };
     let (worker, control) = tokio::join!(worker, control);
     worker.context("worker failed")?;
     control

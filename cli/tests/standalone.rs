@@ -97,10 +97,32 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
     let workers = wait_for_worker(&mut client).await;
     assert_eq!(workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["standalone"]);
 
-    let job = pb::Job { name: "kept across restarts".into(), r#type: "demo".into(), ..Default::default() };
+    let job = pb::Job {
+        name: "kept across restarts".into(),
+        r#type: "demo".into(),
+        interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        ..Default::default()
+    };
     let created =
         client.create_job(pb::CreateJobRequest { job: Some(job), ..Default::default() }).await.expect("create");
     let id = created.into_inner().job.expect("job").id;
+
+    // The in-process worker claims and runs it; its counters rise in GetJob.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 2 {
+        let job =
+            client.get_job(pb::GetJobRequest { id: id.clone() }).await.expect("get").into_inner().job.expect("job");
+        let status = job.status.expect("status");
+        let fetched = status.counters.map_or(0, |c| c.items_fetched);
+        if status.owner == "standalone" && fetched > 0 && seen.last().is_none_or(|last| fetched > *last) {
+            assert_eq!(status.state, pb::JobState::Running as i32);
+            assert!(status.epoch > 0 && status.last_success_time.is_some() && status.next_run_time.is_some());
+            seen.push(fetched);
+        }
+        assert!(Instant::now() < deadline, "counters did not rise: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let health = http_get(&first.http, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200") && health.contains("ok revision="), "{health}");
 

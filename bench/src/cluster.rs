@@ -1,0 +1,895 @@
+//! `ingest-bench cluster`: real `ingest worker` processes over a real etcd,
+//! each figure next to a baseline measured in the same run:
+//!
+//! * cold start: `--workers` processes spawned at once until every one of
+//!   `--jobs` idle jobs has an owner (bar <= 2 s), against the bench writing
+//!   the same claim keys itself in the claim transaction's shape (the floor
+//!   of claiming through etcd);
+//! * steady state: etcd revisions per second once every job has run once and
+//!   sits idle (bar: O(workers + checkpoints), never O(jobs)), split by the
+//!   kinds of keys each revision wrote;
+//! * memory: VmRSS of each worker, and of one worker holding every job (bar
+//!   <= 150 MB for 10 000 idle jobs), against an idle worker with no jobs;
+//! * clean shutdown: time from SIGTERM to exit of each worker (bar <= 8 s).
+//!
+//! Jobs are written through `ControlService::create_job` in-process with
+//! bounded concurrency (the same validation and transaction as CreateJob,
+//! without gRPC), before any worker starts. Control runs in-process on real
+//! gRPC so workers can report their counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
+use ingest_control::service::NewJob;
+use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_model::OwnerRecord;
+use ingest_store::keys::{KeyKind, Keys};
+use ingest_store::{
+    Compare, CompareOp, EtcdOptions, EtcdStore, KeyRange, LeaseId, RangeRequest, Revision, Store, Txn, TxnOp,
+    scan_prefix,
+};
+use ingest_testkit::EtcdServer;
+use ingest_worker::{Membership, WorkerConfig, catalogue};
+use tokio_util::sync::CancellationToken;
+
+/// DESIGN.md §9: every job claimed within 2 s of a cold start.
+const CLAIM_BAR: Duration = Duration::from_secs(2);
+/// DESIGN.md §9: a worker holding 10 000 idle jobs stays under 150 MB.
+const RSS_BAR_MB: f64 = 150.0;
+/// A worker exits within 8 s of SIGTERM (drain budget 6 s + lease revoke).
+const SHUTDOWN_BAR: Duration = Duration::from_secs(8);
+/// Jobs per claim transaction, as in `worker/src/claims.rs`.
+const CLAIM_BATCH: usize = 40;
+/// Job interval: long, so every job runs once after its claim, then idles.
+const JOB_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often the cold start is sampled.
+const POLL: Duration = Duration::from_millis(20);
+/// Longest wait for every job to be claimed before giving up.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for the cluster to go quiet after the cold start.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Settled: every job has its first checkpoint and no more than
+/// `workers + 1` revisions per second over this window.
+const QUIET_WINDOW: Duration = Duration::from_secs(3);
+/// Longest wait for a worker to exit after SIGTERM before it is killed.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Where the bench writes its own baseline claims, outside every cluster.
+const RAW_ROOT: &str = "/ingest-bench/raw-claims/";
+const CLUSTER_ROOT: &str = "/ingest-bench/cluster/";
+const RSS_ROOT: &str = "/ingest-bench/rss/";
+/// Key root of the idle baseline worker: nothing under it but itself.
+const IDLE_ROOT: &str = "/ingest-bench/idle/";
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Idle jobs to create (interval 1 h: each runs once after its claim).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: u32,
+    /// Worker processes of the cluster phase.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+    /// Length of the steady-state window in which etcd revisions are counted.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    steady_secs: u64,
+    /// Only the memory phase: one worker holding every job, and an idle one.
+    #[arg(long)]
+    rss_only: bool,
+    /// Concurrent `create_job` calls when writing the jobs.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    create_concurrency: u32,
+    /// Keep the workers' JSON logs (their directory is printed).
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+/// What the summary reports, filled in as the phases run.
+#[derive(Default)]
+struct Outcome {
+    /// Cluster phase: time until every job was owned, and the baseline.
+    claim_all: Option<(Duration, Duration)>,
+    /// Cluster phase: steady revisions/s, and those not checkpoints.
+    steady: Option<(f64, f64)>,
+    /// Memory phase: RSS (MB) of the worker holding every job, and of the
+    /// idle worker.
+    rss: Option<(f64, f64)>,
+    /// Slowest exit after SIGTERM of every phase.
+    slowest_exit: Option<Duration>,
+    /// Workers that did not exit cleanly in time.
+    unclean_exits: usize,
+}
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let bin = ingest_binary()?;
+    let jobs = args.jobs as usize;
+    let workers = args.workers as usize;
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.context("etcd did not start")?;
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(EtcdOptions { endpoints: vec![etcd.endpoint()], ..Default::default() })
+            .await
+            .context("connecting to etcd")?,
+    );
+    let logs = tempfile::Builder::new().prefix("ingest-bench-cluster-").tempdir().context("creating a log dir")?;
+    let bench = Bench { etcd: &etcd, store, bin, logs: logs.path().to_path_buf(), jobs, workers };
+    println!(
+        "ingest-bench cluster: {jobs} jobs (interval {} s), {workers} workers, steady window {} s{}",
+        JOB_INTERVAL.as_secs(),
+        args.steady_secs,
+        if args.rss_only { ", memory phase only" } else { "" }
+    );
+    println!("  etcd {} (data on {})", etcd.endpoint(), etcd.data_dir().display());
+    println!("  worker binary {}", bench.bin.display());
+    println!("  worker logs in {}", bench.logs.display());
+    println!("  MB = 10^6 bytes; jobs written through ControlService::create_job, {} concurrent", args.create_concurrency);
+
+    let mut outcome = Outcome::default();
+    let result = async {
+        if !args.rss_only {
+            bench.cluster_phase(&args, &mut outcome).await?;
+        }
+        bench.memory_phase(&args, &mut outcome).await
+    }
+    .await;
+    if args.keep_logs || result.is_err() {
+        let kept = logs.keep();
+        println!("worker logs kept in {}", kept.display());
+    }
+    drop(etcd);
+    result?;
+    summary(&bench, &outcome);
+    Ok(())
+}
+
+/// The `ingest` binary next to this one (same target dir and profile).
+fn ingest_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating ingest-bench's own executable")?;
+    let dir = me.parent().context("ingest-bench's executable has no parent directory")?;
+    let bin = dir.join(format!("ingest{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        bin.is_file(),
+        "the worker binary {} is missing: run `cargo build --release --bin ingest` first \
+         (ingest-bench runs the `ingest worker` processes it finds next to itself, built in the same profile)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+struct Bench<'a> {
+    etcd: &'a EtcdServer,
+    /// The bench's own store client: job setup, polling and baselines.
+    store: Arc<dyn Store>,
+    bin: PathBuf,
+    logs: PathBuf,
+    jobs: usize,
+    workers: usize,
+}
+
+impl Bench<'_> {
+    // ------------------------------------------------------------ phase 1
+
+    async fn cluster_phase(&self, args: &ClusterArgs, outcome: &mut Outcome) -> anyhow::Result<()> {
+        let keys = Keys::new(CLUSTER_ROOT);
+        println!();
+        println!("Phase 1: {} workers, {} idle jobs (key root {CLUSTER_ROOT})", self.workers, self.jobs);
+        let control = Control::start(self.store.clone(), keys.clone()).await?;
+        let result = self.cluster_measure(args, &control, &keys, outcome).await;
+        control.stop().await;
+        result
+    }
+
+    async fn cluster_measure(
+        &self,
+        args: &ClusterArgs,
+        control: &Control,
+        keys: &Keys,
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        let specs = self.create_jobs(control, args.create_concurrency as usize).await?;
+
+        // The floor first, while no worker loads etcd.
+        let floor_seq = self.baseline_claims(keys, &specs, 1).await?;
+        let floor_par = self.baseline_claims(keys, &specs, self.workers).await?;
+        let scan = Instant::now();
+        let scanned = scan_prefix(self.store.as_ref(), &keys.prefix(KeyKind::Job)).await?.len();
+        let scan = scan.elapsed();
+
+        let names: Vec<String> = (1..=self.workers).map(|n| format!("w{n}")).collect();
+        let spawned = Instant::now();
+        let mut procs = Vec::with_capacity(names.len());
+        for name in &names {
+            procs.push(self.spawn_worker(name, keys.root(), &control.url)?);
+        }
+        let cold = self.wait_all_owned(keys, &procs, spawned).await?;
+        let owners_at_claim = self.owners_by_worker(keys).await?;
+
+        println!();
+        println!("Cold start: {} worker processes spawned at once until every job has an owner", self.workers);
+        cold.print();
+        println!("  owners when all owned:   {}", per_worker(&owners_at_claim, &names));
+        println!(
+            "  baseline: the bench writes the same {} claim keys ({} B values, one lease, {CLAIM_BATCH} per txn, \
+             compares as claims.rs: owner create_revision == 0 and job mod_revision == spec revision; reads state/)",
+            self.jobs,
+            owner_value("w1")?.len()
+        );
+        println!("    1 stream (one claimer)        {:>8.3} s", floor_seq.as_secs_f64());
+        println!("    {} streams (one per worker)    {:>8.3} s", self.workers, floor_par.as_secs_f64());
+        println!("    (scan of the {scanned} job specs a worker loads first: {:.3} s)", scan.as_secs_f64());
+        println!(
+            "  ratio all owned / floor: {:.2} (1 stream), {:.2} ({} streams)",
+            ratio(cold.all_owned, floor_seq),
+            ratio(cold.all_owned, floor_par),
+            self.workers
+        );
+        outcome.claim_all = Some((cold.all_owned, floor_seq));
+
+        let settle = self.settle(keys, &procs).await?;
+        println!();
+        settle.print(self.jobs);
+        println!("  owners when settled:     {}", per_worker(&self.owners_by_worker(keys).await?, &names));
+
+        let steady = self.steady(keys, Duration::from_secs(args.steady_secs)).await?;
+        println!();
+        steady.print(self.jobs, self.workers);
+        outcome.steady = Some((steady.per_second(), steady.non_checkpoint_per_second()));
+
+        println!();
+        println!("Memory (VmRSS / VmHWM from /proc/<pid>/status)");
+        let owners = self.owners_by_worker(keys).await?;
+        for proc in &procs {
+            let held = owners.get(&proc.name).copied().unwrap_or(0);
+            let mem = proc.memory()?;
+            println!("  {:<4} {held:>6} jobs   {}", proc.name, mem.summary());
+        }
+
+        self.shutdown(keys, procs, outcome).await
+    }
+
+    /// Writes the demo type and `jobs` demo jobs; returns every job id with
+    /// the mod revision of its spec (what a worker's claim compares).
+    async fn create_jobs(&self, control: &Control, concurrency: usize) -> anyhow::Result<Vec<(String, Revision)>> {
+        let publisher =
+            WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+        Membership::new(self.store.clone(), control.service.keys().clone(), publisher, catalogue::job_types())
+            .publish_types()
+            .await
+            .context("publishing the job types")?;
+        let started = Instant::now();
+        let mut specs: Vec<(String, Revision)> = futures::stream::iter(0..self.jobs)
+            .map(|i| {
+                let service = control.service.clone();
+                async move {
+                    let view = service.create_job(new_job(i), false).await.with_context(|| format!("create job {i}"))?;
+                    Ok::<_, anyhow::Error>((view.record.id, view.revision))
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect()
+            .await?;
+        let took = started.elapsed();
+        specs.sort();
+        println!("  {} jobs created in {:.2} s ({:.0} jobs/s)", specs.len(), took.as_secs_f64(), rate(specs.len(), took));
+        Ok(specs)
+    }
+
+    /// The floor of claiming: the same transactions a worker's claim makes
+    /// (`claims.rs`: per job, compare the claim absent and the spec at the
+    /// revision seen; put the claim under the lease; read the checkpoint), in
+    /// batches of 40, on `streams` concurrent sequential streams over
+    /// disjoint shares of the jobs. Claims go under `RAW_ROOT`; the lease is
+    /// revoked afterwards, which deletes them.
+    async fn baseline_claims(&self, keys: &Keys, specs: &[(String, Revision)], streams: usize) -> anyhow::Result<Duration> {
+        let lease = self.store.lease_grant(Duration::from_secs(60)).await.context("granting a baseline lease")?;
+        let raw = Keys::new(RAW_ROOT);
+        let value = owner_value("w1")?;
+        let share = specs.len().div_ceil(streams.max(1)).max(1);
+        let started = Instant::now();
+        let result = futures::future::try_join_all(specs.chunks(share).map(|share| {
+            let (store, raw, value) = (self.store.clone(), raw.clone(), value.clone());
+            async move {
+                for batch in share.chunks(CLAIM_BATCH) {
+                    claim_like_txn(store.as_ref(), keys, &raw, batch, &value, lease).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        }))
+        .await;
+        let took = started.elapsed();
+        self.store.lease_revoke(lease).await.context("revoking the baseline lease")?;
+        result?;
+        Ok(took)
+    }
+
+    // ------------------------------------------------------------ phase 2
+
+    async fn memory_phase(&self, args: &ClusterArgs, outcome: &mut Outcome) -> anyhow::Result<()> {
+        let keys = Keys::new(RSS_ROOT);
+        println!();
+        println!(
+            "Phase 2: one worker holding all {} idle jobs (key root {RSS_ROOT}), and an idle worker with none \
+             (key root {IDLE_ROOT}, nothing under it)",
+            self.jobs
+        );
+        let control = Control::start(self.store.clone(), keys.clone()).await?;
+        let result = self.memory_measure(args, &control, &keys, outcome).await;
+        control.stop().await;
+        result
+    }
+
+    async fn memory_measure(
+        &self,
+        args: &ClusterArgs,
+        control: &Control,
+        keys: &Keys,
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        self.create_jobs(control, args.create_concurrency as usize).await?;
+        let spawned = Instant::now();
+        let solo = self.spawn_worker("solo", keys.root(), &control.url)?;
+        let idle = self.spawn_worker("idle", IDLE_ROOT, &control.url)?;
+        let cold = self.wait_all_owned(keys, std::slice::from_ref(&solo), spawned).await?;
+        println!();
+        println!("Cold start of the single worker");
+        cold.print();
+        let settle = self.settle(keys, std::slice::from_ref(&solo)).await?;
+        settle.print(self.jobs);
+        // Let the burst of first runs' allocations be reused or returned.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let held = self.owners_by_worker(keys).await?.get("solo").copied().unwrap_or(0);
+        ensure!(idle.running()?, "the idle worker exited early\n{}", idle.log_tail());
+        let (solo_mem, idle_mem) = (solo.memory()?, idle.memory()?);
+        println!();
+        println!("Memory (VmRSS / VmHWM from /proc/<pid>/status)");
+        println!("  solo {held:>6} jobs   {}", solo_mem.summary());
+        println!("  idle {:>6} jobs   {}   (baseline)", 0, idle_mem.summary());
+        let (solo_mb, idle_mb) = (solo_mem.rss_mb(), idle_mem.rss_mb());
+        println!(
+            "  ratio solo / idle RSS = {:.2}; above the idle worker: {:.2} MB, {:.1} KB per job",
+            solo_mb / idle_mb,
+            solo_mb - idle_mb,
+            (solo_mb - idle_mb) * 1000.0 / held.max(1) as f64
+        );
+        outcome.rss = Some((solo_mb, idle_mb));
+
+        let mut procs = vec![solo, idle];
+        let unclean = self.shutdown(keys, std::mem::take(&mut procs), outcome).await;
+        unclean
+    }
+
+    // ------------------------------------------------------------ shared
+
+    fn spawn_worker(&self, name: &str, root: &str, control_url: &str) -> anyhow::Result<WorkerProc> {
+        let log = self.logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let endpoint = self.etcd.endpoint();
+        let child = Command::new(&self.bin)
+            .args(["worker", "--name", name, "--etcd", &endpoint, "--key-root", root, "--control", control_url])
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("spawning {} worker --name {name}", self.bin.display()))?;
+        Ok(WorkerProc { name: name.to_string(), child, log })
+    }
+
+    /// Polls the claim count every 20 ms from `spawned` until every job has
+    /// an owner.
+    async fn wait_all_owned(&self, keys: &Keys, procs: &[WorkerProc], spawned: Instant) -> anyhow::Result<ColdStart> {
+        let (owners, workers) = (keys.prefix(KeyKind::Owner), keys.prefix(KeyKind::Worker));
+        let mut cold = ColdStart::default();
+        loop {
+            let (registered, owned) =
+                futures::try_join!(count(self.store.as_ref(), &workers), count(self.store.as_ref(), &owners))?;
+            let at = spawned.elapsed();
+            if registered > 0 {
+                cold.first_registered.get_or_insert(at);
+            }
+            if registered >= procs.len() {
+                cold.all_registered.get_or_insert(at);
+            }
+            if owned > 0 {
+                cold.first_claim.get_or_insert(at);
+            }
+            if owned >= self.jobs / 2 {
+                cold.half_owned.get_or_insert(at);
+            }
+            if owned >= self.jobs {
+                cold.all_owned = at;
+                cold.polls += 1;
+                return Ok(cold);
+            }
+            cold.polls += 1;
+            if at > CLAIM_TIMEOUT {
+                bail!("only {owned} of {} jobs owned {CLAIM_TIMEOUT:?} after spawning\n{}", self.jobs, tails(procs));
+            }
+            check_running(procs)?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until every job has its first checkpoint and the revision
+    /// advances by at most `workers + 1` per second over `QUIET_WINDOW`.
+    async fn settle(&self, keys: &Keys, procs: &[WorkerProc]) -> anyhow::Result<Settled> {
+        let started = Instant::now();
+        let state = keys.prefix(KeyKind::State);
+        let start_revision = self.store.current_revision().await?;
+        let allowed = (QUIET_WINDOW.as_secs_f64() * (procs.len() + 1) as f64) as i64;
+        let mut samples: Vec<(Instant, Revision)> = Vec::new();
+        loop {
+            let (revision, checkpoints) =
+                futures::try_join!(self.store.current_revision(), count(self.store.as_ref(), &state))?;
+            let now = Instant::now();
+            samples.push((now, revision));
+            samples.retain(|(at, _)| now.duration_since(*at) <= QUIET_WINDOW);
+            let window_full = now.duration_since(started) >= QUIET_WINDOW;
+            let delta = revision - samples.first().map_or(revision, |(_, r)| *r);
+            let settled = checkpoints >= self.jobs && window_full && delta <= allowed;
+            if settled || started.elapsed() > SETTLE_TIMEOUT {
+                return Ok(Settled {
+                    took: started.elapsed(),
+                    settled,
+                    revisions: revision - start_revision,
+                    last_window: delta,
+                    checkpoints,
+                    stats: count(self.store.as_ref(), &keys.prefix(KeyKind::Stats)).await?,
+                });
+            }
+            check_running(procs)?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Counts the revisions over `window` and the kinds of keys they wrote
+    /// (through a watch on the key root).
+    async fn steady(&self, keys: &Keys, window: Duration) -> anyhow::Result<Steady> {
+        let before = self.store.current_revision().await?;
+        let mut watch = self.store.watch_prefix(keys.root(), before + 1).await.context("watching the key root")?;
+        // (revision, kind) of every event, collected as they come so the
+        // watch never backs up.
+        let seen: Arc<Mutex<Vec<(Revision, Option<KeyKind>)>>> = Arc::default();
+        let latest = Arc::new(AtomicI64::new(before));
+        let stop = CancellationToken::new();
+        let collector = tokio::spawn({
+            let (seen, latest, stop, keys) = (seen.clone(), latest.clone(), stop.clone(), keys.clone());
+            async move {
+                loop {
+                    let batch = tokio::select! {
+                        () = stop.cancelled() => return,
+                        batch = watch.next() => batch,
+                    };
+                    let Some(Ok(batch)) = batch else { return };
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.extend(batch.events.iter().map(|e| (e.kv.mod_revision, keys.parse(&e.kv.key).map(|(k, _)| k))));
+                    }
+                    latest.store(batch.revision, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = Instant::now();
+        tokio::time::sleep(window).await;
+        let after = self.store.current_revision().await?;
+        let took = started.elapsed();
+        // Events of the window may still be on their way (a revision under
+        // another root never comes: give up after a second).
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while latest.load(Ordering::Relaxed) < after && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = collector.await;
+        let seen = seen.lock().map_err(|_| anyhow!("watch collector panicked"))?.clone();
+        // Kinds written per revision.
+        let mut per_revision: BTreeMap<Revision, Vec<&'static str>> = BTreeMap::new();
+        for (revision, kind) in seen.into_iter().filter(|(r, _)| *r > before && *r <= after) {
+            let kinds = per_revision.entry(revision).or_default();
+            let label = kind.map_or("other", label);
+            if !kinds.contains(&label) {
+                kinds.push(label);
+            }
+        }
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for kinds in per_revision.values_mut() {
+            kinds.sort_unstable();
+            *by_kind.entry(kinds.join("+")).or_default() += 1;
+        }
+        let attributed = per_revision.len() as i64;
+        if attributed < after - before {
+            by_kind.insert("outside the key root".to_string(), (after - before - attributed) as usize);
+        }
+        Ok(Steady { revisions: after - before, took, by_kind })
+    }
+
+    /// SIGTERMs every worker at once and times each one's exit.
+    async fn shutdown(&self, keys: &Keys, procs: Vec<WorkerProc>, outcome: &mut Outcome) -> anyhow::Result<()> {
+        println!();
+        println!("Shutdown: SIGTERM to every worker at once");
+        let sent = Instant::now();
+        for proc in &procs {
+            let status = Command::new("kill")
+                .args(["-TERM", &proc.child.id().to_string()])
+                .status()
+                .context("running kill -TERM")?;
+            ensure!(status.success(), "kill -TERM {} failed ({status})", proc.child.id());
+        }
+        let mut exits: Vec<Option<(Duration, bool)>> = vec![None; procs.len()];
+        let mut procs = procs;
+        while exits.iter().any(Option::is_none) && sent.elapsed() < EXIT_TIMEOUT {
+            for (proc, exit) in procs.iter_mut().zip(exits.iter_mut()).filter(|(_, e)| e.is_none()) {
+                if let Some(status) = proc.child.try_wait().context("waiting for a worker")? {
+                    *exit = Some((sent.elapsed(), status.success()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (proc, exit) in procs.iter().zip(&exits) {
+            match exit {
+                Some((took, clean)) => {
+                    let verdict = if *took <= SHUTDOWN_BAR && *clean { "ok" } else { "MISS" };
+                    let how = if *clean { "exit 0" } else { "non-zero exit" };
+                    println!("  {:<4} exited after {:.3} s ({how}): {verdict}", proc.name, took.as_secs_f64());
+                    outcome.slowest_exit = outcome.slowest_exit.max(Some(*took));
+                    if !*clean || *took > SHUTDOWN_BAR {
+                        outcome.unclean_exits += 1;
+                    }
+                }
+                None => {
+                    println!("  {:<4} still running {EXIT_TIMEOUT:?} after SIGTERM: killed, MISS", proc.name);
+                    outcome.slowest_exit = Some(EXIT_TIMEOUT);
+                    outcome.unclean_exits += 1;
+                }
+            }
+        }
+        drop(procs);
+        let left = count(self.store.as_ref(), &keys.prefix(KeyKind::Owner)).await?;
+        let checkpoints = count(self.store.as_ref(), &keys.prefix(KeyKind::State)).await?;
+        println!("  claims left after exit: {left}; checkpoints stored: {checkpoints}");
+        Ok(())
+    }
+
+    async fn owners_by_worker(&self, keys: &Keys) -> anyhow::Result<BTreeMap<String, usize>> {
+        let mut owners = BTreeMap::new();
+        for kv in scan_prefix(self.store.as_ref(), &keys.prefix(KeyKind::Owner)).await? {
+            let worker = serde_json::from_slice::<OwnerRecord>(&kv.value).map_or_else(|_| "?".to_string(), |o| o.worker);
+            *owners.entry(worker).or_default() += 1;
+        }
+        Ok(owners)
+    }
+}
+
+/// One claim-shaped transaction over `batch`, writing under `raw`.
+async fn claim_like_txn(
+    store: &dyn Store,
+    keys: &Keys,
+    raw: &Keys,
+    batch: &[(String, Revision)],
+    value: &[u8],
+    lease: LeaseId,
+) -> anyhow::Result<()> {
+    let compares = batch.iter().flat_map(|(id, revision)| {
+        [Compare::absent(raw.owner(id)), Compare::mod_revision(keys.job(id), CompareOp::Equal, *revision)]
+    });
+    let puts = batch.iter().map(|(id, _)| TxnOp::put_with_lease(raw.owner(id), value.to_vec(), lease));
+    let gets = batch.iter().map(|(id, _)| TxnOp::get(keys.state(id)));
+    let response = store.txn(Txn::new().when(compares).and_then(puts.chain(gets))).await?;
+    ensure!(response.succeeded, "a baseline claim transaction failed its compares");
+    Ok(())
+}
+
+fn new_job(i: usize) -> NewJob {
+    NewJob {
+        id: Some(format!("job-{i:05}")),
+        name: format!("bench job {i}"),
+        job_type: "demo".to_string(),
+        params: serde_json::Map::from_iter([("items_per_run".to_string(), serde_json::json!(5))]),
+        interval: Some(JOB_INTERVAL),
+        paused: false,
+    }
+}
+
+fn owner_value(worker: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&OwnerRecord { worker: worker.to_string() })?)
+}
+
+async fn count(store: &dyn Store, prefix: &str) -> anyhow::Result<usize> {
+    let response = store.range(RangeRequest::new(KeyRange::prefix(prefix)).count_only()).await?;
+    Ok(response.count.max(0) as usize)
+}
+
+fn label(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Job => "jobs",
+        KeyKind::Secret => "secrets",
+        KeyKind::Type => "types",
+        KeyKind::Worker => "workers",
+        KeyKind::Owner => "owners",
+        KeyKind::State => "state",
+        KeyKind::Stats => "stats",
+    }
+}
+
+fn per_worker(owners: &BTreeMap<String, usize>, names: &[String]) -> String {
+    let mut parts: Vec<String> = names.iter().map(|n| format!("{n} {}", owners.get(n).copied().unwrap_or(0))).collect();
+    parts.extend(owners.iter().filter(|(w, _)| !names.contains(w)).map(|(w, n)| format!("{w} {n}")));
+    parts.join(", ")
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+fn rate(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+fn check_running(procs: &[WorkerProc]) -> anyhow::Result<()> {
+    for proc in procs {
+        ensure!(proc.running()?, "worker {} exited early\n{}", proc.name, proc.log_tail());
+    }
+    Ok(())
+}
+
+fn tails(procs: &[WorkerProc]) -> String {
+    procs.iter().map(WorkerProc::log_tail).collect::<Vec<_>>().join("\n")
+}
+
+// ---------------------------------------------------------------- figures
+
+#[derive(Default)]
+struct ColdStart {
+    first_registered: Option<Duration>,
+    all_registered: Option<Duration>,
+    first_claim: Option<Duration>,
+    half_owned: Option<Duration>,
+    all_owned: Duration,
+    polls: usize,
+}
+
+impl ColdStart {
+    fn print(&self) {
+        let at = |d: Option<Duration>| d.map_or_else(|| "-".to_string(), |d| format!("{:.3} s", d.as_secs_f64()));
+        println!("  first worker registered  {:>9}", at(self.first_registered));
+        println!("  all workers registered   {:>9}", at(self.all_registered));
+        println!("  first claim              {:>9}", at(self.first_claim));
+        println!("  half the jobs owned      {:>9}", at(self.half_owned));
+        println!("  every job owned          {:>9}   ({} polls)", at(Some(self.all_owned)), self.polls);
+    }
+}
+
+struct Settled {
+    took: Duration,
+    settled: bool,
+    /// Revisions from the end of the cold start until settled.
+    revisions: Revision,
+    /// Revisions in the last quiet window.
+    last_window: Revision,
+    checkpoints: usize,
+    stats: usize,
+}
+
+impl Settled {
+    fn print(&self, jobs: usize) {
+        let how = if self.settled { "settled" } else { "did NOT settle" };
+        println!(
+            "Settling (first runs checkpointed, revisions quiet for {} s): {how} after {:.2} s, {} revisions \
+             meanwhile ({} in the last {} s); {}/{jobs} checkpoints, {}/{jobs} counters stored",
+            QUIET_WINDOW.as_secs(),
+            self.took.as_secs_f64(),
+            self.revisions,
+            self.last_window,
+            QUIET_WINDOW.as_secs(),
+            self.checkpoints,
+            self.stats
+        );
+    }
+}
+
+struct Steady {
+    revisions: Revision,
+    took: Duration,
+    /// Revisions by the kinds of keys they wrote, e.g. `owners+state`.
+    by_kind: BTreeMap<String, usize>,
+}
+
+impl Steady {
+    fn per_second(&self) -> f64 {
+        self.revisions as f64 / self.took.as_secs_f64()
+    }
+
+    fn non_checkpoint_per_second(&self) -> f64 {
+        let checkpoints = self.by_kind.get("state").copied().unwrap_or(0);
+        (self.revisions as f64 - checkpoints as f64).max(0.0) / self.took.as_secs_f64()
+    }
+
+    fn print(&self, jobs: usize, workers: usize) {
+        println!("Steady state: etcd revisions (write transactions) over {:.1} s, every job idle", self.took.as_secs_f64());
+        println!(
+            "  {} revisions = {:.2} writes/s with {jobs} jobs and {workers} workers ({:.5} writes/s per job)",
+            self.revisions,
+            self.per_second(),
+            self.per_second() / jobs as f64
+        );
+        if self.by_kind.is_empty() {
+            println!("  by kind: none");
+        }
+        for (kind, n) in &self.by_kind {
+            let what = match kind.as_str() {
+                "state" => " (checkpoints)",
+                "stats" => " (counters, control's batched flush)",
+                "owners" => " (claims/releases)",
+                "owners+state" => " (releases with checkpoints)",
+                "workers" => " (registrations)",
+                _ => "",
+            };
+            println!("  by kind: {kind:<22} {n:>6} revisions  {:>8.2}/s{what}", *n as f64 / self.took.as_secs_f64());
+        }
+    }
+}
+
+/// Memory of a process from `/proc/<pid>/status`.
+struct Memory {
+    rss_kb: u64,
+    hwm_kb: u64,
+    threads: u64,
+}
+
+impl Memory {
+    fn read(pid: u32) -> anyhow::Result<Self> {
+        let path = format!("/proc/{pid}/status");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = text.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in {path}"))?;
+            let value = line[name.len()..].trim().trim_end_matches("kB").trim();
+            value.parse().with_context(|| format!("bad {name} in {path}: {line}"))
+        };
+        Ok(Self { rss_kb: field("VmRSS:")?, hwm_kb: field("VmHWM:")?, threads: field("Threads:")? })
+    }
+
+    fn rss_mb(&self) -> f64 {
+        self.rss_kb as f64 * 1024.0 / 1e6
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "RSS {:>7.1} MB   peak (VmHWM) {:>7.1} MB   {} threads",
+            self.rss_mb(),
+            self.hwm_kb as f64 * 1024.0 / 1e6,
+            self.threads
+        )
+    }
+}
+
+/// A worker process; killed if still running when dropped (on errors).
+struct WorkerProc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProc {
+    fn running(&self) -> anyhow::Result<bool> {
+        // `try_wait` needs `&mut`; a zero-signal probe of /proc does not.
+        Ok(Path::new(&format!("/proc/{}", self.child.id())).exists() && !self.zombie())
+    }
+
+    fn zombie(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|rest| rest.trim_start().starts_with('Z')))
+            .unwrap_or(true)
+    }
+
+    fn memory(&self) -> anyhow::Result<Memory> {
+        ensure!(self.running()?, "worker {} is not running\n{}", self.name, self.log_tail());
+        Memory::read(self.child.id())
+    }
+
+    /// The last log lines that are not ownership events.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("ingest::ownership")).collect();
+        format!("--- {} ({})\n{}", self.name, self.log.display(), lines[lines.len().saturating_sub(15)..].join("\n"))
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Control in-process on ephemeral ports, serving one key root, so workers
+/// can report their counters.
+struct Control {
+    service: ControlService,
+    url: String,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Control {
+    async fn start(store: Arc<dyn Store>, keys: Keys) -> anyhow::Result<Self> {
+        let args = ServeArgs {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        };
+        let listeners = Listeners::bind(&args).await?;
+        let url = format!("http://{}", listeners.grpc.local_addr().context("gRPC listener address")?);
+        let shutdown = CancellationToken::new();
+        let service = ControlService::new(store, keys);
+        let server = tokio::spawn({
+            let (service, shutdown) = (service.clone(), shutdown.clone());
+            async move { serve(service, &args, listeners, shutdown).await }
+        });
+        Ok(Self { service, url, shutdown, server })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => eprintln!("warning: control server failed: {error:#}"),
+            Ok(Err(error)) => eprintln!("warning: control server task failed: {error}"),
+            Err(_) => eprintln!("warning: control server did not stop within 5 s"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- summary
+
+fn summary(bench: &Bench<'_>, outcome: &Outcome) {
+    let jobs = bench.jobs;
+    println!();
+    println!("Summary ({jobs} jobs; cluster phase {} workers)", bench.workers);
+    if let Some((took, floor)) = outcome.claim_all {
+        println!(
+            "  claim all {jobs} jobs: {:.3} s (bar <= {} s): {}   [floor, the bench claiming alone: {:.3} s; ratio {:.2}]",
+            took.as_secs_f64(),
+            CLAIM_BAR.as_secs(),
+            verdict(took <= CLAIM_BAR),
+            floor.as_secs_f64(),
+            ratio(took, floor)
+        );
+    }
+    if let Some((all, non_checkpoint)) = outcome.steady {
+        let allowed = (bench.workers + 1) as f64;
+        println!(
+            "  steady writes with {jobs} idle jobs: {all:.2}/s, {non_checkpoint:.2}/s besides checkpoints \
+             (bar O(workers + checkpoints): <= {allowed:.0}/s besides checkpoints): {}",
+            verdict(non_checkpoint <= allowed)
+        );
+    }
+    if let Some((rss, idle)) = outcome.rss {
+        println!(
+            "  worker RSS with {jobs} jobs: {rss:.1} MB (bar <= {RSS_BAR_MB:.0} MB): {}   [idle worker: {idle:.1} MB; ratio {:.2}]",
+            verdict(rss <= RSS_BAR_MB),
+            rss / idle
+        );
+    }
+    if let Some(slowest) = outcome.slowest_exit {
+        println!(
+            "  exit after SIGTERM: slowest {:.3} s (bar <= {} s, exit 0): {}",
+            slowest.as_secs_f64(),
+            SHUTDOWN_BAR.as_secs(),
+            verdict(outcome.unclean_exits == 0)
+        );
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
