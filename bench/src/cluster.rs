@@ -126,7 +126,10 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     println!("  etcd {} (data on {})", etcd.endpoint(), etcd.data_dir().display());
     println!("  worker binary {}", bench.bin.display());
     println!("  worker logs in {}", bench.logs.display());
-    println!("  MB = 10^6 bytes; jobs written through ControlService::create_job, {} concurrent", args.create_concurrency);
+    println!(
+        "  MB = 10^6 bytes; jobs written through ControlService::create_job, {} concurrent",
+        args.create_concurrency
+    );
 
     let mut outcome = Outcome::default();
     let result = async {
@@ -142,7 +145,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     drop(etcd);
     result?;
-    summary(&bench, &outcome);
+    summary(jobs, workers, &outcome);
     Ok(())
 }
 
@@ -265,7 +268,8 @@ impl Bench<'_> {
             .map(|i| {
                 let service = control.service.clone();
                 async move {
-                    let view = service.create_job(new_job(i), false).await.with_context(|| format!("create job {i}"))?;
+                    let view =
+                        service.create_job(new_job(i), false).await.with_context(|| format!("create job {i}"))?;
                     Ok::<_, anyhow::Error>((view.record.id, view.revision))
                 }
             })
@@ -274,7 +278,12 @@ impl Bench<'_> {
             .await?;
         let took = started.elapsed();
         specs.sort();
-        println!("  {} jobs created in {:.2} s ({:.0} jobs/s)", specs.len(), took.as_secs_f64(), rate(specs.len(), took));
+        println!(
+            "  {} jobs created in {:.2} s ({:.0} jobs/s)",
+            specs.len(),
+            took.as_secs_f64(),
+            rate(specs.len(), took)
+        );
         Ok(specs)
     }
 
@@ -284,7 +293,12 @@ impl Bench<'_> {
     /// batches of 40, on `streams` concurrent sequential streams over
     /// disjoint shares of the jobs. Claims go under `RAW_ROOT`; the lease is
     /// revoked afterwards, which deletes them.
-    async fn baseline_claims(&self, keys: &Keys, specs: &[(String, Revision)], streams: usize) -> anyhow::Result<Duration> {
+    async fn baseline_claims(
+        &self,
+        keys: &Keys,
+        specs: &[(String, Revision)],
+        streams: usize,
+    ) -> anyhow::Result<Duration> {
         let lease = self.store.lease_grant(Duration::from_secs(60)).await.context("granting a baseline lease")?;
         let raw = Keys::new(RAW_ROOT);
         let value = owner_value("w1")?;
@@ -342,7 +356,7 @@ impl Bench<'_> {
         // Let the burst of first runs' allocations be reused or returned.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let held = self.owners_by_worker(keys).await?.get("solo").copied().unwrap_or(0);
-        ensure!(idle.running()?, "the idle worker exited early\n{}", idle.log_tail());
+        ensure!(idle.running(), "the idle worker exited early\n{}", idle.log_tail());
         let (solo_mem, idle_mem) = (solo.memory()?, idle.memory()?);
         println!();
         println!("Memory (VmRSS / VmHWM from /proc/<pid>/status)");
@@ -357,9 +371,7 @@ impl Bench<'_> {
         );
         outcome.rss = Some((solo_mb, idle_mb));
 
-        let mut procs = vec![solo, idle];
-        let unclean = self.shutdown(keys, std::mem::take(&mut procs), outcome).await;
-        unclean
+        self.shutdown(keys, vec![solo, idle], outcome).await
     }
 
     // ------------------------------------------------------------ shared
@@ -424,7 +436,7 @@ impl Bench<'_> {
         let mut samples: Vec<(Instant, Revision)> = Vec::new();
         loop {
             let (revision, checkpoints) =
-                futures::try_join!(self.store.current_revision(), count(self.store.as_ref(), &state))?;
+                futures::try_join!(revision(self.store.as_ref()), count(self.store.as_ref(), &state))?;
             let now = Instant::now();
             samples.push((now, revision));
             samples.retain(|(at, _)| now.duration_since(*at) <= QUIET_WINDOW);
@@ -453,7 +465,7 @@ impl Bench<'_> {
         let mut watch = self.store.watch_prefix(keys.root(), before + 1).await.context("watching the key root")?;
         // (revision, kind) of every event, collected as they come so the
         // watch never backs up.
-        let seen: Arc<Mutex<Vec<(Revision, Option<KeyKind>)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let latest = Arc::new(AtomicI64::new(before));
         let stop = CancellationToken::new();
         let collector = tokio::spawn({
@@ -466,7 +478,9 @@ impl Bench<'_> {
                     };
                     let Some(Ok(batch)) = batch else { return };
                     if let Ok(mut seen) = seen.lock() {
-                        seen.extend(batch.events.iter().map(|e| (e.kv.mod_revision, keys.parse(&e.kv.key).map(|(k, _)| k))));
+                        seen.extend(
+                            batch.events.iter().map(|e| (e.kv.mod_revision, keys.parse(&e.kv.key).map(|(k, _)| k))),
+                        );
                     }
                     latest.store(batch.revision, Ordering::Relaxed);
                 }
@@ -556,12 +570,17 @@ impl Bench<'_> {
     async fn owners_by_worker(&self, keys: &Keys) -> anyhow::Result<BTreeMap<String, usize>> {
         let mut owners = BTreeMap::new();
         for kv in scan_prefix(self.store.as_ref(), &keys.prefix(KeyKind::Owner)).await? {
-            let worker = serde_json::from_slice::<OwnerRecord>(&kv.value).map_or_else(|_| "?".to_string(), |o| o.worker);
+            let worker =
+                serde_json::from_slice::<OwnerRecord>(&kv.value).map_or_else(|_| "?".to_string(), |o| o.worker);
             *owners.entry(worker).or_default() += 1;
         }
         Ok(owners)
     }
 }
+
+/// A watched event: its revision and the kind of key it wrote (`None`:
+/// outside the key layout).
+type Seen = (Revision, Option<KeyKind>);
 
 /// One claim-shaped transaction over `batch`, writing under `raw`.
 async fn claim_like_txn(
@@ -597,6 +616,10 @@ fn owner_value(worker: &str) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(&OwnerRecord { worker: worker.to_string() })?)
 }
 
+async fn revision(store: &dyn Store) -> anyhow::Result<Revision> {
+    Ok(store.current_revision().await?)
+}
+
 async fn count(store: &dyn Store, prefix: &str) -> anyhow::Result<usize> {
     let response = store.range(RangeRequest::new(KeyRange::prefix(prefix)).count_only()).await?;
     Ok(response.count.max(0) as usize)
@@ -630,7 +653,7 @@ fn rate(count: usize, elapsed: Duration) -> f64 {
 
 fn check_running(procs: &[WorkerProc]) -> anyhow::Result<()> {
     for proc in procs {
-        ensure!(proc.running()?, "worker {} exited early\n{}", proc.name, proc.log_tail());
+        ensure!(proc.running(), "worker {} exited early\n{}", proc.name, proc.log_tail());
     }
     Ok(())
 }
@@ -708,7 +731,10 @@ impl Steady {
     }
 
     fn print(&self, jobs: usize, workers: usize) {
-        println!("Steady state: etcd revisions (write transactions) over {:.1} s, every job idle", self.took.as_secs_f64());
+        println!(
+            "Steady state: etcd revisions (write transactions) over {:.1} s, every job idle",
+            self.took.as_secs_f64()
+        );
         println!(
             "  {} revisions = {:.2} writes/s with {jobs} jobs and {workers} workers ({:.5} writes/s per job)",
             self.revisions,
@@ -773,9 +799,10 @@ struct WorkerProc {
 }
 
 impl WorkerProc {
-    fn running(&self) -> anyhow::Result<bool> {
-        // `try_wait` needs `&mut`; a zero-signal probe of /proc does not.
-        Ok(Path::new(&format!("/proc/{}", self.child.id())).exists() && !self.zombie())
+    /// Whether the process is alive (not exited, not a zombie awaiting
+    /// its reaping); unlike `try_wait`, needs no `&mut`.
+    fn running(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.child.id())).exists() && !self.zombie()
     }
 
     fn zombie(&self) -> bool {
@@ -786,7 +813,7 @@ impl WorkerProc {
     }
 
     fn memory(&self) -> anyhow::Result<Memory> {
-        ensure!(self.running()?, "worker {} is not running\n{}", self.name, self.log_tail());
+        ensure!(self.running(), "worker {} is not running\n{}", self.name, self.log_tail());
         Memory::read(self.child.id())
     }
 
@@ -851,10 +878,9 @@ impl Control {
 
 // ---------------------------------------------------------------- summary
 
-fn summary(bench: &Bench<'_>, outcome: &Outcome) {
-    let jobs = bench.jobs;
+fn summary(jobs: usize, workers: usize, outcome: &Outcome) {
     println!();
-    println!("Summary ({jobs} jobs; cluster phase {} workers)", bench.workers);
+    println!("Summary ({jobs} jobs; cluster phase {workers} workers)");
     if let Some((took, floor)) = outcome.claim_all {
         println!(
             "  claim all {jobs} jobs: {:.3} s (bar <= {} s): {}   [floor, the bench claiming alone: {:.3} s; ratio {:.2}]",
@@ -866,7 +892,7 @@ fn summary(bench: &Bench<'_>, outcome: &Outcome) {
         );
     }
     if let Some((all, non_checkpoint)) = outcome.steady {
-        let allowed = (bench.workers + 1) as f64;
+        let allowed = (workers + 1) as f64;
         println!(
             "  steady writes with {jobs} idle jobs: {all:.2}/s, {non_checkpoint:.2}/s besides checkpoints \
              (bar O(workers + checkpoints): <= {allowed:.0}/s besides checkpoints): {}",

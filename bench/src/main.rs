@@ -2,6 +2,7 @@
 //! same run and prints a ratio against it, because absolute times drift on a
 //! shared machine (DESIGN.md §9).
 
+mod cluster;
 mod control;
 mod counting;
 mod stats;
@@ -21,6 +22,11 @@ enum Command {
     /// etcd transactions, ListJobs latency against raw range reads, and one
     /// full WatchJobs snapshot.
     Control(control::ControlArgs),
+    /// Real `ingest worker` processes over a real etcd: cold-start claim
+    /// time against the bench claiming alone, steady-state etcd writes with
+    /// idle jobs, worker RSS against an idle worker, and SIGTERM exit times.
+    /// Needs `cargo build --release --bin ingest` first.
+    Cluster(cluster::ClusterArgs),
 }
 
 #[tokio::main]
@@ -28,5 +34,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Control(args) => control::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
     }
 }

@@ -188,3 +188,68 @@ fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ingest_store::{KeyValue, WatchBatch, WatchEvent};
+
+    use super::*;
+
+    fn worker_kv(keys: &Keys, name: &str, types: &[&str], state: WorkerState, rev: Revision) -> KeyValue {
+        let record = WorkerRecord {
+            name: name.into(),
+            state,
+            weight: 1.0,
+            types: types.iter().map(|t| t.to_string()).collect(),
+            version: "test".into(),
+            start_time: 0,
+        };
+        KeyValue {
+            key: keys.worker(name),
+            value: serde_json::to_vec(&record).unwrap_or_default(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            lease: 7,
+        }
+    }
+
+    fn put(kv: KeyValue) -> WatchEvent {
+        WatchEvent { kind: EventKind::Put, kv }
+    }
+
+    #[test]
+    fn only_active_workers_that_run_the_type_are_candidates() {
+        let keys = Keys::default();
+        let mut view = ClusterView::default();
+        let events = vec![
+            put(worker_kv(&keys, "feeds", &["rss", "demo"], WorkerState::Active, 2)),
+            put(worker_kv(&keys, "social", &["reddit"], WorkerState::Active, 3)),
+            put(worker_kv(&keys, "leaving", &["rss"], WorkerState::Draining, 4)),
+        ];
+        let changes = view.apply(&keys, &WatchBatch { events, revision: 4 });
+        assert!(changes.workers);
+        let names = |t: &str| view.candidates(t).iter().map(|c| c.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names("rss"), ["feeds"]);
+        assert_eq!(names("reddit"), ["social"]);
+        assert!(names("weather").is_empty());
+    }
+
+    #[test]
+    fn stale_events_do_not_undo_newer_state() {
+        let keys = Keys::default();
+        let mut view = ClusterView::default();
+        let newer = worker_kv(&keys, "w", &["demo"], WorkerState::Draining, 9);
+        view.apply(&keys, &WatchBatch { events: vec![put(newer)], revision: 9 });
+        let older = worker_kv(&keys, "w", &["demo"], WorkerState::Active, 5);
+        view.apply(&keys, &WatchBatch { events: vec![put(older)], revision: 9 });
+        assert!(view.candidates("demo").is_empty(), "the draining state (newer) wins");
+        // A claim released locally ignores the (older) event of its creation.
+        view.record_release("job-1", 12);
+        let mut claim = worker_kv(&keys, "x", &[], WorkerState::Active, 11);
+        claim.key = keys.owner("job-1");
+        claim.value = br#"{"worker":"w"}"#.to_vec();
+        view.apply(&keys, &WatchBatch { events: vec![put(claim)], revision: 12 });
+        assert!(!view.claims.contains_key("job-1"));
+    }
+}

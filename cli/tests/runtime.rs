@@ -1,0 +1,143 @@
+//! The job runtime through the API, control and a worker in-process on the
+//! embedded store: a job runs once claimed, run-now runs it again, pause
+//! hands it back with its checkpoint, resume continues from that checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest_control::service::NewJob;
+use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_model::CheckpointRecord;
+use ingest_store::keys::Keys;
+use ingest_store::{EmbeddedStore, Store};
+use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerConfig, run_worker};
+use tokio_util::sync::CancellationToken;
+
+struct Node {
+    store: Arc<dyn Store>,
+    keys: Keys,
+    control: ControlService,
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
+        let keys = Keys::default();
+        let args = ServeArgs {
+            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        };
+        let listeners = Listeners::bind(&args).await.expect("bind");
+        let url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
+        let control = ControlService::new(store.clone(), keys.clone());
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let (control, shutdown) = (control.clone(), shutdown.clone());
+            async move { serve(control, &args, listeners, shutdown).await }
+        });
+        let config = WorkerConfig { name: "solo".into(), weight: 1.0, lease_ttl: Duration::from_secs(3) };
+        let worker = tokio::spawn(run_worker(
+            store.clone(),
+            keys.clone(),
+            config,
+            SchedulerConfig::default(),
+            ControlEndpoint { url, token: None },
+            shutdown.clone(),
+        ));
+        Node { store, keys, control, shutdown, worker, _dir: dir }
+    }
+
+    async fn checkpoint(&self, id: &str) -> Option<CheckpointRecord> {
+        let kv = self.store.get(&self.keys.state(id)).await.expect("get")?;
+        serde_json::from_slice(&kv.value).ok()
+    }
+
+    async fn owner(&self, id: &str) -> Option<String> {
+        let kv = self.store.get(&self.keys.owner(id)).await.expect("get")?;
+        let owner: ingest_model::OwnerRecord = serde_json::from_slice(&kv.value).ok()?;
+        Some(owner.worker)
+    }
+
+    /// Waits until the job's cursor says `next_seq`.
+    async fn wait_next_seq(&self, id: &str, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seq = self.checkpoint(id).await.and_then(|c| c.cursor.get("next_seq").and_then(|v| v.as_u64()));
+            if seq == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "next_seq is {seq:?}, want {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_owner(&self, id: &str, want: Option<&str>) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.owner(id).await.as_deref() != want {
+            assert!(Instant::now() < deadline, "owner of {id} is not {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_pause_and_resume_keep_the_checkpoint() {
+    let node = Node::start().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.store.get(&node.keys.job_type("demo")).await.expect("get").is_none() {
+        assert!(Instant::now() < deadline, "demo type not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let params = serde_json::json!({"items_per_run": 10}).as_object().cloned().unwrap_or_default();
+    let new = NewJob {
+        id: Some("hourly".into()),
+        name: "hourly".into(),
+        job_type: "demo".into(),
+        params,
+        interval: Some(Duration::from_secs(3600)),
+        paused: false,
+    };
+    node.control.create_job(new, false).await.expect("create");
+
+    // Claimed and run once; the next run is an hour away.
+    node.wait_owner("hourly", Some("solo")).await;
+    node.wait_next_seq("hourly", 10).await;
+    let checkpoint = node.checkpoint("hourly").await.expect("checkpoint");
+    let next_run = checkpoint.next_run.expect("next run recorded");
+    assert!(next_run > ingest_model::now_millis() + 3_000_000, "next run about an hour away");
+
+    // Run-now runs it again at once, once.
+    node.control.run_now("hourly").await.expect("run now");
+    node.wait_next_seq("hourly", 20).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node.checkpoint("hourly").await.and_then(|c| c.cursor["next_seq"].as_u64()), Some(20));
+
+    // Pause: the claim is released, the checkpoint stays.
+    node.control.set_paused("hourly", true).await.expect("pause");
+    node.wait_owner("hourly", None).await;
+    let kept = node.checkpoint("hourly").await.expect("checkpoint kept");
+    assert_eq!(kept.cursor["next_seq"].as_u64(), Some(20));
+    assert_eq!(kept.run_now_seen, 1);
+
+    // Resume: claimed again, continuing from the checkpoint (not from 0, and
+    // the served run-now is not served again).
+    node.control.set_paused("hourly", false).await.expect("resume");
+    node.wait_owner("hourly", Some("solo")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node.checkpoint("hourly").await.and_then(|c| c.cursor["next_seq"].as_u64()), Some(20));
+    node.control.run_now("hourly").await.expect("run now");
+    node.wait_next_seq("hourly", 30).await;
+
+    node.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "worker stops cleanly: {stopped:?}");
+}
