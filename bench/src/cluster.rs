@@ -18,6 +18,7 @@
 //! gRPC so workers can report their counters.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,10 +33,12 @@ use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_model::OwnerRecord;
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{
-    Compare, CompareOp, EtcdOptions, EtcdStore, KeyRange, LeaseId, RangeRequest, Revision, Store, Txn, TxnOp,
-    scan_prefix,
+    Compare, CompareOp, EtcdOptions, EtcdStore, KeyRange, LeaseId, RangeRequest, Revision, Store, StoreError, Txn,
+    TxnOp, scan_prefix,
 };
 use ingest_testkit::EtcdServer;
+use ingest_testkit::ownership::{self, EventKind, mono_now_ns};
+use ingest_worker::assign::{self, Candidate};
 use ingest_worker::{Membership, WorkerConfig, catalogue};
 use tokio_util::sync::CancellationToken;
 
@@ -55,11 +58,14 @@ const POLL: Duration = Duration::from_millis(20);
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the cluster to go quiet after the cold start.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
-/// Settled: every job has its first checkpoint and no more than
-/// `workers + 1` revisions per second over this window.
+/// Settled: every job is on its first-ranked worker and has its first
+/// checkpoint, and no more than `workers + 1` revisions per second happened
+/// over this window.
 const QUIET_WINDOW: Duration = Duration::from_secs(3);
 /// Longest wait for a worker to exit after SIGTERM before it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the bench's own reads are retried before it gives up.
+const READ_RETRY: Duration = Duration::from_secs(30);
 /// Where the bench writes its own baseline claims, outside every cluster.
 const RAW_ROOT: &str = "/ingest-bench/raw-claims/";
 const CLUSTER_ROOT: &str = "/ingest-bench/cluster/";
@@ -143,6 +149,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         let kept = logs.keep();
         println!("worker logs kept in {}", kept.display());
     }
+    if result.is_err() {
+        let log = std::fs::read_to_string(etcd.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("--- etcd log tail\n{}", lines[lines.len().saturating_sub(20)..].join("\n"));
+    }
     drop(etcd);
     result?;
     summary(jobs, workers, &outcome);
@@ -203,6 +214,7 @@ impl Bench<'_> {
         let scan = scan.elapsed();
 
         let names: Vec<String> = (1..=self.workers).map(|n| format!("w{n}")).collect();
+        let cpu = CpuMeter::start(self.etcd, &[]);
         let spawned = Instant::now();
         let mut procs = Vec::with_capacity(names.len());
         for name in &names {
@@ -236,10 +248,13 @@ impl Bench<'_> {
         println!();
         settle.print(self.jobs);
         println!("  owners when settled:     {}", per_worker(&self.owners_by_worker(keys).await?, &names));
+        activity(&procs, &cpu);
 
+        let steady_cpu = CpuMeter::start(self.etcd, &procs);
         let steady = self.steady(keys, Duration::from_secs(args.steady_secs)).await?;
         println!();
         steady.print(self.jobs, self.workers);
+        println!("  CPU seconds in the window: {}", steady_cpu.summary(&procs));
         outcome.steady = Some((steady.per_second(), steady.non_checkpoint_per_second()));
 
         println!();
@@ -344,6 +359,7 @@ impl Bench<'_> {
         outcome: &mut Outcome,
     ) -> anyhow::Result<()> {
         self.create_jobs(control, args.create_concurrency as usize).await?;
+        let cpu = CpuMeter::start(self.etcd, &[]);
         let spawned = Instant::now();
         let solo = self.spawn_worker("solo", keys.root(), &control.url)?;
         let idle = self.spawn_worker("idle", IDLE_ROOT, &control.url)?;
@@ -353,8 +369,14 @@ impl Bench<'_> {
         cold.print();
         let settle = self.settle(keys, std::slice::from_ref(&solo)).await?;
         settle.print(self.jobs);
-        // Let the burst of first runs' allocations be reused or returned.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        activity(std::slice::from_ref(&solo), &cpu);
+        // Let the burst of first runs' allocations be reused or returned;
+        // meanwhile, what holding the jobs costs in CPU.
+        let both = [solo, idle];
+        let quiet_cpu = CpuMeter::start(self.etcd, &both);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!("  CPU seconds over 5 s idle: {}", quiet_cpu.summary(&both));
+        let [solo, idle] = both;
         let held = self.owners_by_worker(keys).await?.get("solo").copied().unwrap_or(0);
         ensure!(idle.running(), "the idle worker exited early\n{}", idle.log_tail());
         let (solo_mem, idle_mem) = (solo.memory()?, idle.memory()?);
@@ -426,27 +448,42 @@ impl Bench<'_> {
         }
     }
 
-    /// Waits until every job has its first checkpoint and the revision
-    /// advances by at most `workers + 1` per second over `QUIET_WINDOW`.
+    /// Waits until every job is owned by the worker that ranks first for it
+    /// (weighted rendezvous hashing over `procs`, as the workers compute it),
+    /// every job has its first checkpoint, and the revision advances by at
+    /// most `workers + 1` per second over `QUIET_WINDOW`.
     async fn settle(&self, keys: &Keys, procs: &[WorkerProc]) -> anyhow::Result<Settled> {
         let started = Instant::now();
         let state = keys.prefix(KeyKind::State);
-        let start_revision = self.store.current_revision().await?;
+        let start_revision = revision(self.store.as_ref()).await?;
         let allowed = (QUIET_WINDOW.as_secs_f64() * (procs.len() + 1) as f64) as i64;
+        let candidates: Vec<Candidate<'_>> =
+            procs.iter().map(|p| Candidate { name: p.name.as_str(), weight: 1.0 }).collect();
         let mut samples: Vec<(Instant, Revision)> = Vec::new();
+        let mut balanced_at = None;
         loop {
-            let (revision, checkpoints) =
-                futures::try_join!(revision(self.store.as_ref()), count(self.store.as_ref(), &state))?;
+            let (revision, checkpoints, misplaced) = futures::try_join!(
+                revision(self.store.as_ref()),
+                count(self.store.as_ref(), &state),
+                self.misplaced(keys, &candidates)
+            )?;
             let now = Instant::now();
+            if misplaced == 0 {
+                balanced_at.get_or_insert(started.elapsed());
+            } else {
+                balanced_at = None;
+            }
             samples.push((now, revision));
             samples.retain(|(at, _)| now.duration_since(*at) <= QUIET_WINDOW);
             let window_full = now.duration_since(started) >= QUIET_WINDOW;
             let delta = revision - samples.first().map_or(revision, |(_, r)| *r);
-            let settled = checkpoints >= self.jobs && window_full && delta <= allowed;
+            let settled = misplaced == 0 && checkpoints >= self.jobs && window_full && delta <= allowed;
             if settled || started.elapsed() > SETTLE_TIMEOUT {
                 return Ok(Settled {
                     took: started.elapsed(),
                     settled,
+                    balanced_at,
+                    misplaced,
                     revisions: revision - start_revision,
                     last_window: delta,
                     checkpoints,
@@ -458,10 +495,25 @@ impl Bench<'_> {
         }
     }
 
+    /// Jobs not (yet) owned by the candidate that ranks first for them.
+    async fn misplaced(&self, keys: &Keys, candidates: &[Candidate<'_>]) -> anyhow::Result<usize> {
+        let prefix = keys.prefix(KeyKind::Owner);
+        let claims = retry("reading the claims", || scan_prefix(self.store.as_ref(), &prefix)).await?;
+        let placed = claims
+            .iter()
+            .filter(|kv| {
+                let Some((_, id)) = keys.parse(&kv.key) else { return false };
+                let owner = serde_json::from_slice::<OwnerRecord>(&kv.value).map(|o| o.worker).unwrap_or_default();
+                assign::rank(id, candidates).first().is_some_and(|first| *first == owner)
+            })
+            .count();
+        Ok(self.jobs.saturating_sub(placed))
+    }
+
     /// Counts the revisions over `window` and the kinds of keys they wrote
     /// (through a watch on the key root).
     async fn steady(&self, keys: &Keys, window: Duration) -> anyhow::Result<Steady> {
-        let before = self.store.current_revision().await?;
+        let before = revision(self.store.as_ref()).await?;
         let mut watch = self.store.watch_prefix(keys.root(), before + 1).await.context("watching the key root")?;
         // (revision, kind) of every event, collected as they come so the
         // watch never backs up.
@@ -488,7 +540,7 @@ impl Bench<'_> {
         });
         let started = Instant::now();
         tokio::time::sleep(window).await;
-        let after = self.store.current_revision().await?;
+        let after = revision(self.store.as_ref()).await?;
         let took = started.elapsed();
         // Events of the window may still be on their way (a revision under
         // another root never comes: give up after a second).
@@ -569,7 +621,8 @@ impl Bench<'_> {
 
     async fn owners_by_worker(&self, keys: &Keys) -> anyhow::Result<BTreeMap<String, usize>> {
         let mut owners = BTreeMap::new();
-        for kv in scan_prefix(self.store.as_ref(), &keys.prefix(KeyKind::Owner)).await? {
+        let prefix = keys.prefix(KeyKind::Owner);
+        for kv in retry("reading the claims", || scan_prefix(self.store.as_ref(), &prefix)).await? {
             let worker =
                 serde_json::from_slice::<OwnerRecord>(&kv.value).map_or_else(|_| "?".to_string(), |o| o.worker);
             *owners.entry(worker).or_default() += 1;
@@ -616,12 +669,32 @@ fn owner_value(worker: &str) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(&OwnerRecord { worker: worker.to_string() })?)
 }
 
+/// Runs a read until it works, for up to `READ_RETRY`: an overloaded etcd
+/// (a result worth reporting) must not end the measurement.
+async fn retry<T, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let deadline = Instant::now() + READ_RETRY;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("warning: {what}: {error}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error).with_context(|| format!("{what} (retried for {READ_RETRY:?})")),
+        }
+    }
+}
+
 async fn revision(store: &dyn Store) -> anyhow::Result<Revision> {
-    Ok(store.current_revision().await?)
+    retry("reading the current revision", || store.current_revision()).await
 }
 
 async fn count(store: &dyn Store, prefix: &str) -> anyhow::Result<usize> {
-    let response = store.range(RangeRequest::new(KeyRange::prefix(prefix)).count_only()).await?;
+    let request = RangeRequest::new(KeyRange::prefix(prefix)).count_only();
+    let response = retry(&format!("counting {prefix}"), || store.range(request.clone())).await?;
     Ok(response.count.max(0) as usize)
 }
 
@@ -664,6 +737,116 @@ fn tails(procs: &[WorkerProc]) -> String {
 
 // ---------------------------------------------------------------- figures
 
+/// CPU time of etcd, the workers and the bench (with control) since the
+/// workers were spawned: where the cores went on this machine.
+struct CpuMeter {
+    started: Instant,
+    spawned_ns: u64,
+    etcd_pid: Option<u32>,
+    /// CPU seconds at the start, by pid (`self` for the bench).
+    base: BTreeMap<String, f64>,
+}
+
+impl CpuMeter {
+    /// Starts counting for etcd, the bench and `procs` (workers spawned
+    /// later count from zero).
+    fn start(etcd: &EtcdServer, procs: &[WorkerProc]) -> Self {
+        let etcd_pid = find_pid_with_arg(&format!("--data-dir={}", etcd.data_dir().display()));
+        let mut base = BTreeMap::new();
+        let pids = etcd_pid.into_iter().chain(procs.iter().map(|p| p.child.id())).map(|p| p.to_string());
+        for pid in pids.chain(["self".to_string()]) {
+            let cpu = cpu_secs(&pid).unwrap_or(0.0);
+            base.insert(pid, cpu);
+        }
+        Self { started: Instant::now(), spawned_ns: mono_now_ns(), etcd_pid, base }
+    }
+
+    fn used(&self, pid: &str) -> Option<f64> {
+        Some(cpu_secs(pid)? - self.base.get(pid).copied().unwrap_or(0.0))
+    }
+
+    fn summary(&self, procs: &[WorkerProc]) -> String {
+        let wall = self.started.elapsed().as_secs_f64();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut parts = Vec::new();
+        if let Some(etcd) = self.etcd_pid.and_then(|p| self.used(&p.to_string())) {
+            parts.push(format!("etcd {etcd:.2}"));
+        }
+        for proc in procs {
+            if let Some(cpu) = self.used(&proc.child.id().to_string()) {
+                parts.push(format!("{} {cpu:.2}", proc.name));
+            }
+        }
+        if let Some(me) = self.used("self") {
+            parts.push(format!("bench+control {me:.2}"));
+        }
+        format!("{} (of {:.2} core-s: {wall:.2} s wall x {cores} cores)", parts.join(", "), wall * cores as f64)
+    }
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in seconds (USER_HZ = 100).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, starting with field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
+}
+
+/// The process whose command line has `arg` (etcd, by its data dir).
+fn find_pid_with_arg(arg: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes()).then_some(pid)
+    })
+}
+
+/// What each worker did, from its log: claims, checkpoint writes, lost and
+/// released claims (seconds after spawn), and its warnings; then CPU time.
+fn activity(procs: &[WorkerProc], cpu: &CpuMeter) {
+    println!("  from the workers' logs (seconds after spawn):");
+    let since = |ns: u64| ns.saturating_sub(cpu.spawned_ns) as f64 / 1e9;
+    for proc in procs {
+        let events = ownership::parse_file(&proc.log);
+        let mut parts = Vec::new();
+        for (kind, label) in [
+            (EventKind::Claim, "claims"),
+            (EventKind::Write, "checkpoints"),
+            (EventKind::Lost, "lost"),
+            (EventKind::Release, "released"),
+        ] {
+            let times: Vec<u64> = events.iter().filter(|e| e.kind == kind).map(|e| e.mono_ns).collect();
+            match (times.iter().min(), times.iter().max()) {
+                (Some(first), Some(last)) => {
+                    parts.push(format!("{label} {} at {:.2}-{:.2}", times.len(), since(*first), since(*last)))
+                }
+                _ => parts.push(format!("{label} 0")),
+            }
+        }
+        println!("    {:<4} {}", proc.name, parts.join("; "));
+        let warnings = warnings(&proc.log);
+        if !warnings.is_empty() {
+            let list: Vec<String> = warnings.iter().map(|(m, n)| format!("\"{m}\" x{n}")).collect();
+            println!("         warnings: {}", list.join(", "));
+        }
+    }
+    println!("  CPU seconds since spawn: {}", cpu.summary(procs));
+}
+
+/// WARN and ERROR log lines of a worker, counted by message.
+fn warnings(log: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\"")) {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line) {
+            let message = fields.get("message").and_then(|m| m.as_str()).unwrap_or("?").to_string();
+            *counts.entry(message).or_default() += 1;
+        }
+    }
+    counts
+}
+
 #[derive(Default)]
 struct ColdStart {
     first_registered: Option<Duration>,
@@ -688,6 +871,10 @@ impl ColdStart {
 struct Settled {
     took: Duration,
     settled: bool,
+    /// Since when every job is owned by the worker ranking first for it.
+    balanced_at: Option<Duration>,
+    /// Jobs not owned by the worker ranking first for them, at the end.
+    misplaced: usize,
     /// Revisions from the end of the cold start until settled.
     revisions: Revision,
     /// Revisions in the last quiet window.
@@ -699,9 +886,14 @@ struct Settled {
 impl Settled {
     fn print(&self, jobs: usize) {
         let how = if self.settled { "settled" } else { "did NOT settle" };
+        let balanced = self.balanced_at.map_or_else(
+            || format!("{} jobs not on their first-ranked worker", self.misplaced),
+            |at| format!("balanced (every job on its first-ranked worker) from {:.2} s", at.as_secs_f64()),
+        );
         println!(
-            "Settling (first runs checkpointed, revisions quiet for {} s): {how} after {:.2} s, {} revisions \
-             meanwhile ({} in the last {} s); {}/{jobs} checkpoints, {}/{jobs} counters stored",
+            "Settling (every job on its first-ranked worker and checkpointed, revisions quiet for {} s): {how} \
+             after {:.2} s; {balanced}; {} revisions meanwhile ({} in the last {} s); {}/{jobs} checkpoints, \
+             {}/{jobs} counters stored",
             QUIET_WINDOW.as_secs(),
             self.took.as_secs_f64(),
             self.revisions,

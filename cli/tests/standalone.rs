@@ -91,11 +91,11 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
     let data = dir.path().join("data");
     let mut first = Standalone::start(&data);
     let mut client = first.client().await;
+    let workers = wait_for_worker(&mut client).await;
+    assert_eq!(workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["standalone"]);
     let types = client.list_job_types(pb::ListJobTypesRequest {}).await.expect("types").into_inner();
     let demo = types.job_types.iter().find(|t| t.name == "demo").expect("demo type");
     assert_eq!(demo.workers, ["standalone"]);
-    let workers = wait_for_worker(&mut client).await;
-    assert_eq!(workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["standalone"]);
 
     let job = pb::Job {
         name: "kept across restarts".into(),

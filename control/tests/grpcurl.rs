@@ -119,14 +119,20 @@ fn ok_json(out: Output) -> Value {
 async fn start_worker(etcd: &EtcdServer) -> CancellationToken {
     let store: Arc<dyn Store> =
         Arc::new(EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd"));
-    let membership =
-        Membership::new(store, Keys::new("/grpcurl-test/"), common::worker_config("w1"), catalogue::job_types());
+    let keys = Keys::new("/grpcurl-test/");
+    let membership = Membership::new(store.clone(), keys.clone(), common::worker_config("w1"), catalogue::job_types());
     membership.publish_types().await.expect("publish types");
     let token = CancellationToken::new();
+    let (lease_tx, mut lease_rx) = tokio::sync::watch::channel(None);
     tokio::spawn({
         let token = token.clone();
-        async move { membership.run(token, tokio::sync::watch::channel(None).0).await }
+        async move { membership.run(token, lease_tx).await }
     });
+    // Registered once it holds a lease.
+    tokio::time::timeout(std::time::Duration::from_secs(10), lease_rx.wait_for(Option::is_some))
+        .await
+        .expect("worker registers")
+        .expect("membership running");
     token
 }
 

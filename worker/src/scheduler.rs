@@ -117,7 +117,12 @@ impl Scheduler {
             let deadline = self.lease().map_or_else(|| Instant::now() + Duration::from_secs(3600), |l| l.deadline);
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = self.lease_rx.changed() => {}
+                changed = self.lease_rx.changed() => if changed.is_err() {
+                    // Membership ended (it could not register): nothing may run.
+                    tracing::error!(worker = %self.worker, "membership ended; stopping the scheduler");
+                    self.stop_all_lost().await;
+                    return;
+                },
                 () = tokio::time::sleep_until(deadline), if !self.runners.is_empty() => {}
                 item = next_batch(&mut watch) => match item {
                     Some(Ok(batch)) => {
