@@ -19,6 +19,13 @@
 #   OPENSEARCH_KEEP_DATA=1    keep the data dir across starts (default: wiped at start)
 #   OPENSEARCH_START_TIMEOUT  seconds to wait for yellow (default 120)
 #   OPENSEARCH_JAVA_HOME      a Java 11..23 home; default: the `java` on PATH
+#   OPENSEARCH_MODULES        modules added to the bare integ-test node from their jars on
+#                             Maven Central (default: "analysis-common lang-painless
+#                             mapper-extras reindex"; "" for none): analysis-common has the
+#                             usual analyzers and filters (lowercase, asciifolding, ...),
+#                             reindex _delete_by_query/_update_by_query/_reindex,
+#                             mapper-extras scaled_float, rank_feature, search_as_you_type.
+#                             A module once added stays in that install.
 # After `start`, $OPENSEARCH_RUN_DIR/env holds OPENSEARCH_URL=http://127.0.0.1:<port>.
 set -euo pipefail
 
@@ -60,7 +67,7 @@ running_pid() {
   echo "$pid"
 }
 
-current_url() { sed -n 's/^OPENSEARCH_URL=//p' "$RUN_DIR/env" 2>/dev/null; }
+current_url() { [ -f "$RUN_DIR/env" ] || return 0; sed -n 's/^OPENSEARCH_URL=//p' "$RUN_DIR/env"; }
 
 java_home() {
   local jh java major
@@ -81,18 +88,28 @@ java_home() {
 }
 
 cmd_install() {
+  mkdir -p "$INGEST_CACHE"
+  # One installer at a time per cache (parallel CI jobs, two clones); in a subshell
+  # so that the lock's fd is not inherited by the server.
+  (
+    flock 9
+    install_locked
+  ) 9>"$INGEST_CACHE/.opensearch.lock"
+}
+
+install_locked() {
   if [ -f "$OS_HOME/.installed" ]; then
-    log "OpenSearch $OPENSEARCH_VERSION already in $OS_HOME"
+    install_modules
+    log "OpenSearch $OPENSEARCH_VERSION in $OS_HOME"
     return 0
   fi
   command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven (apt-get install maven)"
   command -v unzip >/dev/null 2>&1 || die "unzip not found: apt-get install unzip"
-  mkdir -p "$INGEST_CACHE"
   local t0=$SECONDS
   tmp="$(mktemp -d "$INGEST_CACHE/.opensearch-install.XXXXXX")"
   trap 'rm -rf "$tmp"' EXIT
   log "fetching $ARTIFACT with mvn"
-  if ! mvn -B -q dependency:copy -Dartifact="$ARTIFACT" -DoutputDirectory="$tmp/dl" -Dmdep.stripVersion=false >"$tmp/mvn.log" 2>&1; then
+  if ! (cd "$tmp" && mvn -B -q dependency:copy -Dartifact="$ARTIFACT" -DoutputDirectory="$tmp/dl") >"$tmp/mvn.log" 2>&1; then
     cat "$tmp/mvn.log" >&2
     die "mvn could not fetch $ARTIFACT; versions served for 2.x included 2.19.6, 2.19.1, 2.19.0, 2.18.0, 2.17.0: set OPENSEARCH_VERSION"
   fi
@@ -104,6 +121,114 @@ cmd_install() {
   touch "$OS_HOME/.installed"
   rm -rf "$tmp"
   log "installed OpenSearch $OPENSEARCH_VERSION in $((SECONDS - t0)) s"
+  install_modules
+}
+
+MODULES="${OPENSEARCH_MODULES-analysis-common lang-painless mapper-extras reindex}"
+
+# name -> "artifact plugin-class [extended-plugin]": Maven Central serves these
+# modules' jars, not their zips.
+module_info() {
+  case "$1" in
+    lang-painless) echo "org.opensearch.plugin:lang-painless org.opensearch.painless.PainlessPlugin" ;;
+    analysis-common) echo "org.opensearch.plugin:analysis-common org.opensearch.analysis.common.CommonAnalysisPlugin lang-painless" ;;
+    mapper-extras) echo "org.opensearch.plugin:mapper-extras-client org.opensearch.index.mapper.MapperExtrasPlugin" ;;
+    reindex) echo "org.opensearch.plugin:reindex-client org.opensearch.index.reindex.ReindexPlugin" ;;
+    *) die "unknown module '$1' in OPENSEARCH_MODULES (known: analysis-common lang-painless mapper-extras reindex)" ;;
+  esac
+}
+
+# The grants of the modules' own plugin-security.policy files.
+module_policy() {
+  case "$1" in
+    lang-painless)
+      cat <<'POLICY'
+grant {
+  // needed to generate runtime classes
+  permission java.lang.RuntimePermission "createClassLoader";
+  // needed to find the classloader to load allowlisted classes from
+  permission java.lang.RuntimePermission "getClassLoader";
+};
+POLICY
+      ;;
+    reindex)
+      cat <<'POLICY'
+grant {
+  // reindex from remote opens socket connections using the rest client
+  permission java.net.SocketPermission "*", "connect";
+};
+grant codeBase "${codebase.opensearch-rest-client}" {
+  permission java.net.NetPermission "getProxySelector";
+};
+grant codeBase "${codebase.httpasyncclient}" {
+  permission java.net.NetPermission "getProxySelector";
+};
+POLICY
+      ;;
+  esac
+}
+
+# A module dir from the module's jar and its runtime dependencies, less the jars the
+# server has in lib/ (a second copy fails OpenSearch's jar-hell check at startup).
+install_module() {
+  local name="$1" dir="$OS_HOME/modules/$1" artifact class extends
+  [ -f "$dir/.ingest-module" ] && return 0
+  read -r artifact class extends <<<"$(module_info "$name")"
+  if [ -n "${extends:-}" ]; then install_module "$extends"; fi
+  local work="$tmp/module-$name"
+  mkdir -p "$work/jars"
+  cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+<groupId>ingest.local</groupId><artifactId>opensearch-module-$name</artifactId><version>0</version><packaging>pom</packaging>
+<dependencies><dependency><groupId>${artifact%%:*}</groupId><artifactId>${artifact#*:}</artifactId><version>$OPENSEARCH_VERSION</version>
+<exclusions><exclusion><groupId>org.opensearch</groupId><artifactId>opensearch</artifactId></exclusion></exclusions>
+</dependency></dependencies></project>
+EOF
+  log "fetching module $name ($artifact:$OPENSEARCH_VERSION) with mvn"
+  if ! (cd "$work" && mvn -B -q dependency:copy-dependencies -DoutputDirectory="$work/jars" -DincludeScope=runtime) >"$work/mvn.log" 2>&1; then
+    cat "$work/mvn.log" >&2
+    die "mvn could not fetch $artifact:$OPENSEARCH_VERSION; set OPENSEARCH_MODULES to leave $name out"
+  fi
+  local j base
+  for j in "$work/jars"/*.jar; do
+    base="$(basename "$j" | sed -E 's/-[0-9][^-]*(-[0-9A-Za-z.]+)*\.jar$//')"
+    if compgen -G "$OS_HOME/lib/$base-[0-9]*.jar" >/dev/null; then rm -f "$j"; fi
+  done
+  # The extended plugin's jars are visible through its class loader already.
+  if [ -n "${extends:-}" ]; then
+    for j in "$OS_HOME/modules/$extends"/*.jar; do rm -f "$work/jars/$(basename "$j")"; done
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  mv "$work/jars"/*.jar "$dir/"
+  cat >"$dir/plugin-descriptor.properties" <<EOF
+# written by scripts/opensearch.sh from the module's jars on Maven Central
+description=$name module (assembled for the ingest tests)
+version=$OPENSEARCH_VERSION
+name=$name
+classname=$class
+java.version=11
+opensearch.version=$OPENSEARCH_VERSION
+custom.foldername=
+extended.plugins=${extends:-}
+has.native.controller=false
+EOF
+  module_policy "$name" >"$dir/plugin-security.policy"
+  [ -s "$dir/plugin-security.policy" ] || rm -f "$dir/plugin-security.policy"
+  touch "$dir/.ingest-module"
+}
+
+install_modules() {
+  local m missing=0
+  for m in $MODULES; do [ -f "$OS_HOME/modules/$m/.ingest-module" ] || missing=1; done
+  [ "$missing" = 1 ] || return 0
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven (apt-get install maven)"
+  tmp="$(mktemp -d "$INGEST_CACHE/.opensearch-modules.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  local t0=$SECONDS
+  for m in $MODULES; do install_module "$m"; done
+  rm -rf "$tmp"
+  log "modules added ($MODULES) in $((SECONDS - t0)) s"
 }
 
 write_config() {
@@ -115,7 +240,7 @@ write_config() {
   # not the shared install (the launcher runs with cwd = install dir).
   sed -i \
     -e "s|^-Xms.*|-Xms$HEAP|" -e "s|^-Xmx.*|-Xmx$HEAP|" \
-    -e "s|file=logs/gc.log|file=$RUN_DIR/logs/gc.log|" \
+    -e "s|file=logs/gc.log:\(.*\):filecount=32,filesize=64m|file=$RUN_DIR/logs/gc.log:\1:filecount=2,filesize=16m|" \
     -e "s|HeapDumpPath=data|HeapDumpPath=$RUN_DIR/data|" \
     -e "s|ErrorFile=logs/|ErrorFile=$RUN_DIR/logs/|" \
     "$conf/jvm.options"
@@ -161,13 +286,23 @@ cmd_start() {
   url="http://127.0.0.1:$port"
   echo "OPENSEARCH_URL=$url" >"$RUN_DIR/env"
 
+  # OpenSearch refuses to run as root. As root (CI here runs as root), start it in
+  # a new user namespace with no uid mapping: it sees itself as nobody, while the
+  # kernel still checks its file access as root's, so the root-owned cache works.
+  local as_non_root=()
+  if [ "$(id -u)" = 0 ]; then
+    unshare --user true 2>/dev/null \
+      || die "running as root, and 'unshare --user' is not permitted here: OpenSearch refuses root; run this script as a non-root user"
+    as_non_root=(unshare --user)
+  fi
+
   local t0=$SECONDS
   log "starting OpenSearch $OPENSEARCH_VERSION on $url (heap $HEAP, run dir $RUN_DIR)"
   (
     unset JAVA_HOME JAVA_TOOL_OPTIONS JAVA_OPTS
     export OPENSEARCH_JAVA_HOME="$jh" OPENSEARCH_PATH_CONF="$RUN_DIR/config" OPENSEARCH_TMPDIR="$RUN_DIR/tmp"
-    # The launcher execs java, so $! is the JVM's pid.
-    exec setsid "$OS_HOME/bin/opensearch" >"$RUN_DIR/logs/stdout.log" 2>&1 </dev/null
+    # setsid, unshare and the launcher all exec, so $! is the JVM's pid.
+    exec setsid "${as_non_root[@]}" "$OS_HOME/bin/opensearch" >"$RUN_DIR/logs/stdout.log" 2>&1 </dev/null
   ) &
   pid=$!
   echo "$pid" >"$PID_FILE"
@@ -198,8 +333,7 @@ cmd_stop() {
     return 0
   fi
   kill -TERM "$pid" 2>/dev/null || true
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 1
   done

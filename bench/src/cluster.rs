@@ -30,7 +30,7 @@ use anyhow::{Context, anyhow, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
 use ingest_control::service::NewJob;
 use ingest_control::{ControlService, Listeners, ServeArgs, serve};
-use ingest_model::OwnerRecord;
+use ingest_model::{CheckpointRecord, OwnerRecord};
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{
     Compare, CompareOp, EtcdOptions, EtcdStore, KeyRange, LeaseId, RangeRequest, Revision, Store, StoreError, Txn,
@@ -59,7 +59,7 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for the cluster to go quiet after the cold start.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Settled: every job is on its first-ranked worker and has its first
-/// checkpoint, and no more than `workers + 1` revisions per second happened
+/// checkpoint (or no more checkpoints come), and no more than `workers + 1` revisions per second happened
 /// over this window.
 const QUIET_WINDOW: Duration = Duration::from_secs(3);
 /// Longest wait for a worker to exit after SIGTERM before it is killed.
@@ -90,6 +90,12 @@ pub struct ClusterArgs {
     /// Concurrent `create_job` calls when writing the jobs.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     create_concurrency: u32,
+    /// Before the workers start, store every job's checkpoint with its next
+    /// run 1 h ahead (as after a restart of the whole cluster): claims then
+    /// start no runs, so the cold start claims without the burst of first
+    /// runs and their checkpoint writes.
+    #[arg(long)]
+    checkpointed: bool,
     /// Keep the workers' JSON logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
@@ -124,10 +130,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let logs = tempfile::Builder::new().prefix("ingest-bench-cluster-").tempdir().context("creating a log dir")?;
     let bench = Bench { etcd: &etcd, store, bin, logs: logs.path().to_path_buf(), jobs, workers };
     println!(
-        "ingest-bench cluster: {jobs} jobs (interval {} s), {workers} workers, steady window {} s{}",
+        "ingest-bench cluster: {jobs} jobs (interval {} s), {workers} workers, steady window {} s{}{}",
         JOB_INTERVAL.as_secs(),
         args.steady_secs,
-        if args.rss_only { ", memory phase only" } else { "" }
+        if args.rss_only { ", memory phase only" } else { "" },
+        if args.checkpointed { ", jobs checkpointed before the start" } else { "" }
     );
     println!("  etcd {} (data on {})", etcd.endpoint(), etcd.data_dir().display());
     println!("  worker binary {}", bench.bin.display());
@@ -205,6 +212,9 @@ impl Bench<'_> {
         outcome: &mut Outcome,
     ) -> anyhow::Result<()> {
         let specs = self.create_jobs(control, args.create_concurrency as usize).await?;
+        if args.checkpointed {
+            self.write_checkpoints(keys, &specs).await?;
+        }
 
         // The floor first, while no worker loads etcd.
         let floor_seq = self.baseline_claims(keys, &specs, 1).await?;
@@ -214,7 +224,7 @@ impl Bench<'_> {
         let scan = scan.elapsed();
 
         let names: Vec<String> = (1..=self.workers).map(|n| format!("w{n}")).collect();
-        let cpu = CpuMeter::start(self.etcd, &[]);
+        let cpu = CpuMeter::start(self.etcd, &[]).await;
         let spawned = Instant::now();
         let mut procs = Vec::with_capacity(names.len());
         for name in &names {
@@ -248,13 +258,14 @@ impl Bench<'_> {
         println!();
         settle.print(self.jobs);
         println!("  owners when settled:     {}", per_worker(&self.owners_by_worker(keys).await?, &names));
-        activity(&procs, &cpu);
+        activity(&procs, &cpu).await;
 
-        let steady_cpu = CpuMeter::start(self.etcd, &procs);
+        let steady_cpu = CpuMeter::start(self.etcd, &procs).await;
         let steady = self.steady(keys, Duration::from_secs(args.steady_secs)).await?;
         println!();
         steady.print(self.jobs, self.workers);
         println!("  CPU seconds in the window: {}", steady_cpu.summary(&procs));
+        println!("  etcd in the window: {}", steady_cpu.etcd_summary().await);
         outcome.steady = Some((steady.per_second(), steady.non_checkpoint_per_second()));
 
         println!();
@@ -300,6 +311,26 @@ impl Bench<'_> {
             rate(specs.len(), took)
         );
         Ok(specs)
+    }
+
+    /// Writes every job's checkpoint, next run 1 h ahead, 100 per txn.
+    async fn write_checkpoints(&self, keys: &Keys, specs: &[(String, Revision)]) -> anyhow::Result<()> {
+        let checkpoint = CheckpointRecord {
+            next_run: Some(ingest_model::now_millis() + JOB_INTERVAL.as_millis() as i64),
+            run_now_seen: 0,
+            cursor: serde_json::json!({ "next_seq": 5 }),
+        };
+        let value = serde_json::to_vec(&checkpoint)?;
+        let started = Instant::now();
+        for chunk in specs.chunks(100) {
+            let puts = chunk.iter().map(|(id, _)| TxnOp::put(keys.state(id), value.clone()));
+            self.store.txn(Txn::new().and_then(puts)).await.context("writing checkpoints")?;
+        }
+        println!(
+            "  --checkpointed: every job's checkpoint stored (next run in 1 h) in {:.2} s: claims start no runs",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// The floor of claiming: the same transactions a worker's claim makes
@@ -358,8 +389,11 @@ impl Bench<'_> {
         keys: &Keys,
         outcome: &mut Outcome,
     ) -> anyhow::Result<()> {
-        self.create_jobs(control, args.create_concurrency as usize).await?;
-        let cpu = CpuMeter::start(self.etcd, &[]);
+        let specs = self.create_jobs(control, args.create_concurrency as usize).await?;
+        if args.checkpointed {
+            self.write_checkpoints(keys, &specs).await?;
+        }
+        let cpu = CpuMeter::start(self.etcd, &[]).await;
         let spawned = Instant::now();
         let solo = self.spawn_worker("solo", keys.root(), &control.url)?;
         let idle = self.spawn_worker("idle", IDLE_ROOT, &control.url)?;
@@ -369,13 +403,14 @@ impl Bench<'_> {
         cold.print();
         let settle = self.settle(keys, std::slice::from_ref(&solo)).await?;
         settle.print(self.jobs);
-        activity(std::slice::from_ref(&solo), &cpu);
+        activity(std::slice::from_ref(&solo), &cpu).await;
         // Let the burst of first runs' allocations be reused or returned;
         // meanwhile, what holding the jobs costs in CPU.
         let both = [solo, idle];
-        let quiet_cpu = CpuMeter::start(self.etcd, &both);
+        let quiet_cpu = CpuMeter::start(self.etcd, &both).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         println!("  CPU seconds over 5 s idle: {}", quiet_cpu.summary(&both));
+        println!("  etcd over 5 s idle: {}", quiet_cpu.etcd_summary().await);
         let [solo, idle] = both;
         let held = self.owners_by_worker(keys).await?.get("solo").copied().unwrap_or(0);
         ensure!(idle.running(), "the idle worker exited early\n{}", idle.log_tail());
@@ -459,7 +494,8 @@ impl Bench<'_> {
         let allowed = (QUIET_WINDOW.as_secs_f64() * (procs.len() + 1) as f64) as i64;
         let candidates: Vec<Candidate<'_>> =
             procs.iter().map(|p| Candidate { name: p.name.as_str(), weight: 1.0 }).collect();
-        let mut samples: Vec<(Instant, Revision)> = Vec::new();
+        // (when, revision, checkpoints stored)
+        let mut samples: Vec<(Instant, Revision, usize)> = Vec::new();
         let mut balanced_at = None;
         loop {
             let (revision, checkpoints, misplaced) = futures::try_join!(
@@ -473,11 +509,15 @@ impl Bench<'_> {
             } else {
                 balanced_at = None;
             }
-            samples.push((now, revision));
-            samples.retain(|(at, _)| now.duration_since(*at) <= QUIET_WINDOW);
+            samples.push((now, revision, checkpoints));
+            samples.retain(|(at, ..)| now.duration_since(*at) <= QUIET_WINDOW);
             let window_full = now.duration_since(started) >= QUIET_WINDOW;
-            let delta = revision - samples.first().map_or(revision, |(_, r)| *r);
-            let settled = misplaced == 0 && checkpoints >= self.jobs && window_full && delta <= allowed;
+            let (first_revision, first_checkpoints) = samples.first().map_or((revision, checkpoints), |s| (s.1, s.2));
+            let delta = revision - first_revision;
+            // Every first run checkpointed, or no more checkpoints coming
+            // (failed writes are not retried before the next run).
+            let checkpointed = checkpoints >= self.jobs || checkpoints == first_checkpoints;
+            let settled = misplaced == 0 && checkpointed && window_full && delta <= allowed;
             if settled || started.elapsed() > SETTLE_TIMEOUT {
                 return Ok(Settled {
                     took: started.elapsed(),
@@ -745,12 +785,15 @@ struct CpuMeter {
     etcd_pid: Option<u32>,
     /// CPU seconds at the start, by pid (`self` for the bench).
     base: BTreeMap<String, f64>,
+    etcd_port: u16,
+    /// etcd's counters at the start.
+    metrics: Option<EtcdMetrics>,
 }
 
 impl CpuMeter {
     /// Starts counting for etcd, the bench and `procs` (workers spawned
     /// later count from zero).
-    fn start(etcd: &EtcdServer, procs: &[WorkerProc]) -> Self {
+    async fn start(etcd: &EtcdServer, procs: &[WorkerProc]) -> Self {
         let etcd_pid = find_pid_with_arg(&format!("--data-dir={}", etcd.data_dir().display()));
         let mut base = BTreeMap::new();
         let pids = etcd_pid.into_iter().chain(procs.iter().map(|p| p.child.id())).map(|p| p.to_string());
@@ -758,11 +801,27 @@ impl CpuMeter {
             let cpu = cpu_secs(&pid).unwrap_or(0.0);
             base.insert(pid, cpu);
         }
-        Self { started: Instant::now(), spawned_ns: mono_now_ns(), etcd_pid, base }
+        let metrics = EtcdMetrics::scrape(etcd.client_port()).await;
+        Self {
+            started: Instant::now(),
+            spawned_ns: mono_now_ns(),
+            etcd_pid,
+            base,
+            etcd_port: etcd.client_port(),
+            metrics,
+        }
     }
 
     fn used(&self, pid: &str) -> Option<f64> {
         Some(cpu_secs(pid)? - self.base.get(pid).copied().unwrap_or(0.0))
+    }
+
+    /// What etcd served since the start, from its metrics.
+    async fn etcd_summary(&self) -> String {
+        match (&self.metrics, EtcdMetrics::scrape(self.etcd_port).await) {
+            (Some(before), Some(now)) => now.since(before),
+            _ => "metrics unavailable".to_string(),
+        }
     }
 
     fn summary(&self, procs: &[WorkerProc]) -> String {
@@ -782,6 +841,66 @@ impl CpuMeter {
         }
         format!("{} (of {:.2} core-s: {wall:.2} s wall x {cores} cores)", parts.join(", "), wall * cores as f64)
     }
+}
+
+/// Counters of etcd's `/metrics`: gRPC messages received by method, bytes
+/// sent to clients, watchers.
+struct EtcdMetrics {
+    received: BTreeMap<String, f64>,
+    sent_bytes: f64,
+    watchers: f64,
+    slow_watchers: f64,
+}
+
+impl EtcdMetrics {
+    async fn scrape(port: u16) -> Option<Self> {
+        let text = tokio::task::spawn_blocking(move || fetch_metrics(port).ok()).await.ok()??;
+        let mut metrics = Self { received: BTreeMap::new(), sent_bytes: 0.0, watchers: 0.0, slow_watchers: 0.0 };
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            if series.starts_with("grpc_server_msg_received_total{") {
+                let method = series.split("grpc_method=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+                *metrics.received.entry(method.to_string()).or_default() += value;
+            } else if series == "etcd_network_client_grpc_sent_bytes_total" {
+                metrics.sent_bytes = value;
+            } else if series == "etcd_debugging_mvcc_watcher_total" {
+                metrics.watchers = value;
+            } else if series == "etcd_debugging_mvcc_slow_watcher_total" {
+                metrics.slow_watchers = value;
+            }
+        }
+        Some(metrics)
+    }
+
+    /// What etcd served since `before`.
+    fn since(&self, before: &Self) -> String {
+        let rpcs: Vec<String> = self
+            .received
+            .iter()
+            .map(|(method, n)| (method, n - before.received.get(method).copied().unwrap_or(0.0)))
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(method, n)| format!("{method} {n:.0}"))
+            .collect();
+        format!(
+            "requests {}; {:.1} MB sent to clients; {:.0} watchers ({:.0} slow)",
+            if rpcs.is_empty() { "none".to_string() } else { rpcs.join(", ") },
+            (self.sent_bytes - before.sent_bytes) / 1e6,
+            self.watchers,
+            self.slow_watchers
+        )
+    }
+}
+
+/// `GET /metrics` from etcd's client port.
+fn fetch_metrics(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.split_once("\r\n\r\n").map_or(response.clone(), |(_, body)| body.to_string()))
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in seconds (USER_HZ = 100).
@@ -804,7 +923,7 @@ fn find_pid_with_arg(arg: &str) -> Option<u32> {
 
 /// What each worker did, from its log: claims, checkpoint writes, lost and
 /// released claims (seconds after spawn), and its warnings; then CPU time.
-fn activity(procs: &[WorkerProc], cpu: &CpuMeter) {
+async fn activity(procs: &[WorkerProc], cpu: &CpuMeter) {
     println!("  from the workers' logs (seconds after spawn):");
     let since = |ns: u64| ns.saturating_sub(cpu.spawned_ns) as f64 / 1e9;
     for proc in procs {
@@ -832,6 +951,7 @@ fn activity(procs: &[WorkerProc], cpu: &CpuMeter) {
         }
     }
     println!("  CPU seconds since spawn: {}", cpu.summary(procs));
+    println!("  etcd since spawn: {}", cpu.etcd_summary().await);
 }
 
 /// WARN and ERROR log lines of a worker, counted by message.
@@ -886,6 +1006,13 @@ struct Settled {
 impl Settled {
     fn print(&self, jobs: usize) {
         let how = if self.settled { "settled" } else { "did NOT settle" };
+        if self.checkpoints < jobs {
+            println!(
+                "  NOTE: {} of {jobs} jobs have no checkpoint stored: their first checkpoint write failed and is \
+                 not retried before their next run (see the warnings below)",
+                jobs - self.checkpoints
+            );
+        }
         let balanced = self.balanced_at.map_or_else(
             || format!("{} jobs not on their first-ranked worker", self.misplaced),
             |at| format!("balanced (every job on its first-ranked worker) from {:.2} s", at.as_secs_f64()),
