@@ -77,17 +77,31 @@ impl ClaimTxns<'_> {
         Ok(won)
     }
 
-    /// Writes a checkpoint if this worker still holds the claim at `epoch`
-    /// under its lease. `Ok(false)`: the claim is lost; stop the job now.
-    pub async fn checkpoint(
-        &self,
-        id: &str,
-        epoch: Revision,
-        checkpoint: &CheckpointRecord,
-    ) -> Result<bool, StoreError> {
-        let value = serde_json::to_vec(checkpoint).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let txn = Txn::new().when(self.fence(id, epoch)).and_then([TxnOp::put(self.keys.state(id), value)]);
-        Ok(self.store.txn(txn).await?.succeeded)
+    /// Writes checkpoints, each only if this worker still holds the claim at
+    /// its epoch under its lease, in transactions of up to [`BATCH`]; a batch
+    /// with a lost claim is split until each write is decided. Per item:
+    /// `false` means the claim is lost (stop that job now).
+    pub async fn checkpoints(&self, items: &[(&str, Revision, &CheckpointRecord)]) -> Result<Vec<bool>, StoreError> {
+        let mut written = vec![false; items.len()];
+        let mut pending: Vec<(usize, usize)> =
+            (0..items.len()).step_by(BATCH).map(|i| (i, (i + BATCH).min(items.len()))).collect();
+        while let Some((from, to)) = pending.pop() {
+            let batch = &items[from..to];
+            let compares = batch.iter().flat_map(|(id, epoch, _)| self.fence(id, *epoch));
+            let mut puts = Vec::with_capacity(batch.len());
+            for (id, _, checkpoint) in batch {
+                let value = serde_json::to_vec(checkpoint).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                puts.push(TxnOp::put(self.keys.state(id), value));
+            }
+            if self.store.txn(Txn::new().when(compares).and_then(puts)).await?.succeeded {
+                written[from..to].iter_mut().for_each(|w| *w = true);
+            } else if batch.len() > 1 {
+                let mid = from + batch.len() / 2;
+                pending.push((from, mid));
+                pending.push((mid, to));
+            }
+        }
+        Ok(written)
     }
 
     /// Releases claims, each with its final checkpoint in the same

@@ -10,6 +10,7 @@
 
 pub mod assign;
 pub mod catalogue;
+pub mod checkpoints;
 pub mod claims;
 pub mod command;
 pub mod jobs;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::JobTypeEntry;
-use crate::claims::ClaimTxns;
+use crate::checkpoints::CheckpointWriter;
 use crate::jobs::{Job, NextRun, Params};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
@@ -33,6 +33,7 @@ pub struct RunnerContext {
     pub worker: String,
     pub lease: LeaseId,
     pub progress: ProgressTable,
+    pub checkpoints: CheckpointWriter,
     pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     /// The worker's lease: a runner stops by itself when its deadline passes.
     pub lease_rx: watch::Receiver<Option<LeaseState>>,
@@ -159,18 +160,29 @@ impl Runner {
                 return RunnerExit::Stopped(self.checkpoint.clone());
             }
             self.checkpoint.next_run = Some(now_millis() + next.as_millis() as i64);
-            let txns = ClaimTxns {
-                store: self.ctx.store.as_ref(),
-                keys: &self.ctx.keys,
-                worker: &self.ctx.worker,
-                lease: self.ctx.lease,
-            };
-            match txns.checkpoint(&self.record.id, self.epoch, &self.checkpoint).await {
-                Ok(true) => ownership::log(Ownership::Write, &self.record.id, &self.ctx.worker, self.epoch),
-                Ok(false) => return RunnerExit::Lost,
-                // The store is away: the lease deadline decides whether this
-                // worker may go on; the next run writes again.
-                Err(error) => tracing::warn!(job = %self.record.id, %error, "checkpoint not written"),
+            if !self.write_checkpoint().await {
+                return RunnerExit::Lost;
+            }
+        }
+    }
+
+    /// Writes the checkpoint, fenced on the claim; retries while the store is
+    /// away (the lease deadline bounds how long). False: the claim is lost.
+    async fn write_checkpoint(&mut self) -> bool {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let (id, lease) = (&self.record.id, self.ctx.lease);
+            match self.ctx.checkpoints.write(id, self.epoch, lease, self.checkpoint.clone()).await {
+                Ok(true) => {
+                    ownership::log(Ownership::Write, id, &self.ctx.worker, self.epoch);
+                    return true;
+                }
+                Ok(false) => return false,
+                Err(error) => tracing::warn!(job = %id, %error, retry_in = ?wait, "checkpoint not written"),
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return true, // the release writes it
+                () = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(5)),
             }
         }
     }

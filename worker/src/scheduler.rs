@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::assign;
 use crate::catalogue::JobTypeEntry;
+use crate::checkpoints::CheckpointWriter;
 use crate::claims::{ClaimRequest, ClaimTxns, Release};
 use crate::membership::{LeaseState, Membership};
 use crate::ownership::{self, Ownership};
@@ -63,6 +64,7 @@ pub struct Scheduler {
     membership: Arc<Membership>,
     types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     progress: ProgressTable,
+    checkpoints: CheckpointWriter,
     config: SchedulerConfig,
     lease_rx: watch::Receiver<Option<LeaseState>>,
     view: ClusterView,
@@ -86,7 +88,9 @@ impl Scheduler {
         lease_rx: watch::Receiver<Option<LeaseState>>,
     ) -> Self {
         let worker = membership.name().to_string();
+        let checkpoints = CheckpointWriter::spawn(store.clone(), keys.clone(), worker.clone());
         Self {
+            checkpoints,
             store,
             keys,
             worker,
@@ -226,11 +230,15 @@ impl Scheduler {
                         immediate.push(id.clone());
                         continue;
                     }
-                    match self.runners.get(id) {
+                    match self.runners.get_mut(id) {
                         None => resume.push((id.clone(), claim.epoch, record.clone(), *spec_revision)),
+                        // Same spec revision: nothing to compare.
+                        Some((runner, _)) if runner.spec_revision == *spec_revision => {}
                         Some((runner, running)) => {
                             if only_run_now_changed(running, record) {
                                 runner.run_now(record.run_now_seq);
+                                runner.spec_revision = *spec_revision;
+                                *running = record.clone();
                             } else if running != record {
                                 immediate.push(id.clone()); // rebuilt from the new spec once released
                             }
@@ -433,6 +441,7 @@ impl Scheduler {
             worker: self.worker.clone(),
             lease,
             progress: self.progress.clone(),
+            checkpoints: self.checkpoints.clone(),
             types: self.types.clone(),
             lease_rx: self.lease_rx.clone(),
         };
