@@ -126,14 +126,15 @@ install_locked() {
 
 MODULES="${OPENSEARCH_MODULES-analysis-common lang-painless mapper-extras reindex}"
 
-# name -> "artifact plugin-class [extended-plugin]": Maven Central serves these
-# modules' jars, not their zips.
+# Sets artifact, class and extends (the plugin it extends) for a module name:
+# Maven Central serves these modules' jars, not their zips.
 module_info() {
+  extends=""
   case "$1" in
-    lang-painless) echo "org.opensearch.plugin:lang-painless org.opensearch.painless.PainlessPlugin" ;;
-    analysis-common) echo "org.opensearch.plugin:analysis-common org.opensearch.analysis.common.CommonAnalysisPlugin lang-painless" ;;
-    mapper-extras) echo "org.opensearch.plugin:mapper-extras-client org.opensearch.index.mapper.MapperExtrasPlugin" ;;
-    reindex) echo "org.opensearch.plugin:reindex-client org.opensearch.index.reindex.ReindexPlugin" ;;
+    lang-painless) artifact=org.opensearch.plugin:lang-painless class=org.opensearch.painless.PainlessPlugin ;;
+    analysis-common) artifact=org.opensearch.plugin:analysis-common class=org.opensearch.analysis.common.CommonAnalysisPlugin extends=lang-painless ;;
+    mapper-extras) artifact=org.opensearch.plugin:mapper-extras-client class=org.opensearch.index.mapper.MapperExtrasPlugin ;;
+    reindex) artifact=org.opensearch.plugin:reindex-client class=org.opensearch.index.reindex.ReindexPlugin ;;
     *) die "unknown module '$1' in OPENSEARCH_MODULES (known: analysis-common lang-painless mapper-extras reindex)" ;;
   esac
 }
@@ -173,12 +174,15 @@ POLICY
 install_module() {
   local name="$1" dir="$OS_HOME/modules/$1" artifact class extends
   [ -f "$dir/.ingest-module" ] && return 0
-  read -r artifact class extends <<<"$(module_info "$name")"
-  if [ -n "${extends:-}" ]; then install_module "$extends"; fi
+  module_info "$name"
+  if [ -n "$extends" ]; then
+    install_module "$extends"
+    module_info "$name"
+  fi
   local work="$tmp/module-$name"
   mkdir -p "$work/jars"
   cat >"$work/pom.xml" <<EOF
-<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+<project><modelVersion>4.0.0</modelVersion>
 <groupId>ingest.local</groupId><artifactId>opensearch-module-$name</artifactId><version>0</version><packaging>pom</packaging>
 <dependencies><dependency><groupId>${artifact%%:*}</groupId><artifactId>${artifact#*:}</artifactId><version>$OPENSEARCH_VERSION</version>
 <exclusions><exclusion><groupId>org.opensearch</groupId><artifactId>opensearch</artifactId></exclusion></exclusions>
@@ -195,7 +199,7 @@ EOF
     if compgen -G "$OS_HOME/lib/$base-[0-9]*.jar" >/dev/null; then rm -f "$j"; fi
   done
   # The extended plugin's jars are visible through its class loader already.
-  if [ -n "${extends:-}" ]; then
+  if [ -n "$extends" ]; then
     for j in "$OS_HOME/modules/$extends"/*.jar; do rm -f "$work/jars/$(basename "$j")"; done
   fi
   rm -rf "$dir"
@@ -210,7 +214,7 @@ classname=$class
 java.version=11
 opensearch.version=$OPENSEARCH_VERSION
 custom.foldername=
-extended.plugins=${extends:-}
+extended.plugins=$extends
 has.native.controller=false
 EOF
   module_policy "$name" >"$dir/plugin-security.policy"
@@ -220,7 +224,11 @@ EOF
 
 install_modules() {
   local m missing=0
-  for m in $MODULES; do [ -f "$OS_HOME/modules/$m/.ingest-module" ] || missing=1; done
+  local artifact class extends
+  for m in $MODULES; do
+    module_info "$m"
+    [ -f "$OS_HOME/modules/$m/.ingest-module" ] || missing=1
+  done
   [ "$missing" = 1 ] || return 0
   command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven (apt-get install maven)"
   tmp="$(mktemp -d "$INGEST_CACHE/.opensearch-modules.XXXXXX")"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # An S3-compatible server on 127.0.0.1 for the tests: MinIO built from the Go
-# module proxy, or else Garage built from crates.io. Both are AGPL: they are only
+# module proxy, or else Garage built with cargo install. Both are AGPL: they are only
 # run here as test servers, never linked into or shipped with ingest.
 #
-#   scripts/s3.sh install   # build the server once into $INGEST_CACHE (MinIO ~4 min, Garage longer)
+#   scripts/s3.sh install   # build the server once into $INGEST_CACHE (MinIO 4-6 min, Garage ~20 min)
 #   scripts/s3.sh start     # install if needed, start, wait until it answers, print the endpoint
 #   scripts/s3.sh status    # print the endpoint (exit 3 if not running)
 #   scripts/s3.sh stop      # stop it by pid and wait
@@ -14,6 +14,8 @@
 #   INGEST_S3_ENDPOINT=http://127.0.0.1:<port>  INGEST_S3_REGION=us-east-1
 #   INGEST_S3_ACCESS_KEY=...  INGEST_S3_SECRET_KEY=...  INGEST_S3_SERVER=minio|garage
 # Path-style addressing (http://127.0.0.1:<port>/<bucket>/<key>).
+# With several servers at once (S3_RUN_DIR each), s3.env names the last one
+# started; each one's own endpoint is in $S3_RUN_DIR/env.
 #
 # Settings (environment):
 #   INGEST_CACHE          cache root (default ~/.cache/ingest)
@@ -92,7 +94,7 @@ install_minio() {
   command -v go >/dev/null 2>&1 || { log "go not found (install Go >= 1.24)"; return 1; }
   local t0=$SECONDS tmp
   tmp="$(mktemp -d "$INGEST_CACHE/.minio-build.XXXXXX")"
-  log "building MinIO $MINIO_VERSION from the Go module proxy (a few minutes)"
+  log "building MinIO $MINIO_VERSION from the Go module proxy (4 to 6 minutes)"
   if ! GOBIN="$tmp/bin" go install "$MINIO_MODULE@$MINIO_VERSION" >"$tmp/build.log" 2>&1; then
     tail -n 30 "$tmp/build.log" >&2
     rm -rf "$tmp"
@@ -110,7 +112,7 @@ install_garage() {
   command -v cargo >/dev/null 2>&1 || { log "cargo not found (install Rust with rustup)"; return 1; }
   local t0=$SECONDS root="$INGEST_CACHE/garage-$GARAGE_VERSION" tmp
   tmp="$(mktemp -d "$INGEST_CACHE/.garage-build.XXXXXX")"
-  log "building Garage $GARAGE_VERSION from crates.io (cargo install --locked; many minutes)"
+  log "building Garage $GARAGE_VERSION with cargo install --locked (about 20 minutes)"
   if ! CARGO_TARGET_DIR="$tmp/target" cargo install "garage@$GARAGE_VERSION" --locked --root "$tmp/root" >"$tmp/build.log" 2>&1; then
     tail -n 30 "$tmp/build.log" >&2
     rm -rf "$tmp"
@@ -131,7 +133,7 @@ select_server() {
   flock 9
   case "${S3_SERVER:-auto}" in
     minio) install_minio || die "MinIO build failed: check Go and the module proxy, or try S3_SERVER=garage"; echo minio ;;
-    garage) install_garage || die "Garage build failed: check cargo and crates.io, or try S3_SERVER=minio"; echo garage ;;
+    garage) install_garage || die "Garage build failed: check cargo and its registry, or try S3_SERVER=minio"; echo garage ;;
     auto)
       if [ -x "$MINIO_BIN" ]; then echo minio
       elif [ -x "$GARAGE_BIN" ]; then echo garage
