@@ -15,6 +15,14 @@ use ingest_testkit::ownership::mono_now_ns;
 const JOBS: usize = 1000;
 const TTL: Duration = Duration::from_secs(4);
 
+/// The tests here time failovers and gaps on a 2-core machine: one cluster
+/// at a time.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn count_by_worker(owners: &HashMap<String, String>) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for worker in owners.values() {
@@ -25,6 +33,7 @@ fn count_by_worker(owners: &HashMap<String, String>) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_kill_and_drain_move_jobs_safely() {
+    let _serial = serial();
     let mut cluster = Cluster::start(TTL).await;
     for name in ["w1", "w2", "w3"] {
         cluster.start_worker(name);
@@ -106,6 +115,7 @@ async fn join_kill_and_drain_move_jobs_safely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
+    let _serial = serial();
     let mut cluster = Cluster::start(TTL).await;
     for name in ["w1", "w2", "w3"] {
         cluster.start_worker(name);
@@ -146,6 +156,7 @@ async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
 /// re-lists, and its view is current again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_watch_reconverges() {
+    let _serial = serial();
     use ingest_store::{Txn, TxnOp};
     let mut cluster = Cluster::start(Duration::from_secs(6)).await;
     for name in ["w1", "w2", "w3"] {

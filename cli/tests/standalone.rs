@@ -123,6 +123,15 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "counters did not rise: {seen:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The same through grpcurl, as a user would look.
+    let grpcurl = std::env::var("INGEST_GRPCURL").unwrap_or_else(|_| "grpcurl".to_string());
+    let out = Command::new(grpcurl)
+        .args(["-plaintext", "-d", &format!(r#"{{"id": "{id}"}}"#), &first.grpc, "ingest.v1.JobService/GetJob"])
+        .output()
+        .expect("run grpcurl (bash scripts/deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(r#""owner": "standalone""#) && text.contains(r#""itemsFetched": ""#), "{text}");
     let health = http_get(&first.http, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200") && health.contains("ok revision="), "{health}");
 
