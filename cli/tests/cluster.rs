@@ -17,10 +17,10 @@ const TTL: Duration = Duration::from_secs(4);
 
 /// The tests here time failovers and gaps on a 2-core machine: one cluster
 /// at a time.
-static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME.lock().await
 }
 
 fn count_by_worker(owners: &HashMap<String, String>) -> HashMap<String, usize> {
@@ -33,7 +33,7 @@ fn count_by_worker(owners: &HashMap<String, String>) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_kill_and_drain_move_jobs_safely() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(TTL).await;
     for name in ["w1", "w2", "w3"] {
         cluster.start_worker(name);
@@ -115,7 +115,7 @@ async fn join_kill_and_drain_move_jobs_safely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut cluster = Cluster::start(TTL).await;
     for name in ["w1", "w2", "w3"] {
         cluster.start_worker(name);
@@ -156,7 +156,7 @@ async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
 /// re-lists, and its view is current again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_watch_reconverges() {
-    let _serial = serial();
+    let _serial = serial().await;
     use ingest_store::{Txn, TxnOp};
     let mut cluster = Cluster::start(Duration::from_secs(6)).await;
     for name in ["w1", "w2", "w3"] {
