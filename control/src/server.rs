@@ -66,19 +66,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The bearer token from --token or --token-file, if any.
     pub fn bearer_token(&self) -> anyhow::Result<Option<String>> {
-        let token = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read --token-file {}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => self.token.as_ref().map(|t| t.expose().to_string()),
-        };
-        if token.as_deref().is_some_and(str::is_empty) {
-            anyhow::bail!("the bearer token is empty; set a token or leave it unset to disable auth");
-        }
-        Ok(token)
+        ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())
     }
 
     fn auth(&self) -> anyhow::Result<BearerAuth> {

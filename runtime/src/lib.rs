@@ -83,6 +83,24 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The bearer token from `--token-file` (trimmed) or else `--token`; an
+/// empty token is an error rather than "no auth".
+pub fn resolve_token(token: Option<&Secret>, token_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => token.map(|t| t.expose().to_string()),
+    };
+    if token.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!("the bearer token is empty; set a token or leave it unset to disable auth");
+    }
+    Ok(token)
+}
+
 /// Where in the store this cluster's keys live.
 #[derive(Clone, Debug, clap::Args)]
 pub struct KeyArgs {

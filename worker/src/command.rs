@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
 
 use crate::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
@@ -29,15 +28,7 @@ pub struct WorkerCommand {
 impl WorkerCommand {
     /// Runs until SIGTERM or SIGINT, then drains and leaves.
     pub async fn run(self) -> anyhow::Result<()> {
-        let token = match &self.token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read --token-file {}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => self.token.as_ref().map(|t| t.expose().to_string()),
-        };
+        let token = ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())?;
         let shutdown = shutdown_on_signal();
         let store = self.etcd.connect().await?;
         let config = self.worker.config();
