@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -1164,15 +1163,7 @@ struct Control {
 
 impl Control {
     async fn start(store: Arc<dyn Store>, keys: Keys) -> anyhow::Result<Self> {
-        let args = ServeArgs {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: None,
-            token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-        };
+        let args = ServeArgs::loopback();
         let listeners = Listeners::bind(&args).await?;
         let url = format!("http://{}", listeners.grpc.local_addr().context("gRPC listener address")?);
         let shutdown = CancellationToken::new();

@@ -154,15 +154,7 @@ impl Control {
         let options = EtcdOptions { endpoints: vec![etcd.endpoint()], ..Default::default() };
         let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(options).await.context("connecting to etcd")?);
         let keys = Keys::default();
-        let args = ServeArgs {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token: None,
-            token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-        };
+        let args = ServeArgs::loopback();
         let listeners = Listeners::bind(&args).await?;
         let grpc_addr = listeners.grpc.local_addr().context("gRPC listener address")?;
         let shutdown = CancellationToken::new();

@@ -27,15 +27,7 @@ impl Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
         let keys = Keys::default();
-        let args = ServeArgs {
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            token: None,
-            token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-        };
+        let args = ServeArgs::loopback();
         let listeners = Listeners::bind(&args).await.expect("bind");
         let url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
         let control = ControlService::new(store.clone(), keys.clone());

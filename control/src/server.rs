@@ -64,6 +64,20 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// gRPC and HTTP on free ports of 127.0.0.1, no auth, no TLS: for tests,
+    /// benchmarks and embedding.
+    pub fn loopback() -> Self {
+        Self {
+            grpc_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        }
+    }
+
     /// The bearer token from --token or --token-file, if any.
     pub fn bearer_token(&self) -> anyhow::Result<Option<String>> {
         ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())

@@ -10,27 +10,6 @@ use ingest_proto::v1 as pb;
 use serde_json::json;
 use tonic::Code;
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::embedded().await).await;
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::etcd().await).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     create_then_get_returns_the_job_without_its_secret,
     bad_creates_get_one_violation_per_field_and_write_nothing,

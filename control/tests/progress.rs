@@ -11,27 +11,6 @@ use ingest_control::convert::timestamp;
 use ingest_proto::v1 as pb;
 use tonic::Code;
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::embedded().await).await;
-                }
-            )*
-        }
-        mod etcd {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Harness::etcd().await).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
     reported_counters_show_in_jobs_and_workers,
     repeats_and_reorders_do_not_double_count_and_new_claims_add_up,

@@ -39,15 +39,7 @@ impl Cluster {
         let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
         let store: Arc<dyn Store> = Arc::new(connect(&etcd).await);
         let keys = Keys::new(ROOT);
-        let args = ServeArgs {
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            token: None,
-            token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-        };
+        let args = ServeArgs::loopback();
         let listeners = Listeners::bind(&args).await.expect("bind");
         let control_url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
         let control = ControlService::new(store.clone(), keys.clone());

@@ -19,6 +19,30 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// Generates `mod embedded` and `mod etcd`: each test body runs once on the
+/// embedded store and once on a real etcd.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::embedded().await).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::etcd().await).await;
+                }
+            )*
+        }
+    };
+}
+
 pub type Client = JobServiceClient<Channel>;
 pub type WorkerClient = WorkerServiceClient<Channel>;
 
@@ -93,15 +117,7 @@ impl Harness {
         token: Option<String>,
     ) -> Harness {
         let keys = Keys::new("/test/");
-        let args = ServeArgs {
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            token: token.map(ingest_runtime::Secret::new),
-            token_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
-        };
+        let args = ServeArgs { token: token.map(ingest_runtime::Secret::new), ..ServeArgs::loopback() };
         let listeners = Listeners::bind(&args).await.expect("bind");
         let grpc_addr = listeners.grpc.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
