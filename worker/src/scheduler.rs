@@ -165,7 +165,13 @@ impl Scheduler {
     async fn sync(&mut self, shutdown: &CancellationToken) -> Option<WatchStream> {
         loop {
             match ClusterView::load(self.store.as_ref(), &self.keys).await {
-                Ok(view) => {
+                Ok(mut view) => {
+                    // Keep when peers were first seen across re-lists.
+                    for (name, seen) in &self.view.first_seen {
+                        if let Some(slot) = view.first_seen.get_mut(name) {
+                            *slot = *seen;
+                        }
+                    }
                     self.view = view;
                     return self.rewatch().await;
                 }
@@ -219,7 +225,16 @@ impl Scheduler {
                 None => {
                     let since = *unowned_since.entry(id.clone()).or_insert(now);
                     let waited = now.duration_since(since);
-                    let may_claim = position.is_some_and(|p| waited >= self.config.fallback_step * p as u32);
+                    // Rank k steps in for a first-ranked peer that has had the
+                    // stabilization period to claim and has not.
+                    let may_claim = match position {
+                        Some(0) => true,
+                        Some(p) => {
+                            waited >= self.config.fallback_step * p as u32
+                                && self.first_ranked_settled(id, candidates, now)
+                        }
+                        None => false,
+                    };
                     if may_claim && self.types.contains_key(&record.job_type) {
                         claims.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
                     }
@@ -289,6 +304,13 @@ impl Scheduler {
         self.release_stray(stray_claims, lease.lease).await;
         self.resume(resume, lease.lease).await;
         self.claim(claims, lease.lease).await;
+    }
+
+    /// Whether the worker ranked first for `job` has been known for at least
+    /// the stabilization period (a slow starter is not robbed of its jobs).
+    fn first_ranked_settled(&self, job: &str, candidates: &[assign::Candidate<'_>], now: Instant) -> bool {
+        let Some(first) = assign::rank(job, candidates).into_iter().next() else { return true };
+        self.view.first_seen.get(first).is_none_or(|seen| now.duration_since(*seen) >= self.config.stabilization)
     }
 
     /// Removes runners that ended on their own (their claim was lost).

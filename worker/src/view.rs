@@ -23,6 +23,8 @@ pub struct ClusterView {
     pub workers: BTreeMap<String, (WorkerRecord, Revision)>,
     pub jobs: HashMap<String, (JobRecord, Revision)>,
     pub claims: HashMap<String, (Claim, Revision)>,
+    /// When this worker first saw each live peer (local monotonic time).
+    pub first_seen: HashMap<String, tokio::time::Instant>,
     /// Claims this worker released itself, with the revision of the release:
     /// older events for them are stale.
     released: HashMap<String, Revision>,
@@ -92,6 +94,11 @@ impl ClusterView {
             }
             KeyKind::Worker => {
                 apply_entry(&mut self.workers, name, rev, deleted, || decode::<WorkerRecord>(kv))?;
+                if deleted {
+                    self.first_seen.remove(name);
+                } else {
+                    self.first_seen.entry(name.to_string()).or_insert_with(tokio::time::Instant::now);
+                }
                 Some(Touched::Worker)
             }
             _ => None,
