@@ -3,7 +3,7 @@
 //! root. Every entry remembers the revision it was written at and an event
 //! only applies when newer, so the watch may start before the load ended.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use ingest_model::{JobRecord, OwnerRecord, WorkerRecord, WorkerState};
 use ingest_store::keys::{KeyKind, Keys};
@@ -20,7 +20,7 @@ pub struct Claim {
 
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
-    pub workers: BTreeMap<String, (WorkerRecord, Revision)>,
+    pub workers: HashMap<String, (WorkerRecord, Revision)>,
     pub jobs: HashMap<String, (JobRecord, Revision)>,
     pub claims: HashMap<String, (Claim, Revision)>,
     /// When this worker first saw each live peer (local monotonic time).
@@ -135,55 +135,21 @@ enum Touched {
 
 /// Puts or removes `name` if the event at `rev` is newer than what is held;
 /// `None` when nothing changed.
-fn apply_entry<M, T>(
-    map: &mut M,
+fn apply_entry<T>(
+    map: &mut HashMap<String, (T, Revision)>,
     name: &str,
     rev: Revision,
     deleted: bool,
     value: impl FnOnce() -> Option<T>,
-) -> Option<()>
-where
-    M: EntryMap<T>,
-{
-    if map.held_revision(name).is_some_and(|held| held >= rev) {
+) -> Option<()> {
+    if map.get(name).is_some_and(|(_, held)| *held >= rev) {
         return None;
     }
     if deleted {
-        return map.remove_entry(name).then_some(());
+        return map.remove(name).map(|_| ());
     }
-    map.insert_entry(name, value()?, rev);
+    map.insert(name.to_string(), (value()?, rev));
     Some(())
-}
-
-/// The two map types the view keeps entries in.
-trait EntryMap<T> {
-    fn held_revision(&self, name: &str) -> Option<Revision>;
-    fn remove_entry(&mut self, name: &str) -> bool;
-    fn insert_entry(&mut self, name: &str, value: T, rev: Revision);
-}
-
-impl<T> EntryMap<T> for HashMap<String, (T, Revision)> {
-    fn held_revision(&self, name: &str) -> Option<Revision> {
-        self.get(name).map(|(_, r)| *r)
-    }
-    fn remove_entry(&mut self, name: &str) -> bool {
-        self.remove(name).is_some()
-    }
-    fn insert_entry(&mut self, name: &str, value: T, rev: Revision) {
-        self.insert(name.to_string(), (value, rev));
-    }
-}
-
-impl<T> EntryMap<T> for BTreeMap<String, (T, Revision)> {
-    fn held_revision(&self, name: &str) -> Option<Revision> {
-        self.get(name).map(|(_, r)| *r)
-    }
-    fn remove_entry(&mut self, name: &str) -> bool {
-        self.remove(name).is_some()
-    }
-    fn insert_entry(&mut self, name: &str, value: T, rev: Revision) {
-        self.insert(name.to_string(), (value, rev));
-    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
