@@ -1,0 +1,167 @@
+//! Sink flags (each also read from an `INGEST_*` variable) and building the
+//! sinks from them. Without an Elasticsearch URL documents go to JSON Lines
+//! files; without an S3 bucket objects go to a directory tree.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ingest_runtime::Secret;
+
+use crate::batcher::BulkConfig;
+use crate::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+use crate::local::{LocalDocuments, LocalObjects};
+use crate::s3::{S3Config, S3Sink};
+use crate::{DocumentSink, ObjectSink, Sinks};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct SinkArgs {
+    /// Elasticsearch or OpenSearch URL, e.g. http://127.0.0.1:9200. Without
+    /// it, documents go to JSON Lines files under --sink-dir.
+    #[arg(long, env = "INGEST_ELASTICSEARCH_URL")]
+    pub elasticsearch_url: Option<url::Url>,
+    /// User for basic auth to Elasticsearch.
+    #[arg(long, env = "INGEST_ELASTICSEARCH_USERNAME", requires = "elasticsearch_password")]
+    pub elasticsearch_username: Option<String>,
+    /// Password for basic auth to Elasticsearch.
+    #[arg(long, env = "INGEST_ELASTICSEARCH_PASSWORD", hide_env_values = true, requires = "elasticsearch_username")]
+    pub elasticsearch_password: Option<Secret>,
+    /// Most bytes in one _bulk request.
+    #[arg(long, env = "INGEST_BULK_MAX_BYTES", default_value_t = 5 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1_073_741_824))]
+    pub bulk_max_bytes: u32,
+    /// Most documents in one _bulk request.
+    #[arg(long, env = "INGEST_BULK_MAX_DOCS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub bulk_max_docs: u32,
+    /// How long a document may wait for others to fill its _bulk request.
+    #[arg(long, env = "INGEST_BULK_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub bulk_linger: Duration,
+    /// _bulk requests in flight at once.
+    #[arg(long, env = "INGEST_BULK_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub bulk_concurrency: u32,
+    /// Most bytes of documents waiting to be indexed; jobs wait (and stop
+    /// fetching) beyond it.
+    #[arg(long, env = "INGEST_SINK_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(65_536..))]
+    pub sink_buffer_bytes: u32,
+    /// How long a run waits for the sinks before it fails (and delivers the
+    /// same items again later).
+    #[arg(long, env = "INGEST_SINK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub sink_timeout: Duration,
+    /// S3 bucket for raw payloads, media and dead letters (created if
+    /// missing). Without it, objects go to files under --sink-dir.
+    #[arg(long, env = "INGEST_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint for MinIO and other S3-compatible stores, e.g.
+    /// http://127.0.0.1:9000 (default: AWS).
+    #[arg(long, env = "INGEST_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "INGEST_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "INGEST_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    #[arg(long, env = "INGEST_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<Secret>,
+    /// Virtual-hosted addressing (bucket.host) instead of path-style.
+    #[arg(long, env = "INGEST_S3_VIRTUAL_HOSTED")]
+    pub s3_virtual_hosted: bool,
+    /// Directory of the local sinks (documents/<index>.jsonl, objects/...).
+    #[arg(long, env = "INGEST_SINK_DIR")]
+    pub sink_dir: Option<PathBuf>,
+}
+
+impl SinkArgs {
+    /// The sinks these flags describe; `default_dir` for the local ones
+    /// when --sink-dir is not given. Must run inside a Tokio runtime.
+    pub fn build(&self, default_dir: &Path) -> Result<Sinks, String> {
+        let dir = self.sink_dir.clone().unwrap_or_else(|| default_dir.to_path_buf());
+        let documents: Arc<dyn DocumentSink> = match &self.elasticsearch_url {
+            Some(url) => Arc::new(
+                ElasticsearchSink::connect(ElasticsearchConfig {
+                    url: url.clone(),
+                    basic_auth: self.elasticsearch_username.clone().zip(self.elasticsearch_password.clone()),
+                    request_timeout: Duration::from_secs(60),
+                    bulk: BulkConfig {
+                        max_bytes: self.bulk_max_bytes as usize,
+                        max_docs: self.bulk_max_docs as usize,
+                        linger: self.bulk_linger,
+                        concurrency: self.bulk_concurrency as usize,
+                        buffer_bytes: self.sink_buffer_bytes as usize,
+                    },
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            None => Arc::new(LocalDocuments::new(dir.join("documents"))),
+        };
+        let objects: Arc<dyn ObjectSink> = match &self.s3_bucket {
+            Some(bucket) => {
+                check_bucket(bucket)?;
+                let (Some(access_key), Some(secret_key)) = (&self.s3_access_key, &self.s3_secret_key) else {
+                    return Err(
+                        "--s3-bucket needs --s3-access-key and --s3-secret-key (or INGEST_S3_ACCESS_KEY and INGEST_S3_SECRET_KEY)"
+                            .to_string(),
+                    );
+                };
+                Arc::new(S3Sink::new(&S3Config {
+                    endpoint: self.s3_endpoint.clone(),
+                    region: self.s3_region.clone(),
+                    bucket: bucket.clone(),
+                    access_key: access_key.clone(),
+                    secret_key: secret_key.clone(),
+                    path_style: !self.s3_virtual_hosted,
+                    request_timeout: Duration::from_secs(30),
+                }))
+            }
+            None => Arc::new(LocalObjects::new(dir.join("objects"))),
+        };
+        Ok(Sinks::new(documents, objects, self.sink_timeout))
+    }
+}
+
+/// S3 bucket naming rules (the common subset of AWS and MinIO).
+fn check_bucket(name: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..");
+    if ok { Ok(()) } else { Err(format!("--s3-bucket '{name}': use 3 to 63 lowercase letters, digits, '-' and '.'")) }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("'{s}': {e} (e.g. 5ms, 30s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sinks: SinkArgs,
+    }
+
+    #[tokio::test]
+    async fn defaults_are_local_sinks() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        let sinks = cli.sinks.build(Path::new("/tmp/ingest-out")).unwrap();
+        assert!(sinks.describe().contains("/tmp/ingest-out/documents"), "{}", sinks.describe());
+        assert!(sinks.describe().contains("/tmp/ingest-out/objects"), "{}", sinks.describe());
+    }
+
+    #[test]
+    fn bad_flags_are_clear_errors() {
+        let bucket =
+            Cli::try_parse_from(["x", "--s3-bucket", "Bad_Bucket", "--s3-access-key", "a", "--s3-secret-key", "b"])
+                .unwrap()
+                .sinks
+                .build(Path::new("/tmp"));
+        assert!(bucket.err().unwrap().contains("lowercase"));
+        let no_keys = Cli::try_parse_from(["x", "--s3-bucket", "ingest"]).unwrap().sinks.build(Path::new("/tmp"));
+        assert!(no_keys.err().unwrap().contains("--s3-access-key"));
+        assert!(Cli::try_parse_from(["x", "--elasticsearch-url", "not a url"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--bulk-max-docs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--elasticsearch-username", "u"]).is_err(), "a user needs a password");
+    }
+}

@@ -1,0 +1,277 @@
+//! What a job calls to hand over what it found: items in, acknowledgement
+//! out. Raw payloads are archived first (their keys go into the documents),
+//! then the documents are indexed; rejected documents become dead letters.
+//! `deliver` returns only when all of that is durable, so the job may then
+//! advance its checkpoint; on error nothing is acknowledged and the job
+//! delivers the same items again later (same ids, same keys: no duplicates).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use crate::objects::{content_key, dead_letter_key, gzip, sha256_hex};
+use crate::retry::Backoff;
+use crate::{Document, DocumentSink, IndexSpec, MAX_ID_BYTES, Object, ObjectSink, Rejection, SinkError};
+
+/// Objects stored at once by one delivery.
+const OBJECT_CONCURRENCY: usize = 8;
+
+/// The sinks of a worker, shared by all its jobs.
+pub struct Sinks {
+    documents: Arc<dyn DocumentSink>,
+    objects: Arc<dyn ObjectSink>,
+    /// How long one delivery may wait for the sinks before the run fails
+    /// (and is retried later).
+    timeout: Duration,
+}
+
+/// One upstream item, mapped by its job type.
+#[derive(Clone, Debug, Default)]
+pub struct Item {
+    /// Stable id of the upstream item (tweet id, feed GUID, ...): the
+    /// document's `_id`.
+    pub id: String,
+    /// The item's own time (e.g. published), which dates its object keys.
+    pub time: Option<DateTime<Utc>>,
+    pub doc: Map<String, Value>,
+    /// The upstream payload as received, archived gzipped; its key is put
+    /// into the document as `raw_key`.
+    pub raw: Option<Bytes>,
+}
+
+/// What a delivery did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub written: u64,
+    /// Refused by the index and kept as dead letters.
+    pub rejected: u64,
+    pub first_rejection: Option<String>,
+    pub objects: u64,
+}
+
+impl Sinks {
+    pub fn new(documents: Arc<dyn DocumentSink>, objects: Arc<dyn ObjectSink>, timeout: Duration) -> Self {
+        Self { documents, objects, timeout }
+    }
+
+    pub fn documents(&self) -> &Arc<dyn DocumentSink> {
+        &self.documents
+    }
+
+    pub fn objects(&self) -> &Arc<dyn ObjectSink> {
+        &self.objects
+    }
+
+    /// For logs.
+    pub fn describe(&self) -> String {
+        format!("documents: {}; objects: {}", self.documents.describe(), self.objects.describe())
+    }
+
+    /// The output of one job.
+    pub fn output(self: &Arc<Self>, job_type: &str, job_id: &str, index: IndexSpec) -> JobOutput {
+        JobOutput {
+            sinks: self.clone(),
+            job_type: job_type.to_string(),
+            job_id: job_id.to_string(),
+            index_name: index.name.as_str().into(),
+            index,
+            prepared: false,
+        }
+    }
+}
+
+/// An index's mapping: the job type's properties and the fields every
+/// document carries. `dynamic: false` keeps unexpected fields in `_source`
+/// without letting them change the mapping (no mapping explosions).
+pub fn index_mapping(properties: &Value) -> Value {
+    let mut all = properties.as_object().cloned().unwrap_or_default();
+    for field in ["job_id", "job_type", "raw_key"] {
+        all.insert(field.to_string(), json!({"type": "keyword"}));
+    }
+    json!({"dynamic": false, "properties": all})
+}
+
+/// Where one job's items go.
+pub struct JobOutput {
+    sinks: Arc<Sinks>,
+    job_type: String,
+    job_id: String,
+    index: IndexSpec,
+    index_name: Arc<str>,
+    prepared: bool,
+}
+
+impl JobOutput {
+    pub fn index(&self) -> &str {
+        &self.index.name
+    }
+
+    /// Archives, indexes and acknowledges the items. Errors mean nothing
+    /// may be considered delivered.
+    pub async fn deliver(&mut self, items: Vec<Item>) -> Result<Delivered, SinkError> {
+        let deadline = Instant::now() + self.sinks.timeout;
+        self.prepare(deadline).await?;
+        let now = Utc::now();
+        let mut delivered = Delivered::default();
+        let mut objects = Vec::new();
+        let mut docs = Vec::with_capacity(items.len());
+        for item in items {
+            let mut doc = item.doc;
+            if let Some(raw) = item.raw {
+                let key = content_key(&self.job_type, &self.job_id, item.time.unwrap_or(now), &raw, "json.gz");
+                doc.insert("raw_key".to_string(), Value::String(key.clone()));
+                objects.push(Object { key, body: gzip(&raw).into(), content_type: "application/gzip" });
+            }
+            doc.insert("job_id".to_string(), Value::String(self.job_id.clone()));
+            doc.insert("job_type".to_string(), Value::String(self.job_type.clone()));
+            let source = serde_json::to_vec(&doc).map_err(|e| SinkError::permanent("delivery", e.to_string()))?;
+            let id = document_id(&item.id, &source);
+            docs.push(Document { index: self.index_name.clone(), id, source: source.into() });
+        }
+        delivered.objects = objects.len() as u64;
+        self.put_all(objects, deadline).await?;
+        let documents = self.sinks.documents.write(docs);
+        let outcome = match tokio::time::timeout_at(deadline, documents).await {
+            Ok(outcome) => outcome?,
+            Err(_) => return Err(self.timed_out()),
+        };
+        delivered.written = outcome.written;
+        delivered.rejected = outcome.rejected.len() as u64;
+        delivered.first_rejection = outcome.rejected.first().map(|r| format!("document {}: {}", r.id, r.reason));
+        let letters = outcome.rejected.iter().map(|r| self.dead_letter(r, now)).collect();
+        self.put_all(letters, deadline).await?;
+        if delivered.rejected > 0 {
+            tracing::warn!(
+                job = %self.job_id, index = %self.index.name, rejected = delivered.rejected,
+                first = delivered.first_rejection.as_deref().unwrap_or_default(),
+                "documents refused by the index; kept as dead letters"
+            );
+        }
+        Ok(delivered)
+    }
+
+    /// Stores a media object (an image, a page) and returns its key.
+    pub async fn put_media(
+        &mut self,
+        body: Bytes,
+        ext: &str,
+        content_type: &'static str,
+        time: Option<DateTime<Utc>>,
+    ) -> Result<String, SinkError> {
+        let deadline = Instant::now() + self.sinks.timeout;
+        self.prepare(deadline).await?;
+        let key = content_key(&self.job_type, &self.job_id, time.unwrap_or_else(Utc::now), &body, ext);
+        put_with_retry(self.sinks.objects.as_ref(), &Object { key: key.clone(), body, content_type }, deadline).await?;
+        Ok(key)
+    }
+
+    async fn prepare(&mut self, deadline: Instant) -> Result<(), SinkError> {
+        if self.prepared {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let attempt = async {
+                self.sinks.objects.prepare().await?;
+                self.sinks.documents.prepare(&self.index).await
+            };
+            match attempt.await {
+                Ok(()) => break,
+                Err(e) if e.transient && Instant::now() + Duration::from_millis(200) < deadline => {
+                    let wait = backoff.next(None).min(deadline.saturating_duration_since(Instant::now()));
+                    tracing::debug!(job = %self.job_id, error = %e, retry_in = ?wait, "sinks not ready");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.prepared = true;
+        Ok(())
+    }
+
+    async fn put_all(&self, objects: Vec<Object>, deadline: Instant) -> Result<(), SinkError> {
+        let sink = self.sinks.objects.as_ref();
+        futures::stream::iter(objects.iter().map(|object| put_with_retry(sink, object, deadline)))
+            .buffer_unordered(OBJECT_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
+    }
+
+    fn dead_letter(&self, rejection: &Rejection, now: DateTime<Utc>) -> Object {
+        let source: Value = serde_json::from_slice(&rejection.source).unwrap_or(Value::Null);
+        let letter = json!({
+            "index": rejection.index,
+            "id": rejection.id,
+            "status": rejection.status,
+            "reason": rejection.reason,
+            "job_id": self.job_id,
+            "job_type": self.job_type,
+            "rejected_at": now.to_rfc3339(),
+            "source": source,
+        });
+        Object {
+            key: dead_letter_key(&rejection.index, &rejection.id, now),
+            body: letter.to_string().into(),
+            content_type: "application/json",
+        }
+    }
+
+    fn timed_out(&self) -> SinkError {
+        let why = self.sinks.documents.trouble().unwrap_or_else(|| "no answer".to_string());
+        SinkError::transient(
+            "delivery",
+            format!(
+                "{} did not acknowledge within {:?} ({why}); the items will be delivered again",
+                self.sinks.documents.describe(),
+                self.sinks.timeout
+            ),
+        )
+    }
+}
+
+/// Puts an object, retrying transient failures until `deadline`.
+async fn put_with_retry(sink: &dyn ObjectSink, object: &Object, deadline: Instant) -> Result<(), SinkError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match sink.put(object).await {
+            Ok(()) => return Ok(()),
+            Err(e) if !e.transient => return Err(e),
+            Err(e) => {
+                let wait = backoff.next(None);
+                if Instant::now() + wait >= deadline {
+                    return Err(SinkError::transient(
+                        e.sink,
+                        format!(
+                            "{} (gave up after {} attempts; the items will be delivered again)",
+                            e.message,
+                            backoff.attempts()
+                        ),
+                    ));
+                }
+                if backoff.attempts() == 1 {
+                    tracing::warn!(sink = %sink.describe(), error = %e.message, "object not stored; retrying");
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// The `_id`: the upstream id, or its SHA-256 when too long for an `_id`
+/// (or the source's when there is none).
+fn document_id(id: &str, source: &[u8]) -> String {
+    match id.len() {
+        0 => sha256_hex(source),
+        n if n > MAX_ID_BYTES => sha256_hex(id.as_bytes()),
+        _ => id.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! Local sinks for `ingest standalone`: documents as JSON Lines, one file
+//! per index (`<dir>/<index>.jsonl`, lines `{"_id": ..., "_source": {...}}`),
+//! and objects as files under the same keys as in S3.
+//!
+//! Writing a document again with the same source is a no-op, so redelivery
+//! adds no line; a changed source adds a line (the last one for an `_id` is
+//! the current version).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::objects::check_key;
+use crate::{Document, DocumentSink, IndexSpec, Object, ObjectSink, SinkError, WriteOutcome};
+
+/// JSON Lines per index.
+pub struct LocalDocuments {
+    dir: PathBuf,
+    files: Arc<Mutex<HashMap<String, IndexFile>>>,
+}
+
+struct IndexFile {
+    file: File,
+    /// Hash of the current source of each `_id` in the file.
+    ids: HashMap<String, u64>,
+}
+
+impl LocalDocuments {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), files: Arc::default() }
+    }
+
+    /// The file of an index.
+    pub fn path(&self, index: &str) -> PathBuf {
+        self.dir.join(format!("{index}.jsonl"))
+    }
+}
+
+#[async_trait]
+impl DocumentSink for LocalDocuments {
+    async fn prepare(&self, index: &IndexSpec) -> Result<(), SinkError> {
+        check_index(&index.name)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, &e))
+    }
+
+    async fn write(&self, docs: Vec<Document>) -> Result<WriteOutcome, SinkError> {
+        let (dir, files) = (self.dir.clone(), self.files.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut files = files.lock().map_err(|_| SinkError::permanent("local", "document files poisoned"))?;
+            let mut touched = Vec::new();
+            let mut outcome = WriteOutcome::default();
+            for doc in docs {
+                check_index(&doc.index)?;
+                let path = dir.join(format!("{}.jsonl", doc.index));
+                let entry = match files.entry(doc.index.to_string()) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(IndexFile::open(&path)?),
+                };
+                let hash = xxh3_64(&doc.source);
+                if entry.ids.get(&doc.id) != Some(&hash) {
+                    let mut line = Vec::with_capacity(doc.source.len() + doc.id.len() + 24);
+                    line.extend_from_slice(b"{\"_id\":");
+                    serde_json::to_writer(&mut line, &doc.id)
+                        .map_err(|e| SinkError::permanent("local", e.to_string()))?;
+                    line.extend_from_slice(b",\"_source\":");
+                    line.extend_from_slice(&doc.source);
+                    line.extend_from_slice(b"}\n");
+                    entry.file.write_all(&line).map_err(|e| io_error(&path, &e))?;
+                    entry.ids.insert(doc.id.clone(), hash);
+                    if !touched.iter().any(|t: &(String, PathBuf)| *t.0 == *doc.index) {
+                        touched.push((doc.index.to_string(), path));
+                    }
+                }
+                outcome.written += 1;
+            }
+            // Durable before acknowledged: the checkpoint moves on after this.
+            for (index, path) in touched {
+                if let Some(entry) = files.get(&index) {
+                    entry.file.sync_data().map_err(|e| io_error(&path, &e))?;
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+        .map_err(|e| SinkError::permanent("local", format!("document writer failed: {e}")))?
+    }
+
+    fn describe(&self) -> String {
+        format!("JSON Lines files in {}", self.dir.display())
+    }
+}
+
+impl IndexFile {
+    /// Opens (creating) an index file and reads the ids already in it.
+    fn open(path: &Path) -> Result<Self, SinkError> {
+        #[derive(Deserialize)]
+        struct Line<'a> {
+            #[serde(borrow)]
+            _id: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            _source: &'a RawValue,
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_error(parent, &e))?;
+        }
+        let file =
+            OpenOptions::new().create(true).append(true).read(true).open(path).map_err(|e| io_error(path, &e))?;
+        let mut ids = HashMap::new();
+        for line in BufReader::new(&file).lines() {
+            let line = line.map_err(|e| io_error(path, &e))?;
+            // A line cut short by a crash is ignored (and written again).
+            if let Ok(parsed) = serde_json::from_str::<Line<'_>>(&line) {
+                ids.insert(parsed._id.into_owned(), xxh3_64(parsed._source.get().as_bytes()));
+            }
+        }
+        Ok(Self { file, ids })
+    }
+}
+
+/// Objects as files under `dir`, at their keys.
+pub struct LocalObjects {
+    dir: PathBuf,
+}
+
+impl LocalObjects {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The file of a key.
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+}
+
+#[async_trait]
+impl ObjectSink for LocalObjects {
+    async fn prepare(&self) -> Result<(), SinkError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, &e))
+    }
+
+    async fn put(&self, object: &Object) -> Result<(), SinkError> {
+        check_key(&object.key).map_err(|e| SinkError::permanent("local", e))?;
+        let path = self.path(&object.key);
+        let body = object.body.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_error(parent, &e))?;
+            }
+            // Write then rename: a reader never sees half an object.
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let mut file = File::create(&tmp).map_err(|e| io_error(&tmp, &e))?;
+            file.write_all(&body).and_then(|()| file.sync_data()).map_err(|e| io_error(&tmp, &e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, &e))
+        })
+        .await
+        .map_err(|e| SinkError::permanent("local", format!("object writer failed: {e}")))?
+    }
+
+    fn describe(&self) -> String {
+        format!("files in {}", self.dir.display())
+    }
+}
+
+fn check_index(index: &str) -> Result<(), SinkError> {
+    if index.is_empty() || index.contains(['/', '\\']) || index.starts_with('.') {
+        return Err(SinkError::permanent("local", format!("'{index}' is not a valid index name")));
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, error: &std::io::Error) -> SinkError {
+    SinkError::transient("local", format!("{}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn doc(id: &str, source: &str) -> Document {
+        Document { index: "ingest-demo".into(), id: id.into(), source: Bytes::from(source.to_string()) }
+    }
+
+    #[tokio::test]
+    async fn documents_are_lines_and_redelivery_adds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalDocuments::new(dir.path());
+        let outcome = sink.write(vec![doc("a", r#"{"n":1}"#), doc("b", r#"{"n":2}"#)]).await.unwrap();
+        assert_eq!(outcome.written, 2);
+        sink.write(vec![doc("a", r#"{"n":1}"#)]).await.unwrap();
+        sink.write(vec![doc("b", r#"{"n":3}"#)]).await.unwrap();
+        // A new sink on the same files knows what they hold.
+        let again = LocalDocuments::new(dir.path());
+        again.write(vec![doc("a", r#"{"n":1}"#), doc("b", r#"{"n":3}"#)]).await.unwrap();
+        let text = std::fs::read_to_string(sink.path("ingest-demo")).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                serde_json::json!({"_id": "a", "_source": {"n": 1}}),
+                serde_json::json!({"_id": "b", "_source": {"n": 2}}),
+                serde_json::json!({"_id": "b", "_source": {"n": 3}}),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn objects_are_files_at_their_keys_and_bad_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = LocalObjects::new(dir.path());
+        let object = Object {
+            key: "rss/j/2026/01/02/ab.json.gz".into(),
+            body: Bytes::from_static(b"xyz"),
+            content_type: "application/gzip",
+        };
+        sink.put(&object).await.unwrap();
+        sink.put(&object).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("rss/j/2026/01/02/ab.json.gz")).unwrap(), b"xyz");
+        let escape = Object { key: "../outside".into(), ..object };
+        assert!(sink.put(&escape).await.is_err());
+        assert!(!dir.path().parent().unwrap().join("outside").exists());
+    }
+}
