@@ -6,6 +6,9 @@
 //! every crate's tests.
 
 pub mod ownership;
+pub mod services;
+
+pub use services::{OpenSearchServer, S3Server};
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
