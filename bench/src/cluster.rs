@@ -439,6 +439,8 @@ impl Bench<'_> {
         let child = Command::new(&self.bin)
             .args(["worker", "--name", name, "--etcd", &endpoint, "--key-root", root, "--control", control_url])
             .args(["--log-format", "json"])
+            .arg("--sink-dir")
+            .arg(self.logs.join(format!("out-{name}")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

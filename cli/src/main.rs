@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
+use ingest_sinks::SinkArgs;
 use ingest_store::{EmbeddedStore, Store};
 use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,8 @@ struct StandaloneArgs {
     worker: WorkerArgs,
     #[command(flatten)]
     keys: KeyArgs,
+    #[command(flatten)]
+    sinks: SinkArgs,
 }
 
 #[tokio::main]
@@ -64,6 +67,9 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         EmbeddedStore::open(&args.data_dir)
             .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?,
     );
+    // Without Elasticsearch or S3 flags, documents and objects go to files
+    // under <data-dir>/out.
+    let sinks = Arc::new(args.sinks.build(&args.data_dir.join("out")).map_err(anyhow::Error::msg)?);
     let keys = args.keys.keys();
     let listeners = Listeners::bind(&args.serve).await?;
     let mut worker_config = args.worker.config();
@@ -89,6 +95,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             worker_config,
             SchedulerConfig::default(),
             ControlEndpoint { url: control_url, token },
+            sinks,
             shutdown.clone(),
         )
         .await;

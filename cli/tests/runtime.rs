@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ingest_control::service::NewJob;
 use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_model::CheckpointRecord;
+use ingest_sinks::Sinks;
 use ingest_store::keys::Keys;
 use ingest_store::{EmbeddedStore, Store};
 use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerConfig, run_worker};
@@ -43,6 +44,7 @@ impl Node {
             config,
             SchedulerConfig::default(),
             ControlEndpoint { url, token: None },
+            Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
             shutdown.clone(),
         ));
         Node { store, keys, control, shutdown, worker, _dir: dir }

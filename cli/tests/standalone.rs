@@ -123,6 +123,10 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "counters did not rise: {seen:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its documents land in the local sink: JSON Lines under <data-dir>/out.
+    let lines = std::fs::read_to_string(data.join("out/documents/ingest-demo.jsonl")).expect("documents file");
+    let ours = lines.lines().filter(|l| l.contains(&format!(r#""job_id":"{id}""#))).count() as u64;
+    assert!(ours >= seen[0], "{ours} documents in the file, {} items counted", seen[0]);
     // The same through grpcurl, as a user would look.
     let grpcurl = std::env::var("INGEST_GRPCURL").unwrap_or_else(|_| "grpcurl".to_string());
     let out = Command::new(grpcurl)
@@ -132,6 +136,7 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(r#""owner": "standalone""#) && text.contains(r#""itemsFetched": ""#), "{text}");
+    assert!(text.contains(r#""itemsWritten": ""#), "documents are counted as written: {text}");
     let health = http_get(&first.http, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200") && health.contains("ok revision="), "{health}");
 

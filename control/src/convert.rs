@@ -240,6 +240,7 @@ fn param_to_pb(p: ParamSpec) -> pb::ParamSpec {
         minimum: p.minimum,
         maximum: p.maximum,
         max_length: p.max_length,
+        pattern: p.pattern,
     }
 }
 

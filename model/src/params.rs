@@ -71,6 +71,10 @@ pub struct ParamSpec {
     /// String, URL and secret: most characters; list: most items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u32>,
+    /// String: a regular expression the whole value must match (a subset
+    /// JavaScript shares, so forms can check it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
 }
 
 impl ParamSpec {
@@ -85,6 +89,7 @@ impl ParamSpec {
             minimum: None,
             maximum: None,
             max_length: None,
+            pattern: None,
         }
     }
 
@@ -111,6 +116,12 @@ impl ParamSpec {
 
     pub fn max_length(mut self, max_length: u32) -> Self {
         self.max_length = Some(max_length);
+        self
+    }
+
+    /// The whole value must match `pattern` (anchored for you).
+    pub fn pattern(mut self, pattern: &str) -> Self {
+        self.pattern = Some(pattern.to_string());
         self
     }
 
@@ -289,6 +300,13 @@ fn check_value(param: &ParamSpec, value: &Value) -> Result<Checked, String> {
 fn check_string(param: &ParamSpec, value: &Value, default_max: u32) -> Result<Value, String> {
     let s = expect_str(value, param.kind)?;
     check_length(s, param.max_length.unwrap_or(default_max))?;
+    if let Some(pattern) = &param.pattern {
+        let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|_| format!("cannot be checked: the job type's pattern {pattern:?} is invalid"))?;
+        if !re.is_match(s) {
+            return Err(format!("must match the pattern {pattern}"));
+        }
+    }
     Ok(Value::String(s.to_string()))
 }
 

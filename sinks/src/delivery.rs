@@ -59,6 +59,15 @@ impl Sinks {
         Self { documents, objects, timeout }
     }
 
+    /// Files only: `<dir>/documents/<index>.jsonl` and `<dir>/objects/<key>`.
+    pub fn local(dir: &std::path::Path, timeout: Duration) -> Self {
+        Self::new(
+            Arc::new(crate::local::LocalDocuments::new(dir.join("documents"))),
+            Arc::new(crate::local::LocalObjects::new(dir.join("objects"))),
+            timeout,
+        )
+    }
+
     pub fn documents(&self) -> &Arc<dyn DocumentSink> {
         &self.documents
     }
@@ -195,12 +204,11 @@ impl JobOutput {
     }
 
     async fn put_all(&self, objects: Vec<Object>, deadline: Instant) -> Result<(), SinkError> {
-        let sink = self.sinks.objects.as_ref();
-        futures::stream::iter(objects.iter().map(|object| put_with_retry(sink, object, deadline)))
-            .buffer_unordered(OBJECT_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(drop)
+        let puts = objects.into_iter().map(|object| {
+            let sink = self.sinks.objects.clone();
+            async move { put_with_retry(sink.as_ref(), &object, deadline).await }
+        });
+        futures::stream::iter(puts).buffer_unordered(OBJECT_CONCURRENCY).try_collect::<Vec<()>>().await.map(drop)
     }
 
     fn dead_letter(&self, rejection: &Rejection, now: DateTime<Utc>) -> Object {

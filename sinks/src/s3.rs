@@ -12,6 +12,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_smithy_http_client::tls;
 
 use crate::{Object, ObjectSink, SinkError};
 
@@ -51,8 +52,12 @@ impl S3Sink {
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(config.request_timeout)
             .build();
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
             .region(Region::new(config.region.clone()))
             .credentials_provider(credentials)
             .force_path_style(config.path_style)

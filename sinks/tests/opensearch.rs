@@ -15,12 +15,12 @@ use serde_json::json;
 
 fn sink(url: &str, bulk: BulkConfig) -> ElasticsearchSink {
     ElasticsearchSink::connect(ElasticsearchConfig {
-        url: url.parse().unwrap(),
+        url: url.parse().expect("a URL"),
         basic_auth: None,
         request_timeout: Duration::from_secs(30),
         bulk,
     })
-    .unwrap()
+    .expect("a client")
 }
 
 fn spec(name: &str) -> IndexSpec {
@@ -56,7 +56,8 @@ async fn bulk_indexing_against_opensearch() {
     // 1 000 documents from several writers, in requests of at most 300.
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let docs = (0..250).map(|i| doc("ingest-demo", &format!("w{w}-{i}"), json!({"n": i, "title": "t"}))).collect();
+            let docs =
+                (0..250).map(|i| doc("ingest-demo", &format!("w{w}-{i}"), json!({"n": i, "title": "t"}))).collect();
             let es = &es;
             async move { es.write(docs).await.unwrap() }
         })
@@ -99,7 +100,11 @@ async fn bulk_indexing_against_opensearch() {
     ));
     let mut output = sinks.output("demo", "job-9", spec("ingest-demo"));
     let items = (0..10)
-        .map(|i| Item { id: format!("job-9:{i}"), doc: json!({"n": i}).as_object().unwrap().clone(), ..Item::default() })
+        .map(|i| Item {
+            id: format!("job-9:{i}"),
+            doc: json!({"n": i}).as_object().unwrap().clone(),
+            ..Item::default()
+        })
         .collect();
     assert_eq!(output.deliver(items).await.unwrap().written, 10);
     server.json("POST", "/ingest-demo/_refresh", None);
@@ -111,7 +116,8 @@ async fn bulk_indexing_against_opensearch() {
 async fn an_unreachable_index_is_reported_and_the_writer_can_give_up() {
     let port = ingest_testkit::free_port();
     let es = sink(&format!("http://127.0.0.1:{port}"), BulkConfig::default());
-    let write = tokio::time::timeout(Duration::from_millis(800), es.write(vec![doc("ingest-demo", "x", json!({}))])).await;
+    let write =
+        tokio::time::timeout(Duration::from_millis(800), es.write(vec![doc("ingest-demo", "x", json!({}))])).await;
     assert!(write.is_err(), "still retrying");
     let trouble = es.trouble().expect("the failure is visible");
     assert!(trouble.contains("_bulk failed"), "{trouble}");

@@ -34,7 +34,11 @@ async fn objects_against_a_real_s3_server() {
     s3.prepare().await.unwrap();
     s3.client().head_bucket().bucket("ingest-archive").send().await.unwrap();
 
-    let object = Object { key: "demo/j1/2026/11/28/abc.json.gz".into(), body: Bytes::from_static(b"payload"), content_type: "application/gzip" };
+    let object = Object {
+        key: "demo/j1/2026/11/28/abc.json.gz".into(),
+        body: Bytes::from_static(b"payload"),
+        content_type: "application/gzip",
+    };
     s3.put(&object).await.unwrap();
     s3.put(&object).await.unwrap();
     let got = s3.client().get_object().bucket("ingest-archive").key(&object.key).send().await.unwrap();

@@ -1,24 +1,53 @@
 //! The one explicit catalogue of job types this worker can run. Adding a job
 //! type: write its module under `jobs/` and add one line here.
 
-use ingest_model::JobTypeSpec;
+use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use serde_json::Value;
 
 use crate::jobs::{self, Job, Params};
 
-/// A job type: its parameter spec and how to build a fresh instance of it.
+/// A job type: its parameter spec, the mapping of its documents, and how to
+/// build a fresh instance of it.
 pub struct JobTypeEntry {
     pub spec: fn() -> JobTypeSpec,
+    /// Index mapping properties of its documents (the common fields are added).
+    pub properties: fn() -> Value,
     pub build: fn(&Params<'_>) -> Result<Box<dyn Job>, String>,
 }
 
 /// Every job type this build supports.
 pub fn catalogue() -> Vec<JobTypeEntry> {
-    vec![JobTypeEntry { spec: jobs::demo::spec, build: jobs::demo::build }]
+    vec![JobTypeEntry { spec: jobs::demo::spec, properties: jobs::demo::properties, build: jobs::demo::build }]
 }
 
-/// The parameter specs of every job type.
+/// The parameter specs of every job type, with the parameters all share.
 pub fn job_types() -> Vec<JobTypeSpec> {
-    catalogue().iter().map(|e| (e.spec)()).collect()
+    catalogue().iter().map(JobTypeEntry::full_spec).collect()
+}
+
+/// Parameter every job type takes: the index its documents go to.
+pub const INDEX_PARAM: &str = "index";
+
+impl JobTypeEntry {
+    /// The type's spec with the shared parameters added.
+    pub fn full_spec(&self) -> JobTypeSpec {
+        let mut spec = (self.spec)();
+        spec.params.push(
+            ParamSpec::new(
+                INDEX_PARAM,
+                ParamKind::String,
+                "Index for this job's documents (default: ingest-<type>). Lowercase letters, digits, '.', '_' and '-'.",
+            )
+            .max_length(200)
+            .pattern("[a-z0-9][a-z0-9._-]*"),
+        );
+        spec
+    }
+}
+
+/// The default index of a job type.
+pub fn default_index(job_type: &str) -> String {
+    format!("ingest-{job_type}")
 }
 
 #[cfg(test)]
@@ -33,13 +62,15 @@ mod tests {
         let names: HashSet<&str> = types.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names.len(), types.len());
         for (spec, entry) in types.iter().zip(catalogue()) {
+            assert!((entry.properties)().is_object(), "{}: mapping properties", spec.name);
+            assert!(spec.param(INDEX_PARAM).is_some());
             assert!(spec.min_interval <= spec.default_interval, "{}", spec.name);
             let defaults = spec.params.iter().filter_map(|p| Some((p.name.clone(), p.default.clone()?))).collect();
             let result = ingest_model::validate_params(spec, &defaults, &[], "params");
             assert!(result.is_ok(), "{}: {:?}", spec.name, result.err());
             let no_secrets = BTreeMap::new();
             if spec.params.iter().all(|p| !p.required) {
-                let built = (entry.build)(&Params::new(spec, &defaults, &no_secrets));
+                let built = (entry.build)(&Params::new("job-1", spec, &defaults, &no_secrets));
                 assert!(built.is_ok(), "{} builds from its defaults", spec.name);
             }
         }

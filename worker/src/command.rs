@@ -1,8 +1,10 @@
 //! `ingest-worker` / `ingest worker`: a peer worker on etcd.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
+use ingest_sinks::SinkArgs;
 
 use crate::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
 
@@ -23,6 +25,8 @@ pub struct WorkerCommand {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub sinks: SinkArgs,
 }
 
 impl WorkerCommand {
@@ -30,10 +34,12 @@ impl WorkerCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let token = ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())?;
         let shutdown = shutdown_on_signal();
+        // Local sinks (no Elasticsearch URL or S3 bucket) write under ./ingest-out.
+        let sinks = Arc::new(self.sinks.build(Path::new("ingest-out")).map_err(anyhow::Error::msg)?);
         let store = self.etcd.connect().await?;
         let config = self.worker.config();
         tracing::info!(worker = %config.name, control = %self.control, "worker starting");
         let control = ControlEndpoint { url: self.control.clone(), token };
-        run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, shutdown).await
+        run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, sinks, shutdown).await
     }
 }

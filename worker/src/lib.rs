@@ -24,6 +24,7 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ingest_sinks::Sinks;
 use ingest_store::Store;
 use ingest_store::keys::Keys;
 use tokio_util::sync::CancellationToken;
@@ -62,8 +63,10 @@ pub async fn run_worker(
     config: WorkerConfig,
     scheduler_config: SchedulerConfig,
     control: ControlEndpoint,
+    sinks: Arc<Sinks>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    tracing::info!(worker = %config.name, sinks = %sinks.describe(), "sinks");
     let types = Arc::new(scheduler::type_table(catalogue::catalogue()));
     let specs = types.values().map(|(spec, _)| spec.clone()).collect();
     let membership = Arc::new(Membership::new(store.clone(), keys.clone(), config.clone(), specs));
@@ -79,7 +82,8 @@ pub async fn run_worker(
     let stop_reports = CancellationToken::new();
     let reports =
         tokio::spawn(progress::report_loop(progress.clone(), config.name.clone(), control, stop_reports.clone()));
-    let scheduler = scheduler::Scheduler::new(store, keys, membership, types, progress, scheduler_config, lease_rx);
+    let scheduler =
+        scheduler::Scheduler::new(store, keys, membership, types, progress, sinks, scheduler_config, lease_rx);
     scheduler.run(shutdown).await;
     // Drained: send the last counters, then leave the cluster.
     stop_reports.cancel();

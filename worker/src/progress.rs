@@ -30,6 +30,21 @@ struct Entry {
     finished: bool,
 }
 
+/// How a run ended, for the job's status.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome<'a> {
+    Success,
+    /// Succeeded, with something the user should see.
+    Warning(&'a str),
+    Failure(&'a str),
+}
+
+impl<'a> Outcome<'a> {
+    pub fn success_or_warning(warning: Option<&'a str>) -> Self {
+        warning.map_or(Self::Success, Self::Warning)
+    }
+}
+
 /// Counters of the jobs this worker owns, by job id.
 #[derive(Clone, Default)]
 pub struct ProgressTable {
@@ -38,7 +53,7 @@ pub struct ProgressTable {
 
 impl ProgressTable {
     /// Records the outcome of one run of `job` under claim `epoch`.
-    pub fn record(&self, job: &str, epoch: Revision, report: &RunReport, error: Option<&str>) {
+    pub fn record(&self, job: &str, epoch: Revision, report: &RunReport, outcome: Outcome<'_>) {
         let Ok(mut entries) = self.entries.lock() else { return };
         let entry = entries.entry(job.to_string()).or_default();
         if entry.epoch != epoch {
@@ -52,9 +67,16 @@ impl ProgressTable {
             runs: 1,
         });
         let now = now_millis();
-        match error {
-            None => entry.last_success = Some(now),
-            Some(message) => entry.last_error = Some(ErrorRecord { time: now, message: message.to_string() }),
+        match outcome {
+            Outcome::Success => entry.last_success = Some(now),
+            // A success whose problem is shown (same time: not failing).
+            Outcome::Warning(message) => {
+                entry.last_success = Some(now);
+                entry.last_error = Some(ErrorRecord { time: now, message: message.to_string() });
+            }
+            Outcome::Failure(message) => {
+                entry.last_error = Some(ErrorRecord { time: now, message: message.to_string() })
+            }
         }
         entry.dirty = true;
     }

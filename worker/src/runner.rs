@@ -7,18 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, now_millis};
+use ingest_sinks::delivery::index_mapping;
+use ingest_sinks::{IndexSpec, JobOutput, Sinks};
 use ingest_store::keys::Keys;
 use ingest_store::{LeaseId, Revision, Store};
 use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalogue::JobTypeEntry;
+use crate::catalogue::{self, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
-use crate::jobs::{Job, NextRun, Params};
+use crate::jobs::{Job, NextRun, Params, RunContext};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
-use crate::progress::ProgressTable;
+use crate::progress::{Outcome, ProgressTable};
 
 /// Longest wait between two attempts of a failing job.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -35,6 +37,7 @@ pub struct RunnerContext {
     pub progress: ProgressTable,
     pub checkpoints: CheckpointWriter,
     pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
+    pub sinks: Arc<Sinks>,
     /// The worker's lease: a runner stops by itself when its deadline passes.
     pub lease_rx: watch::Receiver<Option<LeaseState>>,
 }
@@ -145,14 +148,19 @@ impl Runner {
                 job = match self.build().await {
                     Ok(built) => Some(built),
                     Err(message) => {
-                        self.ctx.progress.record(&self.record.id, self.epoch, &Default::default(), Some(&message));
+                        self.ctx.progress.record(
+                            &self.record.id,
+                            self.epoch,
+                            &Default::default(),
+                            Outcome::Failure(&message),
+                        );
                         tracing::warn!(job = %self.record.id, error = %message, "cannot build job");
                         None
                     }
                 };
             }
             let next = match job.as_mut() {
-                Some(job) => self.run_once(job.as_mut(), &mut failures).await,
+                Some((job, output)) => self.run_once(job.as_mut(), output, &mut failures).await,
                 None => backoff(&mut failures, self.record.interval, None),
             };
             if self.cancel.is_cancelled() {
@@ -207,13 +215,26 @@ impl Runner {
         }
     }
 
-    async fn run_once(&mut self, job: &mut dyn Job, failures: &mut u32) -> Duration {
+    async fn run_once(&mut self, job: &mut dyn Job, output: &mut JobOutput, failures: &mut u32) -> Duration {
         let mut cursor = self.checkpoint.cursor.clone();
-        match job.run(&mut cursor, &self.cancel).await {
+        let cancel = self.cancel.clone();
+        let mut ctx = RunContext { cursor: &mut cursor, cancel: &cancel, output };
+        // A cancelled run is dropped where it stands: what it had not
+        // delivered is abandoned, and its cursor is not kept.
+        let result = tokio::select! {
+            result = job.run(&mut ctx) => result,
+            () = cancel.cancelled() => return Duration::ZERO,
+        };
+        match result {
             Ok(outcome) => {
                 *failures = 0;
                 self.checkpoint.cursor = cursor;
-                self.ctx.progress.record(&self.record.id, self.epoch, &outcome.report, None);
+                self.ctx.progress.record(
+                    &self.record.id,
+                    self.epoch,
+                    &outcome.report,
+                    Outcome::success_or_warning(outcome.warning.as_deref()),
+                );
                 match outcome.next {
                     NextRun::Interval => jitter(self.record.interval),
                     NextRun::After(after) => after,
@@ -221,14 +242,15 @@ impl Runner {
             }
             Err(error) => {
                 tracing::warn!(job = %self.record.id, error = %error.message, failures = *failures + 1, "run failed");
-                self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Some(&error.message));
+                self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Outcome::Failure(&error.message));
                 backoff(failures, self.record.interval, error.retry_after)
             }
         }
     }
 
-    /// A fresh instance of the job's type from its params and secrets.
-    async fn build(&self) -> Result<Box<dyn Job>, String> {
+    /// A fresh instance of the job's type from its params and secrets, and
+    /// its output.
+    async fn build(&self) -> Result<(Box<dyn Job>, JobOutput), String> {
         let Some((spec, entry)) = self.ctx.types.get(&self.record.job_type) else {
             return Err(format!("this worker does not run job type '{}'", self.record.job_type));
         };
@@ -238,7 +260,17 @@ impl Runner {
             let kv = self.ctx.store.get(&self.ctx.keys.secret(&self.record.id)).await.map_err(|e| e.to_string())?;
             kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
         };
-        (entry.build)(&Params::new(spec, &self.record.params, &secrets.values))
+        let params = Params::new(&self.record.id, spec, &self.record.params, &secrets.values);
+        let job = (entry.build)(&params)?;
+        let job_type = &self.record.job_type;
+        let index = IndexSpec {
+            name: params
+                .string(catalogue::INDEX_PARAM)
+                .map_or_else(|| catalogue::default_index(job_type), String::from),
+            job_type: job_type.clone(),
+            mapping: Arc::new(index_mapping(&(entry.properties)())),
+        };
+        Ok((job, self.ctx.sinks.output(job_type, &self.record.id, index)))
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
+use ingest_sinks::Sinks;
 use ingest_store::keys::Keys;
 use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchStream};
 use tokio::sync::watch;
@@ -65,6 +66,7 @@ pub struct Scheduler {
     types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     progress: ProgressTable,
     checkpoints: CheckpointWriter,
+    sinks: Arc<Sinks>,
     config: SchedulerConfig,
     lease_rx: watch::Receiver<Option<LeaseState>>,
     view: ClusterView,
@@ -84,6 +86,7 @@ impl Scheduler {
         membership: Arc<Membership>,
         types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
         progress: ProgressTable,
+        sinks: Arc<Sinks>,
         config: SchedulerConfig,
         lease_rx: watch::Receiver<Option<LeaseState>>,
     ) -> Self {
@@ -97,6 +100,7 @@ impl Scheduler {
             membership,
             types,
             progress,
+            sinks,
             config,
             lease_rx,
             view: ClusterView::default(),
@@ -465,6 +469,7 @@ impl Scheduler {
             progress: self.progress.clone(),
             checkpoints: self.checkpoints.clone(),
             types: self.types.clone(),
+            sinks: self.sinks.clone(),
             lease_rx: self.lease_rx.clone(),
         };
         let runner =
@@ -508,5 +513,5 @@ fn only_run_now_changed(running: &JobRecord, now: &JobRecord) -> bool {
 
 /// The types this worker runs, by name.
 pub fn type_table(entries: Vec<JobTypeEntry>) -> BTreeMap<String, (JobTypeSpec, JobTypeEntry)> {
-    entries.into_iter().map(|e| ((e.spec)(), e)).map(|(spec, e)| (spec.name.clone(), (spec, e))).collect()
+    entries.into_iter().map(|e| (e.full_spec(), e)).map(|(spec, e)| (spec.name.clone(), (spec, e))).collect()
 }

@@ -31,6 +31,8 @@ pub struct Cluster {
     /// Workers killed with -9, with the monotonic time of their death.
     pub deaths: Vec<(String, u64)>,
     pub lease_ttl: Duration,
+    /// Extra environment of worker processes (e.g. sink settings).
+    pub worker_env: Vec<(String, String)>,
     shutdown: CancellationToken,
 }
 
@@ -59,6 +61,7 @@ impl Cluster {
             workers: HashMap::new(),
             deaths: Vec::new(),
             lease_ttl,
+            worker_env: Vec::new(),
             shutdown,
         }
     }
@@ -74,6 +77,9 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
             .args(["--log-format", "json", "worker", "--name", name, "--lease-ttl", &ttl])
             .args(["--etcd", &self.etcd.endpoint(), "--key-root", ROOT, "--control", &self.control_url])
+            .arg("--sink-dir")
+            .arg(self.dir.path().join(format!("out-{name}")))
+            .envs(self.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -115,6 +121,16 @@ impl Cluster {
     /// Creates `n` demo jobs through the service layer, once a worker has
     /// published the type.
     pub async fn create_jobs(&self, n: usize, interval: Duration) -> Vec<String> {
+        self.create_jobs_with(n, interval, serde_json::Map::new()).await
+    }
+
+    /// Creates `n` demo jobs with these parameters.
+    pub async fn create_jobs_with(
+        &self,
+        n: usize,
+        interval: Duration,
+        params: serde_json::Map<String, serde_json::Value>,
+    ) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.store.get(&self.keys.job_type("demo")).await.ok().flatten().is_none() {
             assert!(Instant::now() < deadline, "no worker published the demo type\n{}", self.log_tails());
@@ -122,12 +138,13 @@ impl Cluster {
         }
         let jobs = futures::future::join_all((0..n).map(|i| {
             let control = self.control.clone();
+            let params = params.clone();
             async move {
                 let new = NewJob {
                     id: Some(format!("job-{i:05}")),
                     name: format!("job {i}"),
                     job_type: "demo".into(),
-                    params: serde_json::Map::new(),
+                    params,
                     interval: Some(interval),
                     paused: false,
                 };

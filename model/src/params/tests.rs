@@ -99,3 +99,24 @@ fn specs_round_trip_through_json() {
     let back: JobTypeSpec = serde_json::from_str(&text).expect("deserialise");
     assert_eq!(back, s);
 }
+
+#[test]
+fn patterns_are_whole_value_matches() {
+    let spec = JobTypeSpec {
+        name: "p".into(),
+        description: String::new(),
+        params: vec![ParamSpec::new("index", ParamKind::String, "i").pattern("[a-z0-9][a-z0-9._-]*")],
+        default_interval: Duration::from_secs(60),
+        min_interval: Duration::from_secs(1),
+    };
+    assert!(validate_params(&spec, &obj(json!({"index": "news-2026.11"})), &[], "params").is_ok());
+    for bad in ["News", "-x", "a/b", "ok then", ""] {
+        let err = validate_params(&spec, &obj(json!({"index": bad})), &[], "params").unwrap_err();
+        assert_eq!(err[0].field, "params.index");
+        assert!(err[0].description.contains("must match the pattern"), "{bad}: {}", err[0].description);
+    }
+    let mut broken = spec.clone();
+    broken.params[0].pattern = Some("(".into());
+    let err = validate_params(&broken, &obj(json!({"index": "x"})), &[], "params").unwrap_err();
+    assert!(err[0].description.contains("invalid"), "{}", err[0].description);
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ingest_model::JobTypeSpec;
+use ingest_sinks::{Item, JobOutput};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,9 @@ pub enum NextRun {
 pub struct RunOutcome {
     pub report: RunReport,
     pub next: NextRun,
+    /// Something the user should see although the run succeeded (e.g.
+    /// documents the index refused).
+    pub warning: Option<String>,
 }
 
 /// A failed run: the message is shown on the job; the runner backs off and
@@ -50,26 +54,65 @@ impl JobError {
     }
 }
 
+/// What a run works with.
+pub struct RunContext<'a> {
+    /// The job's checkpoint: advance it only past items `deliver` has
+    /// acknowledged; it is persisted (fenced) only after `run` returns `Ok`.
+    pub cursor: &'a mut Value,
+    /// Fires when the job must stop; the runner also drops the run then.
+    pub cancel: &'a CancellationToken,
+    /// Where the job's items go.
+    pub output: &'a mut JobOutput,
+}
+
+impl RunContext<'_> {
+    /// Hands items to the sinks and waits for their acknowledgement; counts
+    /// them in `report`. An error means nothing was acknowledged: leave the
+    /// cursor alone and fail the run (the items come again next run). A
+    /// warning tells of documents refused by the index (kept as dead letters).
+    pub async fn deliver(&mut self, items: Vec<Item>, report: &mut RunReport) -> Result<Option<String>, JobError> {
+        let delivered = self.output.deliver(items).await.map_err(|e| JobError::new(e.to_string()))?;
+        report.items_written += delivered.written;
+        report.items_failed += delivered.rejected;
+        Ok(delivered.first_rejection.map(|first| {
+            format!(
+                "{} document(s) refused by index {} and kept as dead letters; first: {first}",
+                delivered.rejected,
+                self.output.index()
+            )
+        }))
+    }
+}
+
 /// A running job: one fresh instance per job, built from its validated
 /// parameters (never shared between jobs).
 #[async_trait]
 pub trait Job: Send {
-    /// One run. `cursor` is the job's checkpoint: advance it as items are
-    /// acknowledged; it is persisted (fenced) only after `run` returns `Ok`.
-    /// Return promptly once `cancel` fires.
-    async fn run(&mut self, cursor: &mut Value, cancel: &CancellationToken) -> Result<RunOutcome, JobError>;
+    /// One run: fetch, map to items, deliver, advance the cursor.
+    async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError>;
 }
 
-/// A job's parameters with the type's defaults applied, and its secrets.
+/// A job's id, its parameters with the type's defaults applied, and its
+/// secrets.
 pub struct Params<'a> {
+    job_id: &'a str,
     spec: &'a JobTypeSpec,
     values: &'a Map<String, Value>,
     secrets: &'a BTreeMap<String, String>,
 }
 
 impl<'a> Params<'a> {
-    pub fn new(spec: &'a JobTypeSpec, values: &'a Map<String, Value>, secrets: &'a BTreeMap<String, String>) -> Self {
-        Self { spec, values, secrets }
+    pub fn new(
+        job_id: &'a str,
+        spec: &'a JobTypeSpec,
+        values: &'a Map<String, Value>,
+        secrets: &'a BTreeMap<String, String>,
+    ) -> Self {
+        Self { job_id, spec, values, secrets }
+    }
+
+    pub fn job_id(&self) -> &str {
+        self.job_id
     }
 
     fn value(&self, name: &str) -> Option<&Value> {
@@ -82,6 +125,10 @@ impl<'a> Params<'a> {
 
     pub fn string(&self, name: &str) -> Option<&str> {
         self.value(name).and_then(Value::as_str)
+    }
+
+    pub fn boolean(&self, name: &str) -> Option<bool> {
+        self.value(name).and_then(Value::as_bool)
     }
 
     pub fn secret(&self, name: &str) -> Option<&str> {
