@@ -10,7 +10,8 @@ use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 use ingest_store::{EmbeddedStore, Store};
-use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
+use ingest_worker::fetch::FetchArgs;
+use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerArgs, run_worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,8 @@ struct StandaloneArgs {
     keys: KeyArgs,
     #[command(flatten)]
     sinks: SinkArgs,
+    #[command(flatten)]
+    fetch: FetchArgs,
 }
 
 #[tokio::main]
@@ -69,7 +72,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     );
     // Without Elasticsearch or S3 flags, documents and objects go to files
     // under <data-dir>/out.
-    let sinks = Arc::new(args.sinks.build(&args.data_dir.join("out")).map_err(anyhow::Error::msg)?);
+    let services = JobServices::from_args(&args.sinks, &args.fetch, &args.data_dir.join("out"))?;
     let keys = args.keys.keys();
     let listeners = Listeners::bind(&args.serve).await?;
     let mut worker_config = args.worker.config();
@@ -95,7 +98,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             worker_config,
             SchedulerConfig::default(),
             ControlEndpoint { url: control_url, token },
-            sinks,
+            services,
             shutdown.clone(),
         )
         .await;

@@ -11,7 +11,8 @@ use ingest_model::CheckpointRecord;
 use ingest_sinks::Sinks;
 use ingest_store::keys::Keys;
 use ingest_store::{EmbeddedStore, Store};
-use ingest_worker::{ControlEndpoint, SchedulerConfig, WorkerConfig, run_worker};
+use ingest_worker::fetch::{FetchArgs, Fetcher};
+use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
 struct Node {
@@ -44,7 +45,10 @@ impl Node {
             config,
             SchedulerConfig::default(),
             ControlEndpoint { url, token: None },
-            Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
+            JobServices {
+                sinks: Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
+                fetcher: Arc::new(Fetcher::new(&FetchArgs::default()).expect("fetcher")),
+            },
             shutdown.clone(),
         ));
         Node { store, keys, control, shutdown, worker, _dir: dir }

@@ -172,11 +172,22 @@ impl JobOutput {
         content_type: &'static str,
         time: Option<DateTime<Utc>>,
     ) -> Result<String, SinkError> {
+        let key = content_key(&self.job_type, &self.job_id, time.unwrap_or_else(Utc::now), &body, ext);
+        self.put_object(Object { key, body, content_type }).await
+    }
+
+    /// Archives a raw payload shared by several items (e.g. a whole feed)
+    /// gzipped, keyed by the SHA-256 of the payload; returns its key.
+    pub async fn put_raw(&mut self, payload: &[u8], ext: &str) -> Result<String, SinkError> {
+        let key = content_key(&self.job_type, &self.job_id, Utc::now(), payload, &format!("{ext}.gz"));
+        self.put_object(Object { key, body: gzip(payload).into(), content_type: "application/gzip" }).await
+    }
+
+    async fn put_object(&mut self, object: Object) -> Result<String, SinkError> {
         let deadline = Instant::now() + self.sinks.timeout;
         self.prepare(deadline).await?;
-        let key = content_key(&self.job_type, &self.job_id, time.unwrap_or_else(Utc::now), &body, ext);
-        put_with_retry(self.sinks.objects.as_ref(), &Object { key: key.clone(), body, content_type }, deadline).await?;
-        Ok(key)
+        put_with_retry(self.sinks.objects.as_ref(), &object, deadline).await?;
+        Ok(object.key)
     }
 
     async fn prepare(&mut self, deadline: Instant) -> Result<(), SinkError> {

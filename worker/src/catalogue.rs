@@ -17,7 +17,10 @@ pub struct JobTypeEntry {
 
 /// Every job type this build supports.
 pub fn catalogue() -> Vec<JobTypeEntry> {
-    vec![JobTypeEntry { spec: jobs::demo::spec, properties: jobs::demo::properties, build: jobs::demo::build }]
+    vec![
+        JobTypeEntry { spec: jobs::demo::spec, properties: jobs::demo::properties, build: jobs::demo::build },
+        JobTypeEntry { spec: jobs::rss::spec, properties: jobs::rss::properties, build: jobs::rss::build },
+    ]
 }
 
 /// The parameter specs of every job type, with the parameters all share.

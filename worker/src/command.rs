@@ -1,12 +1,12 @@
 //! `ingest-worker` / `ingest worker`: a peer worker on etcd.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 
-use crate::{ControlEndpoint, SchedulerConfig, WorkerArgs, run_worker};
+use crate::fetch::FetchArgs;
+use crate::{ControlEndpoint, JobServices, SchedulerConfig, WorkerArgs, run_worker};
 
 /// Flags of a worker process; every flag also reads an `INGEST_*` variable.
 #[derive(Debug, clap::Args)]
@@ -27,6 +27,8 @@ pub struct WorkerCommand {
     pub worker: WorkerArgs,
     #[command(flatten)]
     pub sinks: SinkArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 impl WorkerCommand {
@@ -35,11 +37,11 @@ impl WorkerCommand {
         let token = ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())?;
         let shutdown = shutdown_on_signal();
         // Local sinks (no Elasticsearch URL or S3 bucket) write under ./ingest-out.
-        let sinks = Arc::new(self.sinks.build(Path::new("ingest-out")).map_err(anyhow::Error::msg)?);
+        let services = JobServices::from_args(&self.sinks, &self.fetch, Path::new("ingest-out"))?;
         let store = self.etcd.connect().await?;
         let config = self.worker.config();
         tracing::info!(worker = %config.name, control = %self.control, "worker starting");
         let control = ControlEndpoint { url: self.control.clone(), token };
-        run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, sinks, shutdown).await
+        run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, services, shutdown).await
     }
 }

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod checkpoints;
 pub mod claims;
 pub mod command;
+pub mod fetch;
 pub mod jobs;
 pub mod membership;
 pub mod ownership;
@@ -54,6 +55,28 @@ impl WorkerArgs {
     }
 }
 
+/// What jobs use besides the store: where their items go, and how they
+/// fetch. Shared by every job of the worker.
+#[derive(Clone)]
+pub struct JobServices {
+    pub sinks: Arc<Sinks>,
+    pub fetcher: Arc<fetch::Fetcher>,
+}
+
+impl JobServices {
+    /// From the sink and fetch flags; `default_dir` for local sinks.
+    pub fn from_args(
+        sinks: &ingest_sinks::SinkArgs,
+        fetch: &fetch::FetchArgs,
+        default_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            sinks: Arc::new(sinks.build(default_dir).map_err(anyhow::Error::msg)?),
+            fetcher: Arc::new(fetch::Fetcher::new(fetch).map_err(anyhow::Error::msg)?),
+        })
+    }
+}
+
 /// Runs a worker until `shutdown`: registers, schedules and runs jobs,
 /// reports counters; on shutdown drains (hands every job back with its
 /// checkpoint), then revokes its lease.
@@ -63,10 +86,10 @@ pub async fn run_worker(
     config: WorkerConfig,
     scheduler_config: SchedulerConfig,
     control: ControlEndpoint,
-    sinks: Arc<Sinks>,
+    services: JobServices,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    tracing::info!(worker = %config.name, sinks = %sinks.describe(), "sinks");
+    tracing::info!(worker = %config.name, sinks = %services.sinks.describe(), "sinks");
     let types = Arc::new(scheduler::type_table(catalogue::catalogue()));
     let specs = types.values().map(|(spec, _)| spec.clone()).collect();
     let membership = Arc::new(Membership::new(store.clone(), keys.clone(), config.clone(), specs));
@@ -83,7 +106,7 @@ pub async fn run_worker(
     let reports =
         tokio::spawn(progress::report_loop(progress.clone(), config.name.clone(), control, stop_reports.clone()));
     let scheduler =
-        scheduler::Scheduler::new(store, keys, membership, types, progress, sinks, scheduler_config, lease_rx);
+        scheduler::Scheduler::new(store, keys, membership, types, progress, services, scheduler_config, lease_rx);
     scheduler.run(shutdown).await;
     // Drained: send the last counters, then leave the cluster.
     stop_reports.cancel();

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::{self, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
+use crate::fetch::Fetcher;
 use crate::jobs::{Job, NextRun, Params, RunContext};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
@@ -38,6 +39,7 @@ pub struct RunnerContext {
     pub checkpoints: CheckpointWriter,
     pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     pub sinks: Arc<Sinks>,
+    pub fetcher: Arc<Fetcher>,
     /// The worker's lease: a runner stops by itself when its deadline passes.
     pub lease_rx: watch::Receiver<Option<LeaseState>>,
 }
@@ -218,7 +220,8 @@ impl Runner {
     async fn run_once(&mut self, job: &mut dyn Job, output: &mut JobOutput, failures: &mut u32) -> Duration {
         let mut cursor = self.checkpoint.cursor.clone();
         let cancel = self.cancel.clone();
-        let mut ctx = RunContext { cursor: &mut cursor, cancel: &cancel, output };
+        let fetcher = self.ctx.fetcher.clone();
+        let mut ctx = RunContext { cursor: &mut cursor, cancel: &cancel, output, fetch: &fetcher };
         // A cancelled run is dropped where it stands: what it had not
         // delivered is abandoned, and its cursor is not kept.
         let result = tokio::select! {
@@ -238,6 +241,7 @@ impl Runner {
                 match outcome.next {
                     NextRun::Interval => jitter(self.record.interval),
                     NextRun::After(after) => after,
+                    NextRun::AtLeast(wait) => jitter(self.record.interval).max(wait),
                 }
             }
             Err(error) => {

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
-use ingest_sinks::Sinks;
 use ingest_store::keys::Keys;
 use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::JobServices;
 use crate::assign;
 use crate::catalogue::JobTypeEntry;
 use crate::checkpoints::CheckpointWriter;
@@ -66,7 +66,7 @@ pub struct Scheduler {
     types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     progress: ProgressTable,
     checkpoints: CheckpointWriter,
-    sinks: Arc<Sinks>,
+    services: JobServices,
     config: SchedulerConfig,
     lease_rx: watch::Receiver<Option<LeaseState>>,
     view: ClusterView,
@@ -86,7 +86,7 @@ impl Scheduler {
         membership: Arc<Membership>,
         types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
         progress: ProgressTable,
-        sinks: Arc<Sinks>,
+        services: JobServices,
         config: SchedulerConfig,
         lease_rx: watch::Receiver<Option<LeaseState>>,
     ) -> Self {
@@ -100,7 +100,7 @@ impl Scheduler {
             membership,
             types,
             progress,
-            sinks,
+            services,
             config,
             lease_rx,
             view: ClusterView::default(),
@@ -469,7 +469,8 @@ impl Scheduler {
             progress: self.progress.clone(),
             checkpoints: self.checkpoints.clone(),
             types: self.types.clone(),
-            sinks: self.sinks.clone(),
+            sinks: self.services.sinks.clone(),
+            fetcher: self.services.fetcher.clone(),
             lease_rx: self.lease_rx.clone(),
         };
         let runner =

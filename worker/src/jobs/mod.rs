@@ -1,6 +1,7 @@
 //! Job types, one module each, and what every job type implements.
 
 pub mod demo;
+pub mod rss;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ingest_model::JobTypeSpec;
 use ingest_sinks::{Item, JobOutput};
+
+use crate::fetch::Fetcher;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,8 @@ pub enum NextRun {
     Interval,
     /// After this long (e.g. a source asked to wait).
     After(Duration),
+    /// After the interval, or this long if longer (e.g. a feed's ttl).
+    AtLeast(Duration),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +68,8 @@ pub struct RunContext<'a> {
     pub cancel: &'a CancellationToken,
     /// Where the job's items go.
     pub output: &'a mut JobOutput,
+    /// The worker's HTTP fetcher (address policy, limits, per-host caps).
+    pub fetch: &'a Fetcher,
 }
 
 impl RunContext<'_> {

@@ -1,0 +1,329 @@
+//! The one HTTP fetcher every source uses (DESIGN.md §7): http and https
+//! only; no connection to loopback, private, link-local, CGNAT, unique-local,
+//! unspecified or IPv4-mapped addresses unless allowlisted, checked on the
+//! addresses actually connected to (the resolver filters them) and on every
+//! redirect hop; a total timeout; capped body sizes before and after
+//! decompression; conditional GET; `Retry-After`; a per-host concurrency
+//! limit shared by every job of the worker.
+
+pub mod address;
+pub mod body;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use url::Url;
+
+use crate::jobs::JobError;
+pub use address::{AddressPolicy, parse_allowlist};
+
+/// Sent with every request.
+pub const USER_AGENT: &str = concat!("ingest/", env!("CARGO_PKG_VERSION"), " (feed and API ingestion; polite polling)");
+
+/// Fetcher settings; every flag also reads an `INGEST_*` variable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Networks fetches may reach although private or local, e.g.
+    /// 10.1.0.0/16,127.0.0.1 (default: none).
+    #[arg(long, env = "INGEST_FETCH_ALLOW", value_parser = parse_allowlist, default_value = "")]
+    pub fetch_allow: Vec<IpNet>,
+    /// Longest a fetch may take, redirects included.
+    #[arg(long, env = "INGEST_FETCH_TIMEOUT", default_value = "30s", value_parser = ingest_model::params::parse_duration)]
+    pub fetch_timeout: Duration,
+    /// Largest body accepted, compressed and decompressed.
+    #[arg(long, env = "INGEST_FETCH_MAX_BYTES", default_value_t = 15 * 1024 * 1024)]
+    pub fetch_max_bytes: usize,
+    /// Requests in flight to one host, across all jobs of this worker.
+    #[arg(long, env = "INGEST_FETCH_PER_HOST", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub fetch_per_host: u32,
+}
+
+impl Default for FetchArgs {
+    fn default() -> Self {
+        Self {
+            fetch_allow: Vec::new(),
+            fetch_timeout: Duration::from_secs(30),
+            fetch_max_bytes: 15 * 1024 * 1024,
+            fetch_per_host: 4,
+        }
+    }
+}
+
+/// Most redirects followed.
+const MAX_REDIRECTS: usize = 5;
+
+/// One GET.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub url: Url,
+    /// From the last response, for a conditional GET.
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub accept: &'static str,
+    /// Sent only to the first URL's host (credentials stay with their API).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Request {
+    pub fn get(url: Url, accept: &'static str) -> Self {
+        Self { url, etag: None, last_modified: None, accept, headers: Vec::new() }
+    }
+}
+
+/// A response whose body was read within the limits.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    /// The URL after redirects.
+    pub url: Url,
+    pub headers: HeaderMap,
+    /// Decompressed; empty for 304.
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn not_modified(&self) -> bool {
+        self.status == 304
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `Cache-Control: max-age`, if any.
+    pub fn max_age(&self) -> Option<Duration> {
+        let value = self.header("cache-control")?;
+        value.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse().ok().map(Duration::from_secs))
+    }
+}
+
+/// Why a fetch failed, in words a user can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("cannot fetch: {0}")]
+    Network(String),
+    #[error("{url} answered {status}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Status { url: String, status: u16, retry_after: Option<Duration> },
+}
+
+impl From<FetchError> for JobError {
+    fn from(error: FetchError) -> Self {
+        let retry_after = match &error {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        JobError { retry_after, ..JobError::new(error.to_string()) }
+    }
+}
+
+/// The worker's fetcher, shared by its jobs.
+pub struct Fetcher {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    timeout: Duration,
+    max_bytes: usize,
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Fetcher {
+    pub fn new(args: &FetchArgs) -> Result<Self, String> {
+        let policy = Arc::new(AddressPolicy::new(args.fetch_allow.clone()));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            // Bodies are decompressed by `body::decode`, under a cap.
+            .no_gzip()
+            .no_brotli()
+            .no_deflate()
+            .no_zstd()
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .connect_timeout(Duration::from_secs(10).min(args.fetch_timeout))
+            .timeout(args.fetch_timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            policy,
+            timeout: args.fetch_timeout,
+            max_bytes: args.fetch_max_bytes,
+            per_host: args.fetch_per_host as usize,
+            hosts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// GETs `request.url`, following up to 5 redirects, each checked.
+    pub async fn get(&self, request: &Request) -> Result<Response, FetchError> {
+        let url = request.url.to_string();
+        match tokio::time::timeout(self.timeout, self.get_inner(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout(format!("{url} took longer than {:?}", self.timeout))),
+        }
+    }
+
+    async fn get_inner(&self, request: &Request) -> Result<Response, FetchError> {
+        let first_host = request.url.host_str().map(str::to_string);
+        let mut url = request.url.clone();
+        for _hop in 0..=MAX_REDIRECTS {
+            self.check_url(&url)?;
+            let host = url.host_str().unwrap_or_default().to_string();
+            let _permit = self.host_permit(&host).await;
+            let mut builder = self
+                .client
+                .get(url.clone())
+                .header(header::ACCEPT, request.accept)
+                .header(header::ACCEPT_ENCODING, "gzip, deflate, br");
+            if let Some(etag) = &request.etag {
+                builder = builder.header(header::IF_NONE_MATCH, etag);
+            }
+            if let Some(last_modified) = &request.last_modified {
+                builder = builder.header(header::IF_MODIFIED_SINCE, last_modified);
+            }
+            if first_host.as_deref() == Some(host.as_str()) {
+                for (name, value) in &request.headers {
+                    builder = builder.header(name, value);
+                }
+            }
+            let response = builder.send().await.map_err(|e| classify(&url, &e))?;
+            let status = response.status().as_u16();
+            if (300..400).contains(&status) && status != 304 {
+                let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
+                let Some(next) = location.and_then(|l| url.join(l).ok()) else {
+                    return Err(FetchError::Network(format!("{url} redirected ({status}) without a usable Location")));
+                };
+                url = next;
+                continue;
+            }
+            if status == 304 {
+                return Ok(Response { status, url, headers: response.headers().clone(), body: Bytes::new() });
+            }
+            if !(200..300).contains(&status) {
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(ingest_sinks::retry::parse_retry_after);
+                return Err(FetchError::Status { url: url.to_string(), status, retry_after });
+            }
+            let headers = response.headers().clone();
+            let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let raw = body::read_capped(response, self.max_bytes).await.map_err(|e| body_error(&url, e))?;
+            let body = body::decode(encoding.as_deref(), raw, self.max_bytes).map_err(|e| body_error(&url, e))?;
+            return Ok(Response { status, url, headers, body });
+        }
+        Err(FetchError::Refused(format!("more than {MAX_REDIRECTS} redirects from {}", request.url)))
+    }
+
+    /// http(s) only; an IP-literal host must pass the address policy
+    /// (host names are checked by the resolver when connecting).
+    fn check_url(&self, url: &Url) -> Result<(), FetchError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FetchError::Refused(format!("{url}: only http and https URLs are fetched")));
+        }
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            Some(url::Host::Domain(_)) => return Ok(()),
+            None => return Err(FetchError::Refused(format!("{url} names no host"))),
+        };
+        self.policy.check(ip).map_err(|reason| refused_address(url.host_str().unwrap_or_default(), ip, reason))
+    }
+
+    async fn host_permit(&self, host: &str) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut hosts = self.hosts.lock().ok()?;
+            hosts.entry(host.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_host))).clone()
+        };
+        semaphore.acquire_owned().await.ok()
+    }
+}
+
+fn refused_address(host: &str, ip: IpAddr, reason: &str) -> FetchError {
+    FetchError::Refused(format!(
+        "{host} is {reason} ({ip}); fetching it needs the worker's --fetch-allow (INGEST_FETCH_ALLOW)"
+    ))
+}
+
+fn body_error(url: &Url, error: body::BodyError) -> FetchError {
+    match error {
+        body::BodyError::TooLarge { .. } => FetchError::TooLarge(format!("{url}: {error}")),
+        body::BodyError::Timeout(_) => FetchError::Timeout(format!("{url}: {error}")),
+        other => FetchError::Network(format!("{url}: {other}")),
+    }
+}
+
+/// An error and its causes on one line.
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn classify(url: &Url, error: &reqwest::Error) -> FetchError {
+    let text = describe(error);
+    if let Some(at) = text.find("refused: ") {
+        return FetchError::Refused(text[at + "refused: ".len()..].to_string());
+    }
+    if error.is_timeout() {
+        return FetchError::Timeout(format!("{url}: {text}"));
+    }
+    FetchError::Network(format!("{url}: {text}"))
+}
+
+/// Resolves names and drops addresses the policy refuses, so a connection
+/// can only go to an allowed address (no window between check and use).
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusal = None;
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|addr| match policy.check(addr.ip()) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        refusal.get_or_insert_with(|| refused_address(&host, addr.ip(), reason).to_string());
+                        false
+                    }
+                })
+                .collect();
+            if allowed.is_empty() {
+                let message = refusal.unwrap_or_else(|| format!("{host} has no address"));
+                return Err(message.into());
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! The fetcher against a local fixture server on 127.0.0.1.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap as AxumHeaders, StatusCode};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::routing::get;
+
+use super::*;
+
+async fn serve() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bomb: Bytes = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![0u8; 64 << 20]).unwrap();
+        e.finish().unwrap().into()
+    };
+    let app = Router::new()
+        .route(
+            "/feed",
+            get(|headers: AxumHeaders| async move {
+                if headers.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+                    return (StatusCode::NOT_MODIFIED, [("etag", "\"v1\"")], "").into_response();
+                }
+                ([("etag", "\"v1\""), ("cache-control", "public, max-age=600")], "<rss/>").into_response()
+            }),
+        )
+        .route("/limited", get(|| async { (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down") }))
+        .route(
+            "/bomb",
+            get(|State(bomb): State<Bytes>| async move { ([("content-encoding", "gzip")], bomb).into_response() }),
+        )
+        .route("/big", get(|| async { vec![b'x'; 2 << 20] }))
+        .route(
+            "/trickle",
+            get(|| async {
+                let stream = futures::stream::unfold(0, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    (n < 100).then(|| (Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
+                });
+                AxumResponse::new(Body::from_stream(stream))
+            }),
+        )
+        .route(
+            "/to-metadata",
+            get(|| async { (StatusCode::FOUND, [("location", "http://169.254.169.254/latest/meta-data/")]) }),
+        )
+        .route(
+            "/to-localhost",
+            get(move || async move {
+                (StatusCode::FOUND, [("location", format!("http://localhost:{}/auth", addr.port()))])
+            }),
+        )
+        .route(
+            "/auth",
+            get(|headers: AxumHeaders| async move {
+                headers.get("authorization").map_or("none".to_string(), |v| v.to_str().unwrap_or("?").to_string())
+            }),
+        )
+        .with_state(bomb);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn fetcher(allow: &str) -> Fetcher {
+    Fetcher::new(&FetchArgs {
+        fetch_allow: parse_allowlist(allow).unwrap(),
+        fetch_timeout: Duration::from_secs(2),
+        fetch_max_bytes: 1 << 20,
+        fetch_per_host: 4,
+    })
+    .unwrap()
+}
+
+fn request(addr: SocketAddr, path: &str) -> Request {
+    Request::get(format!("http://{addr}{path}").parse().unwrap(), "*/*")
+}
+
+#[tokio::test]
+async fn local_addresses_are_refused_unless_allowlisted() {
+    let addr = serve().await;
+    let error = fetcher("").get(&request(addr, "/feed")).await.unwrap_err();
+    assert!(
+        matches!(&error, FetchError::Refused(m) if m.contains("loopback") && m.contains("--fetch-allow")),
+        "{error}"
+    );
+    // A host name is checked on the addresses it resolves to.
+    let by_name = Request::get(format!("http://localhost:{}/feed", addr.port()).parse().unwrap(), "*/*");
+    let error = fetcher("").get(&by_name).await.unwrap_err();
+    assert!(matches!(&error, FetchError::Refused(m) if m.contains("loopback")), "{error}");
+    let ok = fetcher("127.0.0.1").get(&request(addr, "/feed")).await.unwrap();
+    assert_eq!((ok.status, &ok.body[..]), (200, &b"<rss/>"[..]));
+    assert_eq!(ok.max_age(), Some(Duration::from_secs(600)));
+    let ftp = Request::get("ftp://example.com/feed".parse().unwrap(), "*/*");
+    assert!(matches!(fetcher("").get(&ftp).await, Err(FetchError::Refused(_))));
+}
+
+#[tokio::test]
+async fn every_redirect_hop_is_checked_and_credentials_stay_home() {
+    let addr = serve().await;
+    let error = fetcher("127.0.0.1").get(&request(addr, "/to-metadata")).await.unwrap_err();
+    assert!(matches!(&error, FetchError::Refused(m) if m.contains("169.254.169.254")), "{error}");
+    let mut with_token = request(addr, "/to-localhost");
+    with_token.headers.push((header::AUTHORIZATION, HeaderValue::from_static("Bearer secret")));
+    let followed = fetcher("127.0.0.1").get(&with_token).await.unwrap();
+    assert_eq!(&followed.body[..], b"none", "the token was not sent to another host");
+    assert_eq!(followed.url.host_str(), Some("localhost"));
+}
+
+#[tokio::test]
+async fn conditional_gets_and_retry_after() {
+    let addr = serve().await;
+    let fetcher = fetcher("127.0.0.1");
+    let mut again = request(addr, "/feed");
+    again.etag = Some("\"v1\"".into());
+    let response = fetcher.get(&again).await.unwrap();
+    assert!(response.not_modified() && response.body.is_empty());
+    let error = fetcher.get(&request(addr, "/limited")).await.unwrap_err();
+    assert!(
+        matches!(error, FetchError::Status { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(7))
+    );
+    let job_error = JobError::from(error);
+    assert_eq!(job_error.retry_after, Some(Duration::from_secs(7)));
+    assert!(job_error.message.contains("429"), "{}", job_error.message);
+}
+
+#[tokio::test]
+async fn bombs_big_bodies_and_tricklers_are_contained() {
+    let addr = serve().await;
+    let fetcher = fetcher("127.0.0.1");
+    let bomb = fetcher.get(&request(addr, "/bomb")).await.unwrap_err();
+    assert!(matches!(&bomb, FetchError::TooLarge(m) if m.contains("decompressed")), "{bomb}");
+    let big = fetcher.get(&request(addr, "/big")).await.unwrap_err();
+    assert!(matches!(big, FetchError::TooLarge(_)), "{big}");
+    let started = std::time::Instant::now();
+    let slow = fetcher.get(&request(addr, "/trickle")).await.unwrap_err();
+    assert!(matches!(slow, FetchError::Timeout(_)), "{slow}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
