@@ -5,6 +5,7 @@
 mod cluster;
 mod control;
 mod counting;
+mod feeds;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,10 @@ enum Command {
     /// idle jobs, worker RSS against an idle worker, and SIGTERM exit times.
     /// Needs `cargo build --release --bin ingest` first.
     Cluster(cluster::ClusterArgs),
+    /// Local fixture feeds into a real OpenSearch through rss jobs, against
+    /// OpenSearch's own `_bulk` ceiling on the same documents and a plain
+    /// Python pipeline (feedparser + opensearch-py) on the same feeds.
+    Feeds(feeds::FeedsArgs),
 }
 
 #[tokio::main]
@@ -35,5 +40,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Control(args) => control::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
+        Command::Feeds(args) => feeds::run(args).await,
     }
 }

@@ -91,7 +91,7 @@ impl Job for Rss {
         let mut now_seen = Vec::new();
         let mut items = Vec::new();
         for entry in feed.entries.iter().take(MAX_ENTRIES) {
-            let id = sha256_hex(format!("{}\n{}", self.url, entry.id).as_bytes());
+            let id = entry_id(&self.url, entry);
             let mark = seen_mark(&id, entry);
             if !seen.contains(mark.as_str()) {
                 items.push(item(&feed, entry, &self.url, id));
@@ -144,6 +144,11 @@ fn next_run(ttl_minutes: Option<u32>, max_age: Option<Duration>) -> NextRun {
     }
 }
 
+/// An entry's `_id`: the SHA-256 of the feed URL and the entry's own id.
+pub fn entry_id(feed_url: &Url, entry: &Entry) -> String {
+    sha256_hex(format!("{feed_url}\n{}", entry.id).as_bytes())
+}
+
 /// 12 hex digits of the entry's id and update time: a changed entry is
 /// delivered again (same `_id`: it replaces the old document).
 fn seen_mark(id: &str, entry: &Entry) -> String {
@@ -151,7 +156,8 @@ fn seen_mark(id: &str, entry: &Entry) -> String {
     sha256_hex(format!("{id}/{updated}").as_bytes())[..12].to_string()
 }
 
-fn item(feed: &Feed, entry: &Entry, feed_url: &Url, id: String) -> Item {
+/// The document of one entry; `id` is its `_id`.
+pub fn item(feed: &Feed, entry: &Entry, feed_url: &Url, id: String) -> Item {
     let mut doc = Map::new();
     let mut put = |key: &str, value: Value| {
         if !value.is_null() {
