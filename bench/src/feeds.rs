@@ -36,7 +36,7 @@ use ingest_sinks::{Document, Sinks, bulk};
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{EmbeddedStore, Store, scan_prefix};
 use ingest_testkit::OpenSearchServer;
-use ingest_worker::fetch::{FetchArgs, Fetcher, parse_allowlist};
+use ingest_worker::fetch::{FetchArgs, Fetcher};
 use ingest_worker::jobs::rss;
 use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerConfig, run_worker};
 use serde_json::json;
@@ -245,7 +245,7 @@ async fn pipeline(opensearch: &OpenSearchServer, urls: &[String]) -> anyhow::Res
         )),
         fetcher: Arc::new(
             Fetcher::new(&FetchArgs {
-                fetch_allow: parse_allowlist("127.0.0.1").map_err(anyhow::Error::msg)?,
+                fetch_allow: "127.0.0.1".parse().map_err(anyhow::Error::msg)?,
                 ..FetchArgs::default()
             })
             .map_err(anyhow::Error::msg)?,

@@ -45,3 +45,37 @@ impl WorkerCommand {
         run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, services, shutdown).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerCommand,
+    }
+
+    #[test]
+    fn every_flag_parses_into_its_field() {
+        let cli = Cli::try_parse_from([
+            "ingest-worker",
+            "--fetch-allow",
+            "127.0.0.1,10.0.0.0/8",
+            "--elasticsearch-url",
+            "http://127.0.0.1:9200",
+            "--s3-bucket",
+            "archive",
+            "--sink-timeout",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(cli.worker.fetch.fetch_allow.0.len(), 2);
+        assert_eq!(cli.worker.sinks.s3_bucket.as_deref(), Some("archive"));
+        let defaults = Cli::try_parse_from(["ingest-worker"]).unwrap();
+        assert!(defaults.worker.fetch.fetch_allow.0.is_empty(), "nothing private is allowed by default");
+        assert!(Cli::try_parse_from(["ingest-worker", "--fetch-allow", "intranet"]).is_err());
+    }
+}

@@ -32,8 +32,8 @@ pub const USER_AGENT: &str = concat!("ingest/", env!("CARGO_PKG_VERSION"), " (fe
 pub struct FetchArgs {
     /// Networks fetches may reach although private or local, e.g.
     /// 10.1.0.0/16,127.0.0.1 (default: none).
-    #[arg(long, env = "INGEST_FETCH_ALLOW", value_parser = parse_allowlist, default_value = "")]
-    pub fetch_allow: Vec<IpNet>,
+    #[arg(long, env = "INGEST_FETCH_ALLOW", default_value = "")]
+    pub fetch_allow: Allowlist,
     /// Longest a fetch may take, redirects included.
     #[arg(long, env = "INGEST_FETCH_TIMEOUT", default_value = "30s", value_parser = ingest_model::params::parse_duration)]
     pub fetch_timeout: Duration,
@@ -45,10 +45,22 @@ pub struct FetchArgs {
     pub fetch_per_host: u32,
 }
 
+/// Networks allowed although private or local.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowlist(pub Vec<IpNet>);
+
+impl std::str::FromStr for Allowlist {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_allowlist(s).map(Self)
+    }
+}
+
 impl Default for FetchArgs {
     fn default() -> Self {
         Self {
-            fetch_allow: Vec::new(),
+            fetch_allow: Allowlist::default(),
             fetch_timeout: Duration::from_secs(30),
             fetch_max_bytes: 15 * 1024 * 1024,
             fetch_per_host: 4,
@@ -141,7 +153,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(args: &FetchArgs) -> Result<Self, String> {
-        let policy = Arc::new(AddressPolicy::new(args.fetch_allow.clone()));
+        let policy = Arc::new(AddressPolicy::new(args.fetch_allow.0.clone()));
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
