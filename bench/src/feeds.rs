@@ -113,7 +113,7 @@ pub async fn run(args: FeedsArgs) -> anyhow::Result<()> {
 }
 
 /// One RSS 2.0 feed with `items` items of about 1 KB each.
-fn feed_xml(feed: usize, items: usize) -> String {
+pub fn feed_xml(feed: usize, items: usize) -> String {
     let words = ["ingest", "feeds", "scale", "worker", "lease", "shard", "index", "bulk", "archive", "cursor"];
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rss version=\"2.0\" xmlns:dc=\"http://purl.org/dc/elements/1.1/\">\
@@ -308,7 +308,7 @@ async fn pipeline(opensearch: &OpenSearchServer, urls: &[String]) -> anyhow::Res
     Ok(secs)
 }
 
-async fn python_venv() -> anyhow::Result<PathBuf> {
+pub async fn python_venv() -> anyhow::Result<PathBuf> {
     let cache = std::env::var("INGEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ingest"));

@@ -6,6 +6,7 @@ mod cluster;
 mod control;
 mod counting;
 mod feeds;
+mod parse;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     /// OpenSearch's own `_bulk` ceiling on the same documents and a plain
     /// Python pipeline (feedparser + opensearch-py) on the same feeds.
     Feeds(feeds::FeedsArgs),
+    /// Feed parsing on one core over one corpus, against Go's gofeed and
+    /// Python's feedparser on the same files.
+    Parse(parse::ParseArgs),
 }
 
 #[tokio::main]
@@ -41,5 +45,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Control(args) => control::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
         Command::Feeds(args) => feeds::run(args).await,
+        Command::Parse(args) => parse::run(args).await,
     }
 }
