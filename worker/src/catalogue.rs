@@ -20,6 +20,12 @@ pub fn catalogue() -> Vec<JobTypeEntry> {
     vec![
         JobTypeEntry { spec: jobs::demo::spec, properties: jobs::demo::properties, build: jobs::demo::build },
         JobTypeEntry { spec: jobs::rss::spec, properties: jobs::rss::properties, build: jobs::rss::build },
+        JobTypeEntry {
+            spec: jobs::hackernews::spec,
+            properties: jobs::hackernews::properties,
+            build: jobs::hackernews::build,
+        },
+        JobTypeEntry { spec: jobs::reddit::spec, properties: jobs::reddit::properties, build: jobs::reddit::build },
     ]
 }
 

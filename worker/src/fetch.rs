@@ -71,10 +71,13 @@ impl Default for FetchArgs {
 /// Most redirects followed.
 const MAX_REDIRECTS: usize = 5;
 
-/// One GET.
+/// One request: a GET (redirects followed, each checked) or a form POST
+/// (redirects refused).
 #[derive(Clone, Debug)]
 pub struct Request {
     pub url: Url,
+    /// `application/x-www-form-urlencoded` body: makes this a POST.
+    pub form: Option<String>,
     /// From the last response, for a conditional GET.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
@@ -85,7 +88,14 @@ pub struct Request {
 
 impl Request {
     pub fn get(url: Url, accept: &'static str) -> Self {
-        Self { url, etag: None, last_modified: None, accept, headers: Vec::new() }
+        Self { url, form: None, etag: None, last_modified: None, accept, headers: Vec::new() }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: &str) -> Result<Self, FetchError> {
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| FetchError::Refused(format!("header {name}: not a valid header value")))?;
+        self.headers.push((name, value));
+        Ok(self)
     }
 }
 
@@ -128,7 +138,7 @@ pub enum FetchError {
     #[error("cannot fetch: {0}")]
     Network(String),
     #[error("{url} answered {status}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
-    Status { url: String, status: u16, retry_after: Option<Duration> },
+    Status { url: String, status: u16, retry_after: Option<Duration>, headers: Box<HeaderMap> },
 }
 
 impl From<FetchError> for JobError {
@@ -194,11 +204,16 @@ impl Fetcher {
             self.check_url(&url)?;
             let host = url.host_str().unwrap_or_default().to_string();
             let _permit = self.host_permit(&host).await;
-            let mut builder = self
-                .client
-                .get(url.clone())
-                .header(header::ACCEPT, request.accept)
-                .header(header::ACCEPT_ENCODING, "gzip, deflate, br");
+            let mut builder = match &request.form {
+                Some(form) => self
+                    .client
+                    .post(url.clone())
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.clone()),
+                None => self.client.get(url.clone()),
+            };
+            builder =
+                builder.header(header::ACCEPT, request.accept).header(header::ACCEPT_ENCODING, "gzip, deflate, br");
             if let Some(etag) = &request.etag {
                 builder = builder.header(header::IF_NONE_MATCH, etag);
             }
@@ -212,7 +227,7 @@ impl Fetcher {
             }
             let response = builder.send().await.map_err(|e| classify(&url, &e))?;
             let status = response.status().as_u16();
-            if (300..400).contains(&status) && status != 304 {
+            if (300..400).contains(&status) && status != 304 && request.form.is_none() {
                 let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
                 let Some(next) = location.and_then(|l| url.join(l).ok()) else {
                     return Err(FetchError::Network(format!("{url} redirected ({status}) without a usable Location")));
@@ -229,7 +244,8 @@ impl Fetcher {
                     .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(ingest_sinks::retry::parse_retry_after);
-                return Err(FetchError::Status { url: url.to_string(), status, retry_after });
+                let headers = Box::new(response.headers().clone());
+                return Err(FetchError::Status { url: url.to_string(), status, retry_after, headers });
             }
             let headers = response.headers().clone();
             let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);

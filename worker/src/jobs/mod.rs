@@ -1,7 +1,11 @@
 //! Job types, one module each, and what every job type implements.
 
 pub mod demo;
+pub mod hackernews;
+pub mod reddit;
 pub mod rss;
+#[cfg(test)]
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,0 +1,222 @@
+//! `hackernews`: a Hacker News list (top, new, best, ask, show, job) through
+//! the Firebase API (`/v0/<list>stories.json`, `/v0/item/<id>.json`), items
+//! fetched with bounded concurrency, optionally their comments to a depth.
+//! The `_id` is `hn:<item id>`; the cursor keeps the ids of the last list, so
+//! a story is fetched and indexed once while it stays on the list.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_sinks::Item;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use crate::fetch::{Fetcher, Request};
+
+pub const NAME: &str = "hackernews";
+/// Most comments fetched per story.
+const MAX_COMMENTS: usize = 200;
+
+pub fn spec() -> JobTypeSpec {
+    JobTypeSpec {
+        name: NAME.to_string(),
+        description: "Indexes the stories of a Hacker News list, once each, optionally with their comments."
+            .to_string(),
+        params: vec![
+            ParamSpec::new("list", ParamKind::Enum, "Which list.")
+                .allowed(&["top", "new", "best", "ask", "show", "job"])
+                .default_value("new"),
+            ParamSpec::new("max_items", ParamKind::Integer, "Stories taken from the head of the list per run.")
+                .default_value(100)
+                .bounds(Some(1.0), Some(500.0)),
+            ParamSpec::new(
+                "comment_depth",
+                ParamKind::Integer,
+                "Levels of comments indexed with each new story (0: none).",
+            )
+            .default_value(0)
+            .bounds(Some(0.0), Some(5.0)),
+            ParamSpec::new("concurrency", ParamKind::Integer, "Items fetched at once.")
+                .default_value(8)
+                .bounds(Some(1.0), Some(32.0)),
+            ParamSpec::new("base_url", ParamKind::Url, "The API's base URL.")
+                .default_value("https://hacker-news.firebaseio.com/v0/"),
+        ],
+        default_interval: Duration::from_secs(5 * 60),
+        min_interval: Duration::from_secs(30),
+    }
+}
+
+pub fn properties() -> Value {
+    json!({
+        "hn_id": {"type": "long"}, "kind": {"type": "keyword"}, "by": {"type": "keyword"},
+        "published": {"type": "date"}, "title": {"type": "text"}, "url": {"type": "keyword", "ignore_above": 2048},
+        "text": {"type": "text"}, "score": {"type": "long"}, "descendants": {"type": "long"},
+        "parent": {"type": "long"}, "story": {"type": "long"}, "list": {"type": "keyword"},
+        "hn_url": {"type": "keyword"},
+    })
+}
+
+pub struct HackerNews {
+    base: Url,
+    list: String,
+    max_items: usize,
+    comment_depth: u32,
+    concurrency: usize,
+}
+
+pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
+    let mut base = Url::parse(params.string("base_url").unwrap_or_default()).map_err(|e| format!("base_url: {e}"))?;
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    let int = |name: &str| params.integer(name).unwrap_or(0).max(0) as usize;
+    Ok(Box::new(HackerNews {
+        base,
+        list: params.string("list").unwrap_or("new").to_string(),
+        max_items: int("max_items"),
+        comment_depth: int("comment_depth") as u32,
+        concurrency: int("concurrency").max(1),
+    }))
+}
+
+impl HackerNews {
+    fn url(&self, path: &str) -> Result<Url, JobError> {
+        self.base.join(path).map_err(|e| JobError::new(format!("base_url {}: {e}", self.base)))
+    }
+
+    /// One item as JSON (`None` for a null, deleted or dead item).
+    async fn fetch_item(
+        &self,
+        fetch: &Fetcher,
+        id: u64,
+        report: &mut RunReport,
+    ) -> Result<Option<(Value, Bytes)>, JobError> {
+        let response = fetch.get(&Request::get(self.url(&format!("item/{id}.json"))?, "application/json")).await?;
+        report.bytes_fetched += response.body.len() as u64;
+        let value: Value = serde_json::from_slice(&response.body)
+            .map_err(|e| JobError::new(format!("item {id}: not the JSON an item should be: {e}")))?;
+        if value.is_null() || value.get("deleted") == Some(&json!(true)) || value.get("dead") == Some(&json!(true)) {
+            return Ok(None);
+        }
+        if !value.is_object() || value.get("id").and_then(Value::as_u64) != Some(id) {
+            return Err(JobError::new(format!("item {id}: the answer is not that item")));
+        }
+        Ok(Some((value, response.body)))
+    }
+
+    fn item(&self, value: &Value, raw: Bytes, story: u64) -> Item {
+        let id = value["id"].as_u64().unwrap_or_default();
+        let time = value.get("time").and_then(Value::as_i64).and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+        let mut doc = Map::new();
+        doc.insert("hn_id".into(), json!(id));
+        doc.insert("kind".into(), value.get("type").cloned().unwrap_or(json!("story")));
+        doc.insert("list".into(), json!(self.list));
+        doc.insert("story".into(), json!(story));
+        doc.insert("hn_url".into(), json!(format!("https://news.ycombinator.com/item?id={id}")));
+        for field in ["by", "title", "url", "text", "score", "descendants", "parent"] {
+            if let Some(v) = value.get(field).filter(|v| !v.is_null()) {
+                doc.insert(field.into(), v.clone());
+            }
+        }
+        if let Some(time) = time {
+            doc.insert("published".into(), json!(time.to_rfc3339()));
+        }
+        Item { id: format!("hn:{id}"), time, doc, raw: Some(raw) }
+    }
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    /// Story ids of the last list read (and delivered).
+    #[serde(default)]
+    seen: Vec<u64>,
+}
+
+#[async_trait]
+impl Job for HackerNews {
+    async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
+        let cursor: Cursor = serde_json::from_value(ctx.cursor.clone()).unwrap_or_default();
+        let list_url = self.url(&format!("{}stories.json", self.list))?;
+        let response = ctx.fetch.get(&Request::get(list_url.clone(), "application/json")).await?;
+        let mut report = RunReport { bytes_fetched: response.body.len() as u64, ..RunReport::default() };
+        let ids: Vec<u64> = serde_json::from_slice(&response.body)
+            .map_err(|e| JobError::new(format!("{list_url}: not a list of item ids: {e}")))?;
+        let head: Vec<u64> = ids.into_iter().take(self.max_items).collect();
+        let seen: HashSet<u64> = cursor.seen.iter().copied().collect();
+        let new: Vec<u64> = head.iter().copied().filter(|id| !seen.contains(id)).collect();
+
+        let fetch = ctx.fetch;
+        let mut items = Vec::new();
+        let this = &*self;
+        let mut stories = futures::stream::iter(new.into_iter().map(move |id| async move {
+            let mut report = RunReport::default();
+            let result = this.fetch_item(fetch, id, &mut report).await;
+            (id, result, report)
+        }))
+        .buffered(self.concurrency);
+        let mut kids_of = Vec::new();
+        while let Some((id, result, got)) = stories.next().await {
+            report.bytes_fetched += got.bytes_fetched;
+            if let Some((value, raw)) = result.map_err(|e| JobError { report, ..e })? {
+                if self.comment_depth > 0 {
+                    kids_of.push((id, value.get("kids").cloned().unwrap_or(Value::Null)));
+                }
+                items.push(self.item(&value, raw, id));
+            }
+        }
+        drop(stories);
+        for (story, kids) in kids_of {
+            self.comments(fetch, story, kids, &mut items, &mut report).await?;
+        }
+        report.items_fetched = items.len() as u64;
+        let warning = match ctx.deliver(items, &mut report).await {
+            Ok(warning) => warning,
+            Err(error) => return Err(JobError { report, ..error }),
+        };
+        *ctx.cursor = json!({"seen": head});
+        Ok(RunOutcome { report, next: NextRun::Interval, warning })
+    }
+}
+
+impl HackerNews {
+    /// Comments of `story`, breadth first, to `comment_depth` levels.
+    async fn comments(
+        &self,
+        fetch: &Fetcher,
+        story: u64,
+        kids: Value,
+        items: &mut Vec<Item>,
+        report: &mut RunReport,
+    ) -> Result<(), JobError> {
+        let mut level: Vec<u64> = ids(&kids);
+        let mut taken = 0;
+        for _depth in 0..self.comment_depth {
+            let mut next = Vec::new();
+            for id in level {
+                if taken >= MAX_COMMENTS {
+                    return Ok(());
+                }
+                taken += 1;
+                if let Some((value, raw)) = self.fetch_item(fetch, id, report).await? {
+                    next.extend(ids(value.get("kids").unwrap_or(&Value::Null)));
+                    items.push(self.item(&value, raw, story));
+                }
+            }
+            level = next;
+        }
+        Ok(())
+    }
+}
+
+fn ids(kids: &Value) -> Vec<u64> {
+    kids.as_array().map(|k| k.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
