@@ -155,6 +155,30 @@ impl Cluster {
         jobs.await
     }
 
+    /// Creates one job of any type, once a worker has published the type.
+    pub async fn create_job(
+        &self,
+        id: &str,
+        job_type: &str,
+        interval: Duration,
+        params: serde_json::Value,
+    ) -> Result<String, ingest_control::error::ControlError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.store.get(&self.keys.job_type(job_type)).await.ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "no worker published {job_type}\n{}", self.log_tails());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let new = NewJob {
+            id: Some(id.to_string()),
+            name: id.to_string(),
+            job_type: job_type.into(),
+            params: params.as_object().cloned().unwrap_or_default(),
+            interval: Some(interval),
+            paused: false,
+        };
+        Ok(self.control.create_job(new, false).await?.record.id)
+    }
+
     /// Current claims: job id -> worker.
     pub async fn owners(&self) -> HashMap<String, String> {
         let kvs = scan_prefix(self.store.as_ref(), &self.keys.prefix(KeyKind::Owner)).await.unwrap_or_default();

@@ -1,0 +1,149 @@
+//! The feed and community sources end to end: rss, hackernews and reddit
+//! jobs run by a worker process against local fixture servers shaped like
+//! the real services, through the real sinks (OpenSearch and an S3 server).
+//! Hostile or broken sources fail their own job with a readable error while
+//! the others carry on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use common::Cluster;
+use ingest_testkit::{OpenSearchServer, S3Server};
+use serde_json::{Value, json};
+
+const TTL: Duration = Duration::from_secs(4);
+
+fn rss(items: usize) -> String {
+    let mut xml = String::from(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Fixture news</title><link>https://example.org/</link>"#,
+    );
+    for i in 0..items {
+        xml.push_str(&format!(
+            "<item><title>Story {i}</title><link>https://example.org/s/{i}</link><guid>story-{i}</guid>\
+             <pubDate>Sat, 28 Nov 2026 10:{i:02}:00 GMT</pubDate><description>Text {i}</description></item>"
+        ));
+    }
+    xml.push_str("</channel></rss>");
+    xml
+}
+
+fn hn_item(id: u64) -> Value {
+    json!({"by": "pg", "id": id, "score": id, "time": 1_700_000_000 + id, "title": format!("HN {id}"), "type": "story",
+           "url": format!("https://example.org/hn/{id}")})
+}
+
+fn reddit_listing() -> Value {
+    let children: Vec<Value> = (0..5)
+        .map(|i| {
+            json!({"kind": "t3", "data": {"name": format!("t3_p{i}"), "subreddit": "rust", "author": "ferris",
+            "title": format!("Post {i}"), "permalink": format!("/r/rust/comments/p{i}/"), "score": i,
+            "num_comments": 0, "over_18": false, "created_utc": 1_700_000_000.0 + i as f64}})
+        })
+        .collect();
+    json!({"kind": "Listing", "data": {"after": null, "before": null, "children": children}})
+}
+
+async fn fixtures() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new()
+        .route("/feed.xml", get(|| async { ([("content-type", "application/rss+xml")], rss(12)) }))
+        .route("/broken.xml", get(|| async { rss(3)[..200].to_string() }))
+        .route(
+            "/to-metadata",
+            get(|| async { (StatusCode::FOUND, [("location", "http://169.254.169.254/latest/meta-data/")]) }),
+        )
+        .route("/v0/newstories.json", get(|| async { axum::Json(json!([105, 104, 103, 102, 101])) }))
+        .route(
+            "/v0/item/{file}",
+            get(|axum::extract::Path(file): axum::extract::Path<String>| async move {
+                let id: u64 = file.trim_end_matches(".json").parse().unwrap_or(0);
+                axum::Json(hn_item(id)).into_response()
+            }),
+        )
+        .route("/r/rust/new.json", get(|| async { axum::Json(reddit_listing()) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+async fn wait_count(opensearch: &OpenSearchServer, cluster: &Cluster, index: &str, expected: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = ingest_testkit::services::http(&opensearch.url(), "HEAD", &format!("/{index}"), None);
+        if status == 200 && tokio::task::block_in_place(|| opensearch.count(index)) >= expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{index} did not reach {expected} documents\n{}", cluster.log_tails());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(tokio::task::block_in_place(|| opensearch.count(index)), expected, "{index}: each item once");
+}
+
+async fn wait_error(cluster: &Cluster, id: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = cluster.control.get_job(id).await.expect("get job");
+        if let Some(error) = view.status.stats.last_error.filter(|e| e.message.contains(needle)) {
+            return error.message;
+        }
+        assert!(Instant::now() < deadline, "{id} shows no error with '{needle}'\n{}", cluster.log_tails());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_hacker_news_and_reddit_land_in_the_real_sinks() {
+    let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
+    let s3 = tokio::task::spawn_blocking(S3Server::start).await.expect("start S3");
+    let addr = fixtures().await;
+    let mut cluster = Cluster::start(TTL).await;
+    cluster.worker_env =
+        vec![("INGEST_ELASTICSEARCH_URL".into(), opensearch.url()), ("INGEST_FETCH_ALLOW".into(), "127.0.0.1".into())];
+    cluster.worker_env.extend(s3.env("ingest-sources"));
+    cluster.start_worker("w1");
+    let every = Duration::from_secs(60);
+    let base = format!("http://{addr}");
+    cluster.create_job("news", "rss", every, json!({"url": format!("{base}/feed.xml")})).await.expect("rss job");
+    cluster
+        .create_job("hn", "hackernews", every, json!({"base_url": format!("{base}/v0/"), "list": "new"}))
+        .await
+        .expect("hackernews job");
+    let reddit = json!({"subreddit": "rust", "user_agent": "linux:ingest-test:1.0 (by /u/ingest)", "base_url": format!("{base}/")});
+    cluster.create_job("rust-sub", "reddit", every, reddit).await.expect("reddit job");
+    cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
+    cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
+
+    wait_count(&opensearch, &cluster, "ingest-rss", 12).await;
+    wait_count(&opensearch, &cluster, "ingest-hackernews", 5).await;
+    wait_count(&opensearch, &cluster, "ingest-reddit", 5).await;
+
+    let broken = wait_error(&cluster, "broken", "is not a feed").await;
+    assert!(broken.contains("/broken.xml"), "{broken}");
+    let sneaky = wait_error(&cluster, "sneaky", "refused").await;
+    assert!(sneaky.contains("169.254.169.254"), "{sneaky}");
+
+    // Documents carry the item's own fields and the key of their raw payload in S3.
+    let hit = tokio::task::block_in_place(|| {
+        opensearch.json("POST", "/ingest-rss/_search", Some(&json!({"query": {"term": {"guid": "story-3"}}})))
+    });
+    let doc = &hit["hits"]["hits"][0]["_source"];
+    assert_eq!(doc["title"], "Story 3");
+    assert_eq!(doc["published"], "2026-11-28T10:03:00+00:00");
+    let raw_key = doc["raw_key"].as_str().expect("raw_key").to_string();
+    let sink = ingest_sinks::s3::S3Sink::new(&ingest_sinks::s3::S3Config {
+        endpoint: Some(s3.endpoint()),
+        region: s3.region().into(),
+        bucket: "ingest-sources".into(),
+        access_key: s3.access_key().into(),
+        secret_key: ingest_runtime::Secret::new(s3.secret_key()),
+        path_style: true,
+        request_timeout: Duration::from_secs(10),
+    });
+    sink.client().head_object().bucket("ingest-sources").key(&raw_key).send().await.expect("the feed is archived");
+    cluster.stop();
+}
