@@ -20,6 +20,8 @@ use url::Url;
 use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
 use crate::fetch::Request;
 
+pub mod article;
+
 pub const NAME: &str = "rss";
 
 /// Entries taken from one feed, at most.
@@ -33,7 +35,18 @@ pub fn spec() -> JobTypeSpec {
     JobTypeSpec {
         name: NAME.to_string(),
         description: "Polls an RSS, Atom or JSON Feed and indexes its entries once each.".to_string(),
-        params: vec![ParamSpec::new("url", ParamKind::Url, "The feed's URL (http or https).").required()],
+        params: vec![
+            ParamSpec::new("url", ParamKind::Url, "The feed's URL (http or https).").required(),
+            ParamSpec::new(
+                "extract_articles",
+                ParamKind::Boolean,
+                "Also fetch each new entry's page: index its main text and top image, archive the page and the image.",
+            )
+            .default_value(false),
+            ParamSpec::new("max_articles", ParamKind::Integer, "Pages fetched per run at most, when extracting.")
+                .default_value(20)
+                .bounds(Some(1.0), Some(200.0)),
+        ],
         default_interval: Duration::from_secs(15 * 60),
         min_interval: Duration::from_secs(60),
     }
@@ -48,17 +61,26 @@ pub fn properties() -> Value {
         "published": {"type": "date"}, "updated": {"type": "date"},
         "feed_title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
         "feed_url": keyword,
+        "article_text": text, "article_title": text, "article_image": keyword,
+        "article_html_key": keyword, "article_image_key": keyword,
     })
 }
 
 pub struct Rss {
     url: Url,
+    /// Pages to extract per run (0: none).
+    articles: usize,
 }
 
 pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
     let url = params.string("url").ok_or("url is required")?;
     let url = Url::parse(url).map_err(|e| format!("url: {e}"))?;
-    Ok(Box::new(Rss { url }))
+    let articles = if params.boolean("extract_articles").unwrap_or(false) {
+        params.integer("max_articles").unwrap_or(20).max(1) as usize
+    } else {
+        0
+    };
+    Ok(Box::new(Rss { url, articles }))
 }
 
 /// What the cursor keeps between runs.
@@ -99,6 +121,9 @@ impl Job for Rss {
             now_seen.push(mark);
         }
         report.items_fetched = items.len() as u64;
+        for item in items.iter_mut().take(self.articles) {
+            add_article(ctx, item, &mut report).await.map_err(|e| JobError { report, ..e })?;
+        }
         let mut warning = None;
         if !items.is_empty() {
             let extension = if response.body.first() == Some(&b'{') { "json" } else { "xml" };
@@ -122,6 +147,59 @@ impl Job for Rss {
         };
         *ctx.cursor = serde_json::to_value(next).unwrap_or(Value::Null);
         Ok(RunOutcome { report, next: next_run(feed.ttl, max_age), warning })
+    }
+}
+
+/// Fetches the entry's page and adds its main text and top image to the
+/// document, archiving both. A page that cannot be had is noted in the
+/// document (`article_error`), not a failure of the run; only the sinks
+/// failing fails it.
+async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut RunReport) -> Result<(), JobError> {
+    let Some(link) = item.doc.get("link").and_then(Value::as_str).and_then(|l| Url::parse(l).ok()) else {
+        return Ok(());
+    };
+    let page = match ctx.fetch.get(&Request::get(link.clone(), "text/html, application/xhtml+xml;q=0.9")).await {
+        Ok(page) => page,
+        Err(error) => {
+            item.doc.insert("article_error".into(), json!(error.to_string()));
+            return Ok(());
+        }
+    };
+    report.bytes_fetched += page.body.len() as u64;
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    let found = article::extract(&html, &page.url);
+    let sink_error = |e: ingest_sinks::SinkError| JobError::new(e.to_string());
+    let html_key = ctx.output.put_raw(&page.body, "html").await.map_err(sink_error)?;
+    item.doc.insert("article_html_key".into(), json!(html_key));
+    item.doc.insert("article_text".into(), json!(found.text));
+    if let Some(title) = found.title {
+        item.doc.insert("article_title".into(), json!(title));
+    }
+    let Some(image_url) = found.image else { return Ok(()) };
+    item.doc.insert("article_image".into(), json!(image_url.as_str()));
+    match ctx.fetch.get(&Request::get(image_url, "image/*")).await {
+        Ok(image) => {
+            report.bytes_fetched += image.body.len() as u64;
+            let (ext, content_type) = image_type(image.header("content-type"));
+            let key = ctx.output.put_media(image.body, ext, content_type, None).await.map_err(sink_error)?;
+            item.doc.insert("article_image_key".into(), json!(key));
+        }
+        Err(error) => {
+            item.doc.insert("article_error".into(), json!(format!("top image: {error}")));
+        }
+    }
+    Ok(())
+}
+
+/// File extension and content type of an image response.
+fn image_type(content_type: Option<&str>) -> (&'static str, &'static str) {
+    match content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()).as_deref() {
+        Some("image/jpeg") => ("jpg", "image/jpeg"),
+        Some("image/png") => ("png", "image/png"),
+        Some("image/gif") => ("gif", "image/gif"),
+        Some("image/webp") => ("webp", "image/webp"),
+        Some("image/avif") => ("avif", "image/avif"),
+        _ => ("bin", "application/octet-stream"),
     }
 }
 

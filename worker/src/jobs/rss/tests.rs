@@ -148,7 +148,7 @@ async fn polls_conditionally_and_indexes_each_entry_once() {
     let fetcher =
         Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
     let url: Url = format!("http://{addr}/feed").parse().unwrap();
-    let mut job = Rss { url };
+    let mut job = Rss { url, articles: 0 };
     let mut cursor = Value::Null;
     macro_rules! run {
         ($cursor:expr) => {{
@@ -189,4 +189,52 @@ async fn polls_conditionally_and_indexes_each_entry_once() {
     let error = run!(&mut cursor).unwrap_err();
     assert!(error.message.contains("is not a feed"), "{}", error.message);
     assert_eq!(cursor, before);
+}
+
+/// A feed whose entries link to pages on the same fixture server.
+async fn serve_site() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let feed = format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Site</title>
+        <item><title>With a page</title><link>http://{addr}/story</link><guid>p1</guid></item>
+        <item><title>Gone</title><link>http://{addr}/missing</link><guid>p2</guid></item>
+        </channel></rss>"#
+    );
+    let app = Router::new()
+        .route("/feed", get(move || async move { feed }))
+        .route(
+            "/story",
+            get(|| async {
+                axum::response::Html(
+                    r#"<html><head><meta property="og:image" content="/top.png"></head>
+                    <body><nav><p>Menu</p></nav><article><h1>Big news</h1><p>Main text here.</p></article></body></html>"#,
+                )
+            }),
+        )
+        .route("/top.png", get(|| async { ([("content-type", "image/png")], b"\x89PNG\r\n\x1a\nfake".to_vec()) }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn articles_are_extracted_and_archived_and_a_missing_page_is_noted() {
+    let addr = serve_site().await;
+    let mut harness = crate::jobs::testing::Harness::new(NAME);
+    let mut job = Rss { url: format!("http://{addr}/feed").parse().unwrap(), articles: 10 };
+    let outcome = harness.run(&mut job).await.unwrap();
+    assert_eq!(outcome.report.items_written, 2);
+    let docs = harness.documents();
+    let story = &docs[0]["_source"];
+    assert_eq!(story["article_text"], "Big news\n\nMain text here.");
+    assert_eq!(story["article_image"], format!("http://{addr}/top.png"));
+    let objects = harness.dir.path().join("objects");
+    let image_key = story["article_image_key"].as_str().unwrap();
+    assert!(image_key.ends_with(".png"));
+    assert_eq!(std::fs::read(objects.join(image_key)).unwrap(), b"\x89PNG\r\n\x1a\nfake");
+    let html_key = story["article_html_key"].as_str().unwrap();
+    assert!(html_key.ends_with(".html.gz") && objects.join(html_key).is_file());
+    let gone = &docs[1]["_source"];
+    assert!(gone["article_error"].as_str().unwrap().contains("404"), "{gone}");
+    assert!(gone.get("article_text").is_none());
 }
