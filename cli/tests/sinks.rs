@@ -179,15 +179,7 @@ async fn s3_outage_loses_and_duplicates_nothing() {
     wait_delivered(&cluster, &jobs, expected, Duration::from_secs(120)).await;
     assert_exactly_once(&cluster, &opensearch, &jobs, total);
     // Every document's raw payload is in the bucket, under the key it names.
-    let sinks = ingest_sinks::s3::S3Sink::new(&ingest_sinks::s3::S3Config {
-        endpoint: Some(s3.endpoint()),
-        region: s3.region().into(),
-        bucket: "ingest-raw".into(),
-        access_key: s3.access_key().into(),
-        secret_key: ingest_runtime::Secret::new(s3.secret_key()),
-        path_style: true,
-        request_timeout: Duration::from_secs(10),
-    });
+    let sinks = common::s3_sink(&s3, "ingest-raw");
     let mut keys = std::collections::HashSet::new();
     let mut pages = sinks.client().list_objects_v2().bucket("ingest-raw").prefix("demo/").into_paginator().send();
     while let Some(page) = pages.next().await {

@@ -135,15 +135,7 @@ async fn feeds_hacker_news_and_reddit_land_in_the_real_sinks() {
     assert_eq!(doc["title"], "Story 3");
     assert_eq!(doc["published"], "2026-11-28T10:03:00+00:00");
     let raw_key = doc["raw_key"].as_str().expect("raw_key").to_string();
-    let sink = ingest_sinks::s3::S3Sink::new(&ingest_sinks::s3::S3Config {
-        endpoint: Some(s3.endpoint()),
-        region: s3.region().into(),
-        bucket: "ingest-sources".into(),
-        access_key: s3.access_key().into(),
-        secret_key: ingest_runtime::Secret::new(s3.secret_key()),
-        path_style: true,
-        request_timeout: Duration::from_secs(10),
-    });
+    let sink = common::s3_sink(&s3, "ingest-sources");
     sink.client().head_object().bucket("ingest-sources").key(&raw_key).send().await.expect("the feed is archived");
     cluster.stop();
 }

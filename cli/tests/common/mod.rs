@@ -269,6 +269,19 @@ impl Drop for Cluster {
     }
 }
 
+/// An S3 client on the test server's bucket, for reading back.
+pub fn s3_sink(s3: &ingest_testkit::S3Server, bucket: &str) -> ingest_sinks::s3::S3Sink {
+    ingest_sinks::s3::S3Sink::new(&ingest_sinks::s3::S3Config {
+        endpoint: Some(s3.endpoint()),
+        region: s3.region().into(),
+        bucket: bucket.into(),
+        access_key: s3.access_key().into(),
+        secret_key: ingest_runtime::Secret::new(s3.secret_key()),
+        path_style: true,
+        request_timeout: Duration::from_secs(10),
+    })
+}
+
 pub async fn connect(etcd: &EtcdServer) -> EtcdStore {
     EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd")
 }

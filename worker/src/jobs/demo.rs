@@ -132,10 +132,7 @@ impl Job for Demo {
             bytes_fetched: items.len() as u64 * self.item_bytes,
             ..RunReport::default()
         };
-        let warning = match ctx.deliver(items, &mut report).await {
-            Ok(warning) => warning,
-            Err(error) => return Err(JobError { report, ..error }),
-        };
+        let warning = ctx.deliver(items, &mut report).await?;
         *ctx.cursor = json!({"next_seq": end});
         Ok(RunOutcome { report, next: NextRun::Interval, warning })
     }

@@ -175,10 +175,7 @@ impl Job for HackerNews {
             self.comments(fetch, story, kids, &mut items, &mut report).await?;
         }
         report.items_fetched = items.len() as u64;
-        let warning = match ctx.deliver(items, &mut report).await {
-            Ok(warning) => warning,
-            Err(error) => return Err(JobError { report, ..error }),
-        };
+        let warning = ctx.deliver(items, &mut report).await?;
         *ctx.cursor = json!({"seen": head});
         Ok(RunOutcome { report, next: NextRun::Interval, warning })
     }

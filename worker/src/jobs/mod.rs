@@ -78,11 +78,16 @@ pub struct RunContext<'a> {
 
 impl RunContext<'_> {
     /// Hands items to the sinks and waits for their acknowledgement; counts
-    /// them in `report`. An error means nothing was acknowledged: leave the
-    /// cursor alone and fail the run (the items come again next run). A
+    /// them in `report`. An error (carrying `report`) means nothing was
+    /// acknowledged: leave the cursor alone and fail the run (the items
+    /// come again next run). A
     /// warning tells of documents refused by the index (kept as dead letters).
     pub async fn deliver(&mut self, items: Vec<Item>, report: &mut RunReport) -> Result<Option<String>, JobError> {
-        let delivered = self.output.deliver(items).await.map_err(|e| JobError::new(e.to_string()))?;
+        let delivered = self
+            .output
+            .deliver(items)
+            .await
+            .map_err(|e| JobError { report: *report, ..JobError::new(e.to_string()) })?;
         report.items_written += delivered.written;
         report.items_failed += delivered.rejected;
         Ok(delivered.first_rejection.map(|first| {

@@ -238,10 +238,7 @@ impl Job for Reddit {
             }
         }
         report.items_fetched = items.len() as u64;
-        let warning = match ctx.deliver(items, &mut report).await {
-            Ok(warning) => warning,
-            Err(error) => return Err(JobError { report, ..error }),
-        };
+        let warning = ctx.deliver(items, &mut report).await?;
         *ctx.cursor = json!({"seen": now_seen});
         let remaining = response.header("x-ratelimit-remaining").and_then(|v| v.trim().parse::<f64>().ok());
         let next = match remaining {

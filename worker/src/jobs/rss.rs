@@ -135,10 +135,7 @@ impl Job for Rss {
             for item in &mut items {
                 item.doc.insert("raw_key".into(), Value::String(raw_key.clone()));
             }
-            warning = match ctx.deliver(items, &mut report).await {
-                Ok(warning) => warning,
-                Err(error) => return Err(JobError { report, ..error }),
-            };
+            warning = ctx.deliver(items, &mut report).await?;
         }
         let next = Cursor {
             etag: response.header("etag").map(String::from),
