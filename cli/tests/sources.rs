@@ -1,5 +1,4 @@
-//! The feed and community sources end to end: rss, hackernews and reddit
-//! jobs run by a worker process against local fixture servers shaped like
+//! The sources end to end: rss, hackernews, reddit and weather jobs run by a worker process against local fixture servers shaped like
 //! the real services, through the real sinks (OpenSearch and an S3 server).
 //! Hostile or broken sources fail their own job with a readable error while
 //! the others carry on.
@@ -66,7 +65,17 @@ async fn fixtures() -> std::net::SocketAddr {
                 axum::Json(hn_item(id)).into_response()
             }),
         )
-        .route("/r/rust/new.json", get(|| async { axum::Json(reddit_listing()) }));
+        .route("/r/rust/new.json", get(|| async { axum::Json(reddit_listing()) }))
+        .route(
+            "/v1/forecast",
+            get(|| async {
+                axum::Json(json!({"latitude": 48.86, "longitude": 2.35, "elevation": 43.0,
+                    "current_units": {"time": "unixtime", "temperature_2m": "°C"},
+                    "current": {"time": 1764324000, "interval": 900, "temperature_2m": 7.5},
+                    "hourly_units": {"time": "unixtime", "temperature_2m": "°C"},
+                    "hourly": {"time": [1764324000, 1764327600], "temperature_2m": [7.5, 7.9]}}))
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -97,7 +106,7 @@ async fn wait_error(cluster: &Cluster, id: &str, needle: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feeds_hacker_news_and_reddit_land_in_the_real_sinks() {
+async fn every_source_lands_in_the_real_sinks() {
     let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
     let s3 = tokio::task::spawn_blocking(S3Server::start).await.expect("start S3");
     let addr = fixtures().await;
@@ -115,12 +124,16 @@ async fn feeds_hacker_news_and_reddit_land_in_the_real_sinks() {
         .expect("hackernews job");
     let reddit = json!({"subreddit": "rust", "user_agent": "linux:ingest-test:1.0 (by /u/ingest)", "base_url": format!("{base}/")});
     cluster.create_job("rust-sub", "reddit", every, reddit).await.expect("reddit job");
+    let weather = json!({"latitude": 48.86, "longitude": 2.35, "place": "Paris", "current": ["temperature_2m"],
+        "hourly": ["temperature_2m"], "base_url": format!("{base}/v1/")});
+    cluster.create_job("paris", "weather", every, weather).await.expect("weather job");
     cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
     cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
 
     wait_count(&opensearch, &cluster, "ingest-rss", 12).await;
     wait_count(&opensearch, &cluster, "ingest-hackernews", 5).await;
     wait_count(&opensearch, &cluster, "ingest-reddit", 5).await;
+    wait_count(&opensearch, &cluster, "ingest-weather", 3).await;
 
     let broken = wait_error(&cluster, "broken", "is not a feed").await;
     assert!(broken.contains("/broken.xml"), "{broken}");

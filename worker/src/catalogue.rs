@@ -26,6 +26,7 @@ pub fn catalogue() -> Vec<JobTypeEntry> {
             build: jobs::hackernews::build,
         },
         JobTypeEntry { spec: jobs::reddit::spec, properties: jobs::reddit::properties, build: jobs::reddit::build },
+        JobTypeEntry { spec: jobs::weather::spec, properties: jobs::weather::properties, build: jobs::weather::build },
     ]
 }
 

@@ -137,8 +137,12 @@ pub enum FetchError {
     Timeout(String),
     #[error("cannot fetch: {0}")]
     Network(String),
-    #[error("{url} answered {status}{}", retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
-    Status { url: String, status: u16, retry_after: Option<Duration>, headers: Box<HeaderMap> },
+    #[error(
+        "{url} answered {status}{}{}",
+        retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default(),
+        if detail.is_empty() { String::new() } else { format!(": {detail}") }
+    )]
+    Status { url: String, status: u16, retry_after: Option<Duration>, headers: Box<HeaderMap>, detail: String },
 }
 
 impl From<FetchError> for JobError {
@@ -190,10 +194,9 @@ impl Fetcher {
 
     /// GETs `request.url`, following up to 5 redirects, each checked.
     pub async fn get(&self, request: &Request) -> Result<Response, FetchError> {
-        let url = request.url.to_string();
         match tokio::time::timeout(self.timeout, self.get_inner(request)).await {
             Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout(format!("{url} took longer than {:?}", self.timeout))),
+            Err(_) => Err(FetchError::Timeout(format!("{} took longer than {:?}", shown(&request.url), self.timeout))),
         }
     }
 
@@ -230,7 +233,10 @@ impl Fetcher {
             if (300..400).contains(&status) && status != 304 && request.form.is_none() {
                 let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
                 let Some(next) = location.and_then(|l| url.join(l).ok()) else {
-                    return Err(FetchError::Network(format!("{url} redirected ({status}) without a usable Location")));
+                    return Err(FetchError::Network(format!(
+                        "{} redirected ({status}) without a usable Location",
+                        shown(&url)
+                    )));
                 };
                 url = next;
                 continue;
@@ -245,7 +251,9 @@ impl Fetcher {
                     .and_then(|v| v.to_str().ok())
                     .and_then(ingest_sinks::retry::parse_retry_after);
                 let headers = Box::new(response.headers().clone());
-                return Err(FetchError::Status { url: url.to_string(), status, retry_after, headers });
+                // What the server says is wrong, for the job's error.
+                let detail = body::read_capped(response, 2048).await.map(|b| snippet(&b)).unwrap_or_default();
+                return Err(FetchError::Status { url: shown(&url), status, retry_after, headers, detail });
             }
             let headers = response.headers().clone();
             let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -260,13 +268,13 @@ impl Fetcher {
     /// (host names are checked by the resolver when connecting).
     fn check_url(&self, url: &Url) -> Result<(), FetchError> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::Refused(format!("{url}: only http and https URLs are fetched")));
+            return Err(FetchError::Refused(format!("{}: only http and https URLs are fetched", shown(url))));
         }
         let ip = match url.host() {
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
             Some(url::Host::Domain(_)) => return Ok(()),
-            None => return Err(FetchError::Refused(format!("{url} names no host"))),
+            None => return Err(FetchError::Refused(format!("{} names no host", shown(url)))),
         };
         self.policy.check(ip).map_err(|reason| refused_address(url.host_str().unwrap_or_default(), ip, reason))
     }
@@ -288,10 +296,30 @@ fn refused_address(host: &str, ip: IpAddr, reason: &str) -> FetchError {
 
 fn body_error(url: &Url, error: body::BodyError) -> FetchError {
     match error {
-        body::BodyError::TooLarge { .. } => FetchError::TooLarge(format!("{url}: {error}")),
-        body::BodyError::Timeout(_) => FetchError::Timeout(format!("{url}: {error}")),
-        other => FetchError::Network(format!("{url}: {other}")),
+        body::BodyError::TooLarge { .. } => FetchError::TooLarge(format!("{}: {error}", shown(url))),
+        body::BodyError::Timeout(_) => FetchError::Timeout(format!("{}: {error}", shown(url))),
+        other => FetchError::Network(format!("{}: {other}", shown(url))),
     }
+}
+
+/// A URL as shown in errors: no query, credentials or fragment (they may
+/// hold secrets, e.g. an API key parameter).
+pub fn shown(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    if shown.query().is_some() {
+        shown.set_query(None);
+        return format!("{shown}?…");
+    }
+    shown.to_string()
+}
+
+/// The start of an error body, on one line.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// An error and its causes on one line.
@@ -310,14 +338,15 @@ pub fn describe(error: &dyn std::error::Error) -> String {
 }
 
 fn classify(url: &Url, error: &reqwest::Error) -> FetchError {
-    let text = describe(error);
+    // reqwest names the whole URL; its query may hold an API key.
+    let text = describe(error).replace(url.as_str(), &shown(url));
     if let Some(at) = text.find("refused: ") {
         return FetchError::Refused(text[at + "refused: ".len()..].to_string());
     }
     if error.is_timeout() {
-        return FetchError::Timeout(format!("{url}: {text}"));
+        return FetchError::Timeout(text);
     }
-    FetchError::Network(format!("{url}: {text}"))
+    FetchError::Network(text)
 }
 
 /// Resolves names and drops addresses the policy refuses, so a connection

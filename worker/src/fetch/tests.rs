@@ -126,7 +126,13 @@ async fn conditional_gets_and_retry_after() {
     );
     let job_error = JobError::from(error);
     assert_eq!(job_error.retry_after, Some(Duration::from_secs(7)));
-    assert!(job_error.message.contains("429"), "{}", job_error.message);
+    assert!(job_error.message.contains("429") && job_error.message.contains("slow down"), "{}", job_error.message);
+    // A key in the query never shows in an error.
+    let keyed = fetcher.get(&request(addr, "/limited?apikey=SECRET-KEY")).await.unwrap_err().to_string();
+    assert!(keyed.contains("/limited?…") && !keyed.contains("SECRET-KEY"), "{keyed}");
+    let unreachable = Request::get("http://127.0.0.1:1/x?apikey=SECRET-KEY".parse().unwrap(), "*/*");
+    let down = fetcher.get(&unreachable).await.unwrap_err().to_string();
+    assert!(!down.contains("SECRET-KEY"), "{down}");
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ pub mod reddit;
 pub mod rss;
 #[cfg(test)]
 pub mod testing;
+pub mod weather;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -141,6 +142,18 @@ impl<'a> Params<'a> {
 
     pub fn string(&self, name: &str) -> Option<&str> {
         self.value(name).and_then(Value::as_str)
+    }
+
+    pub fn number(&self, name: &str) -> Option<f64> {
+        self.value(name).and_then(Value::as_f64)
+    }
+
+    /// A list parameter's items (empty when absent).
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        self.value(name)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
     }
 
     pub fn boolean(&self, name: &str) -> Option<bool> {
