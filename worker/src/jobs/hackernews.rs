@@ -71,10 +71,7 @@ pub struct HackerNews {
 }
 
 pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let mut base = Url::parse(params.string("base_url").unwrap_or_default()).map_err(|e| format!("base_url: {e}"))?;
-    if !base.path().ends_with('/') {
-        base.set_path(&format!("{}/", base.path()));
-    }
+    let base = params.base_url("base_url")?;
     let int = |name: &str| params.integer(name).unwrap_or(0).max(0) as usize;
     Ok(Box::new(HackerNews {
         base,

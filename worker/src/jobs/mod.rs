@@ -144,6 +144,15 @@ impl<'a> Params<'a> {
         self.value(name).and_then(Value::as_str)
     }
 
+    /// A URL parameter used as a base for relative paths: it ends in `/`.
+    pub fn base_url(&self, name: &str) -> Result<url::Url, String> {
+        let mut base = url::Url::parse(self.string(name).unwrap_or_default()).map_err(|e| format!("{name}: {e}"))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(base)
+    }
+
     pub fn number(&self, name: &str) -> Option<f64> {
         self.value(name).and_then(Value::as_f64)
     }

@@ -95,10 +95,7 @@ pub struct Weather {
 pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
     let number = |name: &str| params.number(name).ok_or(format!("{name} is required"));
     let list = |name: &str| params.list(name).into_iter().map(String::from).collect::<Vec<_>>();
-    let mut base = Url::parse(params.string("base_url").unwrap_or_default()).map_err(|e| format!("base_url: {e}"))?;
-    if !base.path().ends_with('/') {
-        base.set_path(&format!("{}/", base.path()));
-    }
+    let base = params.base_url("base_url")?;
     let (current, hourly) = (list("current"), list("hourly"));
     if current.is_empty() && hourly.is_empty() {
         return Err("ask for at least one current or hourly variable".into());
