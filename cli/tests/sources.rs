@@ -1,4 +1,4 @@
-//! The sources end to end: rss, hackernews, reddit and weather jobs run by a worker process against local fixture servers shaped like
+//! The sources end to end: rss, hackernews, reddit, weather and http_json jobs run by a worker process against local fixture servers shaped like
 //! the real services, through the real sinks (OpenSearch and an S3 server).
 //! Hostile or broken sources fail their own job with a readable error while
 //! the others carry on.
@@ -67,6 +67,15 @@ async fn fixtures() -> std::net::SocketAddr {
         )
         .route("/r/rust/new.json", get(|| async { axum::Json(reddit_listing()) }))
         .route(
+            "/api/items",
+            get(|headers: axum::http::HeaderMap| async move {
+                if headers.get("x-api-key").is_none_or(|v| v != "s3cret") {
+                    return (StatusCode::UNAUTHORIZED, "{\"message\": \"Bad credentials\"}").into_response();
+                }
+                axum::Json(json!({"results": [{"id": 7, "v": "a"}, {"id": 8, "v": "b"}]})).into_response()
+            }),
+        )
+        .route(
             "/v1/forecast",
             get(|| async {
                 axum::Json(json!({"latitude": 48.86, "longitude": 2.35, "elevation": 43.0,
@@ -127,6 +136,9 @@ async fn every_source_lands_in_the_real_sinks() {
     let weather = json!({"latitude": 48.86, "longitude": 2.35, "place": "Paris", "current": ["temperature_2m"],
         "hourly": ["temperature_2m"], "base_url": format!("{base}/v1/")});
     cluster.create_job("paris", "weather", every, weather).await.expect("weather job");
+    let api = json!({"url": format!("{base}/api/items"), "items_pointer": "/results", "id_pointer": "/id",
+        "auth_header": "X-Api-Key", "auth_value": "s3cret"});
+    cluster.create_job("api", "http_json", every, api).await.expect("http_json job");
     cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
     cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
 
@@ -134,6 +146,7 @@ async fn every_source_lands_in_the_real_sinks() {
     wait_count(&opensearch, &cluster, "ingest-hackernews", 5).await;
     wait_count(&opensearch, &cluster, "ingest-reddit", 5).await;
     wait_count(&opensearch, &cluster, "ingest-weather", 3).await;
+    wait_count(&opensearch, &cluster, "ingest-http_json", 2).await;
 
     let broken = wait_error(&cluster, "broken", "is not a feed").await;
     assert!(broken.contains("/broken.xml"), "{broken}");

@@ -27,6 +27,11 @@ pub fn catalogue() -> Vec<JobTypeEntry> {
         },
         JobTypeEntry { spec: jobs::reddit::spec, properties: jobs::reddit::properties, build: jobs::reddit::build },
         JobTypeEntry { spec: jobs::weather::spec, properties: jobs::weather::properties, build: jobs::weather::build },
+        JobTypeEntry {
+            spec: jobs::http_json::spec,
+            properties: jobs::http_json::properties,
+            build: jobs::http_json::build,
+        },
     ]
 }
 

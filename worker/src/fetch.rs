@@ -71,13 +71,13 @@ impl Default for FetchArgs {
 /// Most redirects followed.
 const MAX_REDIRECTS: usize = 5;
 
-/// One request: a GET (redirects followed, each checked) or a form POST
+/// One request: a GET (redirects followed, each checked) or a POST
 /// (redirects refused).
 #[derive(Clone, Debug)]
 pub struct Request {
     pub url: Url,
-    /// `application/x-www-form-urlencoded` body: makes this a POST.
-    pub form: Option<String>,
+    /// A body and its content type: makes this a POST.
+    pub body: Option<(&'static str, String)>,
     /// From the last response, for a conditional GET.
     pub etag: Option<String>,
     pub last_modified: Option<String>,
@@ -88,7 +88,7 @@ pub struct Request {
 
 impl Request {
     pub fn get(url: Url, accept: &'static str) -> Self {
-        Self { url, form: None, etag: None, last_modified: None, accept, headers: Vec::new() }
+        Self { url, body: None, etag: None, last_modified: None, accept, headers: Vec::new() }
     }
 
     pub fn header(mut self, name: HeaderName, value: &str) -> Result<Self, FetchError> {
@@ -207,12 +207,10 @@ impl Fetcher {
             self.check_url(&url)?;
             let host = url.host_str().unwrap_or_default().to_string();
             let _permit = self.host_permit(&host).await;
-            let mut builder = match &request.form {
-                Some(form) => self
-                    .client
-                    .post(url.clone())
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(form.clone()),
+            let mut builder = match &request.body {
+                Some((content_type, body)) => {
+                    self.client.post(url.clone()).header(header::CONTENT_TYPE, *content_type).body(body.clone())
+                }
                 None => self.client.get(url.clone()),
             };
             builder =
@@ -230,7 +228,7 @@ impl Fetcher {
             }
             let response = builder.send().await.map_err(|e| classify(&url, &e))?;
             let status = response.status().as_u16();
-            if (300..400).contains(&status) && status != 304 && request.form.is_none() {
+            if (300..400).contains(&status) && status != 304 && request.body.is_none() {
                 let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
                 let Some(next) = location.and_then(|l| url.join(l).ok()) else {
                     return Err(FetchError::Network(format!(

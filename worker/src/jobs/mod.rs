@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod hackernews;
+pub mod http_json;
 pub mod reddit;
 pub mod rss;
 #[cfg(test)]

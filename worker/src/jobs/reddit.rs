@@ -125,7 +125,7 @@ impl Reddit {
         let mut request = Request::get(self.token_url.clone(), "application/json")
             .header(AUTHORIZATION, &basic)?
             .header(USER_AGENT, &self.user_agent)?;
-        request.form = Some("grant_type=client_credentials".into());
+        request.body = Some(("application/x-www-form-urlencoded", "grant_type=client_credentials".into()));
         let response = fetch.get(&request).await.map_err(|e| match e {
             FetchError::Status { status: 401 | 403, .. } => JobError::new(format!(
                 "Reddit refused the application credentials ({e}): check client_id and client_secret"

@@ -1,0 +1,113 @@
+//! http_json against a fixture API with paging, a bearer token and faults.
+
+use axum::Router;
+use axum::extract::Query;
+use axum::http::{HeaderMap as AxumHeaders, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::*;
+use crate::jobs::testing::Harness;
+
+async fn serve() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/api/items",
+            get(|headers: AxumHeaders, Query(query): Query<std::collections::HashMap<String, String>>| async move {
+                if headers.get("authorization").is_none_or(|v| v != "Bearer good-token") {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "Bad credentials"})))
+                        .into_response();
+                }
+                let page = match query.get("after").map(String::as_str) {
+                    None => json!({"data": {"items": [
+                        {"id": 1, "name": "one", "created": "2026-11-01T10:00:00Z"},
+                        {"id": 2, "name": "two"}]}, "next": "p2"}),
+                    Some("p2") => json!({"data": {"items": [{"id": "x3", "name": "three"}]}, "next": null}),
+                    Some(_) => json!({"data": {"items": [{"name": "no id"}]}, "next": null}),
+                };
+                axum::Json(page).into_response()
+            }),
+        )
+        .route("/api/html", get(|| async { "<html>not json</html>" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn job(addr: std::net::SocketAddr, token: &str) -> HttpJson {
+    HttpJson {
+        url: format!("http://{addr}/api/items?fixed=1").parse().unwrap(),
+        body: None,
+        headers: vec![(HeaderName::from_static("authorization"), format!("Bearer {token}"))],
+        items_pointer: "/data/items".into(),
+        id_pointer: "/id".into(),
+        time_pointer: Some("/created".into()),
+        cursor: Some(("after".into(), "/next".into())),
+        max_pages: 10,
+    }
+}
+
+#[tokio::test]
+async fn follows_the_cursor_and_indexes_each_item_by_its_id() {
+    let addr = serve().await;
+    let mut harness = Harness::new(NAME);
+    let outcome = harness.run(&mut job(addr, "good-token")).await.unwrap();
+    assert_eq!(outcome.report.items_written, 3);
+    assert_eq!(harness.cursor, json!({"cursor": "p2"}), "kept past the delivered pages");
+    let docs = harness.documents();
+    let ids: Vec<&str> = docs.iter().filter_map(|d| d["_id"].as_str()).collect();
+    assert_eq!(ids, ["1", "2", "x3"]);
+    assert_eq!(docs[0]["_source"]["data"]["name"], "one");
+    assert_eq!(docs[0]["_source"]["item_time"], "2026-11-01T10:00:00+00:00");
+    assert_eq!(docs[0]["_source"]["source_url"], format!("http://{addr}/api/items?…"));
+    // The next run resumes at the cursor: the last page again, no duplicates.
+    harness.run(&mut job(addr, "good-token")).await.unwrap();
+    assert_eq!(harness.documents().len(), 3);
+}
+
+#[tokio::test]
+async fn bad_credentials_and_bad_answers_are_readable_errors_and_write_nothing() {
+    let addr = serve().await;
+    let mut harness = Harness::new(NAME);
+    let error = harness.run(&mut job(addr, "wrong-token")).await.unwrap_err();
+    assert!(error.message.contains("401") && error.message.contains("check auth_value"), "{}", error.message);
+    assert!(error.message.contains("Bad credentials") && !error.message.contains("wrong-token"), "{}", error.message);
+    let mut no_id = job(addr, "good-token");
+    harness.cursor = json!({"cursor": "elsewhere"});
+    let error = harness.run(&mut no_id).await.unwrap_err();
+    assert!(error.message.contains("item 0 has no id at /id"), "{}", error.message);
+    let mut html = job(addr, "good-token");
+    html.url = format!("http://{addr}/api/html").parse().unwrap();
+    let error = harness.run(&mut html).await.unwrap_err();
+    assert!(error.message.contains("something else than JSON"), "{}", error.message);
+    assert!(harness.documents().is_empty());
+}
+
+#[test]
+fn parameters_are_checked_when_built() {
+    let spec = spec();
+    let build_with = |values: Value| {
+        let values = values.as_object().cloned().unwrap();
+        build(&Params::new("job-1", &spec, &values, &Default::default())).err()
+    };
+    assert!(
+        build_with(json!({"url": "http://h/", "id_pointer": "/id", "cursor_param": "after"}))
+            .unwrap()
+            .contains("go together")
+    );
+    assert!(
+        build_with(json!({"url": "http://h/", "id_pointer": "/id", "method": "POST", "body": "{oops"}))
+            .unwrap()
+            .contains("not JSON")
+    );
+    assert!(
+        build_with(json!({"url": "http://h/", "id_pointer": "/id", "headers": ["no colon"]}))
+            .unwrap()
+            .contains("Name: value")
+    );
+    assert!(build_with(json!({"url": "http://h/", "id_pointer": "/id"})).is_none());
+    let bad_pointer = json!({"url": "http://h/", "id_pointer": "id"}).as_object().cloned().unwrap();
+    let violations = ingest_model::validate_params(&spec, &bad_pointer, &[], "params").unwrap_err();
+    assert_eq!(violations[0].field, "params.id_pointer");
+}
