@@ -1,4 +1,4 @@
-//! The sources end to end: rss, hackernews, reddit, weather and http_json jobs run by a worker process against local fixture servers shaped like
+//! The sources end to end: rss, hackernews, reddit, weather, stocks and http_json jobs run by a worker process against local fixture servers shaped like
 //! the real services, through the real sinks (OpenSearch and an S3 server).
 //! Hostile or broken sources fail their own job with a readable error while
 //! the others carry on.
@@ -76,6 +76,16 @@ async fn fixtures() -> std::net::SocketAddr {
             }),
         )
         .route(
+            "/api/v1/quote",
+            get(|headers: axum::http::HeaderMap| async move {
+                if headers.get("x-finnhub-token").is_none_or(|v| v != "fh-key") {
+                    return (StatusCode::UNAUTHORIZED, "{\"error\": \"Invalid API key.\"}").into_response();
+                }
+                axum::Json(json!({"c": 10.5, "d": 0.5, "dp": 5.0, "h": 11.0, "l": 10.0, "o": 10.0, "pc": 10.0, "t": 1764349200}))
+                    .into_response()
+            }),
+        )
+        .route(
             "/v1/forecast",
             get(|| async {
                 axum::Json(json!({"latitude": 48.86, "longitude": 2.35, "elevation": 43.0,
@@ -139,6 +149,8 @@ async fn every_source_lands_in_the_real_sinks() {
     let api = json!({"url": format!("{base}/api/items"), "items_pointer": "/results", "id_pointer": "/id",
         "auth_header": "X-Api-Key", "auth_value": "s3cret"});
     cluster.create_job("api", "http_json", every, api).await.expect("http_json job");
+    let quotes = json!({"symbols": ["AAA", "BBB"], "api_key": "fh-key", "base_url": format!("{base}/api/v1/")});
+    cluster.create_job("quotes", "stocks", every, quotes).await.expect("stocks job");
     cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
     cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
 
@@ -147,6 +159,7 @@ async fn every_source_lands_in_the_real_sinks() {
     wait_count(&opensearch, &cluster, "ingest-reddit", 5).await;
     wait_count(&opensearch, &cluster, "ingest-weather", 3).await;
     wait_count(&opensearch, &cluster, "ingest-http_json", 2).await;
+    wait_count(&opensearch, &cluster, "ingest-stocks", 2).await;
 
     let broken = wait_error(&cluster, "broken", "is not a feed").await;
     assert!(broken.contains("/broken.xml"), "{broken}");

@@ -27,6 +27,7 @@ pub fn catalogue() -> Vec<JobTypeEntry> {
         },
         JobTypeEntry { spec: jobs::reddit::spec, properties: jobs::reddit::properties, build: jobs::reddit::build },
         JobTypeEntry { spec: jobs::weather::spec, properties: jobs::weather::properties, build: jobs::weather::build },
+        JobTypeEntry { spec: jobs::stocks::spec, properties: jobs::stocks::properties, build: jobs::stocks::build },
         JobTypeEntry {
             spec: jobs::http_json::spec,
             properties: jobs::http_json::properties,

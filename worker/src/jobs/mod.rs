@@ -5,6 +5,7 @@ pub mod hackernews;
 pub mod http_json;
 pub mod reddit;
 pub mod rss;
+pub mod stocks;
 #[cfg(test)]
 pub mod testing;
 pub mod weather;

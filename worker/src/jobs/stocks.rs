@@ -1,0 +1,136 @@
+//! `stocks`: quotes for a list of symbols from Finnhub's documented quote
+//! API (`GET /api/v1/quote?symbol=…`, key sent in the `X-Finnhub-Token`
+//! header, never in the URL). One document per symbol and quote time, with
+//! that as its `_id`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_sinks::Item;
+use reqwest::header::HeaderName;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use crate::fetch::{FetchError, Request};
+
+pub const NAME: &str = "stocks";
+
+pub fn spec() -> JobTypeSpec {
+    JobTypeSpec {
+        name: NAME.to_string(),
+        description: "Stock quotes for a list of symbols, from Finnhub.".to_string(),
+        params: vec![
+            ParamSpec::new("symbols", ParamKind::List, "Ticker symbols, e.g. AAPL, MSFT.").required().max_length(50),
+            ParamSpec::new("api_key", ParamKind::Secret, "Finnhub API key.").required(),
+            ParamSpec::new("base_url", ParamKind::Url, "The API's base URL.")
+                .default_value("https://finnhub.io/api/v1/"),
+        ],
+        default_interval: Duration::from_secs(5 * 60),
+        min_interval: Duration::from_secs(15),
+    }
+}
+
+pub fn properties() -> Value {
+    let price = json!({"type": "double"});
+    json!({
+        "symbol": {"type": "keyword"}, "time": {"type": "date"}, "price": price, "change": price,
+        "change_percent": price, "high": price, "low": price, "open": price, "previous_close": price,
+    })
+}
+
+pub struct Stocks {
+    symbols: Vec<String>,
+    api_key: String,
+    base: Url,
+}
+
+pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
+    let symbols: Vec<String> = params.list("symbols").into_iter().map(|s| s.trim().to_ascii_uppercase()).collect();
+    if symbols.is_empty() {
+        return Err("symbols: name at least one".into());
+    }
+    if let Some(bad) =
+        symbols.iter().find(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || ".-:^".contains(c)))
+    {
+        return Err(format!("symbols: '{bad}' is not a ticker symbol"));
+    }
+    Ok(Box::new(Stocks {
+        symbols,
+        api_key: params.secret("api_key").ok_or("api_key is required")?.to_string(),
+        base: params.base_url("base_url")?,
+    }))
+}
+
+impl Stocks {
+    fn item(&self, symbol: &str, quote: &Value) -> Result<Option<Item>, JobError> {
+        let malformed = || JobError::new(format!("the quote of {symbol} is not a Finnhub quote: {quote}"));
+        let time = quote.get("t").and_then(Value::as_i64).ok_or_else(malformed)?;
+        // Finnhub answers an unknown symbol with zeros.
+        if time == 0 {
+            return Ok(None);
+        }
+        let at = chrono::DateTime::from_timestamp(time, 0).ok_or_else(malformed)?;
+        let mut doc = Map::new();
+        doc.insert("symbol".into(), json!(symbol));
+        doc.insert("time".into(), json!(at.to_rfc3339()));
+        for (field, name) in [
+            ("c", "price"),
+            ("d", "change"),
+            ("dp", "change_percent"),
+            ("h", "high"),
+            ("l", "low"),
+            ("o", "open"),
+            ("pc", "previous_close"),
+        ] {
+            if let Some(v) = quote.get(field).filter(|v| v.is_number()) {
+                doc.insert(name.into(), v.clone());
+            }
+        }
+        if !doc.contains_key("price") {
+            return Err(malformed());
+        }
+        Ok(Some(Item { id: format!("{symbol}:{time}"), time: Some(at), doc, raw: Some(quote.to_string().into()) }))
+    }
+}
+
+#[async_trait]
+impl Job for Stocks {
+    async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
+        let mut report = RunReport::default();
+        let mut items = Vec::new();
+        let mut unknown = Vec::new();
+        for symbol in &self.symbols {
+            let mut url = self.base.join("quote").map_err(|e| JobError::new(format!("base_url: {e}")))?;
+            url.query_pairs_mut().append_pair("symbol", symbol);
+            let request = Request::get(url, "application/json")
+                .header(HeaderName::from_static("x-finnhub-token"), &self.api_key)?;
+            let response = ctx.fetch.get(&request).await.map_err(|e| match e {
+                FetchError::Status { status: 401 | 403, .. } => {
+                    JobError { report, ..JobError::new(format!("Finnhub refused the API key ({e}); check api_key")) }
+                }
+                other => JobError { report, ..other.into() },
+            })?;
+            report.bytes_fetched += response.body.len() as u64;
+            let quote: Value = serde_json::from_slice(&response.body).map_err(|e| JobError {
+                report,
+                ..JobError::new(format!("Finnhub answered something else than JSON: {e}"))
+            })?;
+            match self.item(symbol, &quote).map_err(|e| JobError { report, ..e })? {
+                Some(item) => items.push(item),
+                None => unknown.push(symbol.as_str()),
+            }
+        }
+        report.items_fetched = items.len() as u64;
+        let delivered = ctx.deliver(items, &mut report).await?;
+        let warning = match unknown.is_empty() {
+            true => delivered,
+            false => Some(format!("no quote for {} (unknown symbols?)", unknown.join(", "))),
+        };
+        Ok(RunOutcome { report, next: NextRun::Interval, warning })
+    }
+}
+
+#[cfg(test)]
+mod tests;
