@@ -120,8 +120,12 @@ impl Cluster {
 
     /// Creates `n` demo jobs through the service layer, once a worker has
     /// published the type.
+    /// Creates `n` light demo jobs (one small item per run): the cluster
+    /// tests are about ownership, and their timing bars should not depend on
+    /// how fast debug builds write documents.
     pub async fn create_jobs(&self, n: usize, interval: Duration) -> Vec<String> {
-        self.create_jobs_with(n, interval, serde_json::Map::new()).await
+        let light = serde_json::json!({"items_per_run": 1, "item_bytes": 16});
+        self.create_jobs_with(n, interval, light.as_object().cloned().unwrap_or_default()).await
     }
 
     /// Creates `n` demo jobs with these parameters.
