@@ -68,14 +68,6 @@ impl Sinks {
         )
     }
 
-    pub fn documents(&self) -> &Arc<dyn DocumentSink> {
-        &self.documents
-    }
-
-    pub fn objects(&self) -> &Arc<dyn ObjectSink> {
-        &self.objects
-    }
-
     /// For logs.
     pub fn describe(&self) -> String {
         format!("documents: {}; objects: {}", self.documents.describe(), self.objects.describe())

@@ -53,11 +53,6 @@ impl ElasticsearchSink {
         Ok(Self { client, batcher, url, prepared: Mutex::new(HashSet::new()) })
     }
 
-    /// The client, for callers that read back (tests, benchmarks).
-    pub fn client(&self) -> &Elasticsearch {
-        &self.client
-    }
-
     async fn put_template(&self, spec: &IndexSpec) -> Result<(), SinkError> {
         let name = format!("ingest-{}", spec.job_type);
         let body = json!({

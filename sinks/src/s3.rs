@@ -77,10 +77,6 @@ impl S3Sink {
     pub fn client(&self) -> &Client {
         &self.client
     }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
 }
 
 #[async_trait]
