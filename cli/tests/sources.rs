@@ -1,5 +1,6 @@
-//! The sources end to end: rss, hackernews, reddit, weather, stocks and http_json jobs run by a worker process against local fixture servers shaped like
-//! the real services, through the real sinks (OpenSearch and an S3 server).
+//! The sources end to end: rss, hackernews, reddit, weather, stocks, http_json
+//! and twitter jobs run by a worker process against local fixture servers
+//! shaped like the real services, through the real sinks (OpenSearch and an S3 server).
 //! Hostile or broken sources fail their own job with a readable error while
 //! the others carry on.
 
@@ -12,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use common::Cluster;
+use ingest_testkit::oauth1::{self, OAuth1Keys};
 use ingest_testkit::{OpenSearchServer, S3Server};
 use serde_json::{Value, json};
 
@@ -47,6 +49,40 @@ fn reddit_listing() -> Value {
     json!({"kind": "Listing", "data": {"after": null, "before": null, "children": children}})
 }
 
+fn x_keys() -> OAuth1Keys {
+    OAuth1Keys {
+        consumer_key: "ck".into(),
+        consumer_secret: "cs".into(),
+        token: "at".into(),
+        token_secret: "ats".into(),
+    }
+}
+
+/// X API v2 recent search: two posts, their author and a photo, for an
+/// OAuth 1.0a signature that verifies.
+async fn x_search(headers: axum::http::HeaderMap, uri: axum::http::Uri) -> axum::response::Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let base_uri = format!("http://{}{}", header("host"), uri.path());
+    let query = uri.query().unwrap_or_default();
+    if oauth1::verify(&x_keys(), "GET", &base_uri, query, &header("authorization"), now).is_err() {
+        let problem = json!({"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"});
+        return (StatusCode::UNAUTHORIZED, axum::Json(problem)).into_response();
+    }
+    let photo = format!("http://{}/media/photo.png", header("host"));
+    let answer = json!({
+        "data": [
+            {"id": "1860000000000000002", "text": "second", "author_id": "42", "created_at": "2026-11-28T10:02:00.000Z",
+             "attachments": {"media_keys": ["3_2"]}},
+            {"id": "1860000000000000001", "text": "first", "author_id": "42", "created_at": "2026-11-28T10:01:00.000Z"}],
+        "includes": {"users": [{"id": "42", "name": "Ferris", "username": "ferris"}],
+                     "media": [{"media_key": "3_2", "type": "photo", "url": photo}]},
+        "meta": {"newest_id": "1860000000000000002", "oldest_id": "1860000000000000001", "result_count": 2}});
+    let limits =
+        [("x-rate-limit-limit", "450"), ("x-rate-limit-remaining", "449"), ("x-rate-limit-reset", "4102444800")];
+    (limits, axum::Json(answer)).into_response()
+}
+
 async fn fixtures() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -66,6 +102,8 @@ async fn fixtures() -> std::net::SocketAddr {
             }),
         )
         .route("/r/rust/new.json", get(|| async { axum::Json(reddit_listing()) }))
+        .route("/2/tweets/search/recent", get(x_search))
+        .route("/media/photo.png", get(|| async { ([("content-type", "image/png")], &b"\x89PNG fixture"[..]) }))
         .route(
             "/api/items",
             get(|headers: axum::http::HeaderMap| async move {
@@ -151,6 +189,12 @@ async fn every_source_lands_in_the_real_sinks() {
     cluster.create_job("api", "http_json", every, api).await.expect("http_json job");
     let quotes = json!({"symbols": ["AAA", "BBB"], "api_key": "fh-key", "base_url": format!("{base}/api/v1/")});
     cluster.create_job("quotes", "stocks", every, quotes).await.expect("stocks job");
+    let x = |consumer_secret: &str| {
+        json!({"query": "from:ferris", "archive_media": true, "base_url": format!("{base}/"), "consumer_key": "ck",
+            "consumer_secret": consumer_secret, "access_token": "at", "access_token_secret": "ats"})
+    };
+    cluster.create_job("x-search", "twitter", every, x("cs")).await.expect("twitter job");
+    cluster.create_job("x-wrong", "twitter", every, x("not-cs")).await.expect("twitter job");
     cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
     cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
 
@@ -160,11 +204,14 @@ async fn every_source_lands_in_the_real_sinks() {
     wait_count(&opensearch, &cluster, "ingest-weather", 3).await;
     wait_count(&opensearch, &cluster, "ingest-http_json", 2).await;
     wait_count(&opensearch, &cluster, "ingest-stocks", 2).await;
+    wait_count(&opensearch, &cluster, "ingest-twitter", 2).await;
 
     let broken = wait_error(&cluster, "broken", "is not a feed").await;
     assert!(broken.contains("/broken.xml"), "{broken}");
     let sneaky = wait_error(&cluster, "sneaky", "refused").await;
     assert!(sneaky.contains("169.254.169.254"), "{sneaky}");
+    let refused = wait_error(&cluster, "x-wrong", "X refused the credentials").await;
+    assert!(refused.contains("check consumer_key, consumer_secret"), "{refused}");
 
     // Documents carry the item's own fields and the key of their raw payload in S3.
     let hit = tokio::task::block_in_place(|| {
@@ -176,5 +223,14 @@ async fn every_source_lands_in_the_real_sinks() {
     let raw_key = doc["raw_key"].as_str().expect("raw_key").to_string();
     let sink = common::s3_sink(&s3, "ingest-sources");
     sink.client().head_object().bucket("ingest-sources").key(&raw_key).send().await.expect("the feed is archived");
+
+    // A post with its author; its photo archived in S3.
+    let hit = tokio::task::block_in_place(|| opensearch.json("GET", "/ingest-twitter/_doc/1860000000000000002", None));
+    let post = &hit["_source"];
+    assert_eq!(post["author"]["username"], "ferris");
+    let photo_key = post["media"][0]["object_key"].as_str().expect("photo archived").to_string();
+    let photo = sink.client().get_object().bucket("ingest-sources").key(&photo_key).send().await.expect("photo");
+    let body = photo.body.collect().await.expect("photo body").into_bytes();
+    assert_eq!(&body[..], b"\x89PNG fixture");
     cluster.stop();
 }

@@ -2,9 +2,10 @@
 //! 127.0.0.1 (DESIGN.md §8: adapters are tested against real servers), free
 //! ports, and a small polling helper.
 //!
-//! Dependencies are kept to std + tempfile on purpose: this crate is built by
-//! every crate's tests.
+//! Dependencies are kept small on purpose (this crate is built by every
+//! crate's tests): tempfile, and the hashing crates of the OAuth verifier.
 
+pub mod oauth1;
 pub mod ownership;
 pub mod services;
 

@@ -119,6 +119,20 @@ impl Response {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// File extension and content type of an image, from its Content-Type
+    /// (`bin` and `application/octet-stream` for anything else).
+    pub fn image_type(&self) -> (&'static str, &'static str) {
+        let content_type = self.header("content-type").unwrap_or_default();
+        match content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase().as_str() {
+            "image/jpeg" => ("jpg", "image/jpeg"),
+            "image/png" => ("png", "image/png"),
+            "image/gif" => ("gif", "image/gif"),
+            "image/webp" => ("webp", "image/webp"),
+            "image/avif" => ("avif", "image/avif"),
+            _ => ("bin", "application/octet-stream"),
+        }
+    }
+
     /// `Cache-Control: max-age`, if any.
     pub fn max_age(&self) -> Option<Duration> {
         let value = self.header("cache-control")?;

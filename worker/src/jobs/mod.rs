@@ -8,6 +8,7 @@ pub mod rss;
 pub mod stocks;
 #[cfg(test)]
 pub mod testing;
+pub mod twitter;
 pub mod weather;
 
 use std::collections::BTreeMap;

@@ -177,7 +177,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
     match ctx.fetch.get(&Request::get(image_url, "image/*")).await {
         Ok(image) => {
             report.bytes_fetched += image.body.len() as u64;
-            let (ext, content_type) = image_type(image.header("content-type"));
+            let (ext, content_type) = image.image_type();
             let key = ctx.output.put_media(image.body, ext, content_type, None).await.map_err(sink_error)?;
             item.doc.insert("article_image_key".into(), json!(key));
         }
@@ -186,18 +186,6 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
         }
     }
     Ok(())
-}
-
-/// File extension and content type of an image response.
-fn image_type(content_type: Option<&str>) -> (&'static str, &'static str) {
-    match content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()).as_deref() {
-        Some("image/jpeg") => ("jpg", "image/jpeg"),
-        Some("image/png") => ("png", "image/png"),
-        Some("image/gif") => ("gif", "image/gif"),
-        Some("image/webp") => ("webp", "image/webp"),
-        Some("image/avif") => ("avif", "image/avif"),
-        _ => ("bin", "application/octet-stream"),
-    }
 }
 
 /// Parses a feed; relative links resolve against `base`.
