@@ -1,4 +1,4 @@
-//! Compiles `ingest/v1/*.proto`. Uses `$PROTOC` when set, otherwise the protoc
+//! Compiles `ingest/v1/*.proto`, and their proto3 JSON mapping with pbjson. Uses `$PROTOC` when set, otherwise the protoc
 //! shipped by the `protoc-bin-vendored` crate, so a fresh machine needs no
 //! system protoc to build.
 
@@ -17,7 +17,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A Job on its way in may carry secret parameters: its Debug is
         // written by hand (src/lib.rs) to print parameter names only.
         .skip_debug([".ingest.v1.Job"])
+        // Well-known types with serde (proto3 JSON) for the HTTP API.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_with_config(config, &protos, &includes)?;
+    // serde impls following the proto3 JSON mapping (lowerCamelCase names,
+    // enums as strings, 64-bit integers as strings), defaults included.
+    let descriptors = std::fs::read(out_dir.join("ingest_v1_descriptor.bin"))?;
+    pbjson_build::Builder::new().register_descriptors(&descriptors)?.emit_fields().build(&[".ingest.v1"])?;
     println!("cargo:rerun-if-changed=ingest");
     Ok(())
 }

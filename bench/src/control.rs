@@ -236,8 +236,8 @@ async fn bench_create(control: &Control, jobs: usize, concurrency: usize) -> any
 }
 
 fn create_request(i: usize) -> pb::CreateJobRequest {
-    let items_per_run = prost_types::Value { kind: Some(prost_types::value::Kind::NumberValue(5.0)) };
-    let params = prost_types::Struct { fields: BTreeMap::from([("items_per_run".to_string(), items_per_run)]) };
+    let items_per_run = pbjson_types::Value { kind: Some(pbjson_types::value::Kind::NumberValue(5.0)) };
+    let params = pbjson_types::Struct { fields: [("items_per_run".to_string(), items_per_run)].into() };
     pb::CreateJobRequest {
         job: Some(pb::Job {
             name: format!("bench job {i}"),

@@ -100,7 +100,7 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
     let job = pb::Job {
         name: "kept across restarts".into(),
         r#type: "demo".into(),
-        interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        interval: Some(pbjson_types::Duration { seconds: 1, nanos: 0 }),
         ..Default::default()
     };
     let created =

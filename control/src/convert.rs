@@ -8,7 +8,7 @@ use ingest_model::{
     WorkerState, validate_job_id,
 };
 use ingest_proto::v1 as pb;
-use prost_types::value::Kind;
+use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use crate::error::ControlError;
@@ -16,11 +16,11 @@ use crate::service::{JobTypeView, WorkerView};
 use crate::views::JobView;
 use crate::watch::{JobEvent, WatchUpdate};
 
-pub fn struct_to_json(s: prost_types::Struct) -> Map<String, Value> {
+pub fn struct_to_json(s: pbjson_types::Struct) -> Map<String, Value> {
     s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
 }
 
-pub fn value_to_json(v: prost_types::Value) -> Value {
+pub fn value_to_json(v: pbjson_types::Value) -> Value {
     match v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
@@ -33,26 +33,26 @@ pub fn value_to_json(v: prost_types::Value) -> Value {
     }
 }
 
-pub fn json_to_struct(map: &Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
+pub fn json_to_struct(map: &Map<String, Value>) -> pbjson_types::Struct {
+    pbjson_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
 }
 
-pub fn json_to_value(v: &Value) -> prost_types::Value {
+pub fn json_to_value(v: &Value) -> pbjson_types::Value {
     let kind = match v {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         Value::String(s) => Kind::StringValue(s.clone()),
         Value::Array(items) => {
-            Kind::ListValue(prost_types::ListValue { values: items.iter().map(json_to_value).collect() })
+            Kind::ListValue(pbjson_types::ListValue { values: items.iter().map(json_to_value).collect() })
         }
         Value::Object(map) => Kind::StructValue(json_to_struct(map)),
     };
-    prost_types::Value { kind: Some(kind) }
+    pbjson_types::Value { kind: Some(kind) }
 }
 
-pub fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+pub fn timestamp(ms: UnixMillis) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 /// Latest time a timestamp may hold (9999-12-31T23:59:59Z, as in
@@ -62,7 +62,7 @@ const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 
 /// A wire timestamp in Unix milliseconds; out of range is a violation on
 /// `field`.
-pub fn timestamp_from_pb(ts: &prost_types::Timestamp, field: &str) -> Result<UnixMillis, FieldViolation> {
+pub fn timestamp_from_pb(ts: &pbjson_types::Timestamp, field: &str) -> Result<UnixMillis, FieldViolation> {
     if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos)
     {
         return Err(FieldViolation::new(field, "not a valid timestamp"));
@@ -70,13 +70,13 @@ pub fn timestamp_from_pb(ts: &prost_types::Timestamp, field: &str) -> Result<Uni
     Ok(ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000)
 }
 
-pub fn duration_to_pb(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+pub fn duration_to_pb(d: Duration) -> pbjson_types::Duration {
+    pbjson_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 /// A wire duration as a domain one; negative or malformed is a violation on
 /// `field`.
-pub fn duration_from_pb(d: prost_types::Duration, field: &str) -> Result<Duration, ControlError> {
+pub fn duration_from_pb(d: pbjson_types::Duration, field: &str) -> Result<Duration, ControlError> {
     if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
         return Err(ControlError::invalid(field, "must be a positive duration"));
     }
@@ -176,7 +176,7 @@ fn claim_progress_from_pb(
     if job.epoch <= 0 {
         violations.push(FieldViolation::new(format!("{path}epoch"), "must be positive: the claim's revision"));
     }
-    let mut time = |ts: &prost_types::Timestamp, field: &str| {
+    let mut time = |ts: &pbjson_types::Timestamp, field: &str| {
         timestamp_from_pb(ts, &format!("{path}{field}")).map_err(|v| violations.push(v)).ok()
     };
     let last_success = job.last_success_time.and_then(|ts| time(&ts, "last_success_time"));
@@ -311,13 +311,13 @@ mod tests {
 
     #[test]
     fn timestamps_split_millis_into_seconds_and_nanos() {
-        assert_eq!(timestamp(1_500), prost_types::Timestamp { seconds: 1, nanos: 500_000_000 });
-        assert_eq!(timestamp(-1), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
+        assert_eq!(timestamp(1_500), pbjson_types::Timestamp { seconds: 1, nanos: 500_000_000 });
+        assert_eq!(timestamp(-1), pbjson_types::Timestamp { seconds: -1, nanos: 999_000_000 });
     }
 
     #[test]
     fn negative_durations_are_refused() {
-        let err = duration_from_pb(prost_types::Duration { seconds: -5, nanos: 0 }, "job.interval").unwrap_err();
+        let err = duration_from_pb(pbjson_types::Duration { seconds: -5, nanos: 0 }, "job.interval").unwrap_err();
         assert!(matches!(err, ControlError::Invalid(v) if v[0].field == "job.interval"));
     }
 
@@ -345,7 +345,7 @@ mod tests {
     #[test]
     fn bad_progress_reports_get_one_violation_per_bad_field() {
         let mut bad_times = job_progress("ok", 1);
-        bad_times.last_success_time = Some(prost_types::Timestamp { seconds: 0, nanos: -1 });
+        bad_times.last_success_time = Some(pbjson_types::Timestamp { seconds: 0, nanos: -1 });
         bad_times.last_error = Some(pb::JobError { time: None, message: "boom".into() });
         let request = pb::ReportProgressRequest {
             worker: "w".repeat(MAX_WORKER_NAME + 1),

@@ -29,14 +29,14 @@ const SECRET: &str = "hunter2-very-secret";
 async fn create_then_get_returns_the_job_without_its_secret(mut h: Harness) {
     let mut job = probe_job("with secret");
     job.params = params(json!({"url": "https://example.org/a", "api_key": SECRET, "tags": ["x"]}));
-    job.interval = Some(prost_types::Duration { seconds: 120, nanos: 0 });
+    job.interval = Some(pbjson_types::Duration { seconds: 120, nanos: 0 });
     let created = create(&mut h.client, job).await;
     assert_eq!(created.secret_params_set, ["api_key"]);
     assert!(created.revision > 0);
     let fetched = h.client.get_job(pb::GetJobRequest { id: created.id.clone() }).await.expect("get").into_inner();
     let fetched = fetched.job.expect("job");
     assert_eq!(fetched.name, "with secret");
-    assert_eq!(fetched.interval, Some(prost_types::Duration { seconds: 120, nanos: 0 }));
+    assert_eq!(fetched.interval, Some(pbjson_types::Duration { seconds: 120, nanos: 0 }));
     let fields = &fetched.params.as_ref().expect("params").fields;
     assert!(fields.contains_key("url") && !fields.contains_key("api_key"), "{fields:?}");
     assert_eq!(fetched.status.as_ref().map(|s| s.state), Some(pb::JobState::Unschedulable as i32));
@@ -84,7 +84,7 @@ async fn bad_creates_get_one_violation_per_field_and_write_nothing(mut h: Harnes
                         "limit": 0, "ratio": "half", "verbose": "yes", "mode": "old", "timeout": "2h",
                         "tags": ["a", "b", "c", "d"], "label": "x".repeat(21), "unknown": 1, "url": "ftp://x"
                     })),
-                    interval: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+                    interval: Some(pbjson_types::Duration { seconds: 5, nanos: 0 }),
                     ..Default::default()
                 }),
                 job_id: "Not_An_Id".into(),
@@ -118,7 +118,7 @@ async fn bad_creates_get_one_violation_per_field_and_write_nothing(mut h: Harnes
                     name: "negative".into(),
                     r#type: "probe".into(),
                     params: params(json!({"url": "https://a.example"})),
-                    interval: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
+                    interval: Some(pbjson_types::Duration { seconds: -1, nanos: 0 }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -201,7 +201,7 @@ async fn update_with_a_stale_revision_aborts_and_writes_nothing(mut h: Harness) 
         .await
         .expect_err("type change");
     assert_eq!(violated_fields(&status), ["job.type"]);
-    let mask = prost_types::FieldMask { paths: vec!["status".into()] };
+    let mask = pbjson_types::FieldMask { paths: vec!["status".into()] };
     let status = h
         .client
         .update_job(pb::UpdateJobRequest { job: Some(updated.clone()), update_mask: Some(mask) })
@@ -224,7 +224,7 @@ async fn update_keeps_secrets_unless_given(mut h: Harness) {
     // Params without the secret: the secret is kept.
     let mut change = job.clone();
     change.params = params(json!({"url": "https://example.org/b"}));
-    let mask = Some(prost_types::FieldMask { paths: vec!["params".into()] });
+    let mask = Some(pbjson_types::FieldMask { paths: vec!["params".into()] });
     let updated = h
         .client
         .update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask.clone() })

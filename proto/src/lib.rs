@@ -5,6 +5,7 @@
 
 pub mod v1 {
     tonic::include_proto!("ingest.v1");
+    include!(concat!(env!("OUT_DIR"), "/ingest.v1.serde.rs"));
 
     /// The encoded file descriptor set of `ingest.v1` and its imports, served
     /// by gRPC server reflection.
@@ -37,8 +38,8 @@ mod tests {
 
     #[test]
     fn job_debug_prints_parameter_names_but_no_values() {
-        let value = prost_types::Value { kind: Some(prost_types::value::Kind::StringValue("s3cr3t-value".into())) };
-        let params = prost_types::Struct { fields: [("api_key".to_string(), value)].into() };
+        let value = pbjson_types::Value { kind: Some(pbjson_types::value::Kind::StringValue("s3cr3t-value".into())) };
+        let params = pbjson_types::Struct { fields: [("api_key".to_string(), value)].into() };
         let request =
             CreateJobRequest { job: Some(Job { params: Some(params), ..Default::default() }), ..Default::default() };
         let text = format!("{request:?}");

@@ -141,8 +141,8 @@ impl ProgressTable {
     }
 }
 
-fn timestamp(ms: UnixMillis) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+fn timestamp(ms: UnixMillis) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 /// Where and how to reach control.

@@ -189,7 +189,7 @@ pub fn worker_config(name: &str) -> WorkerConfig {
 }
 
 /// A JSON object as a protobuf Struct.
-pub fn params(value: Value) -> Option<prost_types::Struct> {
+pub fn params(value: Value) -> Option<pbjson_types::Struct> {
     let map = value.as_object().cloned().unwrap_or_default();
     Some(ingest_control::convert::json_to_struct(&map))
 }
