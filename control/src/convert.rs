@@ -109,6 +109,9 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
                 .as_ref()
                 .map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
             next_run_time: status.next_run.map(timestamp),
+            checkpoint: status
+                .checkpoint
+                .map(|c| pb::Checkpoint { cursor_bytes: c.cursor_bytes, cursor_preview: c.cursor_preview }),
         }),
     }
 }

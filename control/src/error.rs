@@ -1,6 +1,7 @@
 //! The control plane's errors and their one mapping to gRPC status codes.
 //! Domain code returns [`ControlError`]; only [`From<ControlError> for Status`]
-//! builds a `tonic::Status`.
+//! builds a `tonic::Status`; the HTTP/JSON API turns a status code into an
+//! HTTP status with [`http_status`] (the table of `google.rpc.Code`).
 
 use ingest_model::FieldViolation;
 use ingest_store::StoreError;
@@ -72,6 +73,24 @@ impl From<ControlError> for Status {
                 Status::internal(message)
             }
         }
+    }
+}
+
+/// The HTTP status of a gRPC code, as `google.rpc.Code` documents it.
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::ResourceExhausted => 429,
+        Code::Cancelled => 499,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
     }
 }
 

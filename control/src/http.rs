@@ -1,22 +1,57 @@
-//! The HTTP face of control: a readiness probe for load balancers and
-//! orchestrators (the web UI lands here later).
+//! The HTTP face of control: the web UI (embedded, no build step, nothing
+//! from elsewhere), the HTTP/JSON API it uses (`json_api`), and a readiness
+//! probe for load balancers and orchestrators.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::BearerAuth;
+use crate::grpc::GrpcJobService;
+use crate::json_api::{self, JsonApi};
 use crate::service::ControlService;
 
-pub async fn serve(service: ControlService, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new().route("/", get(index)).route("/healthz", get(healthz)).with_state(service);
+/// The UI's files, compiled into the binary.
+const INDEX_HTML: &str = include_str!("../ui/index.html");
+const APP_JS: &str = include_str!("../ui/app.js");
+const STYLE_CSS: &str = include_str!("../ui/style.css");
+
+/// Only this server's own files and API; no inline code, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub async fn serve(
+    service: ControlService,
+    auth: BearerAuth,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let api = Arc::new(JsonApi { jobs: GrpcJobService::new(service.clone(), shutdown.clone()), auth });
+    let app = Router::new()
+        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route("/ui/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/ui/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/api/ingest.v1.JobService/{method}", post(json_api::call).with_state(api))
+        .route("/healthz", get(healthz))
+        .with_state(service);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
-async fn index() -> &'static str {
-    "ingest control\n\ngRPC: ingest.v1.JobService (reflection on; try `grpcurl -plaintext <grpc-addr> list`)\nHTTP: /healthz\n"
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }
 
 /// 200 when the store answers, 503 otherwise.

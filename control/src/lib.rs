@@ -5,7 +5,8 @@
 //! Code map: `service` holds the operations, `views` reads and composes a
 //! job's pieces, `watch` streams changes, `progress` persists the workers'
 //! progress reports in batches, `grpc` and `http` are the thin protocol
-//! faces, `convert` maps wire <-> domain types, `error` maps errors
+//! faces (`http` serves the web UI under `ui/` and `json_api`, the gRPC
+//! service over HTTP/JSON), `convert` maps wire <-> domain types, `error` maps errors
 //! to status codes in one place, `server` wires it all up.
 
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod json_api;
 pub mod progress;
 pub mod server;
 pub mod service;

@@ -41,7 +41,7 @@ pub struct ServeArgs {
     /// Address of the gRPC server.
     #[arg(long, env = "INGEST_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
-    /// Address of the HTTP server (health now; the web UI later).
+    /// Address of the HTTP server: the web UI, the HTTP/JSON API and /healthz.
     #[arg(long, env = "INGEST_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
     /// Require `authorization: Bearer <token>` on every JobService call
@@ -174,7 +174,7 @@ pub async fn serve(
     let grpc = router.serve_with_incoming_shutdown(incoming, async move {
         grpc_shutdown.cancelled().await;
     });
-    let http = http::serve(service, listeners.http, shutdown.clone());
+    let http = http::serve(service, auth.clone(), listeners.http, shutdown.clone());
     let drained = async { tokio::join!(grpc, http) };
     // Graceful, but bounded: clients that keep connections open do not hold
     // the process past the grace period.

@@ -31,6 +31,28 @@ pub struct JobStatusView {
     pub epoch: Revision,
     pub stats: StatsRecord,
     pub next_run: Option<UnixMillis>,
+    pub checkpoint: Option<CheckpointSummary>,
+}
+
+/// A job's cursor for display: its size and its start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    pub cursor_bytes: u64,
+    pub cursor_preview: String,
+}
+
+/// How much of a cursor is shown.
+const CURSOR_PREVIEW_BYTES: usize = 1024;
+
+impl CheckpointSummary {
+    pub fn of(checkpoint: &CheckpointRecord) -> Self {
+        let text = checkpoint.cursor.to_string();
+        let mut end = text.len().min(CURSOR_PREVIEW_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { cursor_bytes: text.len() as u64, cursor_preview: text[..end].to_string() }
+    }
 }
 
 /// The parts of a job other than its spec, with the revisions they were
@@ -62,6 +84,11 @@ impl JobPieces {
                 epoch: self.owner.as_ref().map_or(0, |(_, epoch, _)| *epoch),
                 stats: stats.cloned().unwrap_or_default(),
                 next_run: self.state.as_ref().and_then(|(s, _)| s.next_run),
+                checkpoint: self
+                    .state
+                    .as_ref()
+                    .filter(|(s, _)| !s.cursor.is_null())
+                    .map(|(s, _)| CheckpointSummary::of(s)),
             },
         })
     }
@@ -226,4 +253,25 @@ pub async fn worker_loads(
         }
     }
     Ok(loads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_summary_is_the_cursor_cut_on_a_character_boundary() {
+        let small = CheckpointRecord { cursor: serde_json::json!({"since_id": "42"}), ..Default::default() };
+        let summary = CheckpointSummary::of(&small);
+        assert_eq!(summary.cursor_preview, r#"{"since_id":"42"}"#);
+        assert_eq!(summary.cursor_bytes, 17);
+
+        // 2-byte characters from byte 13 on: byte 1024 falls inside one of them.
+        let long = format!("{}{}", "a".repeat(4), "é".repeat(1000));
+        let big = CheckpointRecord { cursor: serde_json::json!({"etag": long}), ..Default::default() };
+        let summary = CheckpointSummary::of(&big);
+        assert_eq!(summary.cursor_bytes, 2015);
+        assert_eq!(summary.cursor_preview.len(), 1023);
+        assert!(summary.cursor_preview.starts_with(r#"{"etag":"aaaaé"#));
+    }
 }
