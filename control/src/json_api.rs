@@ -46,7 +46,7 @@ pub async fn call(
     body: Bytes,
 ) -> Response {
     if let Err(refused) = check_origin(&headers) {
-        return refused;
+        return error_response(&refused);
     }
     let metadata = MetadataMap::from_headers(headers);
     if let Err(status) = api.auth.check(&metadata) {
@@ -132,7 +132,7 @@ fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
 /// Refuses a request made by a page of another origin (its `Origin` header
 /// names another host than the one it was sent to). Requests without
 /// `Origin` (curl, scripts) pass.
-fn check_origin(headers: &HeaderMap) -> Result<(), Response> {
+fn check_origin(headers: &HeaderMap) -> Result<(), Status> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
@@ -140,9 +140,9 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Response> {
         return Ok(());
     }
     let shown = origin.to_str().unwrap_or("(not text)");
-    Err(error_response(&Status::permission_denied(format!(
+    Err(Status::permission_denied(format!(
         "cross-origin request from {shown} refused: use the UI served by this control server"
-    ))))
+    )))
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
