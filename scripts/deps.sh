@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Rust crate: etcd (Debian's
 # etcd-server), grpcurl (built from the Go module proxy, pinned), OpenSearch
-# (scripts/opensearch.sh, from Maven Central) and an S3 server (scripts/s3.sh:
-# MinIO from the Go module proxy, else Garage). Idempotent;
+# (scripts/opensearch.sh, from Maven Central), an S3 server (scripts/s3.sh:
+# MinIO from the Go module proxy, else Garage), and for the browser test of
+# the web UI Debian's Chromium and playwright-core (npm, pinned by
+# control/ui-tests/package-lock.json; no browser download). Idempotent;
 # downloads and binaries are cached under $INGEST_CACHE (default
 # ~/.cache/ingest), outside the clone. Source it to get PATH set:
 #   source scripts/deps.sh
@@ -45,5 +47,15 @@ command -v mvn >/dev/null 2>&1 || apt_install maven
 command -v unzip >/dev/null 2>&1 || apt_install unzip
 bash "$deps_dir/opensearch.sh" install
 bash "$deps_dir/s3.sh" install
+
+# The web UI's browser test: Debian's Chromium, driven by playwright-core.
+command -v chromium >/dev/null 2>&1 || { echo "deps: installing chromium (Debian)" >&2; apt_install chromium; }
+ui_tests="$deps_dir/../control/ui-tests"
+pinned=$(cd "$ui_tests" && node -p "require('./package.json').dependencies['playwright-core']")
+installed=$(cd "$ui_tests" && node -p "require('./node_modules/playwright-core/package.json').version" 2>/dev/null || true)
+if [ "$pinned" != "$installed" ]; then
+  echo "deps: installing playwright-core for the UI test (npm ci)" >&2
+  (cd "$ui_tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 echo "deps: $(etcd --version 2>/dev/null | head -n1); grpcurl $GRPCURL_VERSION" >&2

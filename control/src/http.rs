@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,10 +17,18 @@ use crate::grpc::GrpcJobService;
 use crate::json_api::{self, JsonApi};
 use crate::service::ControlService;
 
-/// The UI's files, compiled into the binary.
+/// The UI's files, compiled into the binary: `/` and `/ui/<name>`.
 const INDEX_HTML: &str = include_str!("../ui/index.html");
-const APP_JS: &str = include_str!("../ui/app.js");
-const STYLE_CSS: &str = include_str!("../ui/style.css");
+const UI_FILES: [(&str, &str, &str); 7] = [
+    ("app.js", include_str!("../ui/app.js"), JAVASCRIPT),
+    ("api.js", include_str!("../ui/api.js"), JAVASCRIPT),
+    ("dom.js", include_str!("../ui/dom.js"), JAVASCRIPT),
+    ("form.js", include_str!("../ui/form.js"), JAVASCRIPT),
+    ("jobs.js", include_str!("../ui/jobs.js"), JAVASCRIPT),
+    ("workers.js", include_str!("../ui/workers.js"), JAVASCRIPT),
+    ("style.css", include_str!("../ui/style.css"), "text/css; charset=utf-8"),
+];
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 /// Only this server's own files and API; no inline code, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -35,12 +43,18 @@ pub async fn serve(
     let api = Arc::new(JsonApi { jobs: GrpcJobService::new(service.clone(), shutdown.clone()), auth });
     let app = Router::new()
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
-        .route("/ui/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/ui/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/ui/{file}", get(ui_file))
         .route("/api/ingest.v1.JobService/{method}", post(json_api::call).with_state(api))
         .route("/healthz", get(healthz))
         .with_state(service);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn ui_file(Path(name): Path<String>) -> Response {
+    match UI_FILES.iter().find(|(file, _, _)| *file == name) {
+        Some((_, body, content_type)) => asset(body, content_type),
+        None => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+    }
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -3,7 +3,9 @@
 //! proto3 JSON mapping (an empty body is the empty message) answers the
 //! response message likewise. `WatchJobs` answers a stream of
 //! `WatchJobsResponse` messages, one JSON document per line
-//! (`application/x-ndjson`).
+//! (`application/x-ndjson`). One departure from the canonical mapping:
+//! a `FieldMask` is written `{"paths": ["name", "params"]}` (pbjson-types
+//! does not read the string form).
 //!
 //! Every call goes through the same [`GrpcJobService`] as gRPC, so
 //! validation and the error mapping are the gRPC ones; a `Status` becomes an

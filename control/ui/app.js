@@ -1,0 +1,140 @@
+// The web UI: a live store of jobs fed by the WatchJobs stream, hash routes
+// for its views, and the token prompt when control requires one.
+
+import {call, setToken, watchJobs, whenUnauthenticated} from './api.js';
+import {h, num, replace} from './dom.js';
+import {renderForm} from './form.js';
+import {renderJob, renderJobs} from './jobs.js';
+import {renderWorkers} from './workers.js';
+
+/** Counter samples kept per job for its page. */
+const HISTORY = 60;
+
+const store = {jobs: new Map(), history: new Map(), types: [], synced: false};
+const main = document.getElementById('main');
+const connection = document.getElementById('connection');
+let redraw = () => {};
+let pending = false;
+let stopWatch = () => {};
+let workersTimer = null;
+
+function schedule() {
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => {
+    pending = false;
+    redraw();
+  });
+}
+
+function sample(job) {
+  const c = job.status?.counters || {};
+  const samples = store.history.get(job.id) || [];
+  const last = samples[samples.length - 1];
+  const next = {time: Date.now(), written: num(c.itemsWritten), fetched: num(c.itemsFetched),
+    failed: num(c.itemsFailed), runs: num(c.runs)};
+  if (last && last.written === next.written && last.fetched === next.fetched && last.failed === next.failed
+      && last.runs === next.runs) return;
+  samples.push(next);
+  if (samples.length > HISTORY) samples.shift();
+  store.history.set(job.id, samples);
+}
+
+function apply(message, fresh) {
+  if (fresh) {
+    store.jobs.clear();
+    store.synced = false;
+  }
+  for (const event of message.events || []) {
+    if (event.type === 'JOB_EVENT_TYPE_DELETED') {
+      store.jobs.delete(event.job.id);
+      store.history.delete(event.job.id);
+    } else if (event.job) {
+      store.jobs.set(event.job.id, event.job);
+      sample(event.job);
+    }
+  }
+  if (message.synced || !message.snapshot) store.synced = true;
+  schedule();
+}
+
+function showConnection(status, detail) {
+  connection.className = `connection ${status}`;
+  replace(connection, {live: 'live', connecting: 'connecting…', error: 'reconnecting…'}[status] || status);
+  connection.title = detail || '';
+}
+
+function startWatch() {
+  stopWatch();
+  stopWatch = watchJobs(apply, showConnection);
+  call('ListJobTypes').then((answer) => {
+    store.types = answer.jobTypes || [];
+    schedule();
+  }).catch(() => {});
+}
+
+function navigate(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+function parseHash() {
+  const [path, query = ''] = location.hash.replace(/^#/, '').split('?');
+  return {parts: path.split('/').filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(query)};
+}
+
+function route() {
+  clearInterval(workersTimer);
+  redraw = () => {};
+  const {parts, query} = parseHash();
+  for (const link of document.querySelectorAll('nav a')) {
+    link.classList.toggle('current', link.dataset.view === (parts[0] || 'jobs'));
+  }
+  if (parts[0] === 'new') {
+    document.title = 'Add job · ingest';
+    renderForm(main, {typeName: query.get('type'), done: (id) => navigate(`#/jobs/${encodeURIComponent(id)}`)});
+  } else if (parts[0] === 'workers') {
+    document.title = 'Workers · ingest';
+    const reload = renderWorkers(main);
+    reload();
+    workersTimer = setInterval(reload, 5000);
+  } else if (parts[0] === 'jobs' && parts[1] && parts[2] === 'edit') {
+    document.title = 'Edit job · ingest';
+    replace(main, h('p', {class: 'muted'}, 'Loading…'));
+    call('GetJob', {id: parts[1]})
+      .then(({job}) => renderForm(main, {job, done: (id) => navigate(`#/jobs/${encodeURIComponent(id)}`)}))
+      .catch((e) => replace(main, h('p', {class: 'error', role: 'alert'}, `Cannot load the job: ${e.message}`)));
+  } else if (parts[0] === 'jobs' && parts[1]) {
+    document.title = `${parts[1]} · ingest`;
+    redraw = renderJob(main, store, parts[1], navigate);
+    redraw();
+  } else {
+    document.title = 'Jobs · ingest';
+    const filter = {type: query.get('type') || '', state: query.get('state') || ''};
+    redraw = renderJobs(main, store, filter, (next) => {
+      const params = new URLSearchParams(Object.entries(next).filter(([, v]) => v));
+      navigate(`#/${params.size ? `?${params}` : ''}`);
+    });
+    redraw();
+  }
+}
+
+// The token prompt: shown when a call is refused for want of a token.
+const dialog = document.getElementById('token-dialog');
+const tokenForm = document.getElementById('token-form');
+whenUnauthenticated((message) => {
+  replace(document.getElementById('token-message'), message);
+  if (!dialog.open) dialog.showModal();
+});
+tokenForm.addEventListener('submit', () => {
+  setToken(document.getElementById('token-input').value.trim());
+  document.getElementById('token-input').value = '';
+  startWatch();
+  route();
+});
+
+window.addEventListener('hashchange', route);
+// Relative times ("3 s ago") move on without asking the server anything.
+setInterval(schedule, 5000);
+startWatch();
+route();

@@ -26,6 +26,8 @@ pub struct Cluster {
     pub keys: Keys,
     pub control: ControlService,
     pub control_url: String,
+    /// Base URL of control's HTTP server (web UI, JSON API).
+    pub control_http: String,
     pub dir: tempfile::TempDir,
     pub workers: HashMap<String, Child>,
     /// Workers killed with -9, with the monotonic time of their death.
@@ -38,12 +40,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(lease_ttl: Duration) -> Cluster {
+        Self::start_with(lease_ttl, ServeArgs::loopback()).await
+    }
+
+    /// A cluster whose control server runs with these arguments (e.g. a token).
+    pub async fn start_with(lease_ttl: Duration, args: ServeArgs) -> Cluster {
         let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
         let store: Arc<dyn Store> = Arc::new(connect(&etcd).await);
         let keys = Keys::new(ROOT);
-        let args = ServeArgs::loopback();
         let listeners = Listeners::bind(&args).await.expect("bind");
         let control_url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
+        let control_http = format!("http://{}", listeners.http.local_addr().expect("addr"));
         let control = ControlService::new(store.clone(), keys.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn({
@@ -57,6 +64,7 @@ impl Cluster {
             keys,
             control,
             control_url,
+            control_http,
             dir,
             workers: HashMap::new(),
             deaths: Vec::new(),

@@ -82,6 +82,8 @@ pub struct Harness {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub grpc_addr: SocketAddr,
+    /// The HTTP server (web UI, JSON API).
+    pub http_addr: SocketAddr,
     pub client: Client,
     shutdown: CancellationToken,
     workers: Vec<CancellationToken>,
@@ -120,6 +122,7 @@ impl Harness {
         let args = ServeArgs { token: token.map(ingest_runtime::Secret::new), ..ServeArgs::loopback() };
         let listeners = Listeners::bind(&args).await.expect("bind");
         let grpc_addr = listeners.grpc.local_addr().expect("local addr");
+        let http_addr = listeners.http.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let service = ControlService::new(store.clone(), keys.clone());
         let server = tokio::spawn({
@@ -132,7 +135,7 @@ impl Harness {
             .await
             .expect("publish types");
         let client = JobServiceClient::connect(format!("http://{grpc_addr}")).await.expect("connect");
-        Harness { store, keys, grpc_addr, client, shutdown, workers: Vec::new(), server, _dir: dir, etcd }
+        Harness { store, keys, grpc_addr, http_addr, client, shutdown, workers: Vec::new(), server, _dir: dir, etcd }
     }
 
     /// Starts a worker (membership only) that supports `types`; stops it when

@@ -1,0 +1,225 @@
+//! The HTTP face of control: the JobService over HTTP/JSON (same validation,
+//! errors, secrets and auth as gRPC), the WatchJobs line stream, the
+//! cross-origin refusal, and the embedded UI files with their headers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, create, probe_job};
+use serde_json::{Value, json};
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+    origin: Option<String>,
+}
+
+impl Http {
+    fn new(harness: &Harness) -> Self {
+        Self {
+            base: format!("http://{}", harness.http_addr),
+            client: reqwest::Client::new(),
+            token: None,
+            origin: None,
+        }
+    }
+
+    fn request(&self, method: &str, body: &str) -> reqwest::RequestBuilder {
+        let mut request =
+            self.client.post(format!("{}/api/ingest.v1.JobService/{method}", self.base)).body(body.to_string());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(origin) = &self.origin {
+            request = request.header("origin", origin);
+        }
+        request
+    }
+
+    async fn call(&self, method: &str, body: Value) -> (u16, Value) {
+        let response = self.request(method, &body.to_string()).send().await.expect("HTTP call");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+    }
+}
+
+fn fields(error: &Value) -> Vec<&str> {
+    let mut fields: Vec<&str> =
+        error["fieldViolations"].as_array().expect("violations").iter().filter_map(|v| v["field"].as_str()).collect();
+    fields.sort();
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_service_answers_json_as_grpc_does() {
+    let harness = Harness::embedded().await;
+    let http = Http::new(&harness);
+
+    let (status, types) = http.call("ListJobTypes", json!({})).await;
+    assert_eq!(status, 200);
+    let probe = types["jobTypes"].as_array().unwrap().iter().find(|t| t["name"] == "probe").expect("probe type");
+    let limit = probe["params"].as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(limit["kind"], "PARAM_KIND_INTEGER");
+    assert_eq!(limit["maximum"], 100.0);
+    assert_eq!(probe["defaultInterval"], "300s");
+
+    // Bad input: one violation per field, nothing written.
+    let before = harness.dump().await;
+    let bad = json!({"jobId": "p1", "job": {"name": "", "type": "probe", "params": {"limit": 0, "url": "ftp://x"}}});
+    let (status, error) = http.call("CreateJob", bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["code"], "INVALID_ARGUMENT");
+    assert_eq!(fields(&error), ["job.name", "job.params.limit", "job.params.url"]);
+    assert_eq!(harness.dump().await, before, "nothing written");
+
+    // A good job; its secret is stored and never answered.
+    let good = json!({"jobId": "p1", "job": {"name": "probe one", "type": "probe", "interval": "30s",
+        "params": {"url": "https://example.org/feed", "limit": 5, "api_key": "s3cr3t"}}});
+    let (status, created) = http.call("CreateJob", good).await;
+    assert_eq!(status, 200, "{created}");
+    let job = &created["job"];
+    assert_eq!(job["id"], "p1");
+    assert_eq!(job["interval"], "30s");
+    assert_eq!(job["secretParamsSet"], json!(["api_key"]));
+    assert!(!created.to_string().contains("s3cr3t"), "secrets are write-only");
+    // No worker runs the probe type here.
+    assert_eq!(job["status"]["state"], "JOB_STATE_UNSCHEDULABLE");
+    let revision = job["revision"].as_str().expect("int64 as a string").to_string();
+
+    let (status, again) = http.call("CreateJob", json!({"jobId": "p1", "job": job})).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("ALREADY_EXISTS")));
+
+    // Updates check the revision: a stale one is refused and changes nothing.
+    let rename = |revision: &str| json!({"job": {"id": "p1", "revision": revision, "name": "renamed"}, "updateMask": {"paths": ["name"]}});
+    let (status, stale) = http.call("UpdateJob", rename("1")).await;
+    assert_eq!((status, stale["code"].as_str()), (409, Some("ABORTED")));
+    let (status, renamed) = http.call("UpdateJob", rename(&revision)).await;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["job"]["name"], "renamed");
+
+    let (status, paused) = http.call("PauseJob", json!({"id": "p1"})).await;
+    assert_eq!((status, paused["job"]["status"]["state"].as_str()), (200, Some("JOB_STATE_PAUSED")));
+    let (status, listed) = http.call("ListJobs", json!({"state": "JOB_STATE_PAUSED"})).await;
+    assert_eq!((status, listed["jobs"].as_array().map(Vec::len)), (200, Some(1)));
+
+    let (status, missing) = http.call("GetJob", json!({"id": "nope"})).await;
+    assert_eq!((status, missing["code"].as_str()), (404, Some("NOT_FOUND")));
+    let (status, unknown) = http.call("LaunchRocket", json!({})).await;
+    assert_eq!((status, unknown["code"].as_str()), (501, Some("UNIMPLEMENTED")));
+    let response = http.request("GetJob", "{not json").send().await.expect("call");
+    assert_eq!(response.status().as_u16(), 400);
+    let error: Value = serde_json::from_str(&response.text().await.expect("body")).expect("JSON error");
+    assert!(error["message"].as_str().unwrap().starts_with("request body:"), "{error}");
+    let (status, wrong_type) = http.call("GetJob", json!({"id": 5})).await;
+    assert_eq!((status, wrong_type["code"].as_str()), (400, Some("INVALID_ARGUMENT")));
+
+    let (status, _) = http.call("DeleteJob", json!({"id": "p1", "revision": "0"})).await;
+    assert_eq!(status, 200);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_jobs_streams_json_lines() {
+    let mut harness = Harness::embedded().await;
+    create(&mut harness.client, probe_job("first")).await;
+    let http = Http::new(&harness);
+    let mut response = http.request("WatchJobs", "{}").send().await.expect("watch");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+
+    let mut buffer = String::new();
+    let mut messages: Vec<Value> = Vec::new();
+    let mut next = async || -> Value {
+        loop {
+            if let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                return serde_json::from_str(&line).expect("a JSON line");
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+                .await
+                .expect("a line within 10 s")
+                .expect("chunk")
+                .expect("stream open");
+            buffer.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    };
+    loop {
+        let message = next().await;
+        let synced = message["synced"] == true;
+        messages.push(message);
+        if synced {
+            break;
+        }
+    }
+    let snapshot: Vec<&str> = messages
+        .iter()
+        .flat_map(|m| m["events"].as_array().unwrap())
+        .filter_map(|e| e["job"]["name"].as_str())
+        .collect();
+    assert_eq!(snapshot, ["first"]);
+
+    create(&mut harness.client, probe_job("second")).await;
+    let update = loop {
+        let message = next().await;
+        if message["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            break message;
+        }
+    };
+    assert_eq!(update["snapshot"], false);
+    assert_eq!(update["events"][0]["type"], "JOB_EVENT_TYPE_UPSERTED");
+    assert_eq!(update["events"][0]["job"]["name"], "second");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_and_the_origin_are_checked() {
+    let harness = Harness::with_token("t0k3n").await;
+    let mut http = Http::new(&harness);
+    for method in ["ListJobs", "WatchJobs"] {
+        let (status, error) = http.call(method, json!({})).await;
+        assert_eq!((status, error["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{method}");
+    }
+    http.token = Some("wrong".into());
+    assert_eq!(http.call("ListJobs", json!({})).await.0, 401);
+    http.token = Some("t0k3n".into());
+    assert_eq!(http.call("ListJobs", json!({})).await.0, 200);
+
+    // A page of another origin cannot call, even with the token; the UI's own can.
+    http.origin = Some("http://evil.example".into());
+    let (status, error) = http.call("CreateJob", json!({"job": {"name": "x", "type": "other"}})).await;
+    assert_eq!((status, error["code"].as_str()), (403, Some("PERMISSION_DENIED")));
+    assert!(error["message"].as_str().unwrap().contains("http://evil.example"), "{error}");
+    http.origin = Some(format!("http://{}", harness.http_addr));
+    let (status, created) = http.call("CreateJob", json!({"job": {"name": "x", "type": "other"}})).await;
+    assert_eq!(status, 200, "{created}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_is_served_from_the_binary_with_a_strict_policy() {
+    let harness = Harness::embedded().await;
+    let base = format!("http://{}", harness.http_addr);
+    let index = reqwest::get(format!("{base}/")).await.expect("GET /");
+    assert_eq!(index.status().as_u16(), 200);
+    let policy = index.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+    let html = index.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/ui/app.js"></script>"#));
+    for file in ["app.js", "api.js", "dom.js", "form.js", "jobs.js", "workers.js"] {
+        let response = reqwest::get(format!("{base}/ui/{file}")).await.expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "{file}");
+        assert_eq!(response.headers()["content-type"], "text/javascript; charset=utf-8");
+        // Every module the UI imports is served.
+        for import in response.text().await.unwrap().lines().filter_map(|l| l.split("from './").nth(1)) {
+            let name = import.split('\'').next().unwrap();
+            let imported = reqwest::get(format!("{base}/ui/{name}")).await.expect("GET");
+            assert_eq!(imported.status().as_u16(), 200, "{file} imports {name}");
+        }
+    }
+    assert_eq!(reqwest::get(format!("{base}/ui/%2e%2e%2fCargo.toml")).await.unwrap().status().as_u16(), 404);
+    assert_eq!(reqwest::get(format!("{base}/ui/nope.js")).await.unwrap().status().as_u16(), 404);
+    harness.stop().await;
+}

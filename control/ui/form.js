@@ -1,0 +1,337 @@
+// The add/edit job form, generated from a job type's parameter specs
+// (ListJobTypes): no code per job type. Checks mirror the server's
+// (ingest-model's validate_params); the server's field violations are shown
+// next to their fields.
+
+import {ApiError, call} from './api.js';
+import {durationSeconds, durationText, h, parseDuration, replace} from './dom.js';
+
+const MAX_STRING = 4096;
+const MAX_LIST = 1000;
+const MAX_URL = 2048;
+const MAX_NAME = 200;
+
+/**
+ * Renders the form into `main`. `job` (from GetJob) makes it an edit form;
+ * otherwise `typeName` preselects a type. `done(jobId)` is called after a
+ * successful save.
+ */
+export async function renderForm(main, {job, typeName, done}) {
+  replace(main, h('p', {class: 'muted'}, 'Loading job types…'));
+  let types;
+  try {
+    types = (await call('ListJobTypes')).jobTypes || [];
+  } catch (e) {
+    replace(main, h('p', {class: 'error', role: 'alert'}, `Cannot load job types: ${e.message}`));
+    return;
+  }
+  if (types.length === 0) {
+    replace(main, h('p', {class: 'error', role: 'alert'},
+      'No worker has published any job type yet: start a worker (ingest worker) and reload.'));
+    return;
+  }
+  const editing = Boolean(job);
+  const chosen = editing ? job.type : (typeName || types[0].name);
+  const form = h('form', {class: 'job-form', novalidate: true, 'aria-label': editing ? 'Edit job' : 'Add job'});
+  const summary = h('div', {class: 'form-error', role: 'alert', hidden: true});
+  const typeField = h('div', {class: 'type-fields'});
+  const typeSelect = h('select', {id: 'f-type', name: 'type', disabled: editing},
+    types.map((t) => h('option', {value: t.name, selected: t.name === chosen},
+      `${t.name}${t.workers?.length ? '' : ' (no live worker)'}`)));
+  const heading = editing ? `Edit ${job.name}` : 'Add a job';
+  replace(main, h('h1', {}, heading), form);
+
+  const idInput = h('input', {id: 'f-id', name: 'id', maxlength: 63, autocomplete: 'off',
+    placeholder: 'generated when empty', value: editing ? job.id : '', disabled: editing});
+  const nameInput = h('input', {id: 'f-name', name: 'name', maxlength: MAX_NAME, required: true,
+    value: editing ? job.name : ''});
+  const intervalInput = h('input', {id: 'f-interval', name: 'interval', autocomplete: 'off',
+    value: editing ? durationText(durationSeconds(job.interval)) : ''});
+  const pausedInput = h('input', {id: 'f-paused', name: 'paused', type: 'checkbox', checked: editing && job.paused});
+
+  form.append(
+    summary,
+    field('Type', 'type', typeSelect, h('span', {class: 'help', id: 'type-help'})),
+    field('Job id', 'job_id', idInput,
+      h('span', {class: 'help'}, 'Lowercase letters, digits and "-"; at most 63.')),
+    field('Name', 'job.name', nameInput, null, true),
+    field('Interval', 'job.interval', intervalInput, h('span', {class: 'help', id: 'interval-help'})),
+    field('Start paused', 'job.paused', pausedInput),
+    typeField,
+    h('div', {class: 'actions'},
+      h('button', {type: 'submit', class: 'primary'}, editing ? 'Save' : 'Create job'),
+      h('a', {href: editing ? `#/jobs/${encodeURIComponent(job.id)}` : '#/', class: 'button'}, 'Cancel')),
+  );
+  if (editing) pausedInput.closest('.field').hidden = true;
+
+  let params = [];
+  const showType = () => {
+    const type = types.find((t) => t.name === typeSelect.value) || types[0];
+    replace(form.querySelector('#type-help'), type.description || '');
+    const min = durationSeconds(type.minInterval);
+    replace(form.querySelector('#interval-help'),
+      `e.g. 30s, 5m, 1h. Default ${durationText(durationSeconds(type.defaultInterval))}, at least ${durationText(min)}.`);
+    intervalInput.placeholder = durationText(durationSeconds(type.defaultInterval));
+    params = (type.params || []).map((spec) => paramInput(spec, editing ? job : null));
+    replace(typeField, h('fieldset', {}, h('legend', {}, `${type.name} parameters`), params.map((p) => p.field)));
+    return type;
+  };
+  let type = showType();
+  typeSelect.addEventListener('change', () => { type = showType(); });
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form, summary);
+    const errors = {};
+    const id = idInput.value.trim();
+    if (!editing && id && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(id)) {
+      errors.job_id = 'use lowercase letters, digits and "-" only, not at the start or end';
+    }
+    const name = nameInput.value;
+    if (!name.trim()) errors['job.name'] = 'must not be empty';
+    else if ([...name].length > MAX_NAME) errors['job.name'] = `at most ${MAX_NAME} characters allowed`;
+    let interval;
+    if (intervalInput.value.trim()) {
+      try {
+        const seconds = parseDuration(intervalInput.value);
+        if (seconds < durationSeconds(type.minInterval)) {
+          errors['job.interval'] = `must be at least ${durationText(durationSeconds(type.minInterval))}`;
+        }
+        interval = `${seconds}s`;
+      } catch (e) {
+        errors['job.interval'] = e.message;
+      }
+    }
+    const values = {};
+    for (const param of params) {
+      try {
+        const value = param.read();
+        if (value !== undefined) values[param.spec.name] = value;
+      } catch (e) {
+        errors[`job.params.${param.spec.name}`] = e.message;
+      }
+    }
+    if (Object.keys(errors).length) {
+      showErrors(form, summary, Object.entries(errors).map(([f, d]) => ({field: f, description: d})));
+      return;
+    }
+    const submit = form.querySelector('button[type=submit]');
+    submit.disabled = true;
+    try {
+      let saved;
+      if (editing) {
+        const paths = ['name', 'params'];
+        const body = {id: job.id, revision: job.revision, type: job.type, name, params: values};
+        if (interval) {
+          body.interval = interval;
+          paths.push('interval');
+        }
+        saved = (await call('UpdateJob', {job: body, updateMask: {paths}})).job;
+      } else {
+        const body = {name, type: type.name, params: values, paused: pausedInput.checked};
+        if (interval) body.interval = interval;
+        saved = (await call('CreateJob', {jobId: id, job: body})).job;
+      }
+      done(saved.id);
+    } catch (e) {
+      if (e instanceof ApiError && e.violations.length) {
+        showErrors(form, summary, e.violations);
+      } else if (e instanceof ApiError && e.code === 'ABORTED') {
+        summary.hidden = false;
+        replace(summary, 'This job changed since you opened it. ',
+          h('a', {href: `#/jobs/${encodeURIComponent(job.id)}`}, 'See its latest version'), ' and edit again.');
+      } else {
+        summary.hidden = false;
+        replace(summary, e.message);
+      }
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+/** A labelled field with its help and an error slot for `path`. */
+function field(label, path, input, help, required = false) {
+  const error = h('div', {class: 'field-error', 'data-field': path, id: `err-${path}`, hidden: true});
+  input.setAttribute('aria-describedby', `err-${path}`);
+  return h('div', {class: 'field', 'data-path': path},
+    h('label', {for: input.id}, label, required ? h('span', {class: 'required', title: 'required'}, ' *') : null),
+    input, help, error);
+}
+
+function clearErrors(form, summary) {
+  summary.hidden = true;
+  replace(summary);
+  for (const slot of form.querySelectorAll('.field-error')) {
+    slot.hidden = true;
+    replace(slot);
+  }
+  for (const input of form.querySelectorAll('[aria-invalid]')) input.removeAttribute('aria-invalid');
+}
+
+/** Puts each violation next to its field; the rest in the summary. */
+function showErrors(form, summary, violations) {
+  const unplaced = [];
+  for (const v of violations) {
+    const slot = [...form.querySelectorAll('.field-error')].find((s) => s.dataset.field === v.field);
+    if (slot) {
+      slot.hidden = false;
+      replace(slot, v.description);
+      slot.closest('.field')?.querySelector('input, select, textarea')?.setAttribute('aria-invalid', 'true');
+    } else {
+      unplaced.push(`${v.field}: ${v.description}`);
+    }
+  }
+  summary.hidden = false;
+  replace(summary, unplaced.length ? unplaced.join('; ') : 'Please correct the fields marked below.');
+  form.querySelector('[aria-invalid]')?.focus();
+}
+
+/** The input of one parameter and how to read (and check) its value. */
+function paramInput(spec, job) {
+  const kind = spec.kind;
+  const id = `p-${spec.name}`;
+  const current = job?.params?.[spec.name];
+  const isSet = job?.secretParamsSet?.includes(spec.name);
+  const fallback = current ?? spec.defaultValue;
+  let input;
+  let read;
+  const text = () => input.value.trim();
+  const requireIfEmpty = () => {
+    if (spec.required) throw new Error(`required ${kindName(kind)} parameter is missing`);
+    return undefined;
+  };
+  switch (kind) {
+    case 'PARAM_KIND_BOOLEAN':
+      input = h('input', {id, type: 'checkbox', checked: fallback === true});
+      read = () => input.checked;
+      break;
+    case 'PARAM_KIND_ENUM': {
+      const options = spec.allowedValues || [];
+      input = h('select', {id},
+        spec.required || fallback !== undefined ? null : h('option', {value: ''}, '—'),
+        options.map((o) => h('option', {value: o, selected: o === fallback}, o)));
+      read = () => (input.value === '' ? requireIfEmpty() : input.value);
+      break;
+    }
+    case 'PARAM_KIND_INTEGER':
+    case 'PARAM_KIND_NUMBER': {
+      const integer = kind === 'PARAM_KIND_INTEGER';
+      input = h('input', {id, type: 'number', step: integer ? 1 : 'any', min: spec.minimum, max: spec.maximum,
+        value: fallback ?? ''});
+      read = () => {
+        if (!text()) return requireIfEmpty();
+        const n = Number(text());
+        if (!Number.isFinite(n)) throw new Error(`must be a number, got "${text()}"`);
+        if (integer && !Number.isInteger(n)) throw new Error(`must be a whole number, got ${n}`);
+        if (spec.minimum !== undefined && n < spec.minimum) throw new Error(`must be at least ${spec.minimum}, got ${n}`);
+        if (spec.maximum !== undefined && n > spec.maximum) throw new Error(`must be at most ${spec.maximum}, got ${n}`);
+        return n;
+      };
+      break;
+    }
+    case 'PARAM_KIND_LIST': {
+      const allowed = spec.allowedValues || [];
+      const chosen = Array.isArray(fallback) ? fallback : [];
+      if (allowed.length) {
+        input = h('div', {id, class: 'choices', role: 'group', 'aria-label': spec.name},
+          allowed.map((o) => h('label', {class: 'choice'},
+            h('input', {type: 'checkbox', value: o, checked: chosen.includes(o)}), ` ${o}`)));
+        read = () => {
+          const values = [...input.querySelectorAll('input:checked')].map((c) => c.value);
+          return values.length ? values : requireIfEmpty();
+        };
+      } else {
+        input = h('textarea', {id, rows: 3, placeholder: 'one per line'});
+        input.value = chosen.join('\n');
+        read = () => {
+          const values = input.value.split('\n').map((v) => v.trim()).filter(Boolean);
+          if (!values.length) return requireIfEmpty();
+          const max = spec.maxLength ?? MAX_LIST;
+          if (values.length > max) throw new Error(`at most ${max} items allowed, got ${values.length}`);
+          values.forEach((v, i) => {
+            if ([...v].length > MAX_STRING) throw new Error(`item ${i}: at most ${MAX_STRING} characters allowed`);
+          });
+          return values;
+        };
+      }
+      break;
+    }
+    case 'PARAM_KIND_SECRET':
+      input = h('input', {id, type: 'password', autocomplete: 'new-password',
+        placeholder: isSet ? 'set — leave empty to keep it' : ''});
+      read = () => {
+        if (!input.value) return isSet ? undefined : requireIfEmpty();
+        checkLength(input.value, spec.maxLength ?? MAX_STRING);
+        return input.value;
+      };
+      break;
+    case 'PARAM_KIND_URL':
+      input = h('input', {id, type: 'url', value: fallback ?? '', placeholder: 'https://…', autocomplete: 'off'});
+      read = () => {
+        if (!text()) return requireIfEmpty();
+        checkLength(text(), Math.min(spec.maxLength ?? MAX_URL, MAX_URL));
+        let url;
+        try {
+          url = new URL(text());
+        } catch {
+          throw new Error('not a valid absolute URL');
+        }
+        if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+          throw new Error(`URL scheme must be http or https, not '${url.protocol.slice(0, -1)}'`);
+        }
+        return text();
+      };
+      break;
+    case 'PARAM_KIND_DURATION':
+      input = h('input', {id, value: fallback ?? '', placeholder: 'e.g. 30s, 5m', autocomplete: 'off'});
+      read = () => {
+        if (!text()) return requireIfEmpty();
+        const seconds = parseDuration(text());
+        if (spec.minimum !== undefined && seconds < spec.minimum) {
+          throw new Error(`must be at least ${spec.minimum} seconds`);
+        }
+        if (spec.maximum !== undefined && seconds > spec.maximum) {
+          throw new Error(`must be at most ${spec.maximum} seconds`);
+        }
+        return text();
+      };
+      break;
+    default: {
+      input = h('input', {id, value: fallback ?? '', maxlength: spec.maxLength ?? MAX_STRING, autocomplete: 'off'});
+      const pattern = compile(spec.pattern);
+      read = () => {
+        if (!text()) return requireIfEmpty();
+        checkLength(text(), spec.maxLength ?? MAX_STRING);
+        if (pattern && !pattern.test(text())) throw new Error(`must match the pattern ${spec.pattern}`);
+        return text();
+      };
+    }
+  }
+  const notes = [spec.description];
+  if (spec.defaultValue !== undefined && spec.defaultValue !== null && kind !== 'PARAM_KIND_BOOLEAN') {
+    notes.push(`Default: ${Array.isArray(spec.defaultValue) ? spec.defaultValue.join(', ') : spec.defaultValue}.`);
+  }
+  if (kind === 'PARAM_KIND_SECRET') notes.push('Write-only: never shown again.');
+  const help = h('span', {class: 'help'}, notes.filter(Boolean).join(' '));
+  return {spec, field: field(spec.name, `job.params.${spec.name}`, input, help, spec.required), read};
+}
+
+function checkLength(value, max) {
+  const chars = [...value].length;
+  if (chars > max) throw new Error(`at most ${max} characters allowed, got ${chars}`);
+}
+
+/** A spec's pattern as a whole-value JS regex, when JS can read it. */
+function compile(pattern) {
+  if (!pattern) return null;
+  try {
+    return new RegExp(`^(?:${pattern})$`, 'u');
+  } catch {
+    return null; // the server checks it
+  }
+}
+
+function kindName(kind) {
+  return kind.replace('PARAM_KIND_', '').toLowerCase();
+}
