@@ -82,7 +82,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     tracing::info!(
         data_dir = %args.data_dir.display(),
         grpc_addr = %listeners.grpc.local_addr()?,
-        http_addr = %listeners.http.local_addr()?,
+        web_ui = %format!("http://{}/", listeners.http.local_addr()?),
         "standalone starting"
     );
     let control_url = format!("http://{}", listeners.grpc.local_addr()?);

@@ -1,8 +1,9 @@
 //! The real `ingest-control` binary on a real etcd, driven by the real
 //! grpcurl with no .proto file at hand (server reflection only): list,
 //! describe, ListJobTypes, CreateJob, GetJob, WatchJobs, DeleteJob, a bad
-//! CreateJob with its field violations, bearer-token auth, TLS and mTLS, and
-//! a graceful exit on SIGTERM.
+//! CreateJob with its field violations, bearer-token auth, TLS and mTLS, a
+//! graceful exit on SIGTERM; and every grpcurl and curl recipe of the README,
+//! run as written.
 
 mod common;
 
@@ -26,17 +27,19 @@ fn grpcurl_bin() -> String {
 struct Control {
     child: Child,
     addr: String,
+    http: String,
     log: PathBuf,
 }
 
 impl Control {
     fn start(etcd: &EtcdServer, dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Control {
         let addr = format!("127.0.0.1:{}", free_port());
+        let http = format!("127.0.0.1:{}", free_port());
         let log = dir.join(format!("control-{}.log", free_port()));
         let log_file = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ingest-control"))
             .args(["--etcd", &etcd.endpoint(), "--grpc-addr", &addr])
-            .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--http-addr", &http])
             .args(["--key-root", "/grpcurl-test/", "--log-format", "json"])
             .args(extra_args)
             .envs(env.iter().copied())
@@ -44,7 +47,7 @@ impl Control {
             .stderr(log_file)
             .spawn()
             .expect("spawn ingest-control");
-        Control { child, addr, log }
+        Control { child, addr, http, log }
     }
 
     /// Waits until the gRPC health check answers SERVING (over `flags`).
@@ -321,4 +324,101 @@ fn bad_flags_exit_non_zero_with_a_clear_message() {
         .expect("run ingest-control");
     assert!(!out.status.success(), "no etcd: must fail, not hang");
     assert!(stderr(&out).contains("cannot reach etcd"), "{}", stderr(&out));
+}
+
+/// A command of a README code block.
+#[derive(Debug)]
+struct Recipe {
+    command: String,
+    /// Runs until stopped ("Ctrl-C to stop" in the comment above it).
+    streams: bool,
+    /// It fails, with this in its output (a "# Code: ..." line under it).
+    fails_with: Option<String>,
+}
+
+/// The commands in the ```sh blocks of the README section `heading`.
+fn recipes(readme: &str, heading: &str) -> Vec<Recipe> {
+    let start = readme.find(heading).unwrap_or_else(|| panic!("README has no {heading}"));
+    let section = &readme[start + heading.len()..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let mut recipes: Vec<Recipe> = Vec::new();
+    for block in section.split("```sh\n").skip(1) {
+        let block = &block[..block.find("```").expect("closed code block")];
+        let mut streams = false;
+        let mut continued = false;
+        for line in block.lines() {
+            if continued {
+                let last = recipes.last_mut().expect("a command");
+                last.command.push('\n');
+                last.command.push_str(line);
+            } else if let Some(comment) = line.strip_prefix('#') {
+                if let Some(code) = comment.trim().strip_prefix("Code:") {
+                    recipes.last_mut().expect("a command before").fails_with = Some(format!("Code:{code}"));
+                }
+                streams = comment.contains("Ctrl-C to stop");
+            } else if !line.trim().is_empty() {
+                recipes.push(Recipe { command: line.to_string(), streams, fails_with: None });
+                streams = false;
+            }
+            // Continued after a backslash or inside a quoted JSON argument.
+            let open_quote = recipes.last().is_some_and(|r| r.command.matches('\'').count() % 2 == 1);
+            continued = line.ends_with('\\') || open_quote;
+        }
+    }
+    recipes
+}
+
+fn run_recipe(recipe: &Recipe, grpc: &str, http: &str) {
+    let command = recipe.command.replace("127.0.0.1:50051", grpc).replace("127.0.0.1:8080", http);
+    let mut child = Command::new("bash")
+        .args(["-c", &command])
+        .env("PATH", format!("{}:{}", grpcurl_dir(), std::env::var("PATH").unwrap_or_default()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    if recipe.streams {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("recipe output");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    match &recipe.fails_with {
+        Some(expected) => {
+            assert!(!out.status.success(), "expected to fail: {command}\n{text}");
+            assert!(text.contains(expected.as_str()), "{command}: no {expected:?} in\n{text}");
+        }
+        None if recipe.streams => assert!(stdout(&out).contains("synced"), "{command}: no snapshot in\n{text}"),
+        None => assert!(out.status.success() && !out.stdout.is_empty(), "{command} failed:\n{text}"),
+    }
+}
+
+/// Where the grpcurl the tests use lives (`grpcurl` on PATH otherwise).
+fn grpcurl_dir() -> String {
+    Path::new(&grpcurl_bin()).parent().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_recipes_run_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let grpc_recipes = recipes(&readme, "## Try it with grpcurl");
+    let http_recipes = recipes(&readme, "## The HTTP/JSON API");
+    let methods = ["list", "describe", "CreateJob", "ListJobs", "WatchJobs", "PauseJob", "DeleteJob", "Health/Check"];
+    for method in methods {
+        assert!(grpc_recipes.iter().any(|r| r.command.contains(method)), "no grpcurl recipe for {method}");
+    }
+    assert!(grpc_recipes.iter().any(|r| r.fails_with.is_some()) && grpc_recipes.iter().any(|r| r.streams));
+    assert!(http_recipes.len() >= 4, "{http_recipes:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("etcd");
+    let worker = start_worker(&etcd).await;
+    let mut control = Control::start(&etcd, dir.path(), &[], &[]);
+    tokio::task::block_in_place(|| {
+        control.wait_serving(&["-plaintext"]);
+        for recipe in grpc_recipes.iter().chain(&http_recipes) {
+            run_recipe(recipe, &control.addr, &control.http);
+        }
+    });
+    worker.cancel();
 }
