@@ -259,6 +259,7 @@ async fn pipeline(opensearch: &OpenSearchServer, urls: &[String]) -> anyhow::Res
         SchedulerConfig::default(),
         ControlEndpoint { url: control_url, token: None },
         services,
+        None,
         shutdown.clone(),
     ));
     while store.get(&keys.job_type(rss::NAME)).await?.is_none() {

@@ -1,6 +1,8 @@
 //! `ingest`: the all-in-one command. `ingest standalone` runs control and a
 //! worker in one process on the embedded store: nothing else to install.
 
+mod health;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,6 +34,9 @@ enum Command {
     /// Run control and a worker in one process, on an embedded store kept
     /// under --data-dir. No etcd needed.
     Standalone(StandaloneArgs),
+    /// Check a control server (--grpc) or a worker (--http) is healthy:
+    /// exit 0 if so, 1 otherwise. For container health checks.
+    Health(health::HealthArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,10 +60,12 @@ struct StandaloneArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init()?;
+    ingest_runtime::metrics::init();
     match cli.command {
         Command::Control(command) => command.run().await,
         Command::Worker(command) => command.run().await,
         Command::Standalone(args) => standalone(args).await,
+        Command::Health(args) => args.run().await,
     }
 }
 
@@ -99,6 +106,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             SchedulerConfig::default(),
             ControlEndpoint { url: control_url, token },
             services,
+            None, // control's HTTP server serves this process's /metrics
             shutdown.clone(),
         )
         .await;

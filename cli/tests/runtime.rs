@@ -49,6 +49,7 @@ impl Node {
                 sinks: Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
                 fetcher: Arc::new(Fetcher::new(&FetchArgs::default()).expect("fetcher")),
             },
+            None,
             shutdown.clone(),
         ));
         Node { store, keys, control, shutdown, worker, _dir: dir }

@@ -162,14 +162,86 @@ async fn wait_error(cluster: &Cluster, id: &str, needle: &str) -> String {
     }
 }
 
+/// The value of one sample line (`name{labels} value`), if present.
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The worker's and control's /metrics after the sources ran, `ingest
+/// health` against both, and bounded labels.
+async fn check_metrics(cluster: &Cluster, worker: &str) {
+    let (status, text) =
+        tokio::task::block_in_place(|| ingest_testkit::services::http(worker, "GET", "/metrics", None));
+    assert_eq!(status, 200, "{text}");
+    // 10 jobs, each owned by the only worker.
+    assert_eq!(sample(&text, "ingest_worker_jobs_owned"), Some(10.0), "{text}");
+    let rss_written = sample(&text, r#"ingest_worker_items_written_total{job_type="rss"}"#).unwrap_or(0.0);
+    assert!(rss_written >= 12.0, "{text}");
+    assert!(sample(&text, r#"ingest_worker_runs_total{job_type="rss",outcome="failure"}"#).unwrap_or(0.0) >= 2.0);
+    for histogram in [
+        r#"ingest_sink_bulk_seconds_count{outcome="ok"}"#,
+        "ingest_worker_claim_seconds_count",
+        "ingest_worker_lease_renewal_lag_seconds_count",
+    ] {
+        assert!(sample(&text, histogram).unwrap_or(0.0) >= 1.0, "{histogram} missing from\n{text}");
+    }
+    assert!(text.contains("# HELP ingest_worker_items_written_total Items acknowledged by the sinks"), "{text}");
+    // Bounded labels: a job type, an outcome, a result, a bucket; never a job id or a URL.
+    let types = ["rss", "hackernews", "reddit", "weather", "stocks", "http_json", "twitter"];
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, labels)) = line.split_once('{') else { continue };
+        let labels = labels.split_once('}').map_or("", |(l, _)| l);
+        for label in labels.split(',') {
+            let (key, value) = label.split_once('=').unwrap_or_else(|| panic!("{line}"));
+            let value = value.trim_matches('"');
+            match key {
+                "job_type" => assert!(types.contains(&value), "{line}"),
+                "outcome" | "result" | "le" => assert!(!value.contains("://") && value.len() < 20, "{line}"),
+                other => panic!("unexpected label {other}: {line}"),
+            }
+        }
+    }
+
+    // Control (in this process): progress reports received, and JobService calls by method and code.
+    let (status, _) = tokio::task::block_in_place(|| {
+        ingest_testkit::services::http(&cluster.control_http, "POST", "/api/ingest.v1.JobService/GetJob", Some("{}"))
+    });
+    assert_eq!(status, 400, "GetJob without an id");
+    let (status, text) =
+        tokio::task::block_in_place(|| ingest_testkit::services::http(&cluster.control_http, "GET", "/metrics", None));
+    assert_eq!(status, 200);
+    assert!(sample(&text, "ingest_control_progress_reports_total").unwrap_or(0.0) >= 1.0, "{text}");
+    let bad_gets = r#"ingest_control_requests_total{method="GetJob",code="INVALID_ARGUMENT"}"#;
+    assert!(sample(&text, bad_gets).unwrap_or(0.0) >= 1.0, "{text}");
+
+    // Container health checks: the worker's /healthz, control's gRPC health.
+    let grpc = cluster.control_url.trim_start_matches("http://").to_string();
+    for args in [["--http", worker], ["--grpc", grpc.as_str()]] {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_ingest")).arg("health").args(args).output().expect("run");
+        assert!(out.status.success(), "ingest health {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let nobody = format!("127.0.0.1:{}", ingest_testkit::free_port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["health", "--http", &nobody])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "nothing listens there");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_source_lands_in_the_real_sinks() {
     let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
     let s3 = tokio::task::spawn_blocking(S3Server::start).await.expect("start S3");
     let addr = fixtures().await;
     let mut cluster = Cluster::start(TTL).await;
-    cluster.worker_env =
-        vec![("INGEST_ELASTICSEARCH_URL".into(), opensearch.url()), ("INGEST_FETCH_ALLOW".into(), "127.0.0.1".into())];
+    let metrics = format!("127.0.0.1:{}", ingest_testkit::free_port());
+    cluster.worker_env = vec![
+        ("INGEST_ELASTICSEARCH_URL".into(), opensearch.url()),
+        ("INGEST_FETCH_ALLOW".into(), "127.0.0.1".into()),
+        ("INGEST_METRICS_ADDR".into(), metrics.clone()),
+    ];
     cluster.worker_env.extend(s3.env("ingest-sources"));
     cluster.start_worker("w1");
     let every = Duration::from_secs(60);
@@ -232,5 +304,7 @@ async fn every_source_lands_in_the_real_sinks() {
     let photo = sink.client().get_object().bucket("ingest-sources").key(&photo_key).send().await.expect("photo");
     let body = photo.body.collect().await.expect("photo body").into_bytes();
     assert_eq!(&body[..], b"\x89PNG fixture");
+
+    check_metrics(&cluster, &metrics).await;
     cluster.stop();
 }

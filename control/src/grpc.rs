@@ -18,10 +18,11 @@ use crate::convert::{
     duration_from_pb, job_to_pb, job_type_to_pb, progress_from_pb, state_filter_from_pb, struct_to_json,
     watch_update_to_pb, worker_to_pb,
 };
-use crate::error::ControlError;
+use crate::error::{ControlError, code_name};
 use crate::progress::ProgressRecorder;
 use crate::service::{ControlService, JobChange, JobFilter, NewJob};
 use crate::watch::watch_jobs;
+use ingest_runtime::metrics as m;
 
 /// Update mask paths UpdateJob accepts.
 const UPDATABLE: [&str; 4] = ["name", "params", "interval", "paused"];
@@ -42,118 +43,164 @@ type Result<T> = std::result::Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl JobService for GrpcJobService {
     async fn create_job(&self, request: Request<pb::CreateJobRequest>) -> Result<pb::CreateJobResponse> {
-        let request = request.into_inner();
-        let job = request.job.ok_or_else(|| ControlError::invalid("job", "required"))?;
-        let interval = job.interval.map(|d| duration_from_pb(d, "job.interval")).transpose()?;
-        let new = NewJob {
-            id: Some(request.job_id),
-            name: job.name,
-            job_type: job.r#type,
-            params: struct_to_json(job.params.unwrap_or_default()),
-            interval,
-            paused: job.paused,
-        };
-        let view = self.service.create_job(new, request.validate_only).await?;
-        Ok(Response::new(pb::CreateJobResponse { job: Some(job_to_pb(view)) }))
+        observed("CreateJob", async move {
+            let request = request.into_inner();
+            let job = request.job.ok_or_else(|| ControlError::invalid("job", "required"))?;
+            let interval = job.interval.map(|d| duration_from_pb(d, "job.interval")).transpose()?;
+            let new = NewJob {
+                id: Some(request.job_id),
+                name: job.name,
+                job_type: job.r#type,
+                params: struct_to_json(job.params.unwrap_or_default()),
+                interval,
+                paused: job.paused,
+            };
+            let view = self.service.create_job(new, request.validate_only).await?;
+            Ok(Response::new(pb::CreateJobResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<pb::GetJobResponse> {
-        let view = self.service.get_job(&request.into_inner().id).await?;
-        Ok(Response::new(pb::GetJobResponse { job: Some(job_to_pb(view)) }))
+        observed("GetJob", async move {
+            let view = self.service.get_job(&request.into_inner().id).await?;
+            Ok(Response::new(pb::GetJobResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<pb::ListJobsResponse> {
-        let request = request.into_inner();
-        if request.page_size < 0 {
-            return Err(ControlError::invalid("page_size", "must not be negative").into());
-        }
-        let after = Some(request.page_token.as_str()).filter(|t| !t.is_empty());
-        if let Some(token) = after
-            && ingest_model::validate_job_id(token).is_err()
-        {
-            return Err(ControlError::invalid("page_token", "not a token returned by ListJobs").into());
-        }
-        let filter = JobFilter {
-            job_type: Some(request.r#type).filter(|t| !t.is_empty()),
-            state: state_filter_from_pb(request.state)?,
-        };
-        let page = self.service.list_jobs(&filter, request.page_size as usize, after).await?;
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: page.jobs.into_iter().map(job_to_pb).collect(),
-            next_page_token: page.next_after.unwrap_or_default(),
-        }))
+        observed("ListJobs", async move {
+            let request = request.into_inner();
+            if request.page_size < 0 {
+                return Err(ControlError::invalid("page_size", "must not be negative").into());
+            }
+            let after = Some(request.page_token.as_str()).filter(|t| !t.is_empty());
+            if let Some(token) = after
+                && ingest_model::validate_job_id(token).is_err()
+            {
+                return Err(ControlError::invalid("page_token", "not a token returned by ListJobs").into());
+            }
+            let filter = JobFilter {
+                job_type: Some(request.r#type).filter(|t| !t.is_empty()),
+                state: state_filter_from_pb(request.state)?,
+            };
+            let page = self.service.list_jobs(&filter, request.page_size as usize, after).await?;
+            Ok(Response::new(pb::ListJobsResponse {
+                jobs: page.jobs.into_iter().map(job_to_pb).collect(),
+                next_page_token: page.next_after.unwrap_or_default(),
+            }))
+        })
+        .await
     }
 
     async fn update_job(&self, request: Request<pb::UpdateJobRequest>) -> Result<pb::UpdateJobResponse> {
-        let request = request.into_inner();
-        let job = request.job.ok_or_else(|| ControlError::invalid("job", "required"))?;
-        let paths: Vec<String> = match request.update_mask {
-            Some(mask) if !mask.paths.is_empty() => mask.paths,
-            _ => UPDATABLE.iter().map(|p| p.to_string()).collect(),
-        };
-        if let Some(bad) = paths.iter().find(|p| !UPDATABLE.contains(&p.as_str())) {
-            let msg = format!("cannot update '{bad}'; updatable fields: {}", UPDATABLE.join(", "));
-            return Err(ControlError::invalid("update_mask", msg).into());
-        }
-        let has = |p: &str| paths.iter().any(|x| x == p);
-        let interval = if has("interval") {
-            Some(job.interval.map(|d| duration_from_pb(d, "job.interval")).transpose()?)
-        } else {
-            None
-        };
-        let change = JobChange {
-            id: job.id,
-            revision: job.revision,
-            job_type: job.r#type,
-            name: has("name").then_some(job.name),
-            params: has("params").then(|| struct_to_json(job.params.unwrap_or_default())),
-            interval,
-            paused: has("paused").then_some(job.paused),
-        };
-        let view = self.service.update_job(change).await?;
-        Ok(Response::new(pb::UpdateJobResponse { job: Some(job_to_pb(view)) }))
+        observed("UpdateJob", async move {
+            let request = request.into_inner();
+            let job = request.job.ok_or_else(|| ControlError::invalid("job", "required"))?;
+            let paths: Vec<String> = match request.update_mask {
+                Some(mask) if !mask.paths.is_empty() => mask.paths,
+                _ => UPDATABLE.iter().map(|p| p.to_string()).collect(),
+            };
+            if let Some(bad) = paths.iter().find(|p| !UPDATABLE.contains(&p.as_str())) {
+                let msg = format!("cannot update '{bad}'; updatable fields: {}", UPDATABLE.join(", "));
+                return Err(ControlError::invalid("update_mask", msg).into());
+            }
+            let has = |p: &str| paths.iter().any(|x| x == p);
+            let interval = if has("interval") {
+                Some(job.interval.map(|d| duration_from_pb(d, "job.interval")).transpose()?)
+            } else {
+                None
+            };
+            let change = JobChange {
+                id: job.id,
+                revision: job.revision,
+                job_type: job.r#type,
+                name: has("name").then_some(job.name),
+                params: has("params").then(|| struct_to_json(job.params.unwrap_or_default())),
+                interval,
+                paused: has("paused").then_some(job.paused),
+            };
+            let view = self.service.update_job(change).await?;
+            Ok(Response::new(pb::UpdateJobResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
     }
 
     async fn delete_job(&self, request: Request<pb::DeleteJobRequest>) -> Result<pb::DeleteJobResponse> {
-        let request = request.into_inner();
-        self.service.delete_job(&request.id, request.revision).await?;
-        Ok(Response::new(pb::DeleteJobResponse {}))
+        observed("DeleteJob", async move {
+            let request = request.into_inner();
+            self.service.delete_job(&request.id, request.revision).await?;
+            Ok(Response::new(pb::DeleteJobResponse {}))
+        })
+        .await
     }
 
     async fn pause_job(&self, request: Request<pb::PauseJobRequest>) -> Result<pb::PauseJobResponse> {
-        let view = self.service.set_paused(&request.into_inner().id, true).await?;
-        Ok(Response::new(pb::PauseJobResponse { job: Some(job_to_pb(view)) }))
+        observed("PauseJob", async move {
+            let view = self.service.set_paused(&request.into_inner().id, true).await?;
+            Ok(Response::new(pb::PauseJobResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
     }
 
     async fn resume_job(&self, request: Request<pb::ResumeJobRequest>) -> Result<pb::ResumeJobResponse> {
-        let view = self.service.set_paused(&request.into_inner().id, false).await?;
-        Ok(Response::new(pb::ResumeJobResponse { job: Some(job_to_pb(view)) }))
+        observed("ResumeJob", async move {
+            let view = self.service.set_paused(&request.into_inner().id, false).await?;
+            Ok(Response::new(pb::ResumeJobResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
     }
 
     async fn run_job_now(&self, request: Request<pb::RunJobNowRequest>) -> Result<pb::RunJobNowResponse> {
-        let view = self.service.run_now(&request.into_inner().id).await?;
-        Ok(Response::new(pb::RunJobNowResponse { job: Some(job_to_pb(view)) }))
+        observed("RunJobNow", async move {
+            let view = self.service.run_now(&request.into_inner().id).await?;
+            Ok(Response::new(pb::RunJobNowResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
     }
 
     async fn list_job_types(&self, _request: Request<pb::ListJobTypesRequest>) -> Result<pb::ListJobTypesResponse> {
-        let types = self.service.list_job_types().await?;
-        Ok(Response::new(pb::ListJobTypesResponse { job_types: types.into_iter().map(job_type_to_pb).collect() }))
+        observed("ListJobTypes", async move {
+            let types = self.service.list_job_types().await?;
+            Ok(Response::new(pb::ListJobTypesResponse { job_types: types.into_iter().map(job_type_to_pb).collect() }))
+        })
+        .await
     }
 
     type WatchJobsStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::WatchJobsResponse, Status>> + Send>>;
 
     async fn watch_jobs(&self, request: Request<pb::WatchJobsRequest>) -> Result<Self::WatchJobsStream> {
-        let request = request.into_inner();
-        let job_type = Some(request.r#type).filter(|t| !t.is_empty());
-        let rx = watch_jobs(&self.service, job_type, request.start_revision, self.shutdown.child_token()).await?;
-        let stream = ReceiverStream::new(rx).map(|item| item.map(watch_update_to_pb).map_err(Status::from));
-        Ok(Response::new(Box::pin(stream)))
+        observed("WatchJobs", async move {
+            let request = request.into_inner();
+            let job_type = Some(request.r#type).filter(|t| !t.is_empty());
+            let rx = watch_jobs(&self.service, job_type, request.start_revision, self.shutdown.child_token()).await?;
+            let stream = ReceiverStream::new(rx).map(|item| item.map(watch_update_to_pb).map_err(Status::from));
+            Ok(Response::new(Box::pin(stream) as Self::WatchJobsStream))
+        })
+        .await
     }
 
     async fn list_workers(&self, _request: Request<pb::ListWorkersRequest>) -> Result<pb::ListWorkersResponse> {
-        let workers = self.service.list_workers().await?;
-        Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(worker_to_pb).collect() }))
+        observed("ListWorkers", async move {
+            let workers = self.service.list_workers().await?;
+            Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(worker_to_pb).collect() }))
+        })
+        .await
     }
+}
+
+/// Counts and times a JobService call (gRPC or HTTP/JSON) by method and code.
+async fn observed<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = std::result::Result<T, Status>>,
+) -> std::result::Result<T, Status> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let code = code_name(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+    metrics::counter!(m::REQUESTS, "method" => method, "code" => code).increment(1);
+    metrics::histogram!(m::REQUEST_SECONDS, "method" => method).record(started.elapsed().as_secs_f64());
+    result
 }
 
 pub struct GrpcWorkerService {
@@ -189,6 +236,7 @@ impl WorkerService for GrpcWorkerService {
             };
             let Some(message) = message else { break };
             let (worker, reports) = progress_from_pb(message)?;
+            metrics::counter!(m::PROGRESS_REPORTS).increment(1);
             tracing::trace!(%worker, jobs = reports.len(), "progress received");
             self.recorder.record(reports);
         }

@@ -1,6 +1,6 @@
 //! The HTTP face of control: the web UI (embedded, no build step, nothing
-//! from elsewhere), the HTTP/JSON API it uses (`json_api`), and a readiness
-//! probe for load balancers and orchestrators.
+//! from elsewhere), the HTTP/JSON API it uses (`json_api`), Prometheus
+//! `/metrics`, and a readiness probe for load balancers and orchestrators.
 
 use std::sync::Arc;
 
@@ -40,12 +40,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    ingest_runtime::metrics::init();
     let api = Arc::new(JsonApi { jobs: GrpcJobService::new(service.clone(), shutdown.clone()), auth });
     let app = Router::new()
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/ui/{file}", get(ui_file))
         .route("/api/ingest.v1.JobService/{method}", post(json_api::call).with_state(api))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(service);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
@@ -65,6 +67,15 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+/// Prometheus metrics of this process.
+async fn metrics() -> Response {
+    let mut response = ingest_runtime::metrics::render().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ingest_runtime::metrics::CONTENT_TYPE));
     response
 }
 

@@ -26,12 +26,12 @@ use ingest_proto::v1::job_service_server::JobService;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tonic::Status;
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::auth::BearerAuth;
-use crate::error::http_status;
+use crate::error::{code_name, http_status};
 use crate::grpc::GrpcJobService;
 
 /// What the API handlers share.
@@ -169,27 +169,4 @@ fn error_body(status: &Status) -> serde_json::Value {
 fn error_response(status: &Status) -> Response {
     let code = StatusCode::from_u16(http_status(status.code())).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(code, &error_body(status))
-}
-
-/// The canonical name of a gRPC code, as in `google.rpc.Code`.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }

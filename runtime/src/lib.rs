@@ -1,6 +1,8 @@
 //! Process plumbing shared by `ingest-control`, `ingest-worker` and `ingest`:
 //! flags for reaching the store, logging setup and shutdown on signals.
 
+pub mod metrics;
+
 use std::sync::Arc;
 use std::time::Duration;
 

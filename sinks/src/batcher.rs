@@ -228,6 +228,23 @@ fn take_batch(queue: &mut VecDeque<(Instant, Pending)>, queued_bytes: &mut usize
 }
 
 /// Sends one batch until every document in it is settled.
+/// Counts the documents of a `_bulk` answer by result.
+fn count_documents(results: &[ItemResult]) {
+    let (mut written, mut rejected, mut retried) = (0, 0, 0);
+    for result in results {
+        match result {
+            ItemResult::Written => written += 1,
+            ItemResult::Rejected { .. } => rejected += 1,
+            ItemResult::Retry(_) => retried += 1,
+        }
+    }
+    for (result, n) in [("written", written), ("rejected", rejected), ("retried", retried)] {
+        if n > 0 {
+            metrics::counter!(ingest_runtime::metrics::BULK_DOCUMENTS, "result" => result).increment(n);
+        }
+    }
+}
+
 async fn send_batch(transport: Arc<dyn BulkTransport>, batch: Vec<Pending>, trouble: Arc<Mutex<Option<String>>>) {
     let mut work = vec![batch];
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -247,9 +264,20 @@ async fn send_batch(transport: Arc<dyn BulkTransport>, batch: Vec<Pending>, trou
             for p in &pending {
                 bulk::encode(&p.doc, &mut body);
             }
-            let wait = match transport.send(body.into(), pending.len()).await {
+            let started = std::time::Instant::now();
+            let sent = transport.send(body.into(), pending.len()).await;
+            let outcome = match &sent {
+                Ok(results) if results.iter().any(|r| matches!(r, ItemResult::Retry(_))) => "retry",
+                Ok(_) => "ok",
+                Err(TransportError::Retry { .. }) => "retry",
+                Err(_) => "error",
+            };
+            metrics::histogram!(ingest_runtime::metrics::BULK_SECONDS, "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            let wait = match sent {
                 Ok(results) => {
                     set_trouble(&trouble, None);
+                    count_documents(&results);
                     let mut again = Vec::new();
                     let mut last = String::new();
                     for (p, result) in pending.into_iter().zip(results) {

@@ -21,11 +21,14 @@ pub struct SinkArgs {
     #[arg(long, env = "INGEST_ELASTICSEARCH_URL")]
     pub elasticsearch_url: Option<url::Url>,
     /// User for basic auth to Elasticsearch.
-    #[arg(long, env = "INGEST_ELASTICSEARCH_USERNAME", requires = "elasticsearch_password")]
+    #[arg(long, env = "INGEST_ELASTICSEARCH_USERNAME")]
     pub elasticsearch_username: Option<String>,
     /// Password for basic auth to Elasticsearch.
-    #[arg(long, env = "INGEST_ELASTICSEARCH_PASSWORD", hide_env_values = true, requires = "elasticsearch_username")]
+    #[arg(long, env = "INGEST_ELASTICSEARCH_PASSWORD", hide_env_values = true)]
     pub elasticsearch_password: Option<Secret>,
+    /// Read the Elasticsearch password from this file (e.g. a Docker secret).
+    #[arg(long, env = "INGEST_ELASTICSEARCH_PASSWORD_FILE", conflicts_with = "elasticsearch_password")]
+    pub elasticsearch_password_file: Option<PathBuf>,
     /// Most bytes in one _bulk request.
     #[arg(long, env = "INGEST_BULK_MAX_BYTES", default_value_t = 5 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1_073_741_824))]
     pub bulk_max_bytes: u32,
@@ -58,8 +61,14 @@ pub struct SinkArgs {
     pub s3_region: String,
     #[arg(long, env = "INGEST_S3_ACCESS_KEY")]
     pub s3_access_key: Option<String>,
+    /// Read the S3 access key from this file (e.g. a Docker secret).
+    #[arg(long, env = "INGEST_S3_ACCESS_KEY_FILE", conflicts_with = "s3_access_key")]
+    pub s3_access_key_file: Option<PathBuf>,
     #[arg(long, env = "INGEST_S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<Secret>,
+    /// Read the S3 secret key from this file (e.g. a Docker secret).
+    #[arg(long, env = "INGEST_S3_SECRET_KEY_FILE", conflicts_with = "s3_secret_key")]
+    pub s3_secret_key_file: Option<PathBuf>,
     /// Virtual-hosted addressing (bucket.host) instead of path-style.
     #[arg(long, env = "INGEST_S3_VIRTUAL_HOSTED")]
     pub s3_virtual_hosted: bool,
@@ -73,11 +82,17 @@ impl SinkArgs {
     /// when --sink-dir is not given. Must run inside a Tokio runtime.
     pub fn build(&self, default_dir: &Path) -> Result<Sinks, String> {
         let dir = self.sink_dir.clone().unwrap_or_else(|| default_dir.to_path_buf());
+        let password = secret(self.elasticsearch_password.as_ref(), self.elasticsearch_password_file.as_deref())?;
+        let basic_auth = match (&self.elasticsearch_username, password) {
+            (Some(user), Some(password)) => Some((user.clone(), password)),
+            (None, None) => None,
+            _ => return Err("--elasticsearch-username and --elasticsearch-password(-file) go together".to_string()),
+        };
         let documents: Arc<dyn DocumentSink> = match &self.elasticsearch_url {
             Some(url) => Arc::new(
                 ElasticsearchSink::connect(ElasticsearchConfig {
                     url: url.clone(),
-                    basic_auth: self.elasticsearch_username.clone().zip(self.elasticsearch_password.clone()),
+                    basic_auth,
                     request_timeout: Duration::from_secs(60),
                     bulk: BulkConfig {
                         max_bytes: self.bulk_max_bytes as usize,
@@ -94,18 +109,22 @@ impl SinkArgs {
         let objects: Arc<dyn ObjectSink> = match &self.s3_bucket {
             Some(bucket) => {
                 check_bucket(bucket)?;
-                let (Some(access_key), Some(secret_key)) = (&self.s3_access_key, &self.s3_secret_key) else {
-                    return Err(
-                        "--s3-bucket needs --s3-access-key and --s3-secret-key (or INGEST_S3_ACCESS_KEY and INGEST_S3_SECRET_KEY)"
-                            .to_string(),
-                    );
+                let access_key = match &self.s3_access_key_file {
+                    Some(path) => Some(read_secret_file(path)?),
+                    None => self.s3_access_key.clone(),
+                };
+                let secret_key = secret(self.s3_secret_key.as_ref(), self.s3_secret_key_file.as_deref())?;
+                let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
+                    return Err("--s3-bucket needs --s3-access-key(-file) and --s3-secret-key(-file) \
+                                (or INGEST_S3_ACCESS_KEY and INGEST_S3_SECRET_KEY)"
+                        .to_string());
                 };
                 Arc::new(S3Sink::new(&S3Config {
                     endpoint: self.s3_endpoint.clone(),
                     region: self.s3_region.clone(),
                     bucket: bucket.clone(),
-                    access_key: access_key.clone(),
-                    secret_key: secret_key.clone(),
+                    access_key,
+                    secret_key,
                     path_style: !self.s3_virtual_hosted,
                     request_timeout: Duration::from_secs(30),
                 }))
@@ -114,6 +133,24 @@ impl SinkArgs {
         };
         Ok(Sinks::new(documents, objects, self.sink_timeout))
     }
+}
+
+/// A secret from its flag or from the file its `-file` flag names.
+fn secret(value: Option<&Secret>, file: Option<&Path>) -> Result<Option<Secret>, String> {
+    match file {
+        Some(path) => read_secret_file(path).map(|s| Some(Secret::new(s))),
+        None => Ok(value.cloned()),
+    }
+}
+
+/// A file's content without surrounding whitespace; never empty.
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(text.to_string())
 }
 
 /// S3 bucket naming rules (the common subset of AWS and MinIO).
@@ -162,6 +199,44 @@ mod tests {
         assert!(no_keys.err().unwrap().contains("--s3-access-key"));
         assert!(Cli::try_parse_from(["x", "--elasticsearch-url", "not a url"]).is_err());
         assert!(Cli::try_parse_from(["x", "--bulk-max-docs", "0"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--elasticsearch-username", "u"]).is_err(), "a user needs a password");
+        let user_only =
+            Cli::try_parse_from(["x", "--elasticsearch-url", "http://127.0.0.1:9200", "--elasticsearch-username", "u"]);
+        let error = user_only.unwrap().sinks.build(Path::new("/tmp")).err().unwrap();
+        assert!(error.contains("go together"), "a user needs a password: {error}");
+    }
+
+    #[tokio::test]
+    async fn keys_and_passwords_are_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = dir.path().join("access");
+        let secret = dir.path().join("secret");
+        let empty = dir.path().join("empty");
+        std::fs::write(&access, "ingest\n").unwrap();
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let args = |secret_file: &Path| {
+            Cli::try_parse_from([
+                "x".to_string(),
+                "--s3-bucket".into(),
+                "ingest".into(),
+                "--s3-endpoint".into(),
+                "http://127.0.0.1:9".into(),
+                "--s3-access-key-file".into(),
+                path(&access),
+                "--s3-secret-key-file".into(),
+                path(secret_file),
+            ])
+            .unwrap()
+            .sinks
+        };
+        let sinks = args(&secret).build(Path::new("/tmp")).unwrap();
+        assert!(sinks.describe().contains("ingest"), "{}", sinks.describe());
+        let error = args(&empty).build(Path::new("/tmp")).err().unwrap();
+        assert!(error.ends_with("is empty"), "{error}");
+        let error = args(&dir.path().join("missing")).build(Path::new("/tmp")).err().unwrap();
+        assert!(error.starts_with("cannot read"), "{error}");
+        let both = ["x", "--s3-secret-key", "a", "--s3-secret-key-file", "/f"];
+        assert!(Cli::try_parse_from(both).is_err(), "a key and its file conflict");
     }
 }

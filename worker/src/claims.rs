@@ -61,7 +61,9 @@ impl ClaimTxns<'_> {
             });
             let puts = batch.iter().map(|r| TxnOp::put_with_lease(self.keys.owner(&r.id), owner.clone(), self.lease));
             let gets = batch.iter().map(|r| TxnOp::get(self.keys.state(&r.id)));
+            let started = std::time::Instant::now();
             let response = self.store.txn(Txn::new().when(compares).and_then(puts.chain(gets))).await?;
+            metrics::histogram!(ingest_runtime::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
             if response.succeeded {
                 won.extend(batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
                     id: r.id.clone(),

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 
@@ -23,6 +25,10 @@ pub struct WorkerCommand {
     /// Read the bearer token from this file (e.g. a Docker secret).
     #[arg(long, env = "INGEST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Serve Prometheus /metrics and /healthz on this address, e.g.
+    /// 0.0.0.0:9464 (off by default).
+    #[arg(long, env = "INGEST_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
@@ -38,11 +44,23 @@ impl WorkerCommand {
         let shutdown = shutdown_on_signal();
         // Local sinks (no Elasticsearch URL or S3 bucket) write under ./ingest-out.
         let services = JobServices::from_args(&self.sinks, &self.fetch, Path::new("ingest-out"))?;
+        let metrics = match self.metrics_addr {
+            Some(addr) => {
+                ingest_runtime::metrics::init();
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+                tracing::info!(metrics_addr = %listener.local_addr()?, "serving /metrics and /healthz");
+                Some(listener)
+            }
+            None => None,
+        };
         let store = self.etcd.connect().await?;
         let config = self.worker.config();
         tracing::info!(worker = %config.name, control = %self.control, "worker starting");
         let control = ControlEndpoint { url: self.control.clone(), token };
-        run_worker(store, self.etcd.keys.keys(), config, SchedulerConfig::default(), control, services, shutdown).await
+        let keys = self.etcd.keys.keys();
+        run_worker(store, keys, config, SchedulerConfig::default(), control, services, metrics, shutdown).await
     }
 }
 

@@ -14,6 +14,7 @@ pub mod checkpoints;
 pub mod claims;
 pub mod command;
 pub mod fetch;
+pub mod http;
 pub mod jobs;
 pub mod membership;
 pub mod ownership;
@@ -78,8 +79,10 @@ impl JobServices {
 }
 
 /// Runs a worker until `shutdown`: registers, schedules and runs jobs,
-/// reports counters; on shutdown drains (hands every job back with its
-/// checkpoint), then revokes its lease.
+/// reports counters, serves `/metrics` and `/healthz` on `metrics` when
+/// given; on shutdown drains (hands every job back with its checkpoint),
+/// then revokes its lease.
+#[expect(clippy::too_many_arguments, reason = "the one place a worker is wired up; each part is distinct")]
 pub async fn run_worker(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -87,6 +90,7 @@ pub async fn run_worker(
     scheduler_config: SchedulerConfig,
     control: ControlEndpoint,
     services: JobServices,
+    metrics: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!(worker = %config.name, sinks = %services.sinks.describe(), "sinks");
@@ -101,6 +105,8 @@ pub async fn run_worker(
         let stop = stop_membership.clone();
         async move { membership.run(stop, lease_tx).await }
     });
+    let stop_http = CancellationToken::new();
+    let http = metrics.map(|listener| tokio::spawn(http::serve(listener, lease_rx.clone(), stop_http.clone())));
     let progress = progress::ProgressTable::default();
     let stop_reports = CancellationToken::new();
     let reports =
@@ -112,7 +118,12 @@ pub async fn run_worker(
     stop_reports.cancel();
     let _ = reports.await;
     stop_membership.cancel();
-    member.await.map_err(|e| anyhow::anyhow!("membership task failed: {e}"))?
+    let left = member.await.map_err(|e| anyhow::anyhow!("membership task failed: {e}"))?;
+    stop_http.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    left
 }
 
 fn default_name() -> String {

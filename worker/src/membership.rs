@@ -169,11 +169,13 @@ impl Membership {
         let mut ticker = tokio::time::interval(ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let scheduled = tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
+                scheduled = ticker.tick() => scheduled,
+            };
             let sent = Instant::now();
+            let lag = sent.saturating_duration_since(scheduled).as_secs_f64();
+            metrics::histogram!(ingest_runtime::metrics::LEASE_RENEWAL_LAG_SECONDS).record(lag);
             match self.store.lease_keep_alive(lease).await {
                 Ok(granted) => {
                     deadline = sent + granted.saturating_sub(margin);
@@ -184,6 +186,7 @@ impl Membership {
                     return;
                 }
                 Err(error) => {
+                    metrics::counter!(ingest_runtime::metrics::LEASE_RENEWAL_FAILURES).increment(1);
                     let past_deadline = Instant::now() >= deadline;
                     tracing::warn!(worker = %self.config.name, lease, %error, past_deadline, "lease keepalive failed");
                 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalogue::{self, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
 use crate::fetch::Fetcher;
-use crate::jobs::{Job, NextRun, Params, RunContext};
+use crate::jobs::{Job, NextRun, Params, RunContext, RunReport};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
@@ -232,6 +232,8 @@ impl Runner {
             Ok(outcome) => {
                 *failures = 0;
                 self.checkpoint.cursor = cursor;
+                let kind = if outcome.warning.is_some() { "warning" } else { "success" };
+                count_run(&self.record.job_type, &outcome.report, kind);
                 self.ctx.progress.record(
                     &self.record.id,
                     self.epoch,
@@ -246,6 +248,7 @@ impl Runner {
             }
             Err(error) => {
                 tracing::warn!(job = %self.record.id, error = %error.message, failures = *failures + 1, "run failed");
+                count_run(&self.record.job_type, &error.report, "failure");
                 self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Outcome::Failure(&error.message));
                 backoff(failures, self.record.interval, error.retry_after)
             }
@@ -276,6 +279,17 @@ impl Runner {
         };
         Ok((job, self.ctx.sinks.output(job_type, &self.record.id, index)))
     }
+}
+
+/// Counts a run and what it did in the process's metrics.
+fn count_run(job_type: &str, report: &RunReport, outcome: &'static str) {
+    use ingest_runtime::metrics as m;
+    let job_type = job_type.to_string();
+    metrics::counter!(m::RUNS, "job_type" => job_type.clone(), "outcome" => outcome).increment(1);
+    metrics::counter!(m::ITEMS_FETCHED, "job_type" => job_type.clone()).increment(report.items_fetched);
+    metrics::counter!(m::ITEMS_WRITTEN, "job_type" => job_type.clone()).increment(report.items_written);
+    metrics::counter!(m::ITEMS_FAILED, "job_type" => job_type.clone()).increment(report.items_failed);
+    metrics::counter!(m::BYTES_FETCHED, "job_type" => job_type).increment(report.bytes_fetched);
 }
 
 /// Resolves once the deadline of `lease` has passed without renewal (or the

@@ -311,6 +311,7 @@ impl Scheduler {
         self.release_stray(stray_claims, lease.lease).await;
         self.resume(resume, lease.lease).await;
         self.claim(claims, lease.lease).await;
+        metrics::gauge!(ingest_runtime::metrics::JOBS_OWNED).set(self.runners.len() as f64);
     }
 
     /// Whether the worker ranked first for `job` has been known for at least
