@@ -4,7 +4,8 @@
 # (scripts/opensearch.sh, from Maven Central), an S3 server (scripts/s3.sh:
 # MinIO from the Go module proxy, else Garage), and for the browser test of
 # the web UI Debian's Chromium and playwright-core (npm, pinned by
-# control/ui-tests/package-lock.json; no browser download). Idempotent;
+# control/ui-tests/package-lock.json; no browser download), buf, and the
+# generators and runtimes of the clients (clients/generate.sh). Idempotent;
 # downloads and binaries are cached under $INGEST_CACHE (default
 # ~/.cache/ingest), outside the clone. Source it to get PATH set:
 #   source scripts/deps.sh
@@ -57,5 +58,18 @@ if [ "$pinned" != "$installed" ]; then
   echo "deps: installing playwright-core for the UI test (npm ci)" >&2
   (cd "$ui_tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+
+# buf: lint and breaking-change checks of proto/ (proto/tests/buf.rs).
+BUF_VERSION="v1.75.0"
+if [ ! -x "$INGEST_CACHE/bin/buf" ] || [ ! -f "$INGEST_CACHE/bin/.buf-$BUF_VERSION" ]; then
+  echo "deps: building buf $BUF_VERSION from the Go module proxy" >&2
+  GOBIN="$INGEST_CACHE/bin" GOFLAGS=-mod=mod go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+  touch "$INGEST_CACHE/bin/.buf-$BUF_VERSION"
+fi
+
+# The generated clients' generators and runtimes (cli/tests/clients.rs runs
+# their examples against a live control).
+INGEST_CLIENTS_PYTHON="$(bash "$deps_dir/../clients/generate.sh" --install)"
+export INGEST_CLIENTS_PYTHON
 
 echo "deps: $(etcd --version 2>/dev/null | head -n1); grpcurl $GRPCURL_VERSION" >&2

@@ -1,0 +1,102 @@
+//! The generated clients against a live control: `ingest standalone` on free
+//! ports, then the Python package (installed with pip), the Go module and the
+//! TypeScript package (compiled with tsc) each run their example: list the
+//! job types, create a demo job, watch it until it has written items,
+//! delete it. With a token, as a deployment would have.
+//!
+//! Needs Python with grpcio (INGEST_CLIENTS_PYTHON), Go, Node.js and the
+//! TypeScript package's node_modules: `bash scripts/deps.sh` sets them up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ingest_testkit::free_port;
+
+const TOKEN: &str = "clients-token";
+
+fn clients() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").join("clients")
+}
+
+struct Standalone(Child);
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path) -> (Standalone, String) {
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["standalone", "--grpc-addr", &grpc, "--http-addr", &http, "--lease-ttl", "3s"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("INGEST_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("standalone.log")).expect("log"))
+        .spawn()
+        .expect("spawn ingest standalone");
+    let standalone = Standalone(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health =
+            Command::new(env!("CARGO_BIN_EXE_ingest")).args(["health", "--grpc", &grpc]).output().expect("run");
+        if health.status.success() {
+            return (standalone, grpc);
+        }
+        assert!(Instant::now() < deadline, "standalone not serving: {}", String::from_utf8_lossy(&health.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run(what: &str, command: &mut Command) -> String {
+    let out: Output = command.env("INGEST_TOKEN", TOKEN).output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+fn assert_example(language: &str, output: &str) {
+    assert!(output.contains("job types: demo,"), "{language}: {output}");
+    assert!(output.contains(&format!("created example-{language}")), "{language}: {output}");
+    let written = output.lines().find_map(|l| l.strip_prefix("items written: ")).unwrap_or("0");
+    assert!(written.trim().parse::<u64>().unwrap_or(0) > 0, "{language}: {output}");
+    assert!(output.contains(&format!("deleted example-{language}")), "{language}: {output}");
+}
+
+#[test]
+fn the_generated_clients_run_their_examples_against_control() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_standalone, grpc) = start(dir.path());
+
+    // Python: installed from its pyproject.toml, as a user would.
+    let python = std::env::var("INGEST_CLIENTS_PYTHON")
+        .expect("INGEST_CLIENTS_PYTHON: run `source scripts/deps.sh` (a Python with grpcio and protobuf)");
+    let source = dir.path().join("python-src");
+    let copied = Command::new("cp").arg("-r").arg(clients().join("python")).arg(&source).status().expect("cp");
+    assert!(copied.success());
+    let site = dir.path().join("python-site");
+    run(
+        "pip install clients/python",
+        Command::new(&python).args(["-m", "pip", "install", "-q", "--no-deps", "--target"]).arg(&site).arg(&source),
+    );
+    let output =
+        run("python example", Command::new(&python).arg(source.join("example.py")).arg(&grpc).env("PYTHONPATH", &site));
+    assert_example("python", &output);
+
+    // Go: the module, with its go.sum.
+    let output =
+        run("go example", Command::new("go").args(["run", "./example", &grpc]).current_dir(clients().join("go")));
+    assert_example("go", &output);
+
+    // TypeScript: compiled with the pinned tsc, run with node.
+    let typescript = clients().join("typescript");
+    run("tsc", Command::new("node").args(["node_modules/typescript/bin/tsc", "-p", "."]).current_dir(&typescript));
+    let output =
+        run("typescript example", Command::new("node").args(["dist/example.js", &grpc]).current_dir(&typescript));
+    assert_example("typescript", &output);
+}

@@ -1,0 +1,1 @@
+"""ingest: the ingest.v1 API (see ingest.v1)."""
