@@ -1,5 +1,5 @@
-//! The generated clients against a live control: `ingest standalone` on free
-//! ports, then the Python package (installed with pip), the Go module and the
+//! The generated clients against a live control: `ingest control` and
+//! `ingest worker` processes on a real etcd, then the Python package (installed with pip), the Go module and the
 //! TypeScript package (compiled with tsc) each run their example: list the
 //! job types, create a demo job, watch it until it has written items,
 //! delete it. With a token, as a deployment would have.
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ingest_testkit::free_port;
+use ingest_testkit::{EtcdServer, free_port};
 
 const TOKEN: &str = "clients-token";
 
@@ -68,18 +68,25 @@ fn assert_example(language: &str, output: &str) {
     assert!(output.contains(&format!("deleted example-{language}")), "{language}: {output}");
 }
 
-#[test]
-fn the_generated_clients_run_their_examples_against_control() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_clients_run_their_examples_against_control() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_standalone, grpc) = start(dir.path());
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("etcd");
+    let (_processes, grpc) = tokio::task::block_in_place(|| start(dir.path(), &etcd));
+    wait_for_types(&grpc).await;
+    tokio::task::block_in_place(|| run_examples(dir.path(), &grpc));
+}
+
+fn run_examples(dir: &Path, grpc: &str) {
+    let grpc = grpc.to_string();
 
     // Python: installed from its pyproject.toml, as a user would.
     let python = std::env::var("INGEST_CLIENTS_PYTHON")
         .expect("INGEST_CLIENTS_PYTHON: run `source scripts/deps.sh` (a Python with grpcio and protobuf)");
-    let source = dir.path().join("python-src");
+    let source = dir.join("python-src");
     let copied = Command::new("cp").arg("-r").arg(clients().join("python")).arg(&source).status().expect("cp");
     assert!(copied.success());
-    let site = dir.path().join("python-site");
+    let site = dir.join("python-site");
     run(
         "pip install clients/python",
         Command::new(&python).args(["-m", "pip", "install", "-q", "--no-deps", "--target"]).arg(&site).arg(&source),
