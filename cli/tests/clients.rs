@@ -1,6 +1,7 @@
 //! The generated clients against a live control: `ingest control` and
-//! `ingest worker` processes on a real etcd, then the Python package (installed with pip), the Go module and the
-//! TypeScript package (compiled with tsc) each run their example: list the
+//! `ingest worker` processes on a real etcd, then the Python package
+//! (installed with pip), the Go module and the TypeScript package (compiled
+//! with tsc) each run their example: list the
 //! job types, create a demo job, watch it until it has written items,
 //! delete it. With a token, as a deployment would have.
 //!
@@ -19,37 +20,65 @@ fn clients() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").join("clients")
 }
 
-struct Standalone(Child);
+/// A process killed on drop.
+struct Process(Child);
 
-impl Drop for Standalone {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn start(dir: &Path) -> (Standalone, String) {
+fn spawn(dir: &Path, name: &str, args: &[&str]) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(args)
+        .env("INGEST_TOKEN", TOKEN)
+        .env("INGEST_KEY_ROOT", "/clients-test/")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn ingest {name}: {e}"));
+    Process(child)
+}
+
+/// Control and one worker on `etcd`; returns them and control's gRPC address.
+fn start(dir: &Path, etcd: &EtcdServer) -> (Vec<Process>, String) {
     let grpc = format!("127.0.0.1:{}", free_port());
     let http = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
-        .args(["standalone", "--grpc-addr", &grpc, "--http-addr", &http, "--lease-ttl", "3s"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("INGEST_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("standalone.log")).expect("log"))
-        .spawn()
-        .expect("spawn ingest standalone");
-    let standalone = Standalone(child);
+    let endpoint = etcd.endpoint();
+    let control = spawn(dir, "control", &["control", "--etcd", &endpoint, "--grpc-addr", &grpc, "--http-addr", &http]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let health =
             Command::new(env!("CARGO_BIN_EXE_ingest")).args(["health", "--grpc", &grpc]).output().expect("run");
         if health.status.success() {
-            return (standalone, grpc);
+            break;
         }
-        assert!(Instant::now() < deadline, "standalone not serving: {}", String::from_utf8_lossy(&health.stderr));
+        assert!(Instant::now() < deadline, "control not serving: {}", String::from_utf8_lossy(&health.stderr));
         std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = format!("http://{grpc}");
+    let worker = spawn(dir, "worker", &["worker", "--etcd", &endpoint, "--control", &url, "--name", "w1"]);
+    (vec![control, worker], grpc)
+}
+
+/// Waits until a worker has published the demo type.
+async fn wait_for_types(grpc: &str) {
+    use ingest_proto::v1::ListJobTypesRequest;
+    use ingest_proto::v1::job_service_client::JobServiceClient;
+    let mut client = JobServiceClient::connect(format!("http://{grpc}")).await.expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut request = tonic::Request::new(ListJobTypesRequest {});
+        request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("header"));
+        let types = client.list_job_types(request).await.expect("ListJobTypes").into_inner().job_types;
+        if types.iter().any(|t| t.name == "demo" && !t.workers.is_empty()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no worker published the demo type");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
