@@ -34,9 +34,6 @@ pub struct SchedulerConfig {
     /// this long (a flapping peer moves nothing).
     pub stabilization: Duration,
     /// Rank k may claim a job unowned for k × this (liveness fallback).
-    /// Long enough that a first-ranked peer busy with a join (loading the
-    /// view, claiming its share, starting runners on a loaded machine) still
-    /// claims its jobs before anyone else steps in.
     pub fallback_step: Duration,
     /// Full re-list, as a backstop to the watch.
     pub resync: Duration,
@@ -49,7 +46,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             stabilization: Duration::from_secs(5),
-            fallback_step: Duration::from_secs(5),
+            fallback_step: Duration::from_secs(2),
             resync: Duration::from_secs(30),
             drain_budget: Duration::from_secs(6),
         }
