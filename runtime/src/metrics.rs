@@ -54,6 +54,9 @@ const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often buffered histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process's recorder (once; later calls return at once).
 /// Call it before recording: what is recorded earlier is not kept.
 pub fn init() {
@@ -69,6 +72,18 @@ pub fn init() {
         match builder.install_recorder() {
             Ok(handle) => {
                 describe();
+                // Histogram samples wait in buffers until upkeep folds them
+                // into buckets; without a scrape nobody else would.
+                let upkeep = handle.clone();
+                let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+                if let Err(error) = spawned {
+                    tracing::warn!(%error, "no metrics upkeep thread; histograms fold only when scraped");
+                }
                 Some(handle)
             }
             Err(error) => {

@@ -123,6 +123,10 @@ impl Scheduler {
         let mut resync = tokio::time::interval_at(Instant::now() + self.config.resync, self.config.resync);
         loop {
             let deadline = self.lease().map_or_else(|| Instant::now() + Duration::from_secs(3600), |l| l.deadline);
+            // A watch batch that only carried checkpoints or counters changes
+            // no decision: it waits for the next tick instead of costing a
+            // full reconcile (they arrive many times a second).
+            let mut relevant = true;
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 changed = self.lease_rx.changed() => if changed.is_err() {
@@ -135,13 +139,14 @@ impl Scheduler {
                 item = next_batch(&mut watch) => match item {
                     Some(Ok(batch)) => {
                         self.view.loaded_at = batch.revision;
-                        self.view.apply(&self.keys, &batch);
+                        let mut changed = !self.view.apply(&self.keys, &batch).is_empty();
                         // Fold in whatever else already arrived: one
                         // reconcile for a burst of changes.
                         while let Some(Some(Ok(batch))) = next_batch(&mut watch).now_or_never() {
                             self.view.loaded_at = batch.revision;
-                            self.view.apply(&self.keys, &batch);
+                            changed |= !self.view.apply(&self.keys, &batch).is_empty();
                         }
+                        relevant = changed;
                     }
                     Some(Err(StoreError::Compacted { .. })) => {
                         tracing::warn!(worker = %self.worker, "watch compacted; re-listing");
@@ -155,7 +160,9 @@ impl Scheduler {
                 _ = tick.tick() => {}
                 _ = resync.tick() => watch = self.sync(&shutdown).await,
             }
-            self.reconcile().await;
+            if relevant {
+                self.reconcile().await;
+            }
         }
         self.drain().await;
     }

@@ -40,6 +40,14 @@ pub struct Changes {
     pub jobs: Vec<String>,
 }
 
+impl Changes {
+    /// Nothing that scheduling looks at changed (e.g. only checkpoints or
+    /// counters were written).
+    pub fn is_empty(&self) -> bool {
+        !self.workers && self.jobs.is_empty()
+    }
+}
+
 impl ClusterView {
     pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Self, StoreError> {
         let loaded_at = store.current_revision().await?;
