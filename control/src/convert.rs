@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ingest_model::{
-    ClaimProgress, Counters, ErrorRecord, FieldViolation, JobState, JobTypeSpec, ParamKind, ParamSpec, UnixMillis,
-    WorkerState, validate_job_id,
+    ClaimProgress, Counters, ErrorRecord, FieldViolation, JobState, JobTypeSpec, ParamKind, ParamRule, ParamSpec,
+    UnixMillis, WorkerState, validate_job_id,
 };
 use ingest_proto::v1 as pb;
 use pbjson_types::value::Kind;
@@ -221,7 +221,7 @@ pub fn state_filter_from_pb(state: i32) -> Result<Option<JobState>, ControlError
 
 pub fn job_type_to_pb(view: JobTypeView) -> pb::JobType {
     let JobTypeView { spec, workers } = view;
-    let JobTypeSpec { name, description, params, default_interval, min_interval } = spec;
+    let JobTypeSpec { name, description, params, default_interval, min_interval, rules } = spec;
     pb::JobType {
         name,
         description,
@@ -229,7 +229,20 @@ pub fn job_type_to_pb(view: JobTypeView) -> pb::JobType {
         default_interval: Some(duration_to_pb(default_interval)),
         min_interval: Some(duration_to_pb(min_interval)),
         workers,
+        rules: rules.into_iter().map(rule_to_pb).collect(),
     }
+}
+
+fn rule_to_pb(rule: ParamRule) -> pb::ParamRule {
+    use pb::param_rule::Rule;
+    let rule = match rule {
+        ParamRule::RequiredIf { param, when, equals } => Rule::RequiredIf(pb::ParamRequiredIf { param, when, equals }),
+        ParamRule::OneOf { sets, required } => Rule::OneOf(pb::ParamOneOf {
+            sets: sets.into_iter().map(|params| pb::ParamSet { params }).collect(),
+            required,
+        }),
+    };
+    pb::ParamRule { rule: Some(rule) }
 }
 
 fn param_to_pb(p: ParamSpec) -> pb::ParamSpec {

@@ -223,3 +223,53 @@ async fn the_ui_is_served_from_the_binary_with_a_strict_policy() {
     assert_eq!(reqwest::get(format!("{base}/ui/nope.js")).await.unwrap().status().as_u16(), 404);
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_across_parameters_are_published_and_enforced() {
+    use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
+    let mut harness = Harness::embedded().await;
+    let ruled = JobTypeSpec {
+        name: "ruled".into(),
+        description: String::new(),
+        params: vec![
+            ParamSpec::new("mode", ParamKind::Enum, "m").allowed(&["search", "timeline"]).default_value("search"),
+            ParamSpec::new("query", ParamKind::String, "q"),
+            ParamSpec::new("bearer", ParamKind::Secret, "b"),
+            ParamSpec::new("key", ParamKind::Secret, "k"),
+            ParamSpec::new("secret", ParamKind::Secret, "s"),
+        ],
+        default_interval: Duration::from_secs(60),
+        min_interval: Duration::from_secs(1),
+        rules: vec![
+            ParamRule::required_if("query", "mode", "search"),
+            ParamRule::one_of(&[&["bearer"], &["key", "secret"]], true),
+        ],
+    };
+    let _worker = harness.start_worker("ruler", vec![ruled]).await;
+    let http = Http::new(&harness);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let published = loop {
+        let (_, types) = http.call("ListJobTypes", json!({})).await;
+        if let Some(t) = types["jobTypes"].as_array().unwrap().iter().find(|t| t["name"] == "ruled") {
+            break t.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the ruled type was not published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(published["rules"][0]["requiredIf"], json!({"param": "query", "when": "mode", "equals": "search"}));
+    assert_eq!(published["rules"][1]["oneOf"]["sets"][1]["params"], json!(["key", "secret"]));
+
+    // The worker registers in the background: compare everything but its key.
+    let jobs_keys = async || -> Vec<(String, Vec<u8>)> {
+        harness.dump().await.into_iter().filter(|(key, _)| !key.contains("/workers/")).collect()
+    };
+    let before = jobs_keys().await;
+    let create = |params: Value| json!({"jobId": "r1", "job": {"name": "r", "type": "ruled", "params": params}});
+    let (status, error) = http.call("CreateJob", create(json!({"key": "k"}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(fields(&error), ["job.params.query", "job.params.secret"]);
+    assert_eq!(jobs_keys().await, before, "nothing written");
+    let (status, created) = http.call("CreateJob", create(json!({"query": "q", "bearer": "t"}))).await;
+    assert_eq!(status, 200, "{created}");
+    harness.stop().await;
+}

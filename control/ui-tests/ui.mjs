@@ -116,6 +116,26 @@ try {
     if (creates !== 0) throw new Error('the form was sent despite the error');
   });
 
+  await check('rules across parameters', async () => {
+    // twitter: search mode needs a query, and a bearer token or the four OAuth secrets.
+    await page.goto(`${url}#/new?type=twitter`);
+    await page.getByLabel('Name').fill('no credentials');
+    await page.getByRole('button', {name: 'Create job'}).click();
+    const query = page.locator('.field-error[data-field="job.params.query"]');
+    await query.waitFor();
+    if (!(await query.innerText()).includes('required when mode is search')) throw new Error(await query.innerText());
+    const bearer = await page.locator('.field-error[data-field="job.params.bearer_token"]').innerText();
+    if (!bearer.includes('required: give bearer_token; or consumer_key')) throw new Error(bearer);
+    await page.getByLabel('query').fill('from:rustlang');
+    await page.getByLabel('consumer_key').fill('ck');
+    await page.getByRole('button', {name: 'Create job'}).click();
+    const missing = page.locator('.field-error[data-field="job.params.consumer_secret"]');
+    await missing.waitFor();
+    if (!(await missing.innerText()).includes('missing: consumer_secret, access_token, access_token_secret')) {
+      throw new Error(await missing.innerText());
+    }
+  });
+
   await check('server-side field error', async () => {
     // The browser's copy of the spec loses its bounds, so the server's own
     // check is what answers, with a field violation shown by the field.

@@ -111,6 +111,7 @@ export async function renderForm(main, {job, typeName, done}) {
         errors[`job.params.${param.spec.name}`] = e.message;
       }
     }
+    checkRules(type, values, editing ? job.secretParamsSet || [] : [], errors);
     if (Object.keys(errors).length) {
       showErrors(form, summary, Object.entries(errors).map(([f, d]) => ({field: f, description: d})));
       return;
@@ -148,6 +149,35 @@ export async function renderForm(main, {job, typeName, done}) {
       submit.disabled = false;
     }
   });
+}
+
+/**
+ * The type's rules across parameters (as ingest-model checks them): a
+ * parameter required by another's value, sets given whole and one at a time.
+ * `kept`: secrets already stored (edit).
+ */
+function checkRules(type, values, kept, errors) {
+  const given = (name) => values[name] !== undefined || kept.includes(name);
+  const value = (name) => values[name] ?? type.params?.find((p) => p.name === name)?.defaultValue;
+  const complain = (param, text) => { errors[`job.params.${param}`] ??= text; };
+  for (const rule of type.rules || []) {
+    if (rule.requiredIf) {
+      const {param, when, equals} = rule.requiredIf;
+      if (value(when) === equals && !given(param)) complain(param, `required when ${when} is ${equals}`);
+    } else if (rule.oneOf) {
+      const sets = (rule.oneOf.sets || []).map((set) => set.params || []);
+      const chosen = sets.filter((set) => set.some(given));
+      const alternatives = sets.map((set) => set.join(', ')).join('; or ');
+      if (chosen.length === 0 && rule.oneOf.required && sets.length) {
+        complain(sets[0][0], `required: give ${alternatives}`);
+      } else if (chosen.length === 1) {
+        const missing = chosen[0].filter((p) => !given(p));
+        if (missing.length) complain(missing[0], `${chosen[0].join(', ')} go together; missing: ${missing.join(', ')}`);
+      } else if (chosen.length > 1) {
+        complain(chosen[1].find(given), `give only one of: ${alternatives}`);
+      }
+    }
+  }
 }
 
 /** A labelled field with its help and an error slot for `path`. */

@@ -141,6 +141,40 @@ pub struct JobTypeSpec {
     pub default_interval: Duration,
     #[serde(with = "crate::duration_ms")]
     pub min_interval: Duration,
+    /// Rules over several parameters, checked with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ParamRule>,
+}
+
+/// A rule over several parameters of a job type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRule {
+    /// `param` is required when the parameter `when` (given or defaulted)
+    /// equals `equals`.
+    RequiredIf { param: String, when: String, equals: String },
+    /// At most one of these sets of parameters is given, each set whole
+    /// (e.g. a bearer token, or the four OAuth 1.0a secrets); when
+    /// `required`, exactly one.
+    OneOf { sets: Vec<Vec<String>>, required: bool },
+}
+
+impl ParamRule {
+    pub fn required_if(param: &str, when: &str, equals: &str) -> Self {
+        Self::RequiredIf { param: param.into(), when: when.into(), equals: equals.into() }
+    }
+
+    pub fn one_of(sets: &[&[&str]], required: bool) -> Self {
+        Self::OneOf { sets: sets.iter().map(|s| s.iter().map(|p| p.to_string()).collect()).collect(), required }
+    }
+
+    /// The parameters the rule names.
+    pub fn params(&self) -> Vec<&str> {
+        match self {
+            Self::RequiredIf { param, when, .. } => vec![param, when],
+            Self::OneOf { sets, .. } => sets.iter().flatten().map(String::as_str).collect(),
+        }
+    }
 }
 
 impl JobTypeSpec {
@@ -217,7 +251,61 @@ pub fn validate_params(
             ));
         }
     }
+    if violations.is_empty() {
+        check_rules(spec, input, kept_secrets, field_prefix, &mut violations);
+    }
     if violations.is_empty() { Ok(split) } else { Err(violations) }
+}
+
+/// The rules across parameters, once each parameter is valid on its own.
+fn check_rules(
+    spec: &JobTypeSpec,
+    input: &Map<String, Value>,
+    kept_secrets: &[String],
+    prefix: &str,
+    violations: &mut Vec<FieldViolation>,
+) {
+    let given = |name: &str| input.get(name).is_some_and(|v| !v.is_null()) || kept_secrets.iter().any(|s| s == name);
+    let value = |name: &str| {
+        input.get(name).filter(|v| !v.is_null()).or_else(|| spec.param(name).and_then(|p| p.default.as_ref()))
+    };
+    for rule in &spec.rules {
+        match rule {
+            ParamRule::RequiredIf { param, when, equals } => {
+                if value(when).and_then(Value::as_str) == Some(equals.as_str()) && !given(param) {
+                    violations.push(FieldViolation::new(
+                        format!("{prefix}.{param}"),
+                        format!("required when {when} is {equals}"),
+                    ));
+                }
+            }
+            ParamRule::OneOf { sets, required } => {
+                let chosen: Vec<&Vec<String>> = sets.iter().filter(|set| set.iter().any(|p| given(p))).collect();
+                let describe = |set: &Vec<String>| set.join(", ");
+                let alternatives = sets.iter().map(describe).collect::<Vec<_>>().join("; or ");
+                match chosen.as_slice() {
+                    [] if *required => violations.push(FieldViolation::new(
+                        format!("{prefix}.{}", sets.first().and_then(|s| s.first()).map_or("", String::as_str)),
+                        format!("required: give {alternatives}"),
+                    )),
+                    [] => {}
+                    [set] => {
+                        let missing: Vec<&str> = set.iter().filter(|p| !given(p)).map(String::as_str).collect();
+                        if let Some(first) = missing.first() {
+                            violations.push(FieldViolation::new(
+                                format!("{prefix}.{first}"),
+                                format!("{} go together; missing: {}", describe(set), missing.join(", ")),
+                            ));
+                        }
+                    }
+                    [_, second, ..] => violations.push(FieldViolation::new(
+                        format!("{prefix}.{}", second.iter().find(|p| given(p)).map_or("", String::as_str)),
+                        format!("give only one of: {alternatives}"),
+                    )),
+                }
+            }
+        }
+    }
 }
 
 enum Checked {

@@ -1573,7 +1573,10 @@ type JobType struct {
 	MinInterval     *durationpb.Duration   `protobuf:"bytes,5,opt,name=min_interval,json=minInterval,proto3" json:"min_interval,omitempty"`
 	// Names of the live workers that support this type; empty means jobs of
 	// this type are unschedulable.
-	Workers       []string `protobuf:"bytes,6,rep,name=workers,proto3" json:"workers,omitempty"`
+	Workers []string `protobuf:"bytes,6,rep,name=workers,proto3" json:"workers,omitempty"`
+	// Rules over several parameters, checked with them (CreateJob and
+	// UpdateJob answer INVALID_ARGUMENT naming the parameter to fix).
+	Rules         []*ParamRule `protobuf:"bytes,7,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1650,6 +1653,257 @@ func (x *JobType) GetWorkers() []string {
 	return nil
 }
 
+func (x *JobType) GetRules() []*ParamRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+// A rule over several parameters of a job type.
+type ParamRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Rule:
+	//
+	//	*ParamRule_RequiredIf
+	//	*ParamRule_OneOf
+	Rule          isParamRule_Rule `protobuf_oneof:"rule"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParamRule) Reset() {
+	*x = ParamRule{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParamRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParamRule) ProtoMessage() {}
+
+func (x *ParamRule) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParamRule.ProtoReflect.Descriptor instead.
+func (*ParamRule) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ParamRule) GetRule() isParamRule_Rule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *ParamRule) GetRequiredIf() *ParamRequiredIf {
+	if x != nil {
+		if x, ok := x.Rule.(*ParamRule_RequiredIf); ok {
+			return x.RequiredIf
+		}
+	}
+	return nil
+}
+
+func (x *ParamRule) GetOneOf() *ParamOneOf {
+	if x != nil {
+		if x, ok := x.Rule.(*ParamRule_OneOf); ok {
+			return x.OneOf
+		}
+	}
+	return nil
+}
+
+type isParamRule_Rule interface {
+	isParamRule_Rule()
+}
+
+type ParamRule_RequiredIf struct {
+	RequiredIf *ParamRequiredIf `protobuf:"bytes,1,opt,name=required_if,json=requiredIf,proto3,oneof"`
+}
+
+type ParamRule_OneOf struct {
+	OneOf *ParamOneOf `protobuf:"bytes,2,opt,name=one_of,json=oneOf,proto3,oneof"`
+}
+
+func (*ParamRule_RequiredIf) isParamRule_Rule() {}
+
+func (*ParamRule_OneOf) isParamRule_Rule() {}
+
+// `param` is required when the parameter `when` (given or defaulted) equals
+// `equals`, e.g. `query` when `mode` is `search`.
+type ParamRequiredIf struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Param         string                 `protobuf:"bytes,1,opt,name=param,proto3" json:"param,omitempty"`
+	When          string                 `protobuf:"bytes,2,opt,name=when,proto3" json:"when,omitempty"`
+	Equals        string                 `protobuf:"bytes,3,opt,name=equals,proto3" json:"equals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParamRequiredIf) Reset() {
+	*x = ParamRequiredIf{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParamRequiredIf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParamRequiredIf) ProtoMessage() {}
+
+func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParamRequiredIf.ProtoReflect.Descriptor instead.
+func (*ParamRequiredIf) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ParamRequiredIf) GetParam() string {
+	if x != nil {
+		return x.Param
+	}
+	return ""
+}
+
+func (x *ParamRequiredIf) GetWhen() string {
+	if x != nil {
+		return x.When
+	}
+	return ""
+}
+
+func (x *ParamRequiredIf) GetEquals() string {
+	if x != nil {
+		return x.Equals
+	}
+	return ""
+}
+
+// At most one of these sets of parameters is given, each set whole (e.g. a
+// bearer token, or the four OAuth 1.0a secrets); exactly one when `required`.
+type ParamOneOf struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sets          []*ParamSet            `protobuf:"bytes,1,rep,name=sets,proto3" json:"sets,omitempty"`
+	Required      bool                   `protobuf:"varint,2,opt,name=required,proto3" json:"required,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParamOneOf) Reset() {
+	*x = ParamOneOf{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParamOneOf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParamOneOf) ProtoMessage() {}
+
+func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParamOneOf.ProtoReflect.Descriptor instead.
+func (*ParamOneOf) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ParamOneOf) GetSets() []*ParamSet {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+func (x *ParamOneOf) GetRequired() bool {
+	if x != nil {
+		return x.Required
+	}
+	return false
+}
+
+// Parameter names that go together.
+type ParamSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Params        []string               `protobuf:"bytes,1,rep,name=params,proto3" json:"params,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParamSet) Reset() {
+	*x = ParamSet{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParamSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParamSet) ProtoMessage() {}
+
+func (x *ParamSet) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParamSet.ProtoReflect.Descriptor instead.
+func (*ParamSet) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ParamSet) GetParams() []string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
 // One parameter of a job type.
 type ParamSpec struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1676,7 +1930,7 @@ type ParamSpec struct {
 
 func (x *ParamSpec) Reset() {
 	*x = ParamSpec{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1942,7 @@ func (x *ParamSpec) String() string {
 func (*ParamSpec) ProtoMessage() {}
 
 func (x *ParamSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1955,7 @@ func (x *ParamSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSpec.ProtoReflect.Descriptor instead.
 func (*ParamSpec) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ParamSpec) GetName() string {
@@ -1787,7 +2041,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +2053,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +2066,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchJobsRequest) GetType() string {
@@ -1845,7 +2099,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2111,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2124,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchJobsResponse) GetRevision() int64 {
@@ -1912,7 +2166,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2178,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2191,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JobEvent) GetType() JobEventType {
@@ -1962,7 +2216,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2228,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2241,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 type ListWorkersResponse struct {
@@ -1999,7 +2253,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2265,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2278,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -2053,7 +2307,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2319,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2332,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Worker) GetName() string {
@@ -2226,14 +2480,30 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\v2\x0e.ingest.v1.JobR\x03job\"\x15\n" +
 	"\x13ListJobTypesRequest\"G\n" +
 	"\x14ListJobTypesResponse\x12/\n" +
-	"\tjob_types\x18\x01 \x03(\v2\x12.ingest.v1.JobTypeR\bjobTypes\"\x8b\x02\n" +
+	"\tjob_types\x18\x01 \x03(\v2\x12.ingest.v1.JobTypeR\bjobTypes\"\xb7\x02\n" +
 	"\aJobType\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12,\n" +
 	"\x06params\x18\x03 \x03(\v2\x14.ingest.v1.ParamSpecR\x06params\x12D\n" +
 	"\x10default_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultInterval\x12<\n" +
 	"\fmin_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vminInterval\x12\x18\n" +
-	"\aworkers\x18\x06 \x03(\tR\aworkers\"\x9f\x03\n" +
+	"\aworkers\x18\x06 \x03(\tR\aworkers\x12*\n" +
+	"\x05rules\x18\a \x03(\v2\x14.ingest.v1.ParamRuleR\x05rules\"\x82\x01\n" +
+	"\tParamRule\x12=\n" +
+	"\vrequired_if\x18\x01 \x01(\v2\x1a.ingest.v1.ParamRequiredIfH\x00R\n" +
+	"requiredIf\x12.\n" +
+	"\x06one_of\x18\x02 \x01(\v2\x15.ingest.v1.ParamOneOfH\x00R\x05oneOfB\x06\n" +
+	"\x04rule\"S\n" +
+	"\x0fParamRequiredIf\x12\x14\n" +
+	"\x05param\x18\x01 \x01(\tR\x05param\x12\x12\n" +
+	"\x04when\x18\x02 \x01(\tR\x04when\x12\x16\n" +
+	"\x06equals\x18\x03 \x01(\tR\x06equals\"Q\n" +
+	"\n" +
+	"ParamOneOf\x12'\n" +
+	"\x04sets\x18\x01 \x03(\v2\x13.ingest.v1.ParamSetR\x04sets\x12\x1a\n" +
+	"\brequired\x18\x02 \x01(\bR\brequired\"\"\n" +
+	"\bParamSet\x12\x16\n" +
+	"\x06params\x18\x01 \x03(\tR\x06params\"\x9f\x03\n" +
 	"\tParamSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.ingest.v1.ParamKindR\x04kind\x12\x1a\n" +
@@ -2332,7 +2602,7 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_ingest_v1_jobs_proto_goTypes = []any{
 	(JobState)(0),                 // 0: ingest.v1.JobState
 	(ParamKind)(0),                // 1: ingest.v1.ParamKind
@@ -2362,83 +2632,91 @@ var file_ingest_v1_jobs_proto_goTypes = []any{
 	(*ListJobTypesRequest)(nil),   // 25: ingest.v1.ListJobTypesRequest
 	(*ListJobTypesResponse)(nil),  // 26: ingest.v1.ListJobTypesResponse
 	(*JobType)(nil),               // 27: ingest.v1.JobType
-	(*ParamSpec)(nil),             // 28: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),      // 29: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),     // 30: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),              // 31: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),    // 32: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 33: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                // 34: ingest.v1.Worker
-	(*structpb.Struct)(nil),       // 35: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 38: google.protobuf.FieldMask
-	(*structpb.Value)(nil),        // 39: google.protobuf.Value
+	(*ParamRule)(nil),             // 28: ingest.v1.ParamRule
+	(*ParamRequiredIf)(nil),       // 29: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),            // 30: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),              // 31: ingest.v1.ParamSet
+	(*ParamSpec)(nil),             // 32: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),      // 33: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),     // 34: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),              // 35: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),    // 36: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 37: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                // 38: ingest.v1.Worker
+	(*structpb.Struct)(nil),       // 39: google.protobuf.Struct
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 42: google.protobuf.FieldMask
+	(*structpb.Value)(nil),        // 43: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	35, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	36, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	37, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	37, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	39, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	40, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	41, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	41, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
 	0,  // 5: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
 	7,  // 6: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	37, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	41, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
 	8,  // 8: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	37, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	41, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
 	6,  // 10: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	37, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	41, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
 	4,  // 12: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
 	4,  // 13: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 14: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
 	0,  // 15: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
 	4,  // 16: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
 	4,  // 17: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	38, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	42, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
 	4,  // 19: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 20: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 21: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 22: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
 	27, // 23: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	28, // 24: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	36, // 25: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	36, // 26: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	1,  // 27: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	39, // 28: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	31, // 29: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
-	2,  // 30: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	4,  // 31: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	34, // 32: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
-	3,  // 33: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	37, // 34: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 35: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	9,  // 36: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	11, // 37: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	13, // 38: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	15, // 39: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	17, // 40: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	19, // 41: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	21, // 42: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	23, // 43: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	25, // 44: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	29, // 45: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	32, // 46: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	10, // 47: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	12, // 48: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	14, // 49: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	16, // 50: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	18, // 51: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	20, // 52: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	22, // 53: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	24, // 54: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	26, // 55: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	30, // 56: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	33, // 57: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	47, // [47:58] is the sub-list for method output_type
-	36, // [36:47] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	32, // 24: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	40, // 25: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	40, // 26: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	28, // 27: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	29, // 28: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	30, // 29: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	31, // 30: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	1,  // 31: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
+	43, // 32: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	35, // 33: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	2,  // 34: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
+	4,  // 35: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	38, // 36: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	3,  // 37: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
+	41, // 38: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	7,  // 39: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	9,  // 40: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	11, // 41: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	13, // 42: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	15, // 43: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	17, // 44: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	19, // 45: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	21, // 46: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	23, // 47: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	25, // 48: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	33, // 49: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	36, // 50: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	10, // 51: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	12, // 52: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	14, // 53: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	16, // 54: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	18, // 55: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	20, // 56: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	22, // 57: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	24, // 58: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	26, // 59: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	34, // 60: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	37, // 61: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	51, // [51:62] is the sub-list for method output_type
+	40, // [40:51] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -2446,14 +2724,18 @@ func file_ingest_v1_jobs_proto_init() {
 	if File_ingest_v1_jobs_proto != nil {
 		return
 	}
-	file_ingest_v1_jobs_proto_msgTypes[24].OneofWrappers = []any{}
+	file_ingest_v1_jobs_proto_msgTypes[24].OneofWrappers = []any{
+		(*ParamRule_RequiredIf)(nil),
+		(*ParamRule_OneOf)(nil),
+	}
+	file_ingest_v1_jobs_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -64,6 +64,7 @@ pub fn probe_type() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(300),
         min_interval: Duration::from_secs(10),
+        rules: Vec::new(),
     }
 }
 
@@ -75,6 +76,7 @@ pub fn other_type() -> JobTypeSpec {
         params: vec![],
         default_interval: Duration::from_secs(60),
         min_interval: Duration::from_secs(1),
+        rules: Vec::new(),
     }
 }
 

@@ -21,6 +21,7 @@ fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(60),
         min_interval: Duration::from_secs(1),
+        rules: Vec::new(),
     }
 }
 
@@ -108,6 +109,7 @@ fn patterns_are_whole_value_matches() {
         params: vec![ParamSpec::new("index", ParamKind::String, "i").pattern("[a-z0-9][a-z0-9._-]*")],
         default_interval: Duration::from_secs(60),
         min_interval: Duration::from_secs(1),
+        rules: Vec::new(),
     };
     assert!(validate_params(&spec, &obj(json!({"index": "news-2026.11"})), &[], "params").is_ok());
     for bad in ["News", "-x", "a/b", "ok then", ""] {
@@ -119,4 +121,76 @@ fn patterns_are_whole_value_matches() {
     broken.params[0].pattern = Some("(".into());
     let err = validate_params(&broken, &obj(json!({"index": "x"})), &[], "params").unwrap_err();
     assert!(err[0].description.contains("invalid"), "{}", err[0].description);
+}
+
+/// Shaped like the twitter type: a mode that needs its own parameter, and a
+/// bearer token or four OAuth secrets.
+fn ruled() -> JobTypeSpec {
+    let secret = |name: &str| ParamSpec::new(name, ParamKind::Secret, name);
+    JobTypeSpec {
+        name: "ruled".into(),
+        description: String::new(),
+        params: vec![
+            ParamSpec::new("mode", ParamKind::Enum, "m").allowed(&["search", "timeline"]).default_value("search"),
+            ParamSpec::new("query", ParamKind::String, "q"),
+            ParamSpec::new("user_id", ParamKind::String, "u"),
+            secret("bearer"),
+            secret("key"),
+            secret("secret"),
+        ],
+        default_interval: Duration::from_secs(60),
+        min_interval: Duration::from_secs(1),
+        rules: vec![
+            ParamRule::required_if("query", "mode", "search"),
+            ParamRule::required_if("user_id", "mode", "timeline"),
+            ParamRule::one_of(&[&["bearer"], &["key", "secret"]], true),
+        ],
+    }
+}
+
+fn violations(input: Value, kept: &[&str]) -> Vec<(String, String)> {
+    let kept: Vec<String> = kept.iter().map(|s| s.to_string()).collect();
+    match validate_params(&ruled(), &obj(input), &kept, "job.params") {
+        Ok(_) => Vec::new(),
+        Err(v) => v.into_iter().map(|v| (v.field, v.description)).collect(),
+    }
+}
+
+#[test]
+fn rules_across_parameters_name_the_field_to_fix() {
+    assert!(violations(json!({"query": "rust", "bearer": "t"}), &[]).is_empty());
+    assert!(violations(json!({"mode": "timeline", "user_id": "42", "key": "k", "secret": "s"}), &[]).is_empty());
+    // The default mode counts.
+    assert_eq!(
+        violations(json!({"bearer": "t"}), &[]),
+        [("job.params.query".to_string(), "required when mode is search".to_string())]
+    );
+    assert_eq!(violations(json!({"mode": "timeline", "bearer": "t"}), &[])[0].0, "job.params.user_id");
+    assert_eq!(
+        violations(json!({"query": "q"}), &[]),
+        [("job.params.bearer".to_string(), "required: give bearer; or key, secret".to_string())]
+    );
+    assert_eq!(
+        violations(json!({"query": "q", "key": "k"}), &[]),
+        [("job.params.secret".to_string(), "key, secret go together; missing: secret".to_string())]
+    );
+    assert_eq!(
+        violations(json!({"query": "q", "bearer": "t", "key": "k", "secret": "s"}), &[]),
+        [("job.params.key".to_string(), "give only one of: bearer; or key, secret".to_string())]
+    );
+    // On update, secrets already stored count as given.
+    assert!(violations(json!({"query": "q"}), &["bearer"]).is_empty());
+    assert!(violations(json!({"query": "q", "secret": "s"}), &["key"]).is_empty());
+}
+
+#[test]
+fn rules_survive_the_round_trip_through_the_store() {
+    let spec = ruled();
+    let text = serde_json::to_string(&spec).expect("serialise");
+    assert!(text.contains(r#""one_of":{"sets":[["bearer"],["key","secret"]],"required":true}"#), "{text}");
+    assert_eq!(serde_json::from_str::<JobTypeSpec>(&text).expect("deserialise"), spec);
+    // A spec published without rules (an older worker) still reads.
+    let mut old: Value = serde_json::from_str(&text).expect("json");
+    old.as_object_mut().expect("object").remove("rules");
+    assert!(serde_json::from_value::<JobTypeSpec>(old).expect("older spec").rules.is_empty());
 }

@@ -55,6 +55,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(60),
         min_interval: Duration::from_secs(1),
+        rules: Vec::new(),
     }
 }
 

@@ -49,6 +49,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(5 * 60),
         min_interval: Duration::from_secs(30),
+        rules: Vec::new(),
     }
 }
 

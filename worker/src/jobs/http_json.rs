@@ -72,6 +72,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(10 * 60),
         min_interval: Duration::from_secs(10),
+        rules: Vec::new(),
     }
 }
 

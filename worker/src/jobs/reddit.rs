@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
 use ingest_sinks::Item;
 use reqwest::header::{AUTHORIZATION, HeaderMap, USER_AGENT};
 use serde_json::{Map, Value, json};
@@ -55,6 +55,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(5 * 60),
         min_interval: Duration::from_secs(30),
+        rules: vec![ParamRule::one_of(&[&["client_id", "client_secret"]], false)],
     }
 }
 

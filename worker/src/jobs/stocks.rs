@@ -29,6 +29,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(5 * 60),
         min_interval: Duration::from_secs(15),
+        rules: Vec::new(),
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
 use ingest_sinks::Item;
 use oauth1_request as oauth;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
@@ -72,6 +72,14 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(5 * 60),
         min_interval: Duration::from_secs(30),
+        rules: vec![
+            ParamRule::required_if("query", "mode", "search"),
+            ParamRule::required_if("user_id", "mode", "timeline"),
+            ParamRule::one_of(
+                &[&["bearer_token"], &["consumer_key", "consumer_secret", "access_token", "access_token_secret"]],
+                true,
+            ),
+        ],
     }
 }
 

@@ -71,6 +71,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(15 * 60),
         min_interval: Duration::from_secs(60),
+        rules: Vec::new(),
     }
 }
 

@@ -268,20 +268,54 @@ class ListJobTypesResponse(_message.Message):
     def __init__(self, job_types: _Optional[_Iterable[_Union[JobType, _Mapping]]] = ...) -> None: ...
 
 class JobType(_message.Message):
-    __slots__ = ("name", "description", "params", "default_interval", "min_interval", "workers")
+    __slots__ = ("name", "description", "params", "default_interval", "min_interval", "workers", "rules")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     MIN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     params: _containers.RepeatedCompositeFieldContainer[ParamSpec]
     default_interval: _duration_pb2.Duration
     min_interval: _duration_pb2.Duration
     workers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., default_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., workers: _Optional[_Iterable[str]] = ...) -> None: ...
+    rules: _containers.RepeatedCompositeFieldContainer[ParamRule]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., default_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., workers: _Optional[_Iterable[str]] = ..., rules: _Optional[_Iterable[_Union[ParamRule, _Mapping]]] = ...) -> None: ...
+
+class ParamRule(_message.Message):
+    __slots__ = ("required_if", "one_of")
+    REQUIRED_IF_FIELD_NUMBER: _ClassVar[int]
+    ONE_OF_FIELD_NUMBER: _ClassVar[int]
+    required_if: ParamRequiredIf
+    one_of: ParamOneOf
+    def __init__(self, required_if: _Optional[_Union[ParamRequiredIf, _Mapping]] = ..., one_of: _Optional[_Union[ParamOneOf, _Mapping]] = ...) -> None: ...
+
+class ParamRequiredIf(_message.Message):
+    __slots__ = ("param", "when", "equals")
+    PARAM_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    EQUALS_FIELD_NUMBER: _ClassVar[int]
+    param: str
+    when: str
+    equals: str
+    def __init__(self, param: _Optional[str] = ..., when: _Optional[str] = ..., equals: _Optional[str] = ...) -> None: ...
+
+class ParamOneOf(_message.Message):
+    __slots__ = ("sets", "required")
+    SETS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    sets: _containers.RepeatedCompositeFieldContainer[ParamSet]
+    required: bool
+    def __init__(self, sets: _Optional[_Iterable[_Union[ParamSet, _Mapping]]] = ..., required: _Optional[bool] = ...) -> None: ...
+
+class ParamSet(_message.Message):
+    __slots__ = ("params",)
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    params: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ParamSpec(_message.Message):
     __slots__ = ("name", "kind", "required", "default_value", "description", "allowed_values", "minimum", "maximum", "max_length", "pattern")

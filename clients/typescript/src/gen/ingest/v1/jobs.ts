@@ -473,6 +473,41 @@ export interface JobType {
    * this type are unschedulable.
    */
   workers: string[];
+  /**
+   * Rules over several parameters, checked with them (CreateJob and
+   * UpdateJob answer INVALID_ARGUMENT naming the parameter to fix).
+   */
+  rules: ParamRule[];
+}
+
+/** A rule over several parameters of a job type. */
+export interface ParamRule {
+  requiredIf?: ParamRequiredIf | undefined;
+  oneOf?: ParamOneOf | undefined;
+}
+
+/**
+ * `param` is required when the parameter `when` (given or defaulted) equals
+ * `equals`, e.g. `query` when `mode` is `search`.
+ */
+export interface ParamRequiredIf {
+  param: string;
+  when: string;
+  equals: string;
+}
+
+/**
+ * At most one of these sets of parameters is given, each set whole (e.g. a
+ * bearer token, or the four OAuth 1.0a secrets); exactly one when `required`.
+ */
+export interface ParamOneOf {
+  sets: ParamSet[];
+  required: boolean;
+}
+
+/** Parameter names that go together. */
+export interface ParamSet {
+  params: string[];
 }
 
 /** One parameter of a job type. */
@@ -2714,7 +2749,15 @@ export const ListJobTypesResponse: MessageFns<ListJobTypesResponse> = {
 };
 
 function createBaseJobType(): JobType {
-  return { name: "", description: "", params: [], defaultInterval: undefined, minInterval: undefined, workers: [] };
+  return {
+    name: "",
+    description: "",
+    params: [],
+    defaultInterval: undefined,
+    minInterval: undefined,
+    workers: [],
+    rules: [],
+  };
 }
 
 export const JobType: MessageFns<JobType> = {
@@ -2736,6 +2779,9 @@ export const JobType: MessageFns<JobType> = {
     }
     for (const v of message.workers) {
       writer.uint32(50).string(v!);
+    }
+    for (const v of message.rules) {
+      ParamRule.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -2801,6 +2847,14 @@ export const JobType: MessageFns<JobType> = {
             message.workers.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.rules.push(ParamRule.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2829,6 +2883,7 @@ export const JobType: MessageFns<JobType> = {
         ? Duration.fromJSON(object.min_interval)
         : undefined,
       workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => globalThis.String(e)) : [],
+      rules: globalThis.Array.isArray(object?.rules) ? object.rules.map((e: any) => ParamRule.fromJSON(e)) : [],
     };
   },
 
@@ -2852,6 +2907,9 @@ export const JobType: MessageFns<JobType> = {
     if (message.workers?.length) {
       obj.workers = message.workers;
     }
+    if (message.rules?.length) {
+      obj.rules = message.rules.map((e) => ParamRule.toJSON(e));
+    }
     return obj;
   },
 
@@ -2870,6 +2928,359 @@ export const JobType: MessageFns<JobType> = {
       ? Duration.fromPartial(object.minInterval)
       : undefined;
     message.workers = object.workers?.map((e) => e) || [];
+    message.rules = object.rules?.map((e) => ParamRule.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseParamRule(): ParamRule {
+  return { requiredIf: undefined, oneOf: undefined };
+}
+
+export const ParamRule: MessageFns<ParamRule> = {
+  encode(message: ParamRule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requiredIf !== undefined) {
+      ParamRequiredIf.encode(message.requiredIf, writer.uint32(10).fork()).join();
+    }
+    if (message.oneOf !== undefined) {
+      ParamOneOf.encode(message.oneOf, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ParamRule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParamRule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requiredIf = ParamRequiredIf.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.oneOf = ParamOneOf.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ParamRule {
+    return {
+      requiredIf: isSet(object.requiredIf)
+        ? ParamRequiredIf.fromJSON(object.requiredIf)
+        : isSet(object.required_if)
+        ? ParamRequiredIf.fromJSON(object.required_if)
+        : undefined,
+      oneOf: isSet(object.oneOf)
+        ? ParamOneOf.fromJSON(object.oneOf)
+        : isSet(object.one_of)
+        ? ParamOneOf.fromJSON(object.one_of)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ParamRule): unknown {
+    const obj: any = {};
+    if (message.requiredIf !== undefined) {
+      obj.requiredIf = ParamRequiredIf.toJSON(message.requiredIf);
+    }
+    if (message.oneOf !== undefined) {
+      obj.oneOf = ParamOneOf.toJSON(message.oneOf);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ParamRule>, I>>(base?: I): ParamRule {
+    return ParamRule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ParamRule>, I>>(object: I): ParamRule {
+    const message = createBaseParamRule();
+    message.requiredIf = (object.requiredIf !== undefined && object.requiredIf !== null)
+      ? ParamRequiredIf.fromPartial(object.requiredIf)
+      : undefined;
+    message.oneOf = (object.oneOf !== undefined && object.oneOf !== null)
+      ? ParamOneOf.fromPartial(object.oneOf)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseParamRequiredIf(): ParamRequiredIf {
+  return { param: "", when: "", equals: "" };
+}
+
+export const ParamRequiredIf: MessageFns<ParamRequiredIf> = {
+  encode(message: ParamRequiredIf, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.param !== "") {
+      writer.uint32(10).string(message.param);
+    }
+    if (message.when !== "") {
+      writer.uint32(18).string(message.when);
+    }
+    if (message.equals !== "") {
+      writer.uint32(26).string(message.equals);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ParamRequiredIf {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParamRequiredIf();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.param = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.when = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.equals = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ParamRequiredIf {
+    return {
+      param: isSet(object.param) ? globalThis.String(object.param) : "",
+      when: isSet(object.when) ? globalThis.String(object.when) : "",
+      equals: isSet(object.equals) ? globalThis.String(object.equals) : "",
+    };
+  },
+
+  toJSON(message: ParamRequiredIf): unknown {
+    const obj: any = {};
+    if (message.param !== "") {
+      obj.param = message.param;
+    }
+    if (message.when !== "") {
+      obj.when = message.when;
+    }
+    if (message.equals !== "") {
+      obj.equals = message.equals;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ParamRequiredIf>, I>>(base?: I): ParamRequiredIf {
+    return ParamRequiredIf.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ParamRequiredIf>, I>>(object: I): ParamRequiredIf {
+    const message = createBaseParamRequiredIf();
+    message.param = object.param ?? "";
+    message.when = object.when ?? "";
+    message.equals = object.equals ?? "";
+    return message;
+  },
+};
+
+function createBaseParamOneOf(): ParamOneOf {
+  return { sets: [], required: false };
+}
+
+export const ParamOneOf: MessageFns<ParamOneOf> = {
+  encode(message: ParamOneOf, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.sets) {
+      ParamSet.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.required !== false) {
+      writer.uint32(16).bool(message.required);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ParamOneOf {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParamOneOf();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sets.push(ParamSet.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.required = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ParamOneOf {
+    return {
+      sets: globalThis.Array.isArray(object?.sets) ? object.sets.map((e: any) => ParamSet.fromJSON(e)) : [],
+      required: isSet(object.required) ? globalThis.Boolean(object.required) : false,
+    };
+  },
+
+  toJSON(message: ParamOneOf): unknown {
+    const obj: any = {};
+    if (message.sets?.length) {
+      obj.sets = message.sets.map((e) => ParamSet.toJSON(e));
+    }
+    if (message.required !== false) {
+      obj.required = message.required;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ParamOneOf>, I>>(base?: I): ParamOneOf {
+    return ParamOneOf.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ParamOneOf>, I>>(object: I): ParamOneOf {
+    const message = createBaseParamOneOf();
+    message.sets = object.sets?.map((e) => ParamSet.fromPartial(e)) || [];
+    message.required = object.required ?? false;
+    return message;
+  },
+};
+
+function createBaseParamSet(): ParamSet {
+  return { params: [] };
+}
+
+export const ParamSet: MessageFns<ParamSet> = {
+  encode(message: ParamSet, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.params) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ParamSet {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParamSet();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.params.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ParamSet {
+    return {
+      params: globalThis.Array.isArray(object?.params) ? object.params.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: ParamSet): unknown {
+    const obj: any = {};
+    if (message.params?.length) {
+      obj.params = message.params;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ParamSet>, I>>(base?: I): ParamSet {
+    return ParamSet.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ParamSet>, I>>(object: I): ParamSet {
+    const message = createBaseParamSet();
+    message.params = object.params?.map((e) => e) || [];
     return message;
   },
 };
