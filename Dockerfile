@@ -4,7 +4,7 @@
 #   docker build --target etcd -t ingest-etcd:latest .  # etcd from Debian's package
 # The build needs only the Rust crate registry (protoc is vendored).
 
-FROM rust:1.91-bookworm AS build
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

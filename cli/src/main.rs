@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    std::fs::create_dir_all(&args.data_dir)
+    ingest_store::create_private_dir(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&args.data_dir)

@@ -1,7 +1,9 @@
 //! Delivery under faults, with worker processes on a real etcd, a real
-//! OpenSearch and a real S3 server: OpenSearch away for 30 s, the S3 server
-//! away for 30 s, a worker killed with -9 in the middle of its batches. Each
-//! time, the index ends up holding every upstream item exactly once.
+//! Elasticsearch 9 or OpenSearch 2 and a real S3 server: Elasticsearch away
+//! for 30 s, the S3 server away for 30 s, a worker killed with -9 in the
+//! middle of its batches, workers given a wrong API key for a secure
+//! Elasticsearch. Each time, the index ends up holding every upstream item
+//! exactly once.
 //!
 //! The upstream is the `demo` type with `total_items`: each job has a known,
 //! finite set of items with stable ids, so "exactly once" is a count.
@@ -15,7 +17,7 @@ use common::Cluster;
 use ingest_model::CheckpointRecord;
 use ingest_store::keys::KeyKind;
 use ingest_store::scan_prefix;
-use ingest_testkit::{OpenSearchServer, S3Server};
+use ingest_testkit::{Engine, S3Server, SearchServer};
 use serde_json::json;
 
 const TTL: Duration = Duration::from_secs(4);
@@ -35,12 +37,15 @@ fn demo_params(total: u64, per_run: u64, archive_raw: bool) -> serde_json::Map<S
     params.as_object().cloned().unwrap_or_default()
 }
 
-fn sink_env(opensearch: &OpenSearchServer) -> Vec<(String, String)> {
-    vec![
-        ("INGEST_ELASTICSEARCH_URL".into(), opensearch.url()),
-        // Runs give up on an absent sink quickly, so the outage shows on the jobs.
-        ("INGEST_SINK_TIMEOUT".into(), "4s".into()),
-    ]
+fn sink_env(index: &SearchServer) -> Vec<(String, String)> {
+    let mut env = index.env();
+    // Runs give up on an absent sink quickly, so the outage shows on the jobs.
+    env.push(("INGEST_SINK_TIMEOUT".into(), "4s".into()));
+    env
+}
+
+async fn start_index(engine: Engine) -> SearchServer {
+    tokio::task::spawn_blocking(move || SearchServer::start(engine)).await.expect("start the search server")
 }
 
 /// Items delivered so far per job (the checkpoints' cursors).
@@ -87,18 +92,18 @@ async fn wait_for_job_error(cluster: &Cluster, jobs: &[String], needle: &str) ->
     }
 }
 
-fn count(opensearch: &OpenSearchServer, index: &str) -> u64 {
-    tokio::task::block_in_place(|| opensearch.count(index))
+fn count(search: &SearchServer, index: &str) -> u64 {
+    tokio::task::block_in_place(|| search.count(index))
 }
 
 /// Asserts the index holds every item of every job once; otherwise says
 /// which jobs are short and what the workers logged about refusals.
-fn assert_exactly_once(cluster: &Cluster, opensearch: &OpenSearchServer, jobs: &[String], total: u64) {
+fn assert_exactly_once(cluster: &Cluster, index: &SearchServer, jobs: &[String], total: u64) {
     let expected = jobs.len() as u64 * total;
-    let found = count(opensearch, "ingest-demo");
+    let found = count(index, "ingest-demo");
     if found != expected {
         let body = json!({"size": 0, "aggs": {"jobs": {"terms": {"field": "job_id", "size": 1000}}}});
-        let answer = tokio::task::block_in_place(|| opensearch.json("POST", "/ingest-demo/_search", Some(&body)));
+        let answer = tokio::task::block_in_place(|| index.json("POST", "/ingest-demo/_search", Some(&body)));
         let short: Vec<String> = answer["aggregations"]["jobs"]["buckets"]
             .as_array()
             .map(|b| b.iter().filter(|b| b["doc_count"] != total).map(|b| b.to_string()).collect())
@@ -112,23 +117,23 @@ fn assert_exactly_once(cluster: &Cluster, opensearch: &OpenSearchServer, jobs: &
         }
         panic!("{found} documents for {expected} items; short jobs: {short:?}\n{refusals}");
     }
-    assert_eq!(items_twice(opensearch, "ingest-demo"), Vec::<serde_json::Value>::new(), "no item twice");
+    assert_eq!(items_twice(index, "ingest-demo"), Vec::<serde_json::Value>::new(), "no item twice");
 }
 
 /// Upstream items with more than one document (exact: the index has one
 /// shard, so a terms aggregation's counts are exact).
-fn items_twice(opensearch: &OpenSearchServer, index: &str) -> Vec<serde_json::Value> {
+fn items_twice(search: &SearchServer, index: &str) -> Vec<serde_json::Value> {
     let body = json!({"size": 0, "aggs": {"twice": {"terms": {"field": "item_key", "min_doc_count": 2, "size": 10}}}});
-    let answer = tokio::task::block_in_place(|| opensearch.json("POST", &format!("/{index}/_search"), Some(&body)));
+    let answer = tokio::task::block_in_place(|| search.json("POST", &format!("/{index}/_search"), Some(&body)));
     answer["aggregations"]["twice"]["buckets"].as_array().cloned().expect("buckets")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opensearch_outage_loses_and_duplicates_nothing() {
+async fn elasticsearch_9_outage_loses_and_duplicates_nothing() {
     let _serial = serial().await;
-    let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
+    let index = start_index(Engine::Elasticsearch9).await;
     let mut cluster = Cluster::start(TTL).await;
-    cluster.worker_env = sink_env(&opensearch);
+    cluster.worker_env = sink_env(&index);
     for name in ["w1", "w2"] {
         cluster.start_worker(name);
     }
@@ -137,7 +142,7 @@ async fn opensearch_outage_loses_and_duplicates_nothing() {
     let expected = jobs_n * total;
     wait_delivered(&cluster, &jobs, expected / 5, Duration::from_secs(60)).await;
 
-    tokio::task::block_in_place(|| opensearch.stop());
+    tokio::task::block_in_place(|| index.stop());
     let during = delivered(&cluster).await.values().sum::<u64>();
     let error = wait_for_job_error(&cluster, &jobs, "did not acknowledge").await;
     assert!(error.contains("delivered again"), "{error}");
@@ -145,10 +150,10 @@ async fn opensearch_outage_loses_and_duplicates_nothing() {
     // Nothing was acknowledged while the index was away.
     let after = delivered(&cluster).await.values().sum::<u64>();
     assert!(after <= during + jobs_n * 100, "checkpoints moved on without the index: {during} -> {after}");
-    tokio::task::block_in_place(|| opensearch.start_again());
+    tokio::task::block_in_place(|| index.start_again());
 
     wait_delivered(&cluster, &jobs, expected, Duration::from_secs(120)).await;
-    assert_exactly_once(&cluster, &opensearch, &jobs, total);
+    assert_exactly_once(&cluster, &index, &jobs, total);
     let history = cluster.history(&["w1", "w2"]);
     history.check_single_owner().unwrap_or_else(|e| panic!("{e}"));
     cluster.stop();
@@ -157,10 +162,10 @@ async fn opensearch_outage_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_loses_and_duplicates_nothing() {
     let _serial = serial().await;
-    let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
+    let index = start_index(Engine::OpenSearch).await;
     let s3 = tokio::task::spawn_blocking(S3Server::start).await.expect("start S3");
     let mut cluster = Cluster::start(TTL).await;
-    cluster.worker_env = sink_env(&opensearch);
+    cluster.worker_env = sink_env(&index);
     cluster.worker_env.extend(s3.env("ingest-raw"));
     for name in ["w1", "w2"] {
         cluster.start_worker(name);
@@ -177,7 +182,7 @@ async fn s3_outage_loses_and_duplicates_nothing() {
     tokio::task::block_in_place(|| s3.start_again());
 
     wait_delivered(&cluster, &jobs, expected, Duration::from_secs(120)).await;
-    assert_exactly_once(&cluster, &opensearch, &jobs, total);
+    assert_exactly_once(&cluster, &index, &jobs, total);
     // Every document's raw payload is in the bucket, under the key it names.
     let sinks = common::s3_sink(&s3, "ingest-raw");
     let mut keys = std::collections::HashSet::new();
@@ -187,7 +192,7 @@ async fn s3_outage_loses_and_duplicates_nothing() {
     }
     assert_eq!(keys.len() as u64, expected, "one archived payload per item");
     let sample = tokio::task::block_in_place(|| {
-        opensearch.json("POST", "/ingest-demo/_search", Some(&json!({"size": 50, "_source": ["raw_key"]})))
+        index.json("POST", "/ingest-demo/_search", Some(&json!({"size": 50, "_source": ["raw_key"]})))
     });
     let hits = sample["hits"]["hits"].as_array().expect("hits");
     assert_eq!(hits.len(), 50);
@@ -201,9 +206,9 @@ async fn s3_outage_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     let _serial = serial().await;
-    let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
+    let index = start_index(Engine::OpenSearch).await;
     let mut cluster = Cluster::start(TTL).await;
-    cluster.worker_env = sink_env(&opensearch);
+    cluster.worker_env = sink_env(&index);
     for name in ["w1", "w2", "w3"] {
         cluster.start_worker(name);
     }
@@ -214,9 +219,56 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     wait_delivered(&cluster, &jobs, expected / 4, Duration::from_secs(60)).await;
     cluster.kill("w2");
     wait_delivered(&cluster, &jobs, expected, Duration::from_secs(120)).await;
-    assert_exactly_once(&cluster, &opensearch, &jobs, total);
+    assert_exactly_once(&cluster, &index, &jobs, total);
     let history = cluster.history(&["w1", "w2", "w3"]);
     history.check_single_owner().unwrap_or_else(|e| panic!("{e}"));
     history.check_epochs_monotonic().unwrap_or_else(|e| panic!("{e}"));
+    cluster.stop();
+}
+
+/// A secure Elasticsearch and workers holding a wrong API key: each job says
+/// which flag to fix, nothing is acknowledged; workers restarted with a good
+/// key deliver every item exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_api_key_is_reported_on_the_jobs_and_loses_nothing() {
+    let _serial = serial().await;
+    let index =
+        tokio::task::spawn_blocking(|| SearchServer::start_secure(Engine::Elasticsearch9)).await.expect("start");
+    let key = tokio::task::block_in_place(|| {
+        index.json("POST", "/_security/api_key", Some(&json!({"name": "ingest-workers"})))
+    });
+    let good = key["encoded"].as_str().expect("an encoded key").to_string();
+    let with_key = |key: &str| {
+        let mut env: Vec<(String, String)> = sink_env(&index)
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with("INGEST_ELASTICSEARCH_USERNAME") && !k.starts_with("INGEST_ELASTICSEARCH_PASSWORD")
+            })
+            .collect();
+        env.push(("INGEST_ELASTICSEARCH_API_KEY".into(), key.to_string()));
+        env
+    };
+    let mut cluster = Cluster::start(TTL).await;
+    cluster.worker_env = with_key("d3Jvbmc6a2V5");
+    for name in ["w1", "w2"] {
+        cluster.start_worker(name);
+    }
+    let (jobs_n, total) = (6u64, 300u64);
+    let jobs = cluster.create_jobs_with(jobs_n as usize, Duration::from_secs(1), demo_params(total, 100, false)).await;
+    let error = wait_for_job_error(&cluster, &jobs, "--elasticsearch-api-key").await;
+    assert!(error.contains("401"), "{error}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(delivered(&cluster).await.values().sum::<u64>(), 0, "nothing acknowledged without the index");
+
+    for name in ["w1", "w2"] {
+        let (_, _, clean) = cluster.terminate(name);
+        assert!(clean, "{name} drained on SIGTERM");
+    }
+    cluster.worker_env = with_key(&good);
+    for name in ["w3", "w4"] {
+        cluster.start_worker(name);
+    }
+    wait_delivered(&cluster, &jobs, jobs_n * total, Duration::from_secs(90)).await;
+    assert_exactly_once(&cluster, &index, &jobs, total);
     cluster.stop();
 }

@@ -1,6 +1,7 @@
 //! The sources end to end: rss, hackernews, reddit, weather, stocks, http_json
 //! and twitter jobs run by a worker process against local fixture servers
-//! shaped like the real services, through the real sinks (OpenSearch and an S3 server).
+//! shaped like the real services, through the real sinks (Elasticsearch 9 or
+//! OpenSearch 2, and an S3 server).
 //! Hostile or broken sources fail their own job with a readable error while
 //! the others carry on.
 
@@ -14,7 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use common::Cluster;
 use ingest_testkit::oauth1::{self, OAuth1Keys};
-use ingest_testkit::{OpenSearchServer, S3Server};
+use ingest_testkit::{Engine, S3Server, SearchServer};
 use serde_json::{Value, json};
 
 const TTL: Duration = Duration::from_secs(4);
@@ -137,17 +138,17 @@ async fn fixtures() -> std::net::SocketAddr {
     addr
 }
 
-async fn wait_count(opensearch: &OpenSearchServer, cluster: &Cluster, index: &str, expected: u64) {
+async fn wait_count(search: &SearchServer, cluster: &Cluster, index: &str, expected: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, _) = ingest_testkit::services::http(&opensearch.url(), "HEAD", &format!("/{index}"), None);
-        if status == 200 && tokio::task::block_in_place(|| opensearch.count(index)) >= expected {
+        let (status, _) = tokio::task::block_in_place(|| search.request("HEAD", &format!("/{index}"), None));
+        if status == 200 && tokio::task::block_in_place(|| search.count(index)) >= expected {
             break;
         }
         assert!(Instant::now() < deadline, "{index} did not reach {expected} documents\n{}", cluster.log_tails());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(tokio::task::block_in_place(|| opensearch.count(index)), expected, "{index}: each item once");
+    assert_eq!(tokio::task::block_in_place(|| search.count(index)), expected, "{index}: each item once");
 }
 
 async fn wait_error(cluster: &Cluster, id: &str, needle: &str) -> String {
@@ -231,14 +232,23 @@ async fn check_metrics(cluster: &Cluster, worker: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_source_lands_in_the_real_sinks() {
-    let opensearch = tokio::task::spawn_blocking(OpenSearchServer::start).await.expect("start OpenSearch");
+async fn every_source_lands_in_elasticsearch_9_and_s3() {
+    every_source_lands_in_the_real_sinks(Engine::Elasticsearch9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_source_lands_in_index_2_and_s3() {
+    every_source_lands_in_the_real_sinks(Engine::OpenSearch).await;
+}
+
+async fn every_source_lands_in_the_real_sinks(engine: Engine) {
+    let index = tokio::task::spawn_blocking(move || SearchServer::start(engine)).await.expect("start the index");
     let s3 = tokio::task::spawn_blocking(S3Server::start).await.expect("start S3");
     let addr = fixtures().await;
     let mut cluster = Cluster::start(TTL).await;
     let metrics = format!("127.0.0.1:{}", ingest_testkit::free_port());
     cluster.worker_env = vec![
-        ("INGEST_ELASTICSEARCH_URL".into(), opensearch.url()),
+        ("INGEST_ELASTICSEARCH_URL".into(), index.url()),
         ("INGEST_FETCH_ALLOW".into(), "127.0.0.1".into()),
         ("INGEST_METRICS_ADDR".into(), metrics.clone()),
     ];
@@ -270,13 +280,13 @@ async fn every_source_lands_in_the_real_sinks() {
     cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
     cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
 
-    wait_count(&opensearch, &cluster, "ingest-rss", 12).await;
-    wait_count(&opensearch, &cluster, "ingest-hackernews", 5).await;
-    wait_count(&opensearch, &cluster, "ingest-reddit", 5).await;
-    wait_count(&opensearch, &cluster, "ingest-weather", 3).await;
-    wait_count(&opensearch, &cluster, "ingest-http_json", 2).await;
-    wait_count(&opensearch, &cluster, "ingest-stocks", 2).await;
-    wait_count(&opensearch, &cluster, "ingest-twitter", 2).await;
+    wait_count(&index, &cluster, "ingest-rss", 12).await;
+    wait_count(&index, &cluster, "ingest-hackernews", 5).await;
+    wait_count(&index, &cluster, "ingest-reddit", 5).await;
+    wait_count(&index, &cluster, "ingest-weather", 3).await;
+    wait_count(&index, &cluster, "ingest-http_json", 2).await;
+    wait_count(&index, &cluster, "ingest-stocks", 2).await;
+    wait_count(&index, &cluster, "ingest-twitter", 2).await;
 
     let broken = wait_error(&cluster, "broken", "is not a feed").await;
     assert!(broken.contains("/broken.xml"), "{broken}");
@@ -287,7 +297,7 @@ async fn every_source_lands_in_the_real_sinks() {
 
     // Documents carry the item's own fields and the key of their raw payload in S3.
     let hit = tokio::task::block_in_place(|| {
-        opensearch.json("POST", "/ingest-rss/_search", Some(&json!({"query": {"term": {"guid": "story-3"}}})))
+        index.json("POST", "/ingest-rss/_search", Some(&json!({"query": {"term": {"guid": "story-3"}}})))
     });
     let doc = &hit["hits"]["hits"][0]["_source"];
     assert_eq!(doc["title"], "Story 3");
@@ -297,7 +307,7 @@ async fn every_source_lands_in_the_real_sinks() {
     sink.client().head_object().bucket("ingest-sources").key(&raw_key).send().await.expect("the feed is archived");
 
     // A post with its author; its photo archived in S3.
-    let hit = tokio::task::block_in_place(|| opensearch.json("GET", "/ingest-twitter/_doc/1860000000000000002", None));
+    let hit = tokio::task::block_in_place(|| index.json("GET", "/ingest-twitter/_doc/1860000000000000002", None));
     let post = &hit["_source"];
     assert_eq!(post["author"]["username"], "ferris");
     let photo_key = post["media"][0]["object_key"].as_str().expect("photo archived").to_string();

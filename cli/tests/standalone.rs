@@ -18,15 +18,18 @@ struct Standalone {
 }
 
 impl Standalone {
-    fn start(data_dir: &Path) -> Standalone {
+    /// Its log goes to `log`, as it would to a file or a container's log.
+    fn start(data_dir: &Path, log: &Path) -> Standalone {
         let grpc = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
             .arg("standalone")
             .args(["--data-dir", data_dir.to_str().expect("utf8")])
             .args(["--grpc-addr", &grpc, "--http-addr", &http])
+            .env_remove("NO_COLOR")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("spawn ingest standalone");
         Standalone { child, grpc, http }
@@ -89,7 +92,8 @@ async fn wait_for_worker(client: &mut JobServiceClient<tonic::transport::Channel
 async fn standalone_serves_persists_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut first = Standalone::start(&data);
+    let log = dir.path().join("standalone.log");
+    let mut first = Standalone::start(&data, &log);
     let mut client = first.client().await;
     let workers = wait_for_worker(&mut client).await;
     assert_eq!(workers.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), ["standalone"]);
@@ -146,7 +150,7 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
 
     // The job is still there after a restart, and the worker registers again
     // at once: its old leased registration died with the old process.
-    let mut second = Standalone::start(&data);
+    let mut second = Standalone::start(&data, &log);
     let mut client = second.client().await;
     let job = client.get_job(pb::GetJobRequest { id }).await.expect("job survives restart").into_inner();
     assert_eq!(job.job.expect("job").name, "kept across restarts");
@@ -155,6 +159,16 @@ async fn standalone_serves_persists_and_stops_on_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(5), "worker re-registration took {:?}", started.elapsed());
     let (_, status) = second.terminate();
     assert!(status.success());
+
+    // The store holds secrets: the directory it made and its file are the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "data directory mode");
+    assert_eq!(mode(&data.join("store.redb")), 0o600, "store file mode");
+    // A log that is not a terminal carries no colour codes.
+    let text = std::fs::read_to_string(&log).expect("read the log");
+    assert!(text.contains("standalone starting"), "the log file has the process's lines: {text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in a log file: {text}");
 }
 
 #[test]

@@ -3,12 +3,13 @@
 
 pub mod metrics;
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use ingest_store::keys::{DEFAULT_ROOT, Keys};
-use ingest_store::{EtcdOptions, EtcdStore, Store};
+use ingest_store::{EtcdOptions, EtcdStore, EtcdTls, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 /// Flags for reaching etcd; every flag also reads an `INGEST_*` variable.
@@ -23,6 +24,16 @@ pub struct EtcdArgs {
     /// etcd password (prefer the environment variable to the flag).
     #[arg(long, env = "INGEST_ETCD_PASSWORD", hide_env_values = true)]
     pub etcd_password: Option<Secret>,
+    /// CA certificate (PEM) that signs the etcd members' certificates; turns
+    /// on TLS (the --etcd endpoints must then be https://).
+    #[arg(long, env = "INGEST_ETCD_CA")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth.
+    #[arg(long, env = "INGEST_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, env = "INGEST_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -34,11 +45,17 @@ impl EtcdArgs {
         let options = EtcdOptions {
             endpoints: self.endpoints.clone(),
             user: self.etcd_user.clone().zip(self.etcd_password.as_ref().map(|p| p.expose().to_string())),
+            tls: self.tls()?,
             ..EtcdOptions::default()
         };
         let hint =
             || format!("cannot reach etcd at {}; is it running? (--etcd / INGEST_ETCD)", self.endpoints.join(","));
-        let store = EtcdStore::connect(options).await.with_context(hint)?;
+        let store = match EtcdStore::connect(options).await {
+            Ok(store) => store,
+            // Flags that cannot work: say so, not "cannot reach".
+            Err(StoreError::Invalid(message)) => anyhow::bail!("{message}"),
+            Err(error) => return Err(error).with_context(hint),
+        };
         let give_up = tokio::time::Instant::now() + ETCD_STARTUP_WAIT;
         loop {
             match store.current_revision().await {
@@ -50,6 +67,29 @@ impl EtcdArgs {
                 }
             }
         }
+    }
+}
+
+impl EtcdArgs {
+    /// The certificates of --etcd-ca, --etcd-cert and --etcd-key, read and
+    /// checked to be PEM; `None` without any of them.
+    fn tls(&self) -> anyhow::Result<Option<EtcdTls>> {
+        fn pem(flag: &str, path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+            let bytes = std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))?;
+            if !String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) {
+                anyhow::bail!("{flag}: {} is not a PEM {} file", path.display(), what.to_lowercase());
+            }
+            Ok(bytes)
+        }
+        if self.etcd_ca.is_none() && self.etcd_cert.is_none() {
+            return Ok(None);
+        }
+        let ca = self.etcd_ca.as_deref().map(|p| pem("--etcd-ca", p, "CERTIFICATE")).transpose()?;
+        let identity = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(cert), Some(key)) => Some((pem("--etcd-cert", cert, "CERTIFICATE")?, pem("--etcd-key", key, "")?)),
+            _ => None,
+        };
+        Ok(Some(EtcdTls { ca, identity }))
     }
 }
 
@@ -142,7 +182,10 @@ impl LogArgs {
     pub fn init(&self) -> anyhow::Result<()> {
         let filter = tracing_subscriber::EnvFilter::try_new(&self.log)
             .with_context(|| format!("bad --log filter '{}'", self.log))?;
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        // Colours only for a person at a terminal: never escape codes in a
+        // file, a pipe or a container log; NO_COLOR (no-color.org) turns them off.
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
         let result = match self.log_format {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder.json().flatten_event(true).try_init(),

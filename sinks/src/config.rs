@@ -9,20 +9,33 @@ use std::time::Duration;
 use ingest_runtime::Secret;
 
 use crate::batcher::BulkConfig;
-use crate::elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
+use crate::elasticsearch::{Auth, ElasticsearchConfig, ElasticsearchSink};
 use crate::local::{LocalDocuments, LocalObjects};
 use crate::s3::{S3Config, S3Sink};
 use crate::{DocumentSink, ObjectSink, Sinks};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct SinkArgs {
-    /// Elasticsearch or OpenSearch URL, e.g. http://127.0.0.1:9200. Without
-    /// it, documents go to JSON Lines files under --sink-dir.
-    #[arg(long, env = "INGEST_ELASTICSEARCH_URL")]
-    pub elasticsearch_url: Option<url::Url>,
+    /// Elasticsearch or OpenSearch URL, e.g. http://127.0.0.1:9200; several
+    /// nodes of one cluster comma-separated (requests go round them and skip
+    /// a node that does not answer). Without it, documents go to JSON Lines
+    /// files under --sink-dir.
+    #[arg(long, env = "INGEST_ELASTICSEARCH_URL", value_delimiter = ',')]
+    pub elasticsearch_url: Vec<url::Url>,
     /// User for basic auth to Elasticsearch.
     #[arg(long, env = "INGEST_ELASTICSEARCH_USERNAME")]
     pub elasticsearch_username: Option<String>,
+    /// Elasticsearch API key: the encoded key as Elasticsearch returns it
+    /// (base64 of id:key), or id:key.
+    #[arg(long, env = "INGEST_ELASTICSEARCH_API_KEY", hide_env_values = true)]
+    pub elasticsearch_api_key: Option<Secret>,
+    /// Read the Elasticsearch API key from this file (e.g. a Docker secret).
+    #[arg(long, env = "INGEST_ELASTICSEARCH_API_KEY_FILE", conflicts_with = "elasticsearch_api_key")]
+    pub elasticsearch_api_key_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, that sign the Elasticsearch nodes'
+    /// certificates (HTTPS with a private CA, as Elasticsearch's own setup makes).
+    #[arg(long, env = "INGEST_ELASTICSEARCH_CA")]
+    pub elasticsearch_ca: Option<PathBuf>,
     /// Password for basic auth to Elasticsearch.
     #[arg(long, env = "INGEST_ELASTICSEARCH_PASSWORD", hide_env_values = true)]
     pub elasticsearch_password: Option<Secret>,
@@ -82,17 +95,20 @@ impl SinkArgs {
     /// when --sink-dir is not given. Must run inside a Tokio runtime.
     pub fn build(&self, default_dir: &Path) -> Result<Sinks, String> {
         let dir = self.sink_dir.clone().unwrap_or_else(|| default_dir.to_path_buf());
-        let password = secret(self.elasticsearch_password.as_ref(), self.elasticsearch_password_file.as_deref())?;
-        let basic_auth = match (&self.elasticsearch_username, password) {
-            (Some(user), Some(password)) => Some((user.clone(), password)),
-            (None, None) => None,
-            _ => return Err("--elasticsearch-username and --elasticsearch-password(-file) go together".to_string()),
-        };
-        let documents: Arc<dyn DocumentSink> = match &self.elasticsearch_url {
-            Some(url) => Arc::new(
+        let documents: Arc<dyn DocumentSink> = if self.elasticsearch_url.is_empty() {
+            Arc::new(LocalDocuments::new(dir.join("documents")))
+        } else {
+            Arc::new(
                 ElasticsearchSink::connect(ElasticsearchConfig {
-                    url: url.clone(),
-                    basic_auth,
+                    urls: self.elasticsearch_url.clone(),
+                    auth: self.elasticsearch_auth()?,
+                    ca_pem: match &self.elasticsearch_ca {
+                        Some(path) => Some(
+                            std::fs::read(path)
+                                .map_err(|e| format!("--elasticsearch-ca: cannot read {}: {e}", path.display()))?,
+                        ),
+                        None => None,
+                    },
                     request_timeout: Duration::from_secs(60),
                     bulk: BulkConfig {
                         max_bytes: self.bulk_max_bytes as usize,
@@ -102,9 +118,8 @@ impl SinkArgs {
                         buffer_bytes: self.sink_buffer_bytes as usize,
                     },
                 })
-                .map_err(|e| e.to_string())?,
-            ),
-            None => Arc::new(LocalDocuments::new(dir.join("documents"))),
+                .map_err(|e| e.message)?,
+            )
         };
         let objects: Arc<dyn ObjectSink> = match &self.s3_bucket {
             Some(bucket) => {
@@ -132,6 +147,23 @@ impl SinkArgs {
             None => Arc::new(LocalObjects::new(dir.join("objects"))),
         };
         Ok(Sinks::new(documents, objects, self.sink_timeout))
+    }
+}
+
+impl SinkArgs {
+    /// Basic auth or an API key, not both.
+    fn elasticsearch_auth(&self) -> Result<Option<Auth>, String> {
+        let password = secret(self.elasticsearch_password.as_ref(), self.elasticsearch_password_file.as_deref())?;
+        let api_key = secret(self.elasticsearch_api_key.as_ref(), self.elasticsearch_api_key_file.as_deref())?;
+        match (&self.elasticsearch_username, password, api_key) {
+            (Some(user), Some(password), None) => Ok(Some(Auth::Basic { user: user.clone(), password })),
+            (None, None, Some(key)) => Ok(Some(Auth::ApiKey(key))),
+            (None, None, None) => Ok(None),
+            (_, _, Some(_)) => {
+                Err("--elasticsearch-api-key(-file) replaces --elasticsearch-username/--elasticsearch-password: give one or the other".to_string())
+            }
+            _ => Err("--elasticsearch-username and --elasticsearch-password(-file) go together".to_string()),
+        }
     }
 }
 

@@ -73,6 +73,28 @@ impl Sinks {
         format!("documents: {}; objects: {}", self.documents.describe(), self.objects.describe())
     }
 
+    /// Checks the document sink at start: logs what answers, and fails only
+    /// when it can never work (e.g. a server version too old). A sink that
+    /// does not answer (yet) or refuses the credentials is logged: jobs wait
+    /// for it and report it as their error.
+    pub async fn check_at_start(&self, timeout: Duration) -> Result<(), SinkError> {
+        match tokio::time::timeout(timeout, self.documents.check()).await {
+            Ok(Ok(what)) => {
+                tracing::info!(documents = %what, "document sink ready");
+                Ok(())
+            }
+            Ok(Err(error)) if !error.transient => Err(error),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "document sink not usable yet; jobs will retry");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(documents = %self.documents.describe(), ?timeout, "document sink did not answer at start; jobs will retry");
+                Ok(())
+            }
+        }
+    }
+
     /// The output of one job.
     pub fn output(self: &Arc<Self>, job_type: &str, job_id: &str, index: IndexSpec) -> JobOutput {
         JobOutput {

@@ -99,6 +99,12 @@ impl SinkError {
 /// Where documents go.
 #[async_trait]
 pub trait DocumentSink: Send + Sync {
+    /// Reaches the server and says what it is ("Elasticsearch 9.1.0 at …");
+    /// a permanent error when it cannot work (e.g. a version too old).
+    async fn check(&self) -> Result<String, SinkError> {
+        Ok(self.describe())
+    }
+
     /// Makes sure the index exists with the job type's mapping (idempotent).
     async fn prepare(&self, index: &IndexSpec) -> Result<(), SinkError>;
 

@@ -26,6 +26,7 @@
 //! `.await`.
 
 mod disk;
+pub use disk::create_private_dir;
 mod txn;
 mod watch;
 

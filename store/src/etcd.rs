@@ -2,18 +2,22 @@
 //!
 //! Every unary call is bounded by [`EtcdOptions::request_timeout`] (applied
 //! here with `tokio::time::timeout`, not as a channel-wide timeout, so that
-//! long-lived watch streams are not cut). Transport failures and timeouts
-//! become [`StoreError::Unavailable`]; callers retry.
-//!
-//! TLS is not wired yet: endpoints must be `http://` (TODO: `https://` with
-//! `etcd-client`'s `tls` feature and CA/client certificates in the options).
+//! long-lived watch streams are not cut). Requests go to one member at a
+//! time and move on when it gives no answer (`members`). Transport failures
+//! and timeouts become [`StoreError::Unavailable`]; callers retry. With
+//! [`EtcdOptions::tls`], endpoints are `https://` and the client may present
+//! a certificate (etcd's `--client-cert-auth`).
 
+mod members;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client as etcd;
 use tokio::sync::mpsc;
 
+use self::members::Retry;
 use crate::{
     CompareOp, CompareTarget, EventKind, KeyValue, LeaseId, RangeRequest, RangeResponse, Revision, Store, StoreError,
     Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent, WatchStream,
@@ -42,6 +46,17 @@ pub struct EtcdOptions {
     /// Capacity of each watch's channel (in batches) before the forwarding
     /// task waits for the consumer.
     pub watch_buffer: usize,
+    /// TLS to the members (`https://` endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// Certificates for TLS to etcd, PEM.
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    /// The CA that signs the members' certificates (else the system's roots).
+    pub ca: Option<Vec<u8>>,
+    /// Certificate and private key presented to etcd (`--client-cert-auth`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for EtcdOptions {
@@ -54,6 +69,7 @@ impl std::fmt::Debug for EtcdOptions {
             .field("request_timeout", &self.request_timeout)
             .field("keep_alive", &self.keep_alive)
             .field("watch_buffer", &self.watch_buffer)
+            .field("tls", &self.tls.as_ref().map(|t| (t.ca.is_some(), t.identity.is_some())))
             .finish()
     }
 }
@@ -67,6 +83,7 @@ impl Default for EtcdOptions {
             request_timeout: Duration::from_secs(5),
             keep_alive: Some((Duration::from_secs(10), Duration::from_secs(5))),
             watch_buffer: 64,
+            tls: None,
         }
     }
 }
@@ -78,47 +95,59 @@ impl EtcdOptions {
     }
 }
 
-/// A connection to etcd. Cheap to clone; clones share one HTTP/2 channel and
-/// may be used concurrently.
+/// A connection to etcd. Cheap to clone; clones share one client per member
+/// and may be used concurrently.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: etcd::Client,
-    request_timeout: Duration,
+    members: Arc<members::Members>,
     watch_buffer: usize,
 }
 
 impl EtcdStore {
-    /// Connects (lazily: the channel reconnects on its own after failures).
-    /// Fails with [`StoreError::Unavailable`] when authentication cannot be
-    /// done in time or the endpoints are malformed.
+    /// Sets up a client per member (each connects on first use and
+    /// reconnects on its own after failures). Fails with
+    /// [`StoreError::Invalid`] when the endpoints or certificates are
+    /// unusable.
     pub async fn connect(options: EtcdOptions) -> Result<Self, StoreError> {
-        let mut connect = etcd::ConnectOptions::new().with_connect_timeout(options.connect_timeout);
+        // A member cut off from the quorum answers "no leader" at once
+        // instead of serving stale reads or holding watches that see nothing.
+        let mut connect =
+            etcd::ConnectOptions::new().with_connect_timeout(options.connect_timeout).with_require_leader(true);
         if let Some((name, password)) = &options.user {
             connect = connect.with_user(name.clone(), password.clone()).with_auto_token_refresh(true);
         }
         if let Some((interval, timeout)) = options.keep_alive {
             connect = connect.with_keep_alive(interval, timeout).with_keep_alive_while_idle(false);
         }
-        // Connecting authenticates when a user is set, a network round trip.
-        let budget = options.connect_timeout + options.request_timeout;
-        let client = tokio::time::timeout(budget, etcd::Client::connect(&options.endpoints, Some(connect)))
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("connecting to {:?} timed out", options.endpoints)))?
-            .map_err(map_error)?;
-        tracing::debug!(endpoints = ?options.endpoints, "etcd client created");
-        Ok(Self { client, request_timeout: options.request_timeout, watch_buffer: options.watch_buffer.max(1) })
-    }
-
-    /// The underlying client, for operations the [`Store`] trait lacks.
-    pub fn client(&self) -> &etcd::Client {
-        &self.client
-    }
-
-    async fn timed<T>(&self, what: &str, call: impl Future<Output = Result<T, etcd::Error>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(result) => result.map_err(map_error),
-            Err(_) => Err(StoreError::Unavailable(format!("etcd {what} timed out after {:?}", self.request_timeout))),
+        let https = options.endpoints.iter().filter(|e| e.starts_with("https://")).count();
+        match &options.tls {
+            Some(tls) => {
+                if https != options.endpoints.len() {
+                    return Err(StoreError::Invalid(
+                        "with etcd TLS (--etcd-ca, --etcd-cert) every --etcd endpoint must be https://".into(),
+                    ));
+                }
+                let mut config = etcd::TlsOptions::new();
+                if let Some(ca) = &tls.ca {
+                    config = config.ca_certificate(etcd::Certificate::from_pem(ca));
+                }
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(etcd::Identity::from_pem(cert, key));
+                }
+                connect = connect.with_tls(config);
+            }
+            None if https > 0 => {
+                return Err(StoreError::Invalid(
+                    "an https:// etcd endpoint needs TLS settings: give --etcd-ca (and --etcd-cert/--etcd-key for client certificates)".into(),
+                ));
+            }
+            None => {}
         }
+        // Creating a member's client authenticates when a user is set, a round trip.
+        let budget = options.connect_timeout + options.request_timeout;
+        let members = members::Members::new(&options.endpoints, connect, budget, options.request_timeout)?;
+        tracing::debug!(endpoints = ?options.endpoints, "etcd clients set up");
+        Ok(Self { members: Arc::new(members), watch_buffer: options.watch_buffer.max(1) })
     }
 }
 
@@ -273,9 +302,18 @@ fn ttl_seconds(ttl: Duration) -> i64 {
 #[async_trait]
 impl Store for EtcdStore {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         let options = get_options(&request);
-        let response = self.timed("range", kv.get(request.range.start, Some(options))).await?;
+        let key = request.range.start;
+        let response = self
+            .members
+            .call("range", Retry::Idempotent, |client| {
+                let (key, options) = (key.clone(), options.clone());
+                async move {
+                    let mut kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                    kv.get(key, Some(options)).await
+                }
+            })
+            .await?;
         Ok(convert_get(&response))
     }
 
@@ -285,8 +323,17 @@ impl Store for EtcdStore {
             .when(txn.compares.into_iter().map(convert_compare).collect::<Vec<_>>())
             .and_then(txn.success.into_iter().map(convert_op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(convert_op).collect::<Vec<_>>());
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let response = self.timed("txn", kv.txn(request)).await.map_err(|e| with_lease(e, lease))?;
+        let response = self
+            .members
+            .call("txn", Retry::IfNotSent, |client| {
+                let request = request.clone();
+                async move {
+                    let mut kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                    kv.txn(request).await
+                }
+            })
+            .await
+            .map_err(|e| with_lease(e, lease))?;
         let responses = response
             .op_responses()
             .into_iter()
@@ -306,20 +353,21 @@ impl Store for EtcdStore {
         if start_revision > 0 {
             options = options.with_start_revision(start_revision);
         }
-        let mut client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let mut stream = self.timed("watch", client.watch(prefix, Some(options))).await?;
-        // Wait for the "created" response so that a watch from the next change
-        // (start 0) sees every write made after this call returns.
-        let created = self.timed("watch", stream.message()).await?;
-        let watch_id = match created {
-            Some(response) if response.created() => response.watch_id(),
-            Some(_) => {
-                return Err(StoreError::Other("etcd watch: first response was not `created`".into()));
-            }
-            None => {
-                return Err(StoreError::Unavailable("etcd closed the watch stream".into()));
-            }
-        };
+        let (stream, created) = self
+            .members
+            .call("watch", Retry::Idempotent, |client| {
+                let options = options.clone();
+                async move {
+                    let mut watch = client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                    let mut stream = watch.watch(prefix, Some(options)).await?;
+                    // Wait for the "created" response so that a watch from the next
+                    // change (start 0) sees every write made after this call returns.
+                    let created = stream.message().await?;
+                    Ok((stream, created))
+                }
+            })
+            .await?;
+        let watch_id = created_id(created)?;
         let (tx, rx) = mpsc::channel(self.watch_buffer);
         let prefix = prefix.to_string();
         tokio::spawn(forward_watch(stream, watch_id, tx, prefix, start_revision));
@@ -327,8 +375,13 @@ impl Store for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        let mut lease = self.client.lease_client();
-        let response = self.timed("lease grant", lease.grant(ttl_seconds(ttl), None)).await?;
+        let response = self
+            .members
+            // Granting twice only leaves an unused lease to expire.
+            .call("lease grant", Retry::Idempotent, |client| async move {
+                client.lease_client().grant(ttl_seconds(ttl), None).await
+            })
+            .await?;
         if !response.error().is_empty() {
             return Err(StoreError::Other(format!("etcd lease grant: {}", response.error())));
         }
@@ -336,16 +389,18 @@ impl Store for EtcdStore {
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<Duration, StoreError> {
-        let mut lease = self.client.lease_client();
-        let round_trips = async move {
-            // `keep_alive` sends one keepalive and reads its answer (failing
-            // when the TTL is 0, i.e. the lease is gone) but hides the TTL;
-            // one more round trip on the same stream reports it.
-            let (mut keeper, mut responses) = lease.keep_alive(id).await?;
-            keeper.keep_alive().await?;
-            responses.message().await
-        };
-        let response = self.timed("lease keepalive", round_trips).await.map_err(|e| with_lease(e, id))?;
+        let response = self
+            .members
+            .call("lease keepalive", Retry::Idempotent, |client| async move {
+                // `keep_alive` sends one keepalive and reads its answer (failing
+                // when the TTL is 0, i.e. the lease is gone) but hides the TTL;
+                // one more round trip on the same stream reports it.
+                let (mut keeper, mut responses) = client.lease_client().keep_alive(id).await?;
+                keeper.keep_alive().await?;
+                responses.message().await
+            })
+            .await
+            .map_err(|e| with_lease(e, id))?;
         match response {
             Some(response) if response.ttl() > 0 => Ok(Duration::from_secs(response.ttl().unsigned_abs())),
             Some(_) => Err(StoreError::LeaseNotFound(id)),
@@ -354,21 +409,34 @@ impl Store for EtcdStore {
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.client.lease_client();
-        self.timed("lease revoke", lease.revoke(id)).await.map_err(|e| with_lease(e, id))?;
+        self.members
+            .call("lease revoke", Retry::Idempotent, |client| async move { client.lease_client().revoke(id).await })
+            .await
+            .map_err(|e| with_lease(e, id))?;
         Ok(())
     }
 
     async fn lease_time_to_live(&self, id: LeaseId) -> Result<Option<Duration>, StoreError> {
-        let mut lease = self.client.lease_client();
-        let response = self.timed("lease ttl", lease.time_to_live(id, None)).await.map_err(|e| with_lease(e, id))?;
+        let response =
+            self.members
+                .call("lease ttl", Retry::Idempotent, |client| async move {
+                    client.lease_client().time_to_live(id, None).await
+                })
+                .await
+                .map_err(|e| with_lease(e, id))?;
         // etcd answers TTL -1 for an expired or unknown lease.
         Ok((response.ttl() >= 0).then(|| Duration::from_secs(response.ttl().unsigned_abs())))
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
-        match self.timed("compact", kv.compact(revision, None)).await {
+        let compacted = self
+            .members
+            .call("compact", Retry::IfNotSent, |client| async move {
+                let mut kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+                kv.compact(revision, None).await
+            })
+            .await;
+        match compacted {
             Ok(_) => Ok(()),
             Err(StoreError::Compacted { .. }) => {
                 Err(StoreError::Compacted { requested: revision, compact_revision: revision })
@@ -379,6 +447,15 @@ impl Store for EtcdStore {
             }
             Err(other) => Err(other),
         }
+    }
+}
+
+/// The watch id from the first answer of a new watch, which must say `created`.
+fn created_id(created: Option<etcd::WatchResponse>) -> Result<i64, StoreError> {
+    match created {
+        Some(response) if response.created() => Ok(response.watch_id()),
+        Some(_) => Err(StoreError::Other("etcd watch: first response was not `created`".into())),
+        None => Err(StoreError::Unavailable("etcd closed the watch stream".into())),
     }
 }
 

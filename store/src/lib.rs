@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore};
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, create_private_dir};
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 
 /// A store revision. Every write transaction increments the global revision by
 /// one; revision 0 means "does not exist" in compares.

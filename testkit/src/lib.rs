@@ -9,7 +9,7 @@ pub mod oauth1;
 pub mod ownership;
 pub mod services;
 
-pub use services::{OpenSearchServer, S3Server};
+pub use services::{ELASTIC_PASSWORD, Engine, S3Server, SearchServer};
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};

@@ -1,5 +1,6 @@
-//! OpenSearch and an S3 server as real processes on 127.0.0.1, started by
-//! the project's own scripts (scripts/opensearch.sh, scripts/s3.sh) with a
+//! OpenSearch, Elasticsearch and an S3 server as real processes on 127.0.0.1,
+//! started by the project's own scripts (scripts/opensearch.sh,
+//! scripts/elasticsearch.sh, scripts/s3.sh) with a
 //! private run directory and a free port each, and stopped on drop. The
 //! scripts install the servers into $INGEST_CACHE on first use.
 
@@ -40,37 +41,126 @@ fn run_script(name: &str, command: &str, envs: &[(&str, String)]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// A single-node OpenSearch (scripts/opensearch.sh), stopped on drop.
-pub struct OpenSearchServer {
-    dir: tempfile::TempDir,
-    port: u16,
+/// Which search server a [`SearchServer`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// OpenSearch 2.19 (scripts/opensearch.sh).
+    OpenSearch,
+    /// Elasticsearch 9.1 (scripts/elasticsearch.sh).
+    Elasticsearch9,
+    /// Elasticsearch 8.19 (scripts/elasticsearch.sh).
+    Elasticsearch8,
 }
 
-impl OpenSearchServer {
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::OpenSearch => "OpenSearch 2.19.6",
+            Engine::Elasticsearch9 => "Elasticsearch 9.1.0",
+            Engine::Elasticsearch8 => "Elasticsearch 8.19.0",
+        }
+    }
+
+    fn script(self) -> &'static str {
+        match self {
+            Engine::OpenSearch => "opensearch.sh",
+            _ => "elasticsearch.sh",
+        }
+    }
+
+    fn dir_prefix(self) -> &'static str {
+        match self {
+            Engine::OpenSearch => "ingest-opensearch-",
+            _ => "ingest-elasticsearch-",
+        }
+    }
+}
+
+/// A single-node OpenSearch or Elasticsearch with its own run directory and
+/// port, stopped on drop. Secure nodes (Elasticsearch only) serve HTTPS with
+/// a test CA and require the `elastic` user's password or an API key.
+pub struct SearchServer {
+    engine: Engine,
+    dir: tempfile::TempDir,
+    port: u16,
+    secure: bool,
+}
+
+/// The `elastic` user's password on secure test nodes.
+pub const ELASTIC_PASSWORD: &str = "ingest-test-password";
+
+impl SearchServer {
     /// Starts a node with its own data and port; waits for yellow.
-    pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("ingest-opensearch-").tempdir().expect("create a run directory");
-        let server = Self { port: free_port(), dir };
+    pub fn start(engine: Engine) -> Self {
+        Self::launch(engine, false)
+    }
+
+    /// An Elasticsearch node with security on: HTTPS (see [`Self::ca_path`]),
+    /// basic auth as `elastic` / [`ELASTIC_PASSWORD`], API keys.
+    pub fn start_secure(engine: Engine) -> Self {
+        assert!(engine != Engine::OpenSearch, "secure test nodes are Elasticsearch nodes");
+        Self::launch(engine, true)
+    }
+
+    fn launch(engine: Engine, secure: bool) -> Self {
+        let dir = tempfile::Builder::new().prefix(engine.dir_prefix()).tempdir().expect("create a run directory");
+        let server = Self { engine, port: free_port(), dir, secure };
         server.run("start", false);
         server
     }
 
     fn envs(&self, keep_data: bool) -> Vec<(&'static str, String)> {
-        vec![
-            ("OPENSEARCH_RUN_DIR", self.dir.path().display().to_string()),
-            ("OPENSEARCH_PORT", self.port.to_string()),
-            ("OPENSEARCH_HEAP", std::env::var("INGEST_TEST_OPENSEARCH_HEAP").unwrap_or_else(|_| "512m".into())),
-            ("OPENSEARCH_KEEP_DATA", if keep_data { "1" } else { "0" }.to_string()),
-        ]
+        let heap = std::env::var("INGEST_TEST_SEARCH_HEAP").unwrap_or_else(|_| "512m".into());
+        let keep = if keep_data { "1" } else { "0" }.to_string();
+        let dir = self.dir.path().display().to_string();
+        match self.engine {
+            Engine::OpenSearch => vec![
+                ("OPENSEARCH_RUN_DIR", dir),
+                ("OPENSEARCH_PORT", self.port.to_string()),
+                ("OPENSEARCH_HEAP", heap),
+                ("OPENSEARCH_KEEP_DATA", keep),
+            ],
+            Engine::Elasticsearch9 | Engine::Elasticsearch8 => vec![
+                ("ES_VERSION", if self.engine == Engine::Elasticsearch9 { "9.1.0" } else { "8.19.0" }.to_string()),
+                ("ES_RUN_DIR", dir),
+                ("ES_PORT", self.port.to_string()),
+                ("ES_HEAP", heap),
+                ("ES_KEEP_DATA", keep),
+                ("ES_SECURITY", if self.secure { "1" } else { "0" }.to_string()),
+                ("ES_PASSWORD", ELASTIC_PASSWORD.to_string()),
+            ],
+        }
     }
 
     fn run(&self, command: &str, keep_data: bool) {
-        run_script("opensearch.sh", command, &self.envs(keep_data));
+        run_script(self.engine.script(), command, &self.envs(keep_data));
     }
 
-    /// e.g. `http://127.0.0.1:40123`.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// e.g. `http://127.0.0.1:40123` (`https://` on a secure node).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.secure { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) of a secure node's HTTPS certificate.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        self.secure.then(|| self.dir.path().join("certs/ca.crt"))
+    }
+
+    /// Environment for an `ingest` process to write to this node (as
+    /// `elastic` with the CA on a secure node).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("INGEST_ELASTICSEARCH_URL".to_string(), self.url())];
+        if let Some(ca) = self.ca_path() {
+            env.push(("INGEST_ELASTICSEARCH_USERNAME".into(), "elastic".into()));
+            env.push(("INGEST_ELASTICSEARCH_PASSWORD".into(), ELASTIC_PASSWORD.into()));
+            env.push(("INGEST_ELASTICSEARCH_CA".into(), ca.display().to_string()));
+        }
+        env
     }
 
     /// Stops the node (SIGTERM, waits); data and port are kept.
@@ -85,26 +175,54 @@ impl OpenSearchServer {
 
     /// Number of documents in `index` after a refresh.
     pub fn count(&self, index: &str) -> u64 {
-        let (status, body) = http(&self.url(), "POST", &format!("/{index}/_refresh"), None);
+        let (status, body) = self.request("POST", &format!("/{index}/_refresh"), None);
         assert!(status == 200, "refresh {index}: {status} {body}");
-        let (status, body) = http(&self.url(), "GET", &format!("/{index}/_count"), None);
+        let (status, body) = self.request("GET", &format!("/{index}/_count"), None);
         assert!(status == 200, "count {index}: {status} {body}");
         let value: serde_json::Value = serde_json::from_str(&body).expect("a JSON _count answer");
         value["count"].as_u64().expect("a count")
     }
 
-    /// A JSON request to the node; panics unless it answers 2xx.
+    /// A JSON request to the node (as `elastic` on a secure node); panics
+    /// unless it answers 2xx.
     pub fn json(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> serde_json::Value {
         let text = body.map(|b| b.to_string());
-        let (status, answer) = http(&self.url(), method, path, text.as_deref());
+        let (status, answer) = self.request(method, path, text.as_deref());
         assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
         serde_json::from_str(&answer).unwrap_or(serde_json::Value::Null)
     }
+
+    /// (status, body) of a request; status 0 when the node does not answer.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        match self.ca_path() {
+            None => http(&self.url(), method, path, body),
+            Some(ca) => curl(&format!("{}{path}", self.url()), method, body, &ca),
+        }
+    }
 }
 
-impl Drop for OpenSearchServer {
+impl Drop for SearchServer {
     fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script("opensearch.sh")).arg("stop").envs(self.envs(true)).output();
+        let _ = Command::new("bash").arg(script(self.engine.script())).arg("stop").envs(self.envs(true)).output();
+    }
+}
+
+/// An HTTPS request as `elastic` through curl, trusting `ca`.
+fn curl(url: &str, method: &str, body: Option<&str>, ca: &std::path::Path) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "-m", "30", "-X", method, "--cacert"])
+        .arg(ca)
+        .args(["-u", &format!("elastic:{ELASTIC_PASSWORD}"), "-H", "Content-Type: application/json"])
+        .args(["-w", "\n%{http_code}"]);
+    if let Some(body) = body {
+        command.args(["--data-binary", body]);
+    }
+    let Ok(output) = command.arg(url).output() else { return (0, "cannot run curl".into()) };
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    match text.rsplit_once('\n') {
+        Some((body, code)) => (code.trim().parse().unwrap_or(0), body.to_string()),
+        None => (text.trim().parse().unwrap_or(0), String::new()),
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!(worker = %config.name, sinks = %services.sinks.describe(), "sinks");
+    services.sinks.check_at_start(Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
     let types = Arc::new(scheduler::type_table(catalogue::catalogue()));
     let specs = types.values().map(|(spec, _)| spec.clone()).collect();
     let membership = Arc::new(Membership::new(store.clone(), keys.clone(), config.clone(), specs));

@@ -39,7 +39,7 @@ impl Disk {
     /// Opens (or creates) `<dir>/store.redb`. Retries briefly when the file
     /// is still held by a store of this process that is being dropped.
     pub(super) fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
+        create_private_dir(dir)
             .map_err(|e| StoreError::Other(format!("create data directory {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -52,6 +52,9 @@ impl Disk {
                 Err(e) => return Err(disk_error(e)),
             }
         };
+        // The file holds job secrets: readable by its owner only.
+        restrict_to_owner(&path, 0o600)
+            .map_err(|e| StoreError::Other(format!("make {} private: {e}", path.display())))?;
         // Create the tables so that reads never meet a missing table.
         let txn = db.begin_write().map_err(disk_error)?;
         txn.open_table(KVS).map_err(disk_error)?;
@@ -140,4 +143,25 @@ fn decode(key: &str, bytes: &[u8]) -> Result<KeyValue, StoreError> {
         version: field(2),
         lease: field(3),
     })
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only; a
+/// directory that already exists keeps its mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path, _mode: u32) -> std::io::Result<()> {
+    Ok(())
 }
