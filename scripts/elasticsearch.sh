@@ -2,12 +2,14 @@
 # A single-node Elasticsearch on 127.0.0.1 for the tests, from Maven Central's
 # integ-test distribution (org.elasticsearch.distribution.integ-test-zip:elasticsearch,
 # fetched with `mvn`): no bundled JDK, and only the transport-netty4, x-pack-core,
-# x-pack-security and apm modules (no ml, no ingest-common/geoip, no painless).
+# x-pack-security and apm modules (no analysis-common, ingest-common, painless, ml...),
+# plus a small ingest-test-analysis module built here for the .security index (see
+# install_shim). In this distribution `GET /` answers 405: use /_cluster/health.
 #
 #   scripts/elasticsearch.sh install   # fetch + unpack once into $INGEST_CACHE/elasticsearch-<version>
 #   scripts/elasticsearch.sh start     # install if needed, start, wait for yellow, print the URL
 #   scripts/elasticsearch.sh status    # print the URL and _cluster/health (exit 3 if not running)
-#   scripts/elasticsearch.sh stop      # stop it by pid and wait for the JVMs to end
+#   scripts/elasticsearch.sh stop      # stop it by pid and wait for its JVMs to end
 #   scripts/elasticsearch.sh url       # print the URL of the running node
 #
 # Settings (environment):
@@ -22,20 +24,24 @@
 #   ES_START_TIMEOUT    seconds to wait for yellow (default 180)
 #   ES_JAVA_HOME        a Java home (9.x needs Java 21+, 8.18+ Java 17+, 8.0..8.17 Java
 #                       17..23); default: the newest suitable one under /usr/lib/jvm or
-#                       the `java` on PATH (here: Temurin 25 for 9.1.0 and 8.19.0).
-#                       ES_SECURITY=1 also needs a JDK's javac (see install_shim)
+#                       the `java` on PATH (here: Temurin 25 for 9.1.0 and 8.19.0)
+#   ES_JAVA_OPTS        extra JVM options for the node, read by Elasticsearch itself
+#                       (the node runs C1-only for a fast start: -XX:TieredStopAtLevel=4
+#                       here brings C2 back)
 #   ES_SECURITY=1       x-pack security on: HTTPS with a certificate for 127.0.0.1 and
-#                       localhost from a test CA made with openssl ($ES_RUN_DIR/certs:
-#                       ca.crt, ca.key, node.crt, node.key, kept across starts), the
-#                       `elastic` superuser with password $ES_PASSWORD, API keys on.
-#                       Default 0: security off, plain http, no credentials.
-#   ES_PASSWORD         the elastic user's password (default ingest-test-password); set
-#                       as bootstrap.password in the node's keystore (with
-#                       bin/elasticsearch-keystore; the keystore is kept in certs/ for
-#                       the next starts with the same version and password)
+#                       localhost from a test CA made with openssl, the `elastic`
+#                       superuser with password $ES_PASSWORD, API keys on. Default 0:
+#                       security off, plain http, no credentials.
+#   ES_PASSWORD         the elastic user's password (default ingest-test-password), set
+#                       as bootstrap.password in the node's keystore
 #
+# Files in $ES_RUN_DIR: env (below), elasticsearch.pid (the launcher JVM, leader of a
+# process group that holds the server JVM), config/ (regenerated at every start), data/,
+# logs/ (stdout.log, ingest-test.log, gc.log), tmp/ and, with ES_SECURITY=1, certs/
+# (ca.crt, ca.key, node.crt, node.key in PEM, and the keystore, kept across starts).
 # After `start`, $ES_RUN_DIR/env holds ES_URL=http(s)://127.0.0.1:<port> and, with
 # ES_SECURITY=1, ES_USERNAME=elastic, ES_PASSWORD=... and ES_CA=<path of ca.crt>.
+# As root, the node runs in a user namespace where it is nobody (ES refuses root).
 set -euo pipefail
 
 INGEST_CACHE="${INGEST_CACHE:-$HOME/.cache/ingest}"
@@ -95,7 +101,7 @@ running_pid() {
   [ -f "$PID_FILE" ] || return 1
   local pid
   pid="$(cat "$PID_FILE" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then return 1; fi
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$LAUNCHER_CLASS" || return 1
   echo "$pid"
 }
@@ -134,8 +140,9 @@ java_home() {
     jh="$ES_JAVA_HOME"
     [ -x "$jh/bin/java" ] || die "no $jh/bin/java: set ES_JAVA_HOME to a Java $(java_range) home"
     major="$(java_major "$jh")"
-    [ "$major" -ge "$MIN_JAVA" ] && [ "$major" -le "$MAX_JAVA" ] \
-      || die "Elasticsearch $ES_VERSION needs Java $(java_range); ES_JAVA_HOME=$jh is Java $major"
+    if [ "$major" -lt "$MIN_JAVA" ] || [ "$major" -gt "$MAX_JAVA" ]; then
+      die "Elasticsearch $ES_VERSION needs Java $(java_range); ES_JAVA_HOME=$jh is Java $major"
+    fi
     echo "$jh"
     return
   fi
@@ -209,7 +216,7 @@ find_jdk() {
   jh="$(java_home)"
   if [ -x "$jh/bin/javac" ] && [ -x "$jh/bin/jar" ]; then echo "$jh"; return 0; fi
   for cand in /usr/lib/jvm/*; do
-    [ -x "$cand/bin/javac" ] && [ -x "$cand/bin/jar" ] || continue
+    if [ ! -x "$cand/bin/javac" ] || [ ! -x "$cand/bin/jar" ]; then continue; fi
     if [ "$(java_major "$cand")" -ge "$MIN_JAVA" ]; then echo "$cand"; return 0; fi
   done
   return 1
@@ -219,7 +226,7 @@ install_shim() {
   local dir="$ES_INSTALL/modules/$SHIM" jdk work
   [ -f "$dir/.ingest-module" ] && return 0
   if ! jdk="$(find_jdk)"; then
-    [ "$SECURITY" = 1 ] && die "ES_SECURITY=1 needs the $SHIM module, built with javac, and there is no JDK $MIN_JAVA+ with javac: set ES_JAVA_HOME to a JDK"
+    if [ "$SECURITY" = 1 ]; then die "ES_SECURITY=1 needs the $SHIM module, built with javac, and there is no JDK $MIN_JAVA+ with javac: set ES_JAVA_HOME to a JDK"; fi
     log "warning: no JDK $MIN_JAVA+ with javac: module $SHIM not built (only ES_SECURITY=1 needs it)"
     return 0
   fi
@@ -374,7 +381,7 @@ make_certs() {
   mkdir -p "$d.tmp"
   (
     set -e
-    cd "$d.tmp"
+    cd "$d.tmp" || exit 1
     umask 077
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
       -keyout ca.key -out ca.crt -subj "/CN=ingest-test CA" \
@@ -386,7 +393,7 @@ make_certs() {
       -extfile node.ext -out node.crt
     rm -f node.csr node.ext ca.srl
     chmod 644 ca.crt node.crt
-  ) >"$RUN_DIR/openssl.log" 2>&1 || { cat "$RUN_DIR/openssl.log" >&2; rm -rf "$d.tmp"; die "openssl could not make the certificates"; }
+  ) >"$RUN_DIR/logs/openssl.log" 2>&1 || { cat "$RUN_DIR/logs/openssl.log" >&2; rm -rf "$d.tmp"; die "openssl could not make the certificates"; }
   mv "$d.tmp" "$d"
 }
 
@@ -459,13 +466,25 @@ EOF
   fi
 }
 
-cmd_start() {
+# One start or stop at a time per run dir (two test processes starting the same node);
+# in a subshell, and the server does not inherit the lock's fd.
+with_run_lock() {
+  mkdir -p "$RUN_DIR"
+  (
+    flock 8
+    "$@"
+  ) 8>"$RUN_DIR/.lock"
+}
+
+cmd_start() { with_run_lock start_locked; }
+
+start_locked() {
   local pid url
   if pid="$(running_pid)"; then
     url="$(current_url)"
     case "$SECURITY:$url" in
       1:https:* | 0:http:*) ;;
-      *) die "already running (pid $pid) at $url, with security $([ "$SECURITY" = 1 ] && echo off || echo on) (ES_SECURITY=$SECURITY asks otherwise): stop it first, or use another ES_RUN_DIR" ;;
+      *) die "already running (pid $pid) at $url, not as ES_SECURITY=$SECURITY asks: stop it first, or use another ES_RUN_DIR" ;;
     esac
     log "already running (pid $pid) at $url"
     echo "$url"
@@ -484,7 +503,7 @@ cmd_start() {
   if [ "${ES_KEEP_DATA:-0}" != 1 ]; then rm -rf "$RUN_DIR/data"; fi
   rm -rf "$RUN_DIR/logs" "$RUN_DIR/tmp"
   write_config "$port" "$jh"
-  [ "$SECURITY" = 1 ] && scheme=https
+  if [ "$SECURITY" = 1 ]; then scheme=https; fi
   url="$scheme://127.0.0.1:$port"
   (
     umask 077
@@ -512,8 +531,9 @@ cmd_start() {
 
   local t0=$SECONDS t0_ms
   t0_ms="$(now_ms)"
-  log "starting Elasticsearch $ES_VERSION on $url (security $([ "$SECURITY" = 1 ] && echo on || echo off), heap $HEAP, Java $(java_major "$jh") from $jh, run dir $RUN_DIR)"
+  log "starting Elasticsearch $ES_VERSION on $url (ES_SECURITY=$SECURITY, heap $HEAP, Java $(java_major "$jh") from $jh, run dir $RUN_DIR)"
   (
+    exec 8>&-
     unset JAVA_HOME JAVA_TOOL_OPTIONS _JAVA_OPTIONS JAVA_OPTS
     export ES_JAVA_HOME="$jh" ES_PATH_CONF="$RUN_DIR/config" ES_TMPDIR="$RUN_DIR/tmp"
     # setsid, unshare and bin/elasticsearch all exec, so $! is the launcher JVM's pid
@@ -532,17 +552,18 @@ cmd_start() {
       die "Elasticsearch exited during startup; logs in $RUN_DIR/logs"
     fi
     if [ "$code" = 401 ] && [ $((SECONDS - t0)) -ge 30 ]; then
-      cmd_stop || true
+      stop_locked || true
       die "the node answers 401 to elastic:\$ES_PASSWORD; logs in $RUN_DIR/logs"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       tail -n 40 "$RUN_DIR/logs/stdout.log" >&2 || true
-      cmd_stop || true
+      stop_locked || true
       die "Elasticsearch not yellow after ${START_TIMEOUT}s (ES_START_TIMEOUT; last HTTP status ${code:-none}); logs in $RUN_DIR/logs"
     fi
     sleep 0.25
   done
-  local ms=$(($(now_ms) - t0_ms))
+  local ms
+  ms=$(($(now_ms) - t0_ms))
   log "yellow after $((ms / 1000)).$((ms % 1000 / 100)) s (pid $pid)"
   echo "$url"
 }
@@ -562,6 +583,11 @@ stop_group() {
 }
 
 cmd_stop() {
+  if [ ! -d "$RUN_DIR" ]; then log "not running"; return 0; fi
+  with_run_lock stop_locked
+}
+
+stop_locked() {
   local pid
   if ! pid="$(running_pid)"; then
     rm -f "$PID_FILE"

@@ -132,7 +132,7 @@ async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
     // deadline and stops its jobs; nobody can claim anything meanwhile.
     let outage =
         Duration::from_secs(std::env::var("INGEST_TEST_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30));
-    tokio::task::block_in_place(|| cluster.etcd.stop());
+    tokio::task::block_in_place(|| cluster.etcd.one().stop());
     let stopped_at = mono_now_ns();
     tokio::time::sleep(outage).await;
     let history = cluster.history(&["w1", "w2", "w3"]);
@@ -141,7 +141,7 @@ async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
         jobs.iter().filter(|j| history.owners_at(during).contains_key(*j)).cloned().collect();
     assert!(still_running.is_empty(), "jobs still running past the lease deadline: {still_running:?}");
 
-    tokio::task::block_in_place(|| cluster.etcd.start_again());
+    tokio::task::block_in_place(|| cluster.etcd.one().start_again());
     let healthy_at = mono_now_ns();
     // Every job running again within 3 s of etcd being healthy.
     tokio::time::sleep(Duration::from_secs(4)).await;

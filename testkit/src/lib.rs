@@ -52,8 +52,15 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// a temporary directory. Killed (and its data removed) on drop.
 pub struct EtcdServer {
     bin: PathBuf,
+    name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP /health and /metrics, whatever the client URLs serve.
+    metrics_port: u16,
+    /// `--initial-cluster`; this member alone unless part of an [`EtcdCluster`].
+    initial_cluster: String,
+    /// Client URLs over TLS with client-certificate auth (certs under `certs/`).
+    tls: bool,
     // Held for its Drop: removes the data directory and the log.
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -70,16 +77,8 @@ impl EtcdServer {
         // Free ports can be taken by a concurrent test between `free_port`
         // and etcd's bind: retry with fresh ports.
         for _attempt in 0..3 {
-            let mut server = EtcdServer {
-                bin: bin.clone(),
-                client_port: free_port(),
-                peer_port: free_port(),
-                dir: data_parent()
-                    .map(|parent| tempfile::Builder::new().prefix("ingest-etcd-").tempdir_in(parent))
-                    .unwrap_or_else(|| tempfile::Builder::new().prefix("ingest-etcd-").tempdir())
-                    .expect("create a temporary directory for etcd"),
-                child: None,
-            };
+            let mut server = EtcdServer::new(&bin, "ingest-test", false);
+            server.initial_cluster = format!("{}=http://127.0.0.1:{}", server.name, server.peer_port);
             match server.spawn_and_wait() {
                 Ok(()) => return server,
                 Err(error) => last_error = error,
@@ -88,9 +87,51 @@ impl EtcdServer {
         panic!("etcd did not start: {last_error}");
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
+    /// A single member serving its clients over TLS and requiring a client
+    /// certificate (`--client-cert-auth`); see [`Self::tls_files`].
+    pub fn start_tls() -> EtcdServer {
+        let bin = etcd_bin();
+        let mut last_error = String::new();
+        // As in `start`: fresh ports when a concurrent test took one.
+        for _attempt in 0..3 {
+            let mut server = EtcdServer::new(&bin, "ingest-tls", true);
+            server.initial_cluster = format!("{}=http://127.0.0.1:{}", server.name, server.peer_port);
+            make_test_certificates(&server.dir.path().join("certs"));
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("etcd with TLS did not start: {last_error}");
+    }
+
+    fn new(bin: &Path, name: &str, tls: bool) -> EtcdServer {
+        EtcdServer {
+            bin: bin.to_path_buf(),
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            metrics_port: free_port(),
+            initial_cluster: String::new(),
+            tls,
+            dir: data_parent()
+                .map(|parent| tempfile::Builder::new().prefix("ingest-etcd-").tempdir_in(parent))
+                .unwrap_or_else(|| tempfile::Builder::new().prefix("ingest-etcd-").tempdir())
+                .expect("create a temporary directory for etcd"),
+            child: None,
+        }
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:40123` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// With TLS: the CA, and a client certificate and key it signed (PEM files).
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        let certs = self.dir.path().join("certs");
+        self.tls.then(|| (certs.join("ca.crt"), certs.join("client.crt"), certs.join("client.key")))
     }
 
     pub fn client_port(&self) -> u16 {
@@ -137,6 +178,10 @@ impl EtcdServer {
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         let child = self.spawn()?;
         self.child = Some(child);
+        self.wait_healthy()
+    }
+
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(child) = &mut self.child
@@ -145,7 +190,7 @@ impl EtcdServer {
                 self.child = None;
                 return Err(format!("etcd exited with {status} while starting\n{}", self.log_tail()));
             }
-            if health_ok(self.client_port) {
+            if health_ok(self.metrics_port) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -166,14 +211,29 @@ impl EtcdServer {
         let log_err = log.try_clone().map_err(|e| format!("clone log handle: {e}"))?;
         let client_url = self.endpoint();
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        Command::new(&self.bin)
-            .arg("--name=ingest-test")
+        let mut command = Command::new(&self.bin);
+        if self.tls {
+            let certs = self.dir.path().join("certs");
+            command
+                .arg(format!("--cert-file={}", certs.join("server.crt").display()))
+                .arg(format!("--key-file={}", certs.join("server.key").display()))
+                .arg(format!("--trusted-ca-file={}", certs.join("ca.crt").display()))
+                .arg("--client-cert-auth");
+        }
+        command
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=ingest-test={peer_url}"))
+            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{}", self.metrics_port))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            // One token per cluster (its member list), so members of different tests never mix.
+            .arg(format!(
+                "--initial-cluster-token=ingest-{:x}",
+                self.initial_cluster.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+            ))
             .arg("--initial-cluster-state=new")
             // Faster leader election on (re)start of the single member.
             // etcd 3.4 has no --unsafe-no-fsync; the data directory is put on
@@ -205,6 +265,120 @@ impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Several etcd members forming one cluster on loopback, each a process
+/// that can be killed (-9) and restarted; stopped on drop.
+pub struct EtcdCluster {
+    pub members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until each answers `/health` (which
+    /// needs an elected leader).
+    pub fn start(size: usize) -> EtcdCluster {
+        let bin = etcd_bin();
+        let mut members: Vec<EtcdServer> = (0..size).map(|i| EtcdServer::new(&bin, &format!("m{i}"), false)).collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in &mut members {
+            member.initial_cluster = initial.clone();
+            let child = member.spawn().unwrap_or_else(|e| panic!("etcd member did not start: {e}"));
+            member.child = Some(child);
+        }
+        for member in &mut members {
+            member.wait_healthy().unwrap_or_else(|e| panic!("etcd member {} not healthy: {e}", member.name));
+        }
+        EtcdCluster { members }
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdServer::endpoint).collect()
+    }
+
+    /// The index of the current leader, as the members report it.
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            let status = post_json(m.client_port, "/v3/maintenance/status", "{}");
+            let member = status.as_ref().and_then(|s| s["header"]["member_id"].as_str().map(str::to_string));
+            let leader = status.as_ref().and_then(|s| s["leader"].as_str().map(str::to_string));
+            member.is_some() && member == leader
+        })
+    }
+
+    /// Kills member `index` with SIGKILL (data kept).
+    pub fn kill(&mut self, index: usize) {
+        self.members[index].stop();
+    }
+
+    /// Starts member `index` again with its data; it rejoins the cluster.
+    /// Does not wait for health (which needs a quorum).
+    pub fn restart(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        member.stop();
+        let child = member.spawn().unwrap_or_else(|e| panic!("etcd member did not restart: {e}"));
+        member.child = Some(child);
+    }
+
+    /// Whether member `index` answers `/health` (alive with a leader).
+    pub fn healthy(&self, index: usize) -> bool {
+        health_ok(self.members[index].metrics_port)
+    }
+}
+
+/// A JSON POST to etcd's gRPC gateway; `None` when it does not answer.
+fn post_json(port: u16, path: &str, body: &str) -> Option<serde_json::Value> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and localhost (server and
+/// client use, as etcd's gateway needs), and a client certificate, made with
+/// openssl into `dir`: ca.crt, server.crt/key, client.crt/key.
+pub fn make_test_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("create the certificate directory");
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=ingest-test-ca"]);
+    run(&ca);
+    let leaf = |name: &str, extensions: &str| {
+        std::fs::write(dir.join(format!("{name}.ext")), extensions).expect("write extensions");
+        let (key, csr, crt, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=ingest"]);
+        run(&req);
+        run(&["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "30"]
+            .into_iter()
+            .chain(["-out", crt.as_str(), "-extfile", ext.as_str()])
+            .collect::<Vec<_>>());
+    };
+    let usage = "keyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n";
+    leaf(
+        "server",
+        &format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n{usage}"),
+    );
+    leaf("client", &format!("extendedKeyUsage=clientAuth\n{usage}"));
 }
 
 /// The etcd binary: `INGEST_ETCD_BIN` or [`DEFAULT_ETCD_BIN`]; panics with
@@ -285,13 +459,13 @@ mod tests {
     #[test]
     fn etcd_starts_stops_and_restarts() {
         let mut etcd = EtcdServer::start();
-        assert!(health_ok(etcd.client_port()));
+        assert!(health_ok(etcd.metrics_port));
         etcd.stop();
         assert!(!etcd.is_running());
-        assert!(wait_until(Duration::from_secs(5), || !health_ok(etcd.client_port())));
+        assert!(wait_until(Duration::from_secs(5), || !health_ok(etcd.metrics_port)));
         etcd.start_again();
         assert!(etcd.is_running());
-        assert!(health_ok(etcd.client_port()));
+        assert!(health_ok(etcd.metrics_port));
         assert!(etcd.data_dir().join("member").is_dir());
     }
 }

@@ -14,14 +14,45 @@ use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_model::OwnerRecord;
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{EtcdOptions, EtcdStore, Store, scan_prefix};
-use ingest_testkit::EtcdServer;
 use ingest_testkit::ownership::{History, mono_now_ns, parse_files};
+use ingest_testkit::{EtcdCluster, EtcdServer};
 use tokio_util::sync::CancellationToken;
 
 pub const ROOT: &str = "/cluster-test/";
 
+/// The etcd a test cluster runs on: one member, or several.
+pub enum Etcd {
+    One(EtcdServer),
+    Members(EtcdCluster),
+}
+
+impl Etcd {
+    pub fn endpoints(&self) -> Vec<String> {
+        match self {
+            Etcd::One(server) => vec![server.endpoint()],
+            Etcd::Members(cluster) => cluster.endpoints(),
+        }
+    }
+
+    /// The single member (panics on a multi-member etcd).
+    pub fn one(&mut self) -> &mut EtcdServer {
+        match self {
+            Etcd::One(server) => server,
+            Etcd::Members(_) => panic!("this cluster runs on several etcd members"),
+        }
+    }
+
+    /// The members (panics on a single-member etcd).
+    pub fn members(&mut self) -> &mut EtcdCluster {
+        match self {
+            Etcd::Members(cluster) => cluster,
+            Etcd::One(_) => panic!("this cluster runs on one etcd member"),
+        }
+    }
+}
+
 pub struct Cluster {
-    pub etcd: EtcdServer,
+    pub etcd: Etcd,
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub control: ControlService,
@@ -46,7 +77,18 @@ impl Cluster {
     /// A cluster whose control server runs with these arguments (e.g. a token).
     pub async fn start_with(lease_ttl: Duration, args: ServeArgs) -> Cluster {
         let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
-        let store: Arc<dyn Store> = Arc::new(connect(&etcd).await);
+        Self::start_on(Etcd::One(etcd), lease_ttl, args).await
+    }
+
+    /// A cluster on `members` etcd members; control and workers get every endpoint.
+    pub async fn start_on_members(members: usize, lease_ttl: Duration) -> Cluster {
+        let etcd = tokio::task::spawn_blocking(move || EtcdCluster::start(members)).await.expect("start etcd");
+        Self::start_on(Etcd::Members(etcd), lease_ttl, ServeArgs::loopback()).await
+    }
+
+    async fn start_on(etcd: Etcd, lease_ttl: Duration, args: ServeArgs) -> Cluster {
+        let store: Arc<dyn Store> =
+            Arc::new(EtcdStore::connect(EtcdOptions::new(etcd.endpoints())).await.expect("connect to etcd"));
         let keys = Keys::new(ROOT);
         let listeners = Listeners::bind(&args).await.expect("bind");
         let control_url = format!("http://{}", listeners.grpc.local_addr().expect("addr"));
@@ -84,7 +126,7 @@ impl Cluster {
         let ttl = format!("{}s", self.lease_ttl.as_secs());
         let child = Command::new(env!("CARGO_BIN_EXE_ingest"))
             .args(["--log-format", "json", "worker", "--name", name, "--lease-ttl", &ttl])
-            .args(["--etcd", &self.etcd.endpoint(), "--key-root", ROOT, "--control", &self.control_url])
+            .args(["--etcd", &self.etcd.endpoints().join(","), "--key-root", ROOT, "--control", &self.control_url])
             .arg("--sink-dir")
             .arg(self.dir.path().join(format!("out-{name}")))
             .envs(self.worker_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
