@@ -42,9 +42,27 @@ fn the_compose_file_is_valid_and_matches_the_binary() {
     let worker = &services["worker"];
     assert_eq!(control["deploy"]["replicas"], 2);
     assert_eq!(worker["deploy"]["replicas"], 3);
-    for name in ["etcd", "opensearch", "minio"] {
+    for name in ["etcd-1", "etcd-2", "etcd-3", "opensearch", "minio"] {
         assert!(services[name].is_object(), "{name} service missing");
     }
+    // etcd is a 3-member cluster: each member names all three peers and
+    // advertises itself; control and workers are given every member.
+    let members = ["etcd-1", "etcd-2", "etcd-3"];
+    let peers = "--initial-cluster=etcd-1=http://etcd-1:2380,etcd-2=http://etcd-2:2380,etcd-3=http://etcd-3:2380";
+    for name in members {
+        let command: Vec<&str> =
+            services[name]["command"].as_array().expect("etcd flags").iter().filter_map(Value::as_str).collect();
+        assert!(command.contains(&peers), "{name}: {command:?}");
+        assert!(command.contains(&format!("--name={name}").as_str()), "{name}: {command:?}");
+        assert!(command.contains(&format!("--initial-advertise-peer-urls=http://{name}:2380").as_str()));
+        assert!(command.contains(&format!("--advertise-client-urls=http://{name}:2379").as_str()));
+        let volume = &services[name]["volumes"][0]["source"];
+        assert_eq!(volume, &format!("{name}-data"), "{name} keeps its own data");
+    }
+    assert_eq!(
+        services["worker"]["environment"]["INGEST_ETCD"],
+        "http://etcd-1:2379,http://etcd-2:2379,http://etcd-3:2379"
+    );
 
     // Health checks are `ingest health` invocations the binary accepts.
     let check = |service: &Value| -> Vec<String> {
