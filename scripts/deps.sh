@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and is not a Rust crate: etcd (Debian's
 # etcd-server), grpcurl (built from the Go module proxy, pinned), OpenSearch
-# (scripts/opensearch.sh, from Maven Central), an S3 server (scripts/s3.sh:
+# and Elasticsearch 9.1 and 8.19 (scripts/opensearch.sh,
+# scripts/elasticsearch.sh, from Maven Central), an S3 server (scripts/s3.sh:
 # MinIO from the Go module proxy, else Garage), and for the browser test of
 # the web UI Debian's Chromium and playwright-core (npm, pinned by
 # control/ui-tests/package-lock.json; no browser download), buf, and the
@@ -47,6 +48,9 @@ command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 command -v unzip >/dev/null 2>&1 || apt_install unzip
 bash "$deps_dir/opensearch.sh" install
+# Elasticsearch 9 needs Java 21+ (a Temurin under /usr/lib/jvm on this kind of machine).
+ES_VERSION=9.1.0 bash "$deps_dir/elasticsearch.sh" install
+ES_VERSION=8.19.0 bash "$deps_dir/elasticsearch.sh" install
 bash "$deps_dir/s3.sh" install
 
 # The web UI's browser test: Debian's Chromium, driven by playwright-core.
