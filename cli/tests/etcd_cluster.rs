@@ -27,14 +27,16 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// Calls ListJobs every 100 ms for `span`; the times (since `from`) of the
-/// calls that failed, with their errors.
+/// Calls ListJobs every 100 ms for `span`; when (since `from`) the calls
+/// that failed were made, with their errors.
 async fn list_jobs_failures(cluster: &Cluster, span: Duration, from: Instant) -> Vec<(Duration, String)> {
     let mut failures = Vec::new();
     let until = Instant::now() + span;
     while Instant::now() < until {
+        // When the call was made: one in flight as the leader dies may wait for its timeout.
+        let sent = from.elapsed();
         if let Err(error) = cluster.control.list_jobs(&JobFilter::default(), 50, None).await {
-            failures.push((from.elapsed(), error.to_string()));
+            failures.push((sent, error.to_string()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -179,8 +179,13 @@ fn map_error(error: etcd::Error) -> StoreError {
                     GRPC_UNAVAILABLE | GRPC_DEADLINE_EXCEEDED | GRPC_CANCELLED | GRPC_RESOURCE_EXHAUSTED => {
                         StoreError::Unavailable(message)
                     }
-                    // "leader changed", "timed out", "no leader": the request may be retried.
-                    GRPC_UNKNOWN if message.contains("leader") || message.contains("timed out") => {
+                    // "leader changed", "timed out", "no leader", or the connection
+                    // broke ("transport error"): the request may be retried.
+                    GRPC_UNKNOWN
+                        if message.contains("leader")
+                            || message.contains("timed out")
+                            || message.contains("transport error") =>
+                    {
                         StoreError::Unavailable(message)
                     }
                     GRPC_INVALID_ARGUMENT | GRPC_NOT_FOUND | GRPC_OUT_OF_RANGE => StoreError::Invalid(message),

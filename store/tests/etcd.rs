@@ -87,3 +87,49 @@ where
         }
     }
 }
+
+/// Three members, a follower listed first (where requests start) killed:
+/// every call still succeeds, reads, writes, leases and watches alike, each
+/// at the cost of at most one retry on a live member. The first call after
+/// the kill is a read: a transaction caught on the dying connection may have
+/// been applied, so it is not sent again (its caller re-reads); a read is.
+/// (Killing the leader adds an election: cli/tests/etcd_cluster.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_costs_a_retry_not_a_failed_call() {
+    let cluster = tokio::task::spawn_blocking(|| ingest_testkit::EtcdCluster::start(3)).await.expect("start");
+    let leader = cluster.leader().expect("a leader");
+    let follower = (leader + 1) % 3;
+    let mut endpoints = cluster.endpoints();
+    endpoints.swap(0, follower);
+    let s = EtcdStore::connect(EtcdOptions::new(endpoints)).await.expect("connect");
+    s.put("/m/k", b"v0".to_vec(), 0).await.expect("put");
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        cluster.kill(follower);
+        cluster
+    })
+    .await
+    .expect("kill a member");
+    let mut failures = Vec::new();
+    for i in 0..100u32 {
+        let calls = async {
+            let kv = s.get("/m/k").await?.expect("present");
+            let expected = if i == 0 { b"v0".to_vec() } else { (i - 1).to_be_bytes().to_vec() };
+            assert_eq!(kv.value, expected);
+            s.put("/m/k", i.to_be_bytes().to_vec(), 0).await?;
+            let lease = s.lease_grant(Duration::from_secs(30)).await?;
+            s.lease_keep_alive(lease).await?;
+            s.lease_revoke(lease).await?;
+            Ok::<(), StoreError>(())
+        };
+        if let Err(error) = calls.await {
+            failures.push((i, error));
+        }
+    }
+    assert!(failures.is_empty(), "calls failed with one member of three down: {failures:?}");
+    let mut watch = s.watch_prefix("/m/", 0).await.expect("a watch on a live member");
+    s.put("/m/w", b"x".to_vec(), 0).await.expect("put");
+    let events = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("in time");
+    assert!(events.expect("an event").is_ok());
+    tokio::task::spawn_blocking(move || drop(cluster)).await.expect("stop");
+}

@@ -278,7 +278,19 @@ impl EtcdCluster {
     /// needs an elected leader).
     pub fn start(size: usize) -> EtcdCluster {
         let bin = etcd_bin();
-        let mut members: Vec<EtcdServer> = (0..size).map(|i| EtcdServer::new(&bin, &format!("m{i}"), false)).collect();
+        let mut last_error = String::new();
+        // As for one member: fresh ports when a concurrent test took one.
+        for _attempt in 0..3 {
+            match Self::try_start(&bin, size) {
+                Ok(cluster) => return cluster,
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("etcd cluster did not start: {last_error}");
+    }
+
+    fn try_start(bin: &Path, size: usize) -> Result<EtcdCluster, String> {
+        let mut members: Vec<EtcdServer> = (0..size).map(|i| EtcdServer::new(bin, &format!("m{i}"), false)).collect();
         let initial = members
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
@@ -286,13 +298,12 @@ impl EtcdCluster {
             .join(",");
         for member in &mut members {
             member.initial_cluster = initial.clone();
-            let child = member.spawn().unwrap_or_else(|e| panic!("etcd member did not start: {e}"));
-            member.child = Some(child);
+            member.child = Some(member.spawn()?);
         }
         for member in &mut members {
-            member.wait_healthy().unwrap_or_else(|e| panic!("etcd member {} not healthy: {e}", member.name));
+            member.wait_healthy().map_err(|e| format!("member {}: {e}", member.name))?;
         }
-        EtcdCluster { members }
+        Ok(EtcdCluster { members })
     }
 
     /// Every member's client URL.

@@ -7,8 +7,8 @@
 //! member at once, so a dead member costs one retry, not a failed request.
 //!
 //! What is retried on the next member: any request that never reached a
-//! member (connection refused, TLS failure, "no leader" from a member cut off
-//! from the quorum); and reads, watches and lease calls whose answer was
+//! member (connection refused, TLS failure, a request cancelled unsent as its
+//! connection closed, "no leader" from a member cut off from the quorum); and reads, watches and lease calls whose answer was
 //! lost. A transaction whose answer was lost is not sent again: it may have
 //! been applied, and only its caller can tell (it re-reads and decides).
 
@@ -175,7 +175,10 @@ impl Failure {
                 let mut source = std::error::Error::source(status);
                 let mut connect = false;
                 while let Some(cause) = source {
-                    connect |= cause.is::<tonic::ConnectError>();
+                    connect |= cause.is::<tonic::ConnectError>()
+                        // hyper cancels a request it never sent when its
+                        // connection closed first (the member just died).
+                        || cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled);
                     source = cause.source();
                 }
                 // A member cut off from the quorum refuses before doing anything.
