@@ -237,7 +237,7 @@ async fn every_source_lands_in_elasticsearch_9_and_s3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_source_lands_in_index_2_and_s3() {
+async fn every_source_lands_in_opensearch_2_and_s3() {
     every_source_lands_in_the_real_sinks(Engine::OpenSearch).await;
 }
 

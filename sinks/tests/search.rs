@@ -58,15 +58,15 @@ async fn bulk_indexing_against_elasticsearch_8() {
 }
 
 async fn bulk_indexing(engine: Engine, detected: &str) {
-    let server = tokio::task::spawn_blocking(move || SearchServer::start(engine)).await.unwrap();
+    let server = tokio::task::spawn_blocking(move || SearchServer::start(engine)).await.expect("start the server");
     let small = BulkConfig { max_docs: 300, ..BulkConfig::default() };
     let es = sink(&server.url(), small);
-    let found = es.check().await.unwrap();
+    let found = es.check().await.expect("a supported server");
     assert!(found.starts_with(&format!("{detected} at http://127.0.0.1:")), "{found}");
 
     // The template and the index exist, with the explicit mapping.
-    es.prepare(&spec("ingest-demo")).await.unwrap();
-    es.prepare(&spec("ingest-demo")).await.unwrap();
+    es.prepare(&spec("ingest-demo")).await.expect("prepare");
+    es.prepare(&spec("ingest-demo")).await.expect("prepare");
     let template = server.json("GET", "/_index_template/ingest-demo", None);
     let patterns = &template["index_templates"][0]["index_template"]["index_patterns"];
     assert_eq!(patterns, &json!(["ingest-demo", "ingest-demo-*"]));
@@ -82,7 +82,7 @@ async fn bulk_indexing(engine: Engine, detected: &str) {
             let docs =
                 (0..250).map(|i| doc("ingest-demo", &format!("w{w}-{i}"), json!({"n": i, "title": "t"}))).collect();
             let es = &es;
-            async move { es.write(docs).await.unwrap() }
+            async move { es.write(docs).await.expect("write") }
         })
         .collect();
     let outcomes = futures::future::join_all(writers).await;
@@ -92,7 +92,7 @@ async fn bulk_indexing(engine: Engine, detected: &str) {
 
     // Writing the same ids again replaces, never duplicates.
     let again = (0..250).map(|i| doc("ingest-demo", &format!("w0-{i}"), json!({"n": i, "title": "again"}))).collect();
-    assert_eq!(es.write(again).await.unwrap().written, 250);
+    assert_eq!(es.write(again).await.expect("write again").written, 250);
     assert_eq!(srv.count("ingest-demo"), 1000);
     let one = server.json("GET", "/ingest-demo/_doc/w0-7", None);
     assert_eq!(one["_source"]["title"], "again");
@@ -103,7 +103,7 @@ async fn bulk_indexing(engine: Engine, detected: &str) {
         doc("ingest-demo", "bad-1", json!({"n": "not a number"})),
         doc("ingest-demo", "good-2", json!({"n": 2, "unmapped": {"deep": true}})),
     ];
-    let outcome = es.write(mixed).await.unwrap();
+    let outcome = es.write(mixed).await.expect("write");
     assert_eq!(outcome.written, 2);
     assert_eq!(outcome.rejected.len(), 1);
     assert_eq!((outcome.rejected[0].id.as_str(), outcome.rejected[0].status), ("bad-1", 400));
@@ -113,25 +113,25 @@ async fn bulk_indexing(engine: Engine, detected: &str) {
     assert_eq!(srv.count("ingest-demo"), 1002);
 
     // A per-job index outside the template's pattern gets the mapping too.
-    es.prepare(&spec("news-custom")).await.unwrap();
+    es.prepare(&spec("news-custom")).await.expect("prepare");
     let mapping = server.json("GET", "/news-custom/_mapping", None);
     assert_eq!(mapping["news-custom"]["mappings"]["properties"]["n"]["type"], "long");
 
     // Through a delivery: the documents carry the job's fields.
     let sinks = Arc::new(Sinks::new(
         Arc::new(es),
-        Arc::new(LocalObjects::new(tempfile::tempdir().unwrap().keep())),
+        Arc::new(LocalObjects::new(tempfile::tempdir().expect("tempdir").keep())),
         Duration::from_secs(30),
     ));
     let mut output = sinks.output("demo", "job-9", spec("ingest-demo"));
     let items = (0..10)
         .map(|i| Item {
             id: format!("job-9:{i}"),
-            doc: json!({"n": i}).as_object().unwrap().clone(),
+            doc: json!({"n": i}).as_object().cloned().unwrap_or_default(),
             ..Item::default()
         })
         .collect();
-    assert_eq!(output.deliver(items).await.unwrap().written, 10);
+    assert_eq!(output.deliver(items).await.expect("deliver").written, 10);
     server.json("POST", "/ingest-demo/_refresh", None);
     let found = server.json("POST", "/ingest-demo/_search", Some(&json!({"query": {"term": {"job_id": "job-9"}}})));
     assert_eq!(found["hits"]["total"]["value"], 10);
