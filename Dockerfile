@@ -2,7 +2,8 @@
 # Images of the stack in docker-compose.yml:
 #   docker build -t ingest:latest .                   # control, worker, standalone
 #   docker build --target etcd -t ingest-etcd:latest .  # etcd from Debian's package
-# The build needs only the Rust crate registry (protoc is vendored).
+# The build needs only the Rust crate registry: protoc comes from the
+# protoc-bin-vendored crate (.cargo/config.toml points PROTOC at scripts/protoc).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

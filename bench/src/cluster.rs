@@ -905,7 +905,7 @@ fn fetch_metrics(port: u16) -> std::io::Result<String> {
 }
 
 /// utime + stime of `/proc/<pid>/stat`, in seconds (USER_HZ = 100).
-fn cpu_secs(pid: &str) -> Option<f64> {
+pub(crate) fn cpu_secs(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, starting with field 3 (state).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();

@@ -186,3 +186,84 @@ fn unusable_data_dir_exits_non_zero_with_the_path_in_the_message() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("a-file"), "{text}");
 }
+
+/// Runs `ingest standalone` with extra flags and expects it to exit non-zero
+/// within 20 s; its stderr.
+fn refused(flags: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args(["standalone", "--data-dir", dir.path().join("data").to_str().expect("utf8")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ingest");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("ingest standalone {flags:?} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    assert!(!status.success(), "{flags:?} exited 0: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// An HTTP server that answers every request with `body` (JSON, 200).
+fn answering(body: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn unusable_elasticsearch_settings_name_their_flag_and_exit_non_zero() {
+    // A server too old for composable index templates.
+    let old = answering(r#"{"version": {"number": "7.7.1"}, "tagline": "You Know, for Search"}"#);
+    let stderr = refused(&["--elasticsearch-url", &old]);
+    assert!(stderr.contains("Elasticsearch 7.7.1 is not supported"), "{stderr}");
+    assert!(stderr.contains("--elasticsearch-url"), "{stderr}");
+    // Something that is not a search server at all.
+    let other = answering(r#"{"hello": "world"}"#);
+    let stderr = refused(&["--elasticsearch-url", &other]);
+    assert!(stderr.contains("is not Elasticsearch or OpenSearch"), "{stderr}");
+    // A CA file that does not exist, or is not a certificate.
+    let stderr = refused(&["--elasticsearch-url", "https://127.0.0.1:9", "--elasticsearch-ca", "/nonexistent/ca.pem"]);
+    assert!(stderr.contains("--elasticsearch-ca") && stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+    // Two ways to authenticate at once.
+    let stderr = refused(&[
+        "--elasticsearch-url",
+        "http://127.0.0.1:9",
+        "--elasticsearch-api-key",
+        "a2V5",
+        "--elasticsearch-username",
+        "elastic",
+        "--elasticsearch-password",
+        "pw",
+    ]);
+    assert!(stderr.contains("--elasticsearch-api-key") && stderr.contains("one or the other"), "{stderr}");
+    assert!(!stderr.contains("a2V5") && !stderr.contains("pw\n"), "no secret in the message: {stderr}");
+    // Not an http(s) URL.
+    let stderr = refused(&["--elasticsearch-url", "ftp://127.0.0.1:21"]);
+    assert!(stderr.contains("--elasticsearch-url"), "{stderr}");
+}

@@ -238,6 +238,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn elasticsearch_nodes_api_keys_and_a_ca_from_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("api-key");
+        std::fs::write(&key, "aWQ6a2V5\n").unwrap();
+        let urls = "http://127.0.0.1:9200,http://127.0.0.1:9201";
+        let args = ["x", "--elasticsearch-url", urls, "--elasticsearch-api-key-file", key.to_str().unwrap()];
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert_eq!(cli.sinks.elasticsearch_url.len(), 2);
+        assert!(matches!(cli.sinks.elasticsearch_auth(), Ok(Some(Auth::ApiKey(k))) if k.expose() == "aWQ6a2V5"));
+        let sinks = cli.sinks.build(Path::new("/tmp")).unwrap();
+        assert!(sinks.describe().contains("http://127.0.0.1:9200,http://127.0.0.1:9201"), "{}", sinks.describe());
+        let flag =
+            Cli::try_parse_from(["x", "--elasticsearch-url", urls, "--elasticsearch-api-key", "aWQ6a2V5"]).unwrap();
+        assert!(!format!("{:?}", flag.sinks).contains("aWQ6a2V5"), "the key never shows in Debug");
+
+        let both = ["x", "--elasticsearch-api-key", "k", "--elasticsearch-api-key-file", "/f"];
+        assert!(Cli::try_parse_from(both).is_err(), "a key and its file conflict");
+        let ca = ["x", "--elasticsearch-url", "https://127.0.0.1:9200", "--elasticsearch-ca", key.to_str().unwrap()];
+        let error = Cli::try_parse_from(ca).unwrap().sinks.build(Path::new("/tmp")).err().unwrap();
+        assert!(error.contains("--elasticsearch-ca") && error.contains("not a PEM certificate"), "{error}");
+    }
+
+    #[tokio::test]
     async fn keys_and_passwords_are_read_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let access = dir.path().join("access");
