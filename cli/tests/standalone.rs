@@ -20,6 +20,10 @@ struct Standalone {
 impl Standalone {
     /// Its log goes to `log`, as it would to a file or a container's log.
     fn start(data_dir: &Path, log: &Path) -> Standalone {
+        Self::start_with(data_dir, log, &[])
+    }
+
+    fn start_with(data_dir: &Path, log: &Path, flags: &[&str]) -> Standalone {
         let grpc = format!("127.0.0.1:{}", free_port());
         let http = format!("127.0.0.1:{}", free_port());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the log file");
@@ -27,6 +31,7 @@ impl Standalone {
             .arg("standalone")
             .args(["--data-dir", data_dir.to_str().expect("utf8")])
             .args(["--grpc-addr", &grpc, "--http-addr", &http])
+            .args(flags)
             .env_remove("NO_COLOR")
             .stdout(Stdio::null())
             .stderr(log)
@@ -266,4 +271,99 @@ fn unusable_elasticsearch_settings_name_their_flag_and_exit_non_zero() {
     // Not an http(s) URL.
     let stderr = refused(&["--elasticsearch-url", "ftp://127.0.0.1:21"]);
     assert!(stderr.contains("--elasticsearch-url"), "{stderr}");
+}
+
+/// Pages built to be slow to parse, linked from a feed whose job extracts
+/// articles: the process keeps answering health checks and the API within
+/// a second throughout, each page costs at most its own article, and
+/// SIGTERM still drains in its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_pages_only_fail_their_own_article() {
+    use axum::routing::get;
+
+    let pages: Vec<(&str, String)> = vec![
+        ("deep", "<html><body>".to_string() + &"<div>".repeat(40_000) + &"<p>x</p>".repeat(40_000)),
+        ("formatting", "<html><body><p>".to_string() + &"<b><i><u>".repeat(20_000) + "text"),
+        ("wide", "<html><body><article>".to_string() + &"<p><b>word</b> <i>word</i></p>".repeat(60_000)),
+        ("big", "<html><body><p>".to_string() + &"text ".repeat(2_500_000)),
+        ("nested-lists", "<html><body>".to_string() + &"<ul><li>".repeat(200) + "deep item"),
+        ("fine", "<html><body><article><p>A fine article.</p></article></body></html>".to_string()),
+    ];
+    let names: Vec<&'static str> = pages.iter().map(|(n, _)| *n).collect();
+    let pages: std::collections::HashMap<String, String> =
+        pages.into_iter().map(|(name, html)| (name.to_string(), html)).collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut feed = String::from(r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Hostile</title>"#);
+    for name in &names {
+        feed.push_str(&format!("<item><title>{name}</title><link>{base}/page/{name}</link><guid>{name}</guid></item>"));
+    }
+    feed.push_str("</channel></rss>");
+    let app = axum::Router::new()
+        .route("/feed.xml", get(move || async move { ([("content-type", "application/rss+xml")], feed) }))
+        .route(
+            "/page/{name}",
+            get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+                let html = pages.get(&name).cloned().unwrap_or_default();
+                async move { ([("content-type", "text/html")], html) }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("standalone.log");
+    let mut node = Standalone::start_with(&data, &log, &["--fetch-allow", "127.0.0.1"]);
+    let mut client = node.client().await;
+    wait_for_worker(&mut client).await;
+    let params = serde_json::json!({"url": format!("{base}/feed.xml"), "extract_articles": true});
+    let job = pb::Job {
+        name: "hostile".into(),
+        r#type: "rss".into(),
+        params: Some(serde_json::from_value(params).expect("params")),
+        ..Default::default()
+    };
+    client.create_job(pb::CreateJobRequest { job: Some(job), ..Default::default() }).await.expect("create");
+
+    // Until every page's document is written: health and the API answer
+    // within a second every time they are asked.
+    let documents = data.join("out/documents/ingest-rss.jsonl");
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    loop {
+        let asked = Instant::now();
+        let health = tokio::task::block_in_place(|| http_get(&node.http, "/healthz"));
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        slowest = slowest.max(asked.elapsed());
+        let asked = Instant::now();
+        let list = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.list_jobs(pb::ListJobsRequest { page_size: 10, ..Default::default() }),
+        )
+        .await;
+        assert!(matches!(list, Ok(Ok(_))), "ListJobs did not answer within 1 s: {list:?}");
+        slowest = slowest.max(asked.elapsed());
+        assert!(slowest < Duration::from_secs(1), "an answer took {slowest:?}");
+        let written = std::fs::read_to_string(&documents).unwrap_or_default();
+        if names.iter().all(|n| written.contains(&format!(r#""guid":"{n}""#))) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "articles not written within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("every page handled in {:?}; slowest health or API answer {slowest:?}", started.elapsed());
+    let written = std::fs::read_to_string(&documents).expect("documents");
+    let doc = |name: &str| -> serde_json::Value {
+        let line = written.lines().find(|l| l.contains(&format!(r#""guid":"{name}""#))).expect("the page's document");
+        serde_json::from_str::<serde_json::Value>(line).expect("JSON")["_source"].clone()
+    };
+    let deep = doc("deep");
+    assert!(deep["article_error"].as_str().is_some_and(|e| e.contains("nests elements")), "{deep}");
+    assert!(doc("formatting")["article_error"].as_str().is_some(), "refused too");
+    assert_eq!(doc("fine")["article_text"], "A fine article.");
+    assert_eq!(doc("nested-lists")["article_text"], "deep item");
+
+    let (took, status) = node.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(8), "drained in {took:?}");
 }

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod checkpoints;
 pub mod claims;
 pub mod command;
+pub mod cpu;
 pub mod fetch;
 pub mod http;
 pub mod jobs;

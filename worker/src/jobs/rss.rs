@@ -18,12 +18,17 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use crate::cpu;
 use crate::fetch::Request;
 
 pub mod article;
+pub mod nesting;
 
 pub const NAME: &str = "rss";
 
+/// How long parsing one feed or extracting one page may take.
+const PARSE_BUDGET: Duration = Duration::from_secs(10);
+const EXTRACT_BUDGET: Duration = Duration::from_secs(10);
 /// Entries taken from one feed, at most.
 const MAX_ENTRIES: usize = 5_000;
 /// Longest interval the feed itself may ask for.
@@ -109,7 +114,10 @@ impl Job for Rss {
         if response.not_modified() {
             return Ok(RunOutcome { report, next: next_run(None, max_age), warning: None });
         }
-        let feed = parse(&response.body, &response.url)?;
+        let (body, base) = (response.body.clone(), response.url.clone());
+        let feed = cpu::run("parsing the feed", PARSE_BUDGET, move || parse(&body, &base))
+            .await
+            .map_err(|e| JobError::new(format!("{}: {e}", response.url)))??;
         let seen: HashSet<&str> = cursor.seen.iter().map(String::as_str).collect();
         let mut now_seen = Vec::new();
         let mut items = Vec::new();
@@ -164,8 +172,18 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
         }
     };
     report.bytes_fetched += page.body.len() as u64;
-    let html = String::from_utf8_lossy(&page.body).into_owned();
-    let found = article::extract(&html, &page.url);
+    let (body, page_url) = (page.body.clone(), page.url.clone());
+    let found = match cpu::run("article extraction", EXTRACT_BUDGET, move || article::extract(&body, &page_url)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(refused)) => {
+            item.doc.insert("article_error".into(), json!(refused));
+            return Ok(());
+        }
+        Err(error) => {
+            item.doc.insert("article_error".into(), json!(error.to_string()));
+            return Ok(());
+        }
+    };
     let sink_error = |e: ingest_sinks::SinkError| JobError::new(e.to_string());
     let html_key = ctx.output.put_raw(&page.body, "html").await.map_err(sink_error)?;
     item.doc.insert("article_html_key".into(), json!(html_key));
@@ -189,7 +207,9 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
     Ok(())
 }
 
-/// Parses a feed; relative links resolve against `base`.
+/// Parses a feed; relative links resolve against `base`. Linear in the
+/// body's size (quick-xml also refuses absurd nesting); CPU-heavy for big
+/// feeds, so runs call it through `crate::cpu`.
 pub fn parse(body: &[u8], base: &Url) -> Result<Feed, JobError> {
     feed_rs::parser::Builder::new()
         .base_uri(Some(base.as_str()))
