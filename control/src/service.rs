@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ingest_model::job::{MAX_INTERVAL, MAX_PARAMS_BYTES};
 use ingest_model::{
-    FieldViolation, JobRecord, JobState, JobTypeSpec, SecretsRecord, WorkerRecord, now_millis, validate_job_id,
-    validate_name, validate_params,
+    FieldViolation, JobRecord, JobState, JobTypeSpec, SecretsRecord, SplitParams, WorkerRecord, moved_origins,
+    now_millis, validate_job_id, validate_name, validate_params,
 };
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{
@@ -270,6 +270,7 @@ impl ControlService {
             check_params_size(params, &mut violations);
             match validate_params(&spec, params, &record.secret_names, "job.params") {
                 Ok(split) => {
+                    check_secrets_stay_home(&spec, &record, &split, &mut violations);
                     record.params = split.params;
                     new_secrets = Some(split.secrets);
                 }
@@ -508,4 +509,32 @@ fn not_found(id: &str) -> ControlError {
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
     serde_json::to_vec(value).map_err(|e| ControlError::Internal(format!("encoding a record: {e}")))
+}
+
+/// Secrets are sent only to the origin they were entered for: a change that
+/// moves a URL parameter to another scheme, host or port must enter every
+/// kept secret again (else anyone allowed to edit the job could point it at
+/// their own server and receive the secrets on the next run).
+fn check_secrets_stay_home(
+    spec: &JobTypeSpec,
+    record: &JobRecord,
+    split: &SplitParams,
+    violations: &mut Vec<FieldViolation>,
+) {
+    let kept: Vec<&String> = record.secret_names.iter().filter(|name| !split.secrets.contains_key(*name)).collect();
+    if kept.is_empty() {
+        return;
+    }
+    let moved = moved_origins(spec, &record.params, &split.params);
+    let Some(first) = moved.first() else { return };
+    for name in kept {
+        violations.push(FieldViolation::new(
+            format!("job.params.{name}"),
+            format!(
+                "enter {name} again: {} now points at {} and {name} was entered for {}; \
+                 secrets are only sent to the origin they were entered for",
+                first.param, first.to, first.from
+            ),
+        ));
+    }
 }

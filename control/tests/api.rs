@@ -16,6 +16,7 @@ on_both_stores!(
     oversized_requests_are_refused_and_write_nothing,
     update_with_a_stale_revision_aborts_and_writes_nothing,
     update_keeps_secrets_unless_given,
+    secrets_are_not_sent_to_a_new_origin_unless_entered_again,
     list_jobs_pages_and_filters,
     pause_resume_and_run_now,
     delete_removes_every_key_of_the_job,
@@ -242,6 +243,48 @@ async fn update_keeps_secrets_unless_given(mut h: Harness) {
     assert_eq!(updated.into_inner().job.expect("job").secret_params_set, ["api_key"]);
     let stored = secret_value(&h.dump().await, &secret_key);
     assert!(stored.contains("second") && !stored.contains("first"), "{stored}");
+    h.stop().await;
+}
+
+async fn secrets_are_not_sent_to_a_new_origin_unless_entered_again(mut h: Harness) {
+    let mut job = probe_job("bound secret");
+    job.params = params(json!({"url": "https://api.example.org/v1/items", "api_key": "for-example-org"}));
+    let job = create(&mut h.client, job).await;
+    let mask = Some(pbjson_types::FieldMask { paths: vec!["params".into()] });
+    let before = h.dump().await;
+    // Pointing the job at another host, port or scheme, keeping the secret: refused, nothing written.
+    for url in
+        ["https://attacker.example/collect", "https://api.example.org:8443/v1/items", "http://api.example.org/v1"]
+    {
+        let mut change = job.clone();
+        change.params = params(json!({"url": url}));
+        let status = h
+            .client
+            .update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask.clone() })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}: {status:?}");
+        assert_eq!(violated_fields(&status), ["job.params.api_key"], "{url}");
+        let details = tonic_types::StatusExt::get_error_details(&status);
+        let description = &details.bad_request().expect("details").field_violations[0].description;
+        assert!(description.starts_with("enter api_key again: url now points at "), "{description}");
+        assert!(description.contains("entered for https://api.example.org"), "{description}");
+        assert_eq!(h.dump().await, before, "nothing written for {url}");
+    }
+    // Same origin, another path: the secret is kept.
+    let mut change = job.clone();
+    change.params = params(json!({"url": "https://api.example.org/v2/items?page=1"}));
+    let updated = h
+        .client
+        .update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask.clone() })
+        .await
+        .expect("same origin");
+    let updated = updated.into_inner().job.expect("job");
+    assert_eq!(updated.secret_params_set, ["api_key"]);
+    // Another origin with the secret entered again: accepted.
+    let mut change = updated.clone();
+    change.params = params(json!({"url": "https://other.example/v1", "api_key": "for-other"}));
+    h.client.update_job(pb::UpdateJobRequest { job: Some(change), update_mask: mask }).await.expect("re-entered");
     h.stop().await;
 }
 

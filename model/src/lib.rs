@@ -8,7 +8,9 @@ pub mod records;
 pub mod status;
 
 pub use job::{JobRecord, validate_job_id, validate_name};
-pub use params::{JobTypeSpec, ParamKind, ParamRule, ParamSpec, SplitParams, validate_params};
+pub use params::{
+    JobTypeSpec, MovedOrigin, ParamKind, ParamRule, ParamSpec, SplitParams, moved_origins, validate_params,
+};
 pub use records::{
     CheckpointRecord, ClaimProgress, Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsLedger, StatsRecord,
     WorkerRecord, WorkerState,

@@ -210,6 +210,36 @@ impl std::fmt::Debug for SplitParams {
 /// `kept_secrets` names the secret parameters that already hold a value (on
 /// update): a required secret absent from `input` is satisfied by them.
 /// Violations name fields as `<field_prefix>.<param>`.
+/// A URL parameter whose origin (scheme, host, port) a change moves: the
+/// job's secrets would go somewhere else than where they were entered for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedOrigin {
+    pub param: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// The URL parameters of `spec` whose origin differs between `before` and
+/// `after` (defaults applied; an absent URL is the origin "none").
+pub fn moved_origins(spec: &JobTypeSpec, before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<MovedOrigin> {
+    let origin = |params: &Map<String, Value>, param: &ParamSpec| -> String {
+        let value = params.get(&param.name).or(param.default.as_ref()).and_then(Value::as_str);
+        match value.map(url::Url::parse) {
+            Some(Ok(url)) => url.origin().ascii_serialization(),
+            Some(Err(_)) => "an unreadable URL".to_string(),
+            None => "none".to_string(),
+        }
+    };
+    spec.params
+        .iter()
+        .filter(|p| p.kind == ParamKind::Url)
+        .filter_map(|param| {
+            let (from, to) = (origin(before, param), origin(after, param));
+            (from != to).then(|| MovedOrigin { param: param.name.clone(), from, to })
+        })
+        .collect()
+}
+
 pub fn validate_params(
     spec: &JobTypeSpec,
     input: &Map<String, Value>,

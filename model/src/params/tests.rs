@@ -194,3 +194,42 @@ fn rules_survive_the_round_trip_through_the_store() {
     old.as_object_mut().expect("object").remove("rules");
     assert!(serde_json::from_value::<JobTypeSpec>(old).expect("older spec").rules.is_empty());
 }
+
+#[test]
+fn moved_origins_compare_scheme_host_and_port_with_defaults() {
+    let spec = JobTypeSpec {
+        name: "t".into(),
+        description: String::new(),
+        params: vec![
+            ParamSpec::new("url", ParamKind::Url, "u"),
+            ParamSpec::new("base_url", ParamKind::Url, "b").default_value("https://api.example.org/"),
+            ParamSpec::new("key", ParamKind::Secret, "k"),
+        ],
+        default_interval: std::time::Duration::from_secs(60),
+        min_interval: std::time::Duration::from_secs(1),
+        rules: Vec::new(),
+    };
+    let map = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let before = map(serde_json::json!({"url": "https://example.org/a"}));
+    // Another path, query or the default port spelled out: the same origin.
+    let same =
+        map(serde_json::json!({"url": "https://example.org:443/b?x=1", "base_url": "https://api.example.org/v2"}));
+    assert_eq!(moved_origins(&spec, &before, &same), []);
+    // Another port, scheme or host: moved, with both origins named.
+    for (to, origin) in [
+        ("https://example.org:8443/a", "https://example.org:8443"),
+        ("http://example.org/a", "http://example.org"),
+        ("https://evil.example/a", "https://evil.example"),
+    ] {
+        let moved = moved_origins(&spec, &before, &map(serde_json::json!({"url": to})));
+        assert_eq!(moved, [MovedOrigin { param: "url".into(), from: "https://example.org".into(), to: origin.into() }]);
+    }
+    // A default replaced by another origin moves too.
+    let moved = moved_origins(
+        &spec,
+        &before,
+        &map(serde_json::json!({"url": "https://example.org/a", "base_url": "http://127.0.0.1:9/"})),
+    );
+    assert_eq!(moved.len(), 1);
+    assert_eq!((moved[0].param.as_str(), moved[0].to.as_str()), ("base_url", "http://127.0.0.1:9"));
+}
