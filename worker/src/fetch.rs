@@ -215,7 +215,9 @@ impl Fetcher {
     }
 
     async fn get_inner(&self, request: &Request) -> Result<Response, FetchError> {
-        let first_host = request.url.host_str().map(str::to_string);
+        // The request's own headers (credentials among them) go only to the
+        // origin it was made for: same scheme, host and port.
+        let first_origin = request.url.origin();
         let mut url = request.url.clone();
         for _hop in 0..=MAX_REDIRECTS {
             self.check_url(&url)?;
@@ -235,7 +237,7 @@ impl Fetcher {
             if let Some(last_modified) = &request.last_modified {
                 builder = builder.header(header::IF_MODIFIED_SINCE, last_modified);
             }
-            if first_host.as_deref() == Some(host.as_str()) {
+            if url.origin() == first_origin {
                 for (name, value) in &request.headers {
                     builder = builder.header(name, value);
                 }

@@ -57,6 +57,12 @@ async fn serve() -> SocketAddr {
             }),
         )
         .route(
+            "/to-port/{port}",
+            get(|axum::extract::Path(port): axum::extract::Path<u16>| async move {
+                (StatusCode::FOUND, [("location", format!("http://127.0.0.1:{port}/auth"))])
+            }),
+        )
+        .route(
             "/auth",
             get(|headers: AxumHeaders| async move {
                 headers.get("authorization").map_or("none".to_string(), |v| v.to_str().unwrap_or("?").to_string())
@@ -110,6 +116,17 @@ async fn every_redirect_hop_is_checked_and_credentials_stay_home() {
     let followed = fetcher("127.0.0.1").get(&with_token).await.unwrap();
     assert_eq!(&followed.body[..], b"none", "the token was not sent to another host");
     assert_eq!(followed.url.host_str(), Some("localhost"));
+    // The same host on another port is another origin: no token there either.
+    let other = serve().await;
+    let mut to_port = request(addr, &format!("/to-port/{}", other.port()));
+    to_port.headers.push((header::AUTHORIZATION, HeaderValue::from_static("Bearer secret")));
+    let followed = fetcher("127.0.0.1").get(&to_port).await.unwrap();
+    assert_eq!(followed.url.port(), Some(other.port()));
+    assert_eq!(&followed.body[..], b"none", "the token was not sent to another port");
+    // And on the first origin it is sent.
+    let mut direct = request(addr, "/auth");
+    direct.headers.push((header::AUTHORIZATION, HeaderValue::from_static("Bearer secret")));
+    assert_eq!(&fetcher("127.0.0.1").get(&direct).await.unwrap().body[..], b"Bearer secret");
 }
 
 #[tokio::test]
