@@ -26,6 +26,10 @@ struct Node {
 
 impl Node {
     async fn start() -> Node {
+        Self::start_with(FetchArgs::default()).await
+    }
+
+    async fn start_with(fetch: FetchArgs) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
         let keys = Keys::default();
@@ -47,7 +51,7 @@ impl Node {
             ControlEndpoint { url, token: None },
             JobServices {
                 sinks: Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
-                fetcher: Arc::new(Fetcher::new(&FetchArgs::default()).expect("fetcher")),
+                fetcher: Arc::new(Fetcher::new(&fetch).expect("fetcher")),
             },
             None,
             shutdown.clone(),
@@ -139,4 +143,58 @@ async fn run_now_pause_and_resume_keep_the_checkpoint() {
     node.shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "worker stops cleanly: {stopped:?}");
+}
+
+/// An upstream that echoes the request's headers in its error body: the job's
+/// last error (what GetJob, ListJobs and WatchJobs show) and the log name the
+/// failure, never the job's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_echoed_by_upstream_never_reaches_the_last_error() {
+    use axum::http::{HeaderMap, StatusCode};
+
+    const SECRET: &str = "s3cret/value+123";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/api/items",
+        axum::routing::get(|headers: HeaderMap| async move {
+            let echoed: Vec<String> =
+                headers.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?"))).collect();
+            (StatusCode::UNAUTHORIZED, format!("bad key; you sent {}", echoed.join("; ")))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let fetch = FetchArgs { fetch_allow: "127.0.0.1".parse().expect("allowlist"), ..FetchArgs::default() };
+    let node = Node::start_with(fetch).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.store.get(&node.keys.job_type("http_json")).await.expect("get").is_none() {
+        assert!(Instant::now() < deadline, "http_json type not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let params = serde_json::json!({"url": format!("http://{addr}/api/items"), "items_pointer": "/results",
+        "id_pointer": "/id", "auth_header": "X-Api-Key", "auth_value": SECRET});
+    let new = NewJob {
+        id: Some("echo".into()),
+        name: "echo".into(),
+        job_type: "http_json".into(),
+        params: params.as_object().cloned().unwrap_or_default(),
+        interval: Some(Duration::from_secs(3600)),
+        paused: false,
+    };
+    node.control.create_job(new, false).await.expect("create");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let view = node.control.get_job("echo").await.expect("get job");
+        if let Some(error) = view.status.stats.last_error {
+            break error.message;
+        }
+        assert!(Instant::now() < deadline, "no error reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("401"), "{error}");
+    assert!(error.contains("x-api-key: [redacted]"), "the echo is there, blanked: {error}");
+    assert!(!error.contains("s3cret"), "the secret leaked into the last error: {error}");
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }

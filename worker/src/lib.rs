@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod membership;
 pub mod ownership;
 pub mod progress;
+pub mod redact;
 pub mod runner;
 pub mod scheduler;
 pub mod view;

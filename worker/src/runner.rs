@@ -22,6 +22,7 @@ use crate::jobs::{Job, NextRun, Params, RunContext, RunReport};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
+use crate::redact::Redactor;
 
 /// Longest wait between two attempts of a failing job.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -76,7 +77,15 @@ impl RunnerHandle {
     ) -> Self {
         let (run_now, run_now_rx) = watch::channel(record.run_now_seq);
         let lease = ctx.lease;
-        let runner = Runner { ctx, record, epoch, checkpoint, cancel: cancel.clone(), run_now: run_now_rx };
+        let runner = Runner {
+            ctx,
+            record,
+            epoch,
+            checkpoint,
+            cancel: cancel.clone(),
+            run_now: run_now_rx,
+            redactor: Redactor::default(),
+        };
         let join = tokio::spawn(runner.run());
         Self { epoch, lease, spec_revision, cancel, run_now, join }
     }
@@ -117,6 +126,8 @@ struct Runner {
     checkpoint: CheckpointRecord,
     cancel: CancellationToken,
     run_now: watch::Receiver<u64>,
+    /// The job's secret values, blanked out of its errors and warnings.
+    redactor: Redactor,
 }
 
 impl Runner {
@@ -150,6 +161,7 @@ impl Runner {
                 job = match self.build().await {
                     Ok(built) => Some(built),
                     Err(message) => {
+                        let message = self.redactor.apply(&message);
                         self.ctx.progress.record(
                             &self.record.id,
                             self.epoch,
@@ -234,11 +246,12 @@ impl Runner {
                 self.checkpoint.cursor = cursor;
                 let kind = if outcome.warning.is_some() { "warning" } else { "success" };
                 count_run(&self.record.job_type, &outcome.report, kind);
+                let warning = outcome.warning.as_deref().map(|w| self.redactor.apply(w));
                 self.ctx.progress.record(
                     &self.record.id,
                     self.epoch,
                     &outcome.report,
-                    Outcome::success_or_warning(outcome.warning.as_deref()),
+                    Outcome::success_or_warning(warning.as_deref()),
                 );
                 match outcome.next {
                     NextRun::Interval => jitter(self.record.interval),
@@ -247,9 +260,11 @@ impl Runner {
                 }
             }
             Err(error) => {
-                tracing::warn!(job = %self.record.id, error = %error.message, failures = *failures + 1, "run failed");
+                // What upstream said may echo the job's own secrets back.
+                let message = self.redactor.apply(&error.message);
+                tracing::warn!(job = %self.record.id, error = %message, failures = *failures + 1, "run failed");
                 count_run(&self.record.job_type, &error.report, "failure");
-                self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Outcome::Failure(&error.message));
+                self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Outcome::Failure(&message));
                 backoff(failures, self.record.interval, error.retry_after)
             }
         }
@@ -257,7 +272,7 @@ impl Runner {
 
     /// A fresh instance of the job's type from its params and secrets, and
     /// its output.
-    async fn build(&self) -> Result<(Box<dyn Job>, JobOutput), String> {
+    async fn build(&mut self) -> Result<(Box<dyn Job>, JobOutput), String> {
         let Some((spec, entry)) = self.ctx.types.get(&self.record.job_type) else {
             return Err(format!("this worker does not run job type '{}'", self.record.job_type));
         };
@@ -267,6 +282,7 @@ impl Runner {
             let kv = self.ctx.store.get(&self.ctx.keys.secret(&self.record.id)).await.map_err(|e| e.to_string())?;
             kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
         };
+        self.redactor = Redactor::new(secrets.values.values().map(String::as_str));
         let params = Params::new(&self.record.id, spec, &self.record.params, &secrets.values);
         let job = (entry.build)(&params)?;
         let job_type = &self.record.job_type;
