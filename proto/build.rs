@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A Job on its way in may carry secret parameters: its Debug is
         // written by hand (src/lib.rs) to print parameter names only.
         .skip_debug([".ingest.v1.Job"])
+        // Bad request bytes answer INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::StrictCodec")
         // Well-known types with serde (proto3 JSON) for the HTTP API.
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")

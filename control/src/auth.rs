@@ -32,10 +32,7 @@ impl BearerAuth {
     /// off).
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
         let Some(expected) = &self.token else { return Ok(()) };
-        let given = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let given = metadata.get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer_credentials);
         match given {
             Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
             Some(_) => Err(Status::unauthenticated("invalid bearer token")),
@@ -53,6 +50,13 @@ impl Interceptor for BearerAuth {
     }
 }
 
+/// The token of an `authorization` value: the scheme is case-insensitive
+/// (RFC 7235), then one or more spaces.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
+}
+
 /// Compares without an early exit, so response time does not reveal how much
 /// of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -65,6 +69,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR  tok"] {
+            assert_eq!(bearer_credentials(value), Some("tok"), "{value}");
+        }
+        for value in ["Basic tok", "Bearertok", "tok", ""] {
+            assert_eq!(bearer_credentials(value), None, "{value}");
+        }
+    }
 
     fn metadata(header: Option<&str>) -> MetadataMap {
         let mut m = MetadataMap::new();

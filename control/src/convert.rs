@@ -16,6 +16,34 @@ use crate::service::{JobTypeView, WorkerView};
 use crate::views::JobView;
 use crate::watch::{JobEvent, WatchUpdate};
 
+/// A job's params from the wire. NaN and infinities have no JSON form: they
+/// are refused with a field violation each, never turned into a missing
+/// value (which would let a default take their place unseen).
+pub fn params_from_pb(params: pbjson_types::Struct) -> Result<Map<String, Value>, ControlError> {
+    fn non_finite(value: &pbjson_types::Value, field: String, found: &mut Vec<FieldViolation>) {
+        match &value.kind {
+            Some(Kind::NumberValue(n)) if !n.is_finite() => found
+                .push(FieldViolation::new(field, format!("{n} is not a number JSON can carry; give a finite number"))),
+            Some(Kind::ListValue(list)) => {
+                for (i, item) in list.values.iter().enumerate() {
+                    non_finite(item, format!("{field}[{i}]"), found);
+                }
+            }
+            Some(Kind::StructValue(inner)) => {
+                for (key, item) in &inner.fields {
+                    non_finite(item, format!("{field}.{key}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for (key, value) in &params.fields {
+        non_finite(value, format!("job.params.{key}"), &mut found);
+    }
+    if found.is_empty() { Ok(struct_to_json(params)) } else { Err(ControlError::Invalid(found)) }
+}
+
 pub fn struct_to_json(s: pbjson_types::Struct) -> Map<String, Value> {
     s.fields.into_iter().map(|(k, v)| (k, value_to_json(v))).collect()
 }
@@ -24,8 +52,7 @@ pub fn value_to_json(v: pbjson_types::Value) -> Value {
     match v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
-        // NaN and infinities have no JSON form; null is then refused by
-        // validation as a missing value or left out.
+        // NaN and infinities have no JSON form (`params_from_pb` refuses them).
         Some(Kind::NumberValue(n)) => Number::from_f64(n).map_or(Value::Null, Value::Number),
         Some(Kind::StringValue(s)) => Value::String(s),
         Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect()),

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, job_to_pb, job_type_to_pb, progress_from_pb, state_filter_from_pb, struct_to_json,
+    duration_from_pb, job_to_pb, job_type_to_pb, params_from_pb, progress_from_pb, state_filter_from_pb,
     watch_update_to_pb, worker_to_pb,
 };
 use crate::error::{ControlError, code_name};
@@ -51,7 +51,7 @@ impl JobService for GrpcJobService {
                 id: Some(request.job_id),
                 name: job.name,
                 job_type: job.r#type,
-                params: struct_to_json(job.params.unwrap_or_default()),
+                params: params_from_pb(job.params.unwrap_or_default())?,
                 interval,
                 paused: job.paused,
             };
@@ -117,7 +117,7 @@ impl JobService for GrpcJobService {
                 revision: job.revision,
                 job_type: job.r#type,
                 name: has("name").then_some(job.name),
-                params: has("params").then(|| struct_to_json(job.params.unwrap_or_default())),
+                params: has("params").then(|| params_from_pb(job.params.unwrap_or_default())).transpose()?,
                 interval,
                 paused: has("paused").then_some(job.paused),
             };

@@ -306,6 +306,12 @@ impl ControlService {
 
     pub async fn delete_job(&self, id: &str, revision: Revision) -> Result<(), ControlError> {
         check_id_field("id", id)?;
+        if revision < 0 {
+            return Err(ControlError::invalid(
+                "revision",
+                "give the revision you read, or 0 to delete whatever the job is now",
+            ));
+        }
         let job_key = self.keys.job(id);
         let guard = if revision > 0 {
             Compare::mod_revision(job_key.clone(), CompareOp::Equal, revision)

@@ -17,6 +17,7 @@ on_both_stores!(
     update_with_a_stale_revision_aborts_and_writes_nothing,
     update_keeps_secrets_unless_given,
     secrets_are_not_sent_to_a_new_origin_unless_entered_again,
+    undecodable_and_non_finite_requests_are_invalid_arguments,
     list_jobs_pages_and_filters,
     pause_resume_and_run_now,
     delete_removes_every_key_of_the_job,
@@ -518,4 +519,90 @@ async fn watch_from_compacted_history_is_out_of_range(mut h: Harness) {
     let status = h.client.watch_jobs(future).await.expect_err("future revision");
     assert_eq!(violated_fields(&status), ["start_revision"]);
     h.stop().await;
+}
+
+/// Request bytes that do not decode, NaN in params and a negative revision
+/// are the caller's bad input: INVALID_ARGUMENT, nothing written.
+async fn undecodable_and_non_finite_requests_are_invalid_arguments(mut h: Harness) {
+    let job = create(&mut h.client, probe_job("kept")).await;
+    let before = h.dump().await;
+
+    // Raw bytes as GetJob requests: field 1 (id, a string) with invalid
+    // UTF-8, and a message cut short.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    for bytes in [vec![0x0a, 0x02, 0xff, 0xfe], vec![0x0a, 0x10, b'a']] {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/ingest.v1.JobService/GetJob");
+        let status = grpc
+            .unary::<Vec<u8>, Vec<u8>, RawCodec>(tonic::Request::new(bytes.clone()), path, RawCodec)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{bytes:?}: {status:?}");
+        assert!(status.message().contains("does not decode"), "{status:?}");
+    }
+
+    // NaN and infinity have no JSON form: refused by field, not defaulted.
+    let mut bad = probe_job("not a number");
+    let mut fields = bad.params.take().unwrap_or_default().fields;
+    fields.insert("ratio".into(), pbjson_types::Value { kind: Some(pbjson_types::value::Kind::NumberValue(f64::NAN)) });
+    fields.insert(
+        "limit".into(),
+        pbjson_types::Value { kind: Some(pbjson_types::value::Kind::NumberValue(f64::INFINITY)) },
+    );
+    bad.params = Some(pbjson_types::Struct { fields });
+    let status =
+        h.client.create_job(pb::CreateJobRequest { job: Some(bad), ..Default::default() }).await.expect_err("refused");
+    assert_eq!(violated_fields(&status), ["job.params.limit", "job.params.ratio"]);
+
+    // A negative revision is no revision: refused (UpdateJob refuses it too).
+    let status =
+        h.client.delete_job(pb::DeleteJobRequest { id: job.id.clone(), revision: -1 }).await.expect_err("refused");
+    assert_eq!(violated_fields(&status), ["revision"]);
+    assert_eq!(h.dump().await, before, "nothing written");
+    h.stop().await;
+}
+
+/// Passes bytes through as they are, to send what no client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut out = vec![0; bytes::Buf::remaining(src)];
+        bytes::Buf::copy_to_slice(src, &mut out);
+        Ok(Some(out))
+    }
 }

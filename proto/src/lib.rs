@@ -1,7 +1,10 @@
-//! The `ingest.v1` wire contract. Generated code only: domain types live in
-//! `ingest-model` and are converted at the edge (the control crate's `convert`).
+//! The `ingest.v1` wire contract. Generated code, and the codec it uses
+//! (`codec`): domain types live in `ingest-model` and are converted at the
+//! edge (the control crate's `convert`).
 
 #![allow(clippy::all, missing_docs)]
+
+pub mod codec;
 
 pub mod v1 {
     tonic::include_proto!("ingest.v1");
