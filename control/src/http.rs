@@ -37,11 +37,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 pub async fn serve(
     service: ControlService,
     auth: BearerAuth,
+    hosts: AllowedHosts,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     ingest_runtime::metrics::init();
-    let api = Arc::new(JsonApi { jobs: GrpcJobService::new(service.clone(), shutdown.clone()), auth });
+    let api = Arc::new(JsonApi { jobs: GrpcJobService::new(service.clone(), shutdown.clone()), auth, hosts });
     let app = Router::new()
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/ui/{file}", get(ui_file))
@@ -84,5 +85,70 @@ async fn healthz(State(service): State<ControlService>) -> (StatusCode, String) 
     match service.store().current_revision().await {
         Ok(revision) => (StatusCode::OK, format!("ok revision={revision}\n")),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {error}\n")),
+    }
+}
+
+/// The host names the HTTP API answers to (the `Host` header's name part).
+#[derive(Clone, Debug, Default)]
+pub struct AllowedHosts {
+    /// Empty: any host (listening on all addresses with no names given).
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// The listening address, localhost for a loopback one, and `extra`.
+    pub fn new(listening: std::net::SocketAddr, extra: &[String]) -> Self {
+        let ip = listening.ip();
+        if ip.is_unspecified() && extra.is_empty() {
+            return Self::default();
+        }
+        let mut names: Vec<String> =
+            extra.iter().map(|n| n.trim().to_ascii_lowercase()).filter(|n| !n.is_empty()).collect();
+        if !ip.is_unspecified() {
+            names.push(match ip {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+            });
+        }
+        if ip.is_loopback() {
+            names.extend(["localhost".to_string(), "127.0.0.1".to_string(), "[::1]".to_string()]);
+        }
+        Self { names }
+    }
+
+    /// Whether a request with this `Host` header may be answered.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        if self.names.is_empty() {
+            return true;
+        }
+        let Some(host) = host else { return false };
+        let name = match host.rsplit_once(':') {
+            // "[::1]:8080", "name:8080"; a bare "[::1]" has its colons inside brackets.
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() => name,
+            _ => host,
+        };
+        self.names.iter().any(|allowed| allowed.eq_ignore_ascii_case(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_those_served_and_those_named() {
+        let loopback = AllowedHosts::new("127.0.0.1:8080".parse().unwrap(), &[]);
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "[::1]:8080", "127.0.0.1"] {
+            assert!(loopback.allows(Some(ok)), "{ok}");
+        }
+        for refused in ["evil.example:8080", "evil.example", "127.0.0.2:8080", "localhost.evil.example"] {
+            assert!(!loopback.allows(Some(refused)), "{refused}");
+        }
+        assert!(!loopback.allows(None), "HTTP/1.1 requires Host");
+        let named = AllowedHosts::new("10.0.0.5:8080".parse().unwrap(), &["ingest.example.org".into()]);
+        assert!(named.allows(Some("ingest.example.org")) && named.allows(Some("10.0.0.5:8080")));
+        assert!(!named.allows(Some("localhost:8080")));
+        let anywhere = AllowedHosts::new("0.0.0.0:8080".parse().unwrap(), &[]);
+        assert!(anywhere.allows(Some("anything.example")), "no names to check against");
     }
 }

@@ -38,16 +38,18 @@ use crate::grpc::GrpcJobService;
 pub struct JsonApi {
     pub jobs: GrpcJobService,
     pub auth: BearerAuth,
+    pub hosts: crate::http::AllowedHosts,
 }
 
 /// `POST /api/ingest.v1.JobService/{method}`.
 pub async fn call(
     State(api): State<std::sync::Arc<JsonApi>>,
     Path(method): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = check_origin(&headers) {
+    if let Err(refused) = check_origin(&headers).and_then(|()| check_site(&headers, &uri, &api.hosts)) {
         return error_response(&refused);
     }
     let metadata = MetadataMap::from_headers(headers);
@@ -145,6 +147,28 @@ fn check_origin(headers: &HeaderMap) -> Result<(), Status> {
     Err(Status::permission_denied(format!(
         "cross-origin request from {shown} refused: use the UI served by this control server"
     )))
+}
+
+/// Refuses what a browser marks as sent by another site (`Sec-Fetch-Site`,
+/// set by the browser, not by page scripts: a cross-site form post without
+/// `Origin` is caught here), and requests naming a host this server does not
+/// answer to (a DNS-rebinding page sends its own name).
+fn check_site(headers: &HeaderMap, uri: &axum::http::Uri, hosts: &crate::http::AllowedHosts) -> Result<(), Status> {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).unwrap_or("none");
+    if !matches!(site, "same-origin" | "none") {
+        return Err(Status::permission_denied(format!(
+            "request sent by another site ({site}) refused: use the UI served by this control server"
+        )));
+    }
+    // HTTP/2 names the host in the URI's authority instead.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
+    if !hosts.allows(host) {
+        return Err(Status::permission_denied(format!(
+            "host {} is not one this server answers to: add it to --http-allowed-hosts",
+            host.unwrap_or("(none)")
+        )));
+    }
+    Ok(())
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {

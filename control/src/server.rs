@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// PEM CA bundle: require client certificates signed by it (mTLS).
     #[arg(long, env = "INGEST_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Host names the HTTP API answers to besides the address it listens on
+    /// (and localhost when that is a loopback address), comma-separated,
+    /// e.g. ingest.example.org. A request naming another host is refused (a
+    /// DNS-rebinding page cannot reach the API). Not checked when listening
+    /// on all addresses (0.0.0.0) and none is given.
+    #[arg(long, env = "INGEST_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub http_allowed_hosts: Vec<String>,
 }
 
 impl ServeArgs {
@@ -75,6 +82,7 @@ impl ServeArgs {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            http_allowed_hosts: Vec::new(),
         }
     }
 
@@ -174,7 +182,8 @@ pub async fn serve(
     let grpc = router.serve_with_incoming_shutdown(incoming, async move {
         grpc_shutdown.cancelled().await;
     });
-    let http = http::serve(service, auth.clone(), listeners.http, shutdown.clone());
+    let hosts = http::AllowedHosts::new(listeners.http.local_addr()?, &args.http_allowed_hosts);
+    let http = http::serve(service, auth.clone(), hosts, listeners.http, shutdown.clone());
     let drained = async { tokio::join!(grpc, http) };
     // Graceful, but bounded: clients that keep connections open do not hold
     // the process past the grace period.

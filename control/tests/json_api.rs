@@ -198,6 +198,43 @@ async fn the_token_and_the_origin_are_checked() {
     harness.stop().await;
 }
 
+/// Without a token (the standalone default) the API still refuses what a
+/// hostile page can send: a cross-site form post (no `Origin`, but the
+/// browser's `Sec-Fetch-Site: cross-site`), and a DNS-rebinding page (the
+/// request names the attacker's host). Nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_posts_and_rebound_hosts_are_refused_without_a_token() {
+    let harness = Harness::embedded().await;
+    let http = Http::new(&harness);
+    let create = json!({"job": {"name": "x", "type": "other"}}).to_string();
+    let before = harness.dump().await;
+    for site in ["cross-site", "same-site"] {
+        let response = http
+            .request("CreateJob", &create)
+            .header("content-type", "text/plain")
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .expect("call");
+        assert_eq!(response.status().as_u16(), 403, "{site}");
+        let error: Value = response.json().await.expect("JSON");
+        assert!(error["message"].as_str().is_some_and(|m| m.contains(site)), "{error}");
+    }
+    let port = harness.http_addr.port();
+    let rebound = http.request("CreateJob", &create).header("host", format!("rebound.evil.example:{port}"));
+    let response = rebound.send().await.expect("call");
+    assert_eq!(response.status().as_u16(), 403);
+    let error: Value = response.json().await.expect("JSON");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("--http-allowed-hosts")), "{error}");
+    assert_eq!(harness.dump().await, before, "nothing written");
+    // The UI's own requests (same-origin), curl (no header) and localhost pass.
+    let same = http.request("ListJobs", "{}").header("sec-fetch-site", "same-origin").send().await.expect("call");
+    assert_eq!(same.status().as_u16(), 200);
+    let local = http.request("ListJobs", "{}").header("host", format!("localhost:{port}")).send().await.expect("call");
+    assert_eq!(local.status().as_u16(), 200);
+    harness.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_is_served_from_the_binary_with_a_strict_policy() {
     let harness = Harness::embedded().await;
