@@ -310,3 +310,66 @@ async fn rules_across_parameters_are_published_and_enforced() {
     assert_eq!(status, 200, "{created}");
     harness.stop().await;
 }
+
+/// Clients that trickle a request's headers (one line every 2 s) or keep an
+/// idle connection open are cut off after the header-read timeout (10 s), so
+/// they cannot hold the port's connections; the server answers others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_and_idle_http_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let harness = Harness::embedded().await;
+    let addr = harness.http_addr;
+    let base = format!("http://{addr}");
+    let cut_off = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut open: Vec<TcpStream> = (0..20)
+            .map(|_| {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").expect("write");
+                stream
+            })
+            .collect();
+        // One more, idle after a complete request and its answer.
+        let mut idle = TcpStream::connect(addr).expect("connect");
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
+        idle.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        let mut answer = [0u8; 512];
+        let n = idle.read(&mut answer).expect("an answer");
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+        idle.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        open.push(idle);
+        let mut closed_at = Vec::new();
+        while !open.is_empty() && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_secs(2));
+            open.retain_mut(|stream| {
+                let _ = stream.write_all(b"X-Slow: 1\r\n");
+                let mut buf = [0u8; 256];
+                let still_open = match stream.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(_) => false, // an error answer, then the close
+                    Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                };
+                if !still_open {
+                    closed_at.push(started.elapsed());
+                }
+                still_open
+            });
+        }
+        (open.len(), closed_at)
+    });
+    // Meanwhile the server answers everyone else.
+    for _ in 0..5 {
+        let health = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
+        assert_eq!(health.status().as_u16(), 200);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (still_open, closed_at) = cut_off.await.expect("clients");
+    assert_eq!(still_open, 0, "connections still open after 30 s");
+    let last = closed_at.iter().max().copied().unwrap_or_default();
+    assert!(last < Duration::from_secs(16), "the last connection closed after {last:?}");
+    harness.stop().await;
+}
