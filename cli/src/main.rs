@@ -12,7 +12,7 @@ use ingest_control::{ControlService, Listeners, ServeArgs, serve};
 use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 use ingest_store::{EmbeddedStore, Store};
-use ingest_worker::fetch::FetchArgs;
+use ingest_worker::fetch::{FetchArgs, OwnEndpoint};
 use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerArgs, run_worker};
 use tokio_util::sync::CancellationToken;
 
@@ -77,11 +77,14 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         EmbeddedStore::open(&args.data_dir)
             .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?,
     );
+    let listeners = Listeners::bind(&args.serve).await?;
+    // Jobs never fetch this process's own API.
+    let mut own = OwnEndpoint::from_addr(listeners.grpc.local_addr()?, "control gRPC");
+    own.extend(OwnEndpoint::from_addr(listeners.http.local_addr()?, "control HTTP"));
     // Without Elasticsearch or S3 flags, documents and objects go to files
     // under <data-dir>/out.
-    let services = JobServices::from_args(&args.sinks, &args.fetch, &args.data_dir.join("out"))?;
+    let services = JobServices::from_args(&args.sinks, &args.fetch, &args.data_dir.join("out"), &own)?;
     let keys = args.keys.keys();
-    let listeners = Listeners::bind(&args.serve).await?;
     let mut worker_config = args.worker.config();
     if args.worker.name.is_none() {
         worker_config.name = "standalone".to_string();

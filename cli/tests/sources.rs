@@ -174,8 +174,8 @@ async fn check_metrics(cluster: &Cluster, worker: &str) {
     let (status, text) =
         tokio::task::block_in_place(|| ingest_testkit::services::http(worker, "GET", "/metrics", None));
     assert_eq!(status, 200, "{text}");
-    // 10 jobs, each owned by the only worker.
-    assert_eq!(sample(&text, "ingest_worker_jobs_owned"), Some(10.0), "{text}");
+    // 11 jobs, each owned by the only worker.
+    assert_eq!(sample(&text, "ingest_worker_jobs_owned"), Some(11.0), "{text}");
     let rss_written = sample(&text, r#"ingest_worker_items_written_total{job_type="rss"}"#).unwrap_or(0.0);
     assert!(rss_written >= 12.0, "{text}");
     assert!(sample(&text, r#"ingest_worker_runs_total{job_type="rss",outcome="failure"}"#).unwrap_or(0.0) >= 2.0);
@@ -279,6 +279,12 @@ async fn every_source_lands_in_the_real_sinks(engine: Engine) {
     cluster.create_job("x-wrong", "twitter", every, x("not-cs")).await.expect("twitter job");
     cluster.create_job("broken", "rss", every, json!({"url": format!("{base}/broken.xml")})).await.expect("job");
     cluster.create_job("sneaky", "rss", every, json!({"url": format!("{base}/to-metadata")})).await.expect("job");
+    // 127.0.0.1 is allowlisted, and etcd listens there: a job that asks etcd
+    // for every key (secrets included) is refused all the same.
+    let etcd = cluster.etcd.endpoints()[0].clone();
+    let raid = json!({"url": format!("{etcd}/v3/kv/range"), "method": "POST", "body": r#"{"key": "AA==", "range_end": "AA=="}"#,
+        "items_pointer": "/kvs", "id_pointer": "/key"});
+    cluster.create_job("raid", "http_json", every, raid).await.expect("job");
 
     wait_count(&index, &cluster, "ingest-rss", 12).await;
     wait_count(&index, &cluster, "ingest-hackernews", 5).await;
@@ -290,6 +296,8 @@ async fn every_source_lands_in_the_real_sinks(engine: Engine) {
 
     let broken = wait_error(&cluster, "broken", "is not a feed").await;
     assert!(broken.contains("/broken.xml"), "{broken}");
+    let raid = wait_error(&cluster, "raid", "own etcd endpoint").await;
+    assert!(raid.contains("never fetched"), "{raid}");
     let sneaky = wait_error(&cluster, "sneaky", "refused").await;
     assert!(sneaky.contains("169.254.169.254"), "{sneaky}");
     let refused = wait_error(&cluster, "x-wrong", "X refused the credentials").await;

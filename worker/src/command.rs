@@ -7,7 +7,7 @@ use anyhow::Context;
 use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 
-use crate::fetch::FetchArgs;
+use crate::fetch::{FetchArgs, OwnEndpoint};
 use crate::{ControlEndpoint, JobServices, SchedulerConfig, WorkerArgs, run_worker};
 
 /// Flags of a worker process; every flag also reads an `INGEST_*` variable.
@@ -43,7 +43,14 @@ impl WorkerCommand {
         let token = ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())?;
         let shutdown = shutdown_on_signal();
         // Local sinks (no Elasticsearch URL or S3 bucket) write under ./ingest-out.
-        let services = JobServices::from_args(&self.sinks, &self.fetch, Path::new("ingest-out"))?;
+        // Jobs never fetch this worker's own etcd, control or metrics endpoints.
+        let mut own: Vec<OwnEndpoint> =
+            self.etcd.endpoints.iter().filter_map(|e| OwnEndpoint::from_url(e, "etcd")).collect();
+        own.extend(OwnEndpoint::from_url(&self.control, "control"));
+        if let Some(addr) = self.metrics_addr {
+            own.extend(OwnEndpoint::from_addr(addr, "metrics"));
+        }
+        let services = JobServices::from_args(&self.sinks, &self.fetch, Path::new("ingest-out"), &own)?;
         let metrics = match self.metrics_addr {
             Some(addr) => {
                 ingest_runtime::metrics::init();

@@ -15,14 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::jobs::JobError;
-pub use address::{AddressPolicy, parse_allowlist};
+pub use address::{AddressPolicy, AllowEntry, OwnEndpoint, parse_allowlist};
 
 /// Sent with every request.
 pub const USER_AGENT: &str = concat!("ingest/", env!("CARGO_PKG_VERSION"), " (feed and API ingestion; polite polling)");
@@ -30,8 +29,10 @@ pub const USER_AGENT: &str = concat!("ingest/", env!("CARGO_PKG_VERSION"), " (fe
 /// Fetcher settings; every flag also reads an `INGEST_*` variable.
 #[derive(Clone, Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Networks fetches may reach although private or local, e.g.
-    /// 10.1.0.0/16,127.0.0.1 (default: none).
+    /// What fetches may reach although private or local: networks or
+    /// addresses (every port), address:port or host:port (that port only),
+    /// e.g. 10.1.0.0/16,127.0.0.1:8080,fixtures.internal:80 (default: none).
+    /// The worker's own etcd, control and metrics endpoints are never fetched.
     #[arg(long, env = "INGEST_FETCH_ALLOW", default_value = "")]
     pub fetch_allow: Allowlist,
     /// Longest a fetch may take, redirects included.
@@ -47,7 +48,7 @@ pub struct FetchArgs {
 
 /// Networks allowed although private or local.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Allowlist(pub Vec<IpNet>);
+pub struct Allowlist(pub Vec<AllowEntry>);
 
 impl std::str::FromStr for Allowlist {
     type Err = String;
@@ -181,7 +182,13 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(args: &FetchArgs) -> Result<Self, String> {
-        let policy = Arc::new(AddressPolicy::new(args.fetch_allow.0.clone()));
+        Self::guarding(args, &[])
+    }
+
+    /// A fetcher that never reaches `own` (this process's etcd, control and
+    /// metrics endpoints), whatever `--fetch-allow` opens.
+    pub fn guarding(args: &FetchArgs, own: &[OwnEndpoint]) -> Result<Self, String> {
+        let policy = Arc::new(AddressPolicy::new(args.fetch_allow.0.clone()).with_own(own));
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -284,13 +291,10 @@ impl Fetcher {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(FetchError::Refused(format!("{}: only http and https URLs are fetched", shown(url))));
         }
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            Some(url::Host::Domain(_)) => return Ok(()),
-            None => return Err(FetchError::Refused(format!("{} names no host", shown(url)))),
+        let (Some(host), Some(port)) = (url.host(), url.port_or_known_default()) else {
+            return Err(FetchError::Refused(format!("{} names no host", shown(url))));
         };
-        self.policy.check(ip).map_err(|reason| refused_address(url.host_str().unwrap_or_default(), ip, reason))
+        self.policy.check_target(&host, port).map_err(FetchError::Refused)
     }
 
     async fn host_permit(&self, host: &str) -> Option<OwnedSemaphorePermit> {
@@ -378,7 +382,7 @@ impl Resolve for GuardedResolver {
             let mut refusal = None;
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
-                .filter(|addr| match policy.check(addr.ip()) {
+                .filter(|addr| match policy.check_resolved(&host, addr.ip()) {
                     Ok(()) => true,
                     Err(reason) => {
                         refusal.get_or_insert_with(|| refused_address(&host, addr.ip(), reason).to_string());

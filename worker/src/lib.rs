@@ -68,14 +68,17 @@ pub struct JobServices {
 
 impl JobServices {
     /// From the sink and fetch flags; `default_dir` for local sinks.
+    /// `own`: this process's etcd, control and metrics endpoints, which
+    /// fetches never reach.
     pub fn from_args(
         sinks: &ingest_sinks::SinkArgs,
         fetch: &fetch::FetchArgs,
         default_dir: &std::path::Path,
+        own: &[fetch::OwnEndpoint],
     ) -> anyhow::Result<Self> {
         Ok(Self {
             sinks: Arc::new(sinks.build(default_dir).map_err(anyhow::Error::msg)?),
-            fetcher: Arc::new(fetch::Fetcher::new(fetch).map_err(anyhow::Error::msg)?),
+            fetcher: Arc::new(fetch::Fetcher::guarding(fetch, own).map_err(anyhow::Error::msg)?),
         })
     }
 }
