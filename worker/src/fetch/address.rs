@@ -153,10 +153,10 @@ impl AddressPolicy {
                         ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
                     ));
                 }
-                if !ports.is_empty() {
-                    if let Some((_, _, what)) = self.own.iter().find(|(_, p, _)| *p == port) {
-                        return Err(format!("{name}:{port} may be this worker's own {what} endpoint: never fetched"));
-                    }
+                if !ports.is_empty()
+                    && let Some((_, _, what)) = self.own.iter().find(|(_, p, _)| *p == port)
+                {
+                    return Err(format!("{name}:{port} may be this worker's own {what} endpoint: never fetched"));
                 }
                 Ok(())
             }
