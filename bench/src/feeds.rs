@@ -274,6 +274,7 @@ async fn pipeline(opensearch: &SearchServer, urls: &[String]) -> anyhow::Result<
             })
             .map_err(anyhow::Error::msg)?,
         ),
+        secrets_keys: None,
     };
     let config = WorkerConfig { name: "bench".into(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
     let worker = tokio::spawn(run_worker(

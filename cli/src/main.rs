@@ -54,6 +54,8 @@ struct StandaloneArgs {
     sinks: SinkArgs,
     #[command(flatten)]
     fetch: FetchArgs,
+    #[command(flatten)]
+    secrets: ingest_runtime::SecretsArgs,
 }
 
 #[tokio::main]
@@ -83,7 +85,9 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     own.extend(OwnEndpoint::from_addr(listeners.http.local_addr()?, "control HTTP"));
     // Without Elasticsearch or S3 flags, documents and objects go to files
     // under <data-dir>/out.
-    let services = JobServices::from_args(&args.sinks, &args.fetch, &args.data_dir.join("out"), &own)?;
+    let mut services = JobServices::from_args(&args.sinks, &args.fetch, &args.data_dir.join("out"), &own)?;
+    let secrets_keys = args.secrets.keys()?;
+    services.secrets_keys = secrets_keys.clone();
     let keys = args.keys.keys();
     let mut worker_config = args.worker.config();
     if args.worker.name.is_none() {
@@ -100,7 +104,8 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     // Control stops after the worker has drained, so the worker's last
     // counters still reach it.
     let stop_control = CancellationToken::new();
-    let control = serve(ControlService::new(store.clone(), keys.clone()), &args.serve, listeners, stop_control.clone());
+    let service = ControlService::new(store.clone(), keys.clone()).with_secrets_keys(secrets_keys);
+    let control = serve(service, &args.serve, listeners, stop_control.clone());
     let worker = async {
         let result = run_worker(
             store,

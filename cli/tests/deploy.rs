@@ -88,7 +88,7 @@ fn the_compose_file_is_valid_and_matches_the_binary() {
         assert!(!environment.contains_key("INGEST_TOKEN"), "the token comes from a Docker secret file");
         assert_eq!(environment["INGEST_TOKEN_FILE"], "/run/secrets/ingest_token");
     }
-    for secret in ["ingest_token", "s3_access_key", "s3_secret_key"] {
+    for secret in ["ingest_token", "ingest_secrets_key", "s3_access_key", "s3_secret_key"] {
         assert_eq!(project["secrets"][secret]["external"], true, "{secret}");
     }
     assert!(

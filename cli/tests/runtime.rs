@@ -52,6 +52,7 @@ impl Node {
             JobServices {
                 sinks: Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
                 fetcher: Arc::new(Fetcher::new(&fetch).expect("fetcher")),
+                secrets_keys: None,
             },
             None,
             shutdown.clone(),

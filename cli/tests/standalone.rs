@@ -367,3 +367,64 @@ async fn hostile_pages_only_fail_their_own_article() {
     assert!(status.success(), "exit status {status}");
     assert!(took < Duration::from_secs(8), "drained in {took:?}");
 }
+
+/// With --secrets-key-file, job secrets are sealed in the store file: the
+/// value is nowhere in it, the job runs; started without the key, the job
+/// says which flag it needs instead of running without its secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_encrypted_at_rest_with_a_key_file() {
+    const SECRET: &str = "super-secret-token-value";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let log = dir.path().join("standalone.log");
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, "# ingest test key\nAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=\n").expect("write the key");
+    let key_flag = ["--secrets-key-file", key.to_str().expect("utf8")];
+
+    let mut first = Standalone::start_with(&data, &log, &key_flag);
+    let mut client = first.client().await;
+    wait_for_worker(&mut client).await;
+    let params = serde_json::json!({"items_per_run": 1, "token": SECRET});
+    let job = pb::Job {
+        name: "sealed".into(),
+        r#type: "demo".into(),
+        interval: Some(pbjson_types::Duration { seconds: 1, nanos: 0 }),
+        params: Some(serde_json::from_value(params).expect("params")),
+        ..Default::default()
+    };
+    let created =
+        client.create_job(pb::CreateJobRequest { job: Some(job), ..Default::default() }).await.expect("create");
+    let id = created.into_inner().job.expect("job").id;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = client.get_job(pb::GetJobRequest { id: id.clone() }).await.expect("get").into_inner();
+        let status = job.job.and_then(|j| j.status).expect("status");
+        if status.counters.is_some_and(|c| c.items_fetched > 1) {
+            assert!(status.last_error.is_none(), "{:?}", status.last_error);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job with sealed secrets did not run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, status) = first.terminate();
+    assert!(status.success());
+    let stored = std::fs::read(data.join("store.redb")).expect("the store file");
+    assert!(!stored.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the secret is in the store file in clear");
+
+    // Without the key: the job fails visibly, naming the flag.
+    let mut second = Standalone::start(&data, &log);
+    let mut client = second.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let job = client.get_job(pb::GetJobRequest { id: id.clone() }).await.expect("get").into_inner();
+        let error = job.job.and_then(|j| j.status).and_then(|s| s.last_error).map(|e| e.message).unwrap_or_default();
+        if error.contains("encrypted") {
+            break error;
+        }
+        assert!(Instant::now() < deadline, "no error about the missing key: {error:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(error.contains("--secrets-key-file"), "{error}");
+    let (_, status) = second.terminate();
+    assert!(status.success());
+}

@@ -33,15 +33,18 @@ pub struct ControlCommand {
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub serve: ServeArgs,
+    #[command(flatten)]
+    pub secrets: ingest_runtime::SecretsArgs,
 }
 
 impl ControlCommand {
     /// Serves until SIGTERM or SIGINT.
     pub async fn run(self) -> anyhow::Result<()> {
         let shutdown = shutdown_on_signal();
+        let secrets_keys = self.secrets.keys()?;
         let store = self.etcd.connect().await?;
         let listeners = Listeners::bind(&self.serve).await?;
-        let service = ControlService::new(store, self.etcd.keys.keys());
+        let service = ControlService::new(store, self.etcd.keys.keys()).with_secrets_keys(secrets_keys);
         serve(service, &self.serve, listeners, shutdown).await
     }
 }

@@ -12,6 +12,7 @@ use ingest_model::{
     FieldViolation, JobRecord, JobState, JobTypeSpec, SecretsRecord, SplitParams, WorkerRecord, moved_origins,
     now_millis, validate_job_id, validate_name, validate_params,
 };
+use ingest_runtime::secrets_key::{self, SecretsKeys};
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{
     Compare, CompareOp, KeyRange, RangeRequest, Revision, Store, Txn, TxnOp, TxnOpResponse, prefix_end,
@@ -92,11 +93,19 @@ pub struct JobFilter {
 pub struct ControlService {
     store: Arc<dyn Store>,
     keys: Keys,
+    /// Seals job secrets at rest (`--secrets-key-file`); `None`: in clear.
+    secrets_keys: Option<Arc<SecretsKeys>>,
 }
 
 impl ControlService {
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
-        Self { store, keys }
+        Self { store, keys, secrets_keys: None }
+    }
+
+    /// Seals every secrets record written from now on with these keys.
+    pub fn with_secrets_keys(mut self, keys: Option<Arc<SecretsKeys>>) -> Self {
+        self.secrets_keys = keys;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -156,7 +165,10 @@ impl ControlService {
         let job_key = self.keys.job(&id);
         let mut ops = vec![TxnOp::put(job_key.clone(), encode(&record)?)];
         if !split.secrets.is_empty() {
-            ops.push(TxnOp::put(self.keys.secret(&id), encode(&SecretsRecord { values: split.secrets })?));
+            let record = SecretsRecord { values: split.secrets };
+            let stored =
+                secrets_key::store(self.secrets_keys.as_deref(), &id, &record).map_err(ControlError::Internal)?;
+            ops.push(TxnOp::put(self.keys.secret(&id), stored));
         }
         let response = self.store.txn(Txn::new().when([Compare::absent(job_key)]).and_then(ops)).await?;
         if !response.succeeded {
@@ -293,13 +305,18 @@ impl ControlService {
         if let Some(new_secrets) = new_secrets.filter(|s| !s.is_empty()) {
             // Merge with the kept secrets; the job key's revision guard also
             // covers the secrets key, which is only written together with it.
+            // A record that does not open is an error, never an empty default
+            // (which would drop the kept secrets without a word).
             let mut secrets = match self.store.get(&self.keys.secret(&change.id)).await? {
-                Some(kv) => decode::<SecretsRecord>(&kv).unwrap_or_default(),
+                Some(kv) => secrets_key::open(self.secrets_keys.as_deref(), &change.id, &kv.value)
+                    .map_err(|e| ControlError::Internal(format!("the job's stored secrets cannot be read: {e}")))?,
                 None => SecretsRecord::default(),
             };
             secrets.values.extend(new_secrets);
             record.secret_names = secrets.values.keys().cloned().collect();
-            ops.push(TxnOp::put(self.keys.secret(&change.id), encode(&secrets)?));
+            let stored = secrets_key::store(self.secrets_keys.as_deref(), &change.id, &secrets)
+                .map_err(ControlError::Internal)?;
+            ops.push(TxnOp::put(self.keys.secret(&change.id), stored));
         }
         self.write_guarded(record, change.revision, ops).await
     }

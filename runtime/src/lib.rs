@@ -2,6 +2,7 @@
 //! flags for reaching the store, logging setup and shutdown on signals.
 
 pub mod metrics;
+pub mod secrets_key;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -90,6 +91,32 @@ impl EtcdArgs {
             _ => None,
         };
         Ok(Some(EtcdTls { ca, identity }))
+    }
+}
+
+/// `--secrets-key-file`: job secrets encrypted at rest (see `secrets_key`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SecretsArgs {
+    /// File of the key that encrypts job secrets in the store, one base64
+    /// key of 32 bytes per line (the first encrypts; older ones below still
+    /// decrypt, for rotation). Control and workers need the same file. Make
+    /// one with: head -c 32 /dev/urandom | base64 > secrets.key
+    #[arg(long, env = "INGEST_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<std::path::PathBuf>,
+}
+
+impl SecretsArgs {
+    /// The keys, or `None` (with a warning: secrets are then stored in clear).
+    pub fn keys(&self) -> anyhow::Result<Option<Arc<secrets_key::SecretsKeys>>> {
+        match &self.secrets_key_file {
+            Some(path) => Ok(Some(Arc::new(secrets_key::SecretsKeys::from_file(path).map_err(anyhow::Error::msg)?))),
+            None => {
+                tracing::warn!(
+                    "no --secrets-key-file: job secrets are stored unencrypted (anyone who reads the store reads them)"
+                );
+                Ok(None)
+            }
+        }
     }
 }
 

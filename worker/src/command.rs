@@ -35,6 +35,8 @@ pub struct WorkerCommand {
     pub sinks: SinkArgs,
     #[command(flatten)]
     pub fetch: FetchArgs,
+    #[command(flatten)]
+    pub secrets: ingest_runtime::SecretsArgs,
 }
 
 impl WorkerCommand {
@@ -50,7 +52,8 @@ impl WorkerCommand {
         if let Some(addr) = self.metrics_addr {
             own.extend(OwnEndpoint::from_addr(addr, "metrics"));
         }
-        let services = JobServices::from_args(&self.sinks, &self.fetch, Path::new("ingest-out"), &own)?;
+        let mut services = JobServices::from_args(&self.sinks, &self.fetch, Path::new("ingest-out"), &own)?;
+        services.secrets_keys = self.secrets.keys()?;
         let metrics = match self.metrics_addr {
             Some(addr) => {
                 ingest_runtime::metrics::init();

@@ -64,6 +64,8 @@ impl WorkerArgs {
 pub struct JobServices {
     pub sinks: Arc<Sinks>,
     pub fetcher: Arc<fetch::Fetcher>,
+    /// Opens the jobs' sealed secrets (`--secrets-key-file`).
+    pub secrets_keys: Option<Arc<ingest_runtime::secrets_key::SecretsKeys>>,
 }
 
 impl JobServices {
@@ -79,6 +81,7 @@ impl JobServices {
         Ok(Self {
             sinks: Arc::new(sinks.build(default_dir).map_err(anyhow::Error::msg)?),
             fetcher: Arc::new(fetch::Fetcher::guarding(fetch, own).map_err(anyhow::Error::msg)?),
+            secrets_keys: None,
         })
     }
 }

@@ -41,6 +41,7 @@ pub struct RunnerContext {
     pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     pub sinks: Arc<Sinks>,
     pub fetcher: Arc<Fetcher>,
+    pub secrets_keys: Option<Arc<ingest_runtime::secrets_key::SecretsKeys>>,
     /// The worker's lease: a runner stops by itself when its deadline passes.
     pub lease_rx: watch::Receiver<Option<LeaseState>>,
 }
@@ -280,7 +281,13 @@ impl Runner {
             SecretsRecord::default()
         } else {
             let kv = self.ctx.store.get(&self.ctx.keys.secret(&self.record.id)).await.map_err(|e| e.to_string())?;
-            kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
+            // A record that does not open fails the job visibly, never runs it without its secrets.
+            match kv {
+                Some(kv) => {
+                    ingest_runtime::secrets_key::open(self.ctx.secrets_keys.as_deref(), &self.record.id, &kv.value)?
+                }
+                None => SecretsRecord::default(),
+            }
         };
         self.redactor = Redactor::new(secrets.values.values().map(String::as_str));
         let params = Params::new(&self.record.id, spec, &self.record.params, &secrets.values);

@@ -479,6 +479,7 @@ impl Scheduler {
             types: self.types.clone(),
             sinks: self.services.sinks.clone(),
             fetcher: self.services.fetcher.clone(),
+            secrets_keys: self.services.secrets_keys.clone(),
             lease_rx: self.lease_rx.clone(),
         };
         let runner =
