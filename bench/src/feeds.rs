@@ -282,7 +282,7 @@ async fn pipeline(opensearch: &SearchServer, urls: &[String]) -> anyhow::Result<
         keys.clone(),
         config,
         SchedulerConfig::default(),
-        ControlEndpoint { url: control_url, token: None },
+        ControlEndpoint { url: control_url, token: None, tls: None },
         services,
         None,
         shutdown.clone(),

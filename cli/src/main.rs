@@ -112,7 +112,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             keys,
             worker_config,
             SchedulerConfig::default(),
-            ControlEndpoint { url: control_url, token },
+            ControlEndpoint { url: control_url, token, tls: None },
             services,
             None, // control's HTTP server serves this process's /metrics
             shutdown.clone(),

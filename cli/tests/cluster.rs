@@ -223,3 +223,61 @@ async fn a_compacted_watch_reconverges() {
     history.check_epochs_monotonic().unwrap_or_else(|e| panic!("{e}"));
     cluster.stop();
 }
+
+/// Control requiring mutual TLS on gRPC: a worker given --control-ca,
+/// --control-cert and --control-key reports its counters, and they rise; a
+/// worker without a client certificate is refused and says so in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_reach_a_control_that_requires_mutual_tls() {
+    let _serial = serial().await;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let certs_dir = certs.path().to_path_buf();
+    tokio::task::spawn_blocking(move || ingest_testkit::make_test_certificates(&certs_dir)).await.expect("certs");
+    let path = |name: &str| certs.path().join(name).to_str().expect("utf8").to_string();
+    let args = ingest_control::ServeArgs {
+        tls_cert: Some(certs.path().join("server.crt")),
+        tls_key: Some(certs.path().join("server.key")),
+        tls_client_ca: Some(certs.path().join("ca.crt")),
+        ..ingest_control::ServeArgs::loopback()
+    };
+    let mut cluster = Cluster::start_with(TTL, args).await;
+    cluster.control_url = cluster.control_url.replacen("http://", "https://", 1);
+    cluster.worker_env = vec![
+        ("INGEST_CONTROL_CA".into(), path("ca.crt")),
+        ("INGEST_CONTROL_CERT".into(), path("client.crt")),
+        ("INGEST_CONTROL_KEY".into(), path("client.key")),
+    ];
+    cluster.start_worker("w1");
+    // A second worker trusts control but has no certificate of its own.
+    cluster.worker_env.truncate(1);
+    cluster.start_worker("w2");
+    let jobs = cluster.create_jobs(4, Duration::from_secs(1)).await;
+    cluster.wait_all_owned(&jobs, &["w1", "w2"], Duration::from_secs(30)).await;
+    let owners = cluster.owners().await;
+    let mtls_job = jobs.iter().find(|j| owners.get(*j).is_some_and(|w| w == "w1"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        // Counters of w1's jobs rise in control; w2's never arrive.
+        if let Some(id) = mtls_job {
+            let view = cluster.control.get_job(id).await.expect("get job");
+            let runs = view.status.stats.counters.runs;
+            if seen.last().is_none_or(|last| runs > *last) {
+                seen.push(runs);
+            }
+        }
+        let w2_log = std::fs::read_to_string(cluster.log_path("w2")).unwrap_or_default();
+        let refused = w2_log.contains("cannot report progress");
+        if (mtls_job.is_none() || seen.len() >= 3) && refused {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counters seen {seen:?}, w2 refused: {refused}\n{}",
+            cluster.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(mtls_job.is_some(), "w1 owns none of the 4 jobs: {owners:?}");
+    cluster.stop();
+}

@@ -48,7 +48,7 @@ impl Node {
             keys.clone(),
             config,
             SchedulerConfig::default(),
-            ControlEndpoint { url, token: None },
+            ControlEndpoint { url, token: None, tls: None },
             JobServices {
                 sinks: Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
                 fetcher: Arc::new(Fetcher::new(&fetch).expect("fetcher")),

@@ -37,6 +37,16 @@ pub struct WorkerCommand {
     pub fetch: FetchArgs,
     #[command(flatten)]
     pub secrets: ingest_runtime::SecretsArgs,
+    /// CA certificate (PEM) of control's TLS certificate; turns on TLS to
+    /// control (--control must then be https://).
+    #[arg(long, env = "INGEST_CONTROL_CA")]
+    pub control_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a control that requires one (mTLS).
+    #[arg(long, env = "INGEST_CONTROL_CERT", requires = "control_key")]
+    pub control_cert: Option<PathBuf>,
+    /// Private key (PEM) of --control-cert.
+    #[arg(long, env = "INGEST_CONTROL_KEY", requires = "control_cert")]
+    pub control_key: Option<PathBuf>,
 }
 
 impl WorkerCommand {
@@ -68,9 +78,33 @@ impl WorkerCommand {
         let store = self.etcd.connect().await?;
         let config = self.worker.config();
         tracing::info!(worker = %config.name, control = %self.control, "worker starting");
-        let control = ControlEndpoint { url: self.control.clone(), token };
+        let control = ControlEndpoint { url: self.control.clone(), token, tls: self.control_tls()? };
         let keys = self.etcd.keys.keys();
         run_worker(store, keys, config, SchedulerConfig::default(), control, services, metrics, shutdown).await
+    }
+}
+
+impl WorkerCommand {
+    /// TLS to control from --control-ca / --control-cert / --control-key.
+    fn control_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
+        };
+        if self.control_ca.is_none() && self.control_cert.is_none() {
+            return Ok(None);
+        }
+        if !self.control.starts_with("https://") {
+            anyhow::bail!("--control {} must be https:// with --control-ca or --control-cert", self.control);
+        }
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &self.control_ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read("--control-ca", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.control_cert, &self.control_key) {
+            tls = tls.identity(Identity::from_pem(read("--control-cert", cert)?, read("--control-key", key)?));
+        }
+        Ok(Some(tls))
     }
 }
 

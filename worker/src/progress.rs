@@ -150,6 +150,9 @@ fn timestamp(ms: UnixMillis) -> pbjson_types::Timestamp {
 pub struct ControlEndpoint {
     pub url: String,
     pub token: Option<String>,
+    /// TLS to control (an `https://` URL): the CA to trust and the
+    /// certificate to present when control requires one (mTLS).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Sends changed counters to control every [`REPORT_INTERVAL`] until
@@ -187,8 +190,12 @@ async fn send(
     jobs: Vec<pb::JobProgress>,
 ) -> Result<(), String> {
     if client.is_none() {
-        let connected = WorkerServiceClient::connect(control.url.clone()).await.map_err(|e| e.to_string())?;
-        *client = Some(connected);
+        let mut endpoint = tonic::transport::Endpoint::from_shared(control.url.clone()).map_err(|e| e.to_string())?;
+        if let Some(tls) = &control.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
+        *client = Some(WorkerServiceClient::new(channel));
     }
     let Some(client) = client.as_mut() else { return Err("no client".to_string()) };
     // One short stream per report: simple, and a broken connection is
@@ -205,4 +212,16 @@ async fn send(
         .map_err(|_| "timed out".to_string())?
         .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
     Ok(())
+}
+
+/// An error with its sources ("transport error: … invalid peer certificate").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
