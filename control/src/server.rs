@@ -183,7 +183,11 @@ pub async fn serve(
         grpc_shutdown.cancelled().await;
     });
     let hosts = http::AllowedHosts::new(listeners.http.local_addr()?, &args.http_allowed_hosts);
-    let http = http::serve(service, auth.clone(), hosts, listeners.http, shutdown.clone());
+    let http_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(http::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    let http = http::serve(service, auth.clone(), hosts, http_tls, listeners.http, shutdown.clone());
     let drained = async { tokio::join!(grpc, http) };
     // Graceful, but bounded: clients that keep connections open do not hold
     // the process past the grace period.

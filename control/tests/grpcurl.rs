@@ -253,12 +253,16 @@ struct Pki {
 }
 
 fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names for the CA and the leaves (OpenSSL takes a leaf whose
+    // issuer name is its own for a self-signed one).
+    ca_params.distinguished_name.push(DnType::CommonName, "ingest test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
     let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, stem: &str| {
         let mut params = CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(DnType::CommonName, stem);
         params.extended_key_usages = vec![usage];
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &ca).expect("sign");
@@ -292,6 +296,20 @@ async fn tls_and_mutual_tls() {
         assert!(!plaintext.status.success(), "plaintext must be refused on a TLS port");
         let listing = grpcurl(&["-cacert", &ca], &tls.addr, &["list"], None);
         assert!(stdout(&listing).contains("ingest.v1.JobService"), "{}", stderr(&listing));
+        // The HTTP face (web UI, JSON API, /metrics) serves HTTPS with the same certificate.
+        let curl = |args: &[&str]| Command::new("curl").args(["-sS", "-m", "5"]).args(args).output().expect("run curl");
+        let https = curl(&["--cacert", &ca, &format!("https://{}/healthz", tls.http)]);
+        assert!(stdout(&https).starts_with("ok revision="), "{}{}", stdout(&https), stderr(&https));
+        let api = curl(&[
+            "--cacert",
+            &ca,
+            "-X",
+            "POST",
+            &format!("https://{}/api/ingest.v1.JobService/ListJobTypes", tls.http),
+        ]);
+        assert!(stdout(&api).contains("jobTypes"), "{}{}", stdout(&api), stderr(&api));
+        let plain = curl(&[&format!("http://{}/healthz", tls.http)]);
+        assert!(!stdout(&plain).contains("ok revision"), "plaintext must not be answered on the HTTPS port");
     });
     drop(tls);
 
