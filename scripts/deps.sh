@@ -47,6 +47,9 @@ deps_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 command -v unzip >/dev/null 2>&1 || apt_install unzip
+# Test certificates (testkit, scripts/elasticsearch.sh) and the scripts' HTTP checks.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v curl >/dev/null 2>&1 || apt_install curl
 bash "$deps_dir/opensearch.sh" install
 # Elasticsearch 9 needs Java 21+ (a Temurin under /usr/lib/jvm on this kind of machine).
 ES_VERSION=9.1.0 bash "$deps_dir/elasticsearch.sh" install

@@ -80,20 +80,8 @@ java_range() { if [ "$MAX_JAVA" = 999 ]; then echo "$MIN_JAVA+"; else echo "$MIN
 
 now_ms() { local t="${EPOCHREALTIME:-$(date +%s.%N)}"; t="${t%"${t#*.???}"}"; echo $((10#${t/./})); }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-    return
-  fi
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    port_busy "$p" || { echo "$p"; return; }
-  done
-  die "found no free port; set ES_PORT"
-}
+# port_busy, free_port
+source "$(dirname "${BASH_SOURCE[0]}")/lib/ports.sh"
 
 # The launcher's pid in the pid file, if that process is alive and is this run dir's
 # Elasticsearch launcher.
@@ -495,7 +483,7 @@ start_locked() {
   local jh port scheme=http
   jh="$(java_home)"
   port="${ES_PORT:-9200}"
-  if [ "$port" = 0 ] || [ "$port" = auto ]; then port="$(free_port)"; fi
+  if [ "$port" = 0 ] || [ "$port" = auto ]; then port="$(free_port ES_PORT)"; fi
   if port_busy "$port"; then
     die "port $port on 127.0.0.1 is in use: stop what holds it, or set ES_PORT (0 picks a free port)"
   fi

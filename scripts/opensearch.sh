@@ -42,20 +42,8 @@ MAIN_CLASS="org.opensearch.bootstrap.OpenSearch"
 log() { echo "opensearch: $*" >&2; }
 die() { echo "opensearch: error: $*" >&2; exit 1; }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-    return
-  fi
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    port_busy "$p" || { echo "$p"; return; }
-  done
-  die "found no free port; set OPENSEARCH_PORT"
-}
+# port_busy, free_port
+source "$(dirname "${BASH_SOURCE[0]}")/lib/ports.sh"
 
 # The pid in the pid file, if that process is alive and is an OpenSearch node.
 running_pid() {
@@ -284,7 +272,7 @@ cmd_start() {
   local jh port
   jh="$(java_home)"
   port="${OPENSEARCH_PORT:-9200}"
-  if [ "$port" = 0 ] || [ "$port" = auto ]; then port="$(free_port)"; fi
+  if [ "$port" = 0 ] || [ "$port" = auto ]; then port="$(free_port OPENSEARCH_PORT)"; fi
   if port_busy "$port"; then
     die "port $port on 127.0.0.1 is in use: stop what holds it, or set OPENSEARCH_PORT (0 picks a free port)"
   fi

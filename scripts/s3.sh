@@ -44,20 +44,8 @@ START_TIMEOUT="${S3_START_TIMEOUT:-60}"
 log() { echo "s3: $*" >&2; }
 die() { echo "s3: error: $*" >&2; exit 1; }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-    return
-  fi
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    port_busy "$p" || { echo "$p"; return; }
-  done
-  die "found no free port; set S3_PORT"
-}
+# port_busy, free_port
+source "$(dirname "${BASH_SOURCE[0]}")/lib/ports.sh"
 
 hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 
@@ -202,8 +190,8 @@ garage() { "$GARAGE_BIN" -c "$RUN_DIR/garage.toml" "$@"; }
 
 start_garage() {
   local port="$1" rpc_port admin_port
-  rpc_port="$(free_port)"
-  admin_port="$(free_port)"
+  rpc_port="$(free_port S3_PORT)"
+  admin_port="$(free_port S3_PORT)"
   mkdir -p "$RUN_DIR/meta"
   (
     umask 077
@@ -271,7 +259,7 @@ cmd_start() {
   server="$(select_server)"
   ensure_credentials
   port="${S3_PORT:-9000}"
-  if [ "$port" = 0 ] || [ "$port" = auto ]; then port="$(free_port)"; fi
+  if [ "$port" = 0 ] || [ "$port" = auto ]; then port="$(free_port S3_PORT)"; fi
   if port_busy "$port"; then
     die "port $port on 127.0.0.1 is in use: stop what holds it, or set S3_PORT (0 picks a free port)"
   fi

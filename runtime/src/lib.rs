@@ -120,6 +120,22 @@ impl SecretsArgs {
     }
 }
 
+/// An error and its causes on one line ("error sending request: … : invalid
+/// peer certificate"), each cause once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// How long a starting process waits for etcd to answer.
 const ETCD_STARTUP_WAIT: Duration = Duration::from_secs(10);
 

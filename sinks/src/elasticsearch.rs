@@ -293,20 +293,5 @@ fn unreachable_error(NoAnswer { url, error }: NoAnswer) -> SinkError {
     } else {
         ""
     };
-    SinkError::transient(SINK, format!("cannot reach {url}: {}{hint}", error_chain(&error)))
-}
-
-/// An error with its sources ("error sending request: … : invalid peer certificate").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
+    SinkError::transient(SINK, format!("cannot reach {url}: {}{hint}", ingest_runtime::error_chain(&error)))
 }

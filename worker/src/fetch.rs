@@ -340,24 +340,9 @@ fn snippet(body: &[u8]) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// An error and its causes on one line.
-pub fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 fn classify(url: &Url, error: &reqwest::Error) -> FetchError {
     // reqwest names the whole URL; its query may hold an API key.
-    let text = describe(error).replace(url.as_str(), &shown(url));
+    let text = ingest_runtime::error_chain(error).replace(url.as_str(), &shown(url));
     if let Some(at) = text.find("refused: ") {
         return FetchError::Refused(text[at + "refused: ".len()..].to_string());
     }

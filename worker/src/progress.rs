@@ -194,7 +194,7 @@ async fn send(
         if let Some(tls) = &control.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| e.to_string())?;
         }
-        let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
+        let channel = endpoint.connect().await.map_err(|e| ingest_runtime::error_chain(&e))?;
         *client = Some(WorkerServiceClient::new(channel));
     }
     let Some(client) = client.as_mut() else { return Err("no client".to_string()) };
@@ -212,16 +212,4 @@ async fn send(
         .map_err(|_| "timed out".to_string())?
         .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
     Ok(())
-}
-
-/// An error with its sources ("transport error: … invalid peer certificate").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -17,7 +17,7 @@ pub async fn read_capped(response: reqwest::Response, max: usize) -> Result<Byte
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            let text = crate::fetch::describe(&e);
+            let text = ingest_runtime::error_chain(&e);
             if e.is_timeout() { BodyError::Timeout(text) } else { BodyError::Read(text) }
         })?;
         if body.len() + chunk.len() > max {
