@@ -38,7 +38,7 @@ use ingest_store::{EmbeddedStore, Store, scan_prefix};
 use ingest_testkit::{Engine, SearchServer};
 use ingest_worker::fetch::{FetchArgs, Fetcher};
 use ingest_worker::jobs::rss;
-use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerConfig, run_worker};
+use ingest_worker::{ControlEndpoint, JobServices, ReportTo, SchedulerConfig, WorkerConfig, run_worker};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -282,7 +282,7 @@ async fn pipeline(opensearch: &SearchServer, urls: &[String]) -> anyhow::Result<
         keys.clone(),
         config,
         SchedulerConfig::default(),
-        ControlEndpoint { url: control_url, token: None, tls: None },
+        ReportTo::Control(ControlEndpoint { url: control_url, token: Default::default(), tls: None }),
         services,
         None,
         shutdown.clone(),

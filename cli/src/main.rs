@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ingest_control::{ControlService, Listeners, ServeArgs, serve};
+use ingest_control::progress::{ProgressRecorder, RecorderConfig};
+use ingest_control::{ControlService, Listeners, ServeArgs, serve_with_recorder};
 use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 use ingest_store::{EmbeddedStore, Store};
 use ingest_worker::fetch::{FetchArgs, OwnEndpoint};
-use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerArgs, run_worker};
+use ingest_worker::{JobServices, ProgressReceiver, ReportTo, SchedulerConfig, WorkerArgs, run_worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -99,20 +100,21 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         web_ui = %format!("http://{}/", listeners.http.local_addr()?),
         "standalone starting"
     );
-    let control_url = format!("http://{}", listeners.grpc.local_addr()?);
-    let token = args.serve.bearer_token()?;
     // Control stops after the worker has drained, so the worker's last
-    // counters still reach it.
+    // counters still reach it; they go to its recorder directly, whatever
+    // token or TLS the gRPC port requires.
     let stop_control = CancellationToken::new();
     let service = ControlService::new(store.clone(), keys.clone()).with_secrets_keys(secrets_keys);
-    let control = serve(service, &args.serve, listeners, stop_control.clone());
+    let recorder = Arc::new(ProgressRecorder::new(store.clone(), keys.clone(), RecorderConfig::default()));
+    let report_to = ReportTo::InProcess(Arc::new(LocalControl(recorder.clone())));
+    let control = serve_with_recorder(service, &args.serve, listeners, recorder, stop_control.clone());
     let worker = async {
         let result = run_worker(
             store,
             keys,
             worker_config,
             SchedulerConfig::default(),
-            ControlEndpoint { url: control_url, token, tls: None },
+            report_to,
             services,
             None, // control's HTTP server serves this process's /metrics
             shutdown.clone(),
@@ -124,4 +126,13 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     let (worker, control) = tokio::join!(worker, control);
     worker.context("worker failed")?;
     control
+}
+
+/// Standalone's worker reports to its own control without a connection.
+struct LocalControl(Arc<ProgressRecorder>);
+
+impl ProgressReceiver for LocalControl {
+    fn receive(&self, report: ingest_proto::v1::ReportProgressRequest) -> Result<(), String> {
+        self.0.receive(report).map_err(|e| e.to_string())
+    }
 }

@@ -12,7 +12,7 @@ use ingest_sinks::Sinks;
 use ingest_store::keys::Keys;
 use ingest_store::{EmbeddedStore, Store};
 use ingest_worker::fetch::{FetchArgs, Fetcher};
-use ingest_worker::{ControlEndpoint, JobServices, SchedulerConfig, WorkerConfig, run_worker};
+use ingest_worker::{ControlEndpoint, JobServices, ReportTo, SchedulerConfig, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
 struct Node {
@@ -48,7 +48,7 @@ impl Node {
             keys.clone(),
             config,
             SchedulerConfig::default(),
-            ControlEndpoint { url, token: None, tls: None },
+            ReportTo::Control(ControlEndpoint { url, token: Default::default(), tls: None }),
             JobServices {
                 sinks: Arc::new(Sinks::local(&dir.path().join("out"), Duration::from_secs(30))),
                 fetcher: Arc::new(Fetcher::new(&fetch).expect("fetcher")),

@@ -428,3 +428,51 @@ async fn secrets_are_encrypted_at_rest_with_a_key_file() {
     let (_, status) = second.terminate();
     assert!(status.success());
 }
+
+/// Standalone behind TLS, mTLS and role tokens on both ports: its own
+/// worker still reports counters (in process, needing no token or
+/// certificate), and a read token sees them but cannot change anything.
+#[tokio::test]
+async fn standalone_with_tls_mtls_and_tokens_still_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ingest_testkit::make_test_certificates(dir.path());
+    let file = |name: &str| dir.path().join(name).to_str().expect("utf8").to_string();
+    std::fs::write(dir.path().join("tokens"), "admin adm-token\nread read-token\n").expect("tokens");
+    let (ca, cert, key, ccert, ckey) =
+        (file("ca.crt"), file("server.crt"), file("server.key"), file("client.crt"), file("client.key"));
+    let flags = ["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca, "--token-file", &file("tokens")];
+    let mut standalone = Standalone::start_with(&dir.path().join("data"), &dir.path().join("log"), &flags);
+    let http = standalone.http.clone();
+    let api = move |token: &str, method: &str, body: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-m", "5", "--cacert", &ca, "--cert", &ccert, "--key", &ckey])
+            .args(["-H", &format!("authorization: Bearer {token}"), "--data", body])
+            .arg(format!("https://{http}/api/ingest.v1.JobService/{method}"))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|_| serde_json::json!({"raw": text}))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api("read-token", "ListWorkers", "{}")["workers"].as_array().is_none_or(Vec::is_empty) {
+        assert!(standalone.child.try_wait().expect("try_wait").is_none(), "standalone exited");
+        assert!(Instant::now() < deadline, "no worker: {}", api("read-token", "ListWorkers", "{}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let job = r#"{"job": {"name": "behind tls", "type": "demo", "interval": "1s"}}"#;
+    let refused = api("read-token", "CreateJob", job);
+    assert_eq!(refused["code"], "PERMISSION_DENIED", "{refused}");
+    let created = api("adm-token", "CreateJob", job);
+    let id = created["job"]["id"].as_str().unwrap_or_else(|| panic!("created: {created}")).to_string();
+    loop {
+        let got = api("read-token", "GetJob", &format!(r#"{{"id": "{id}"}}"#));
+        let fetched = got["job"]["status"]["counters"]["itemsFetched"].as_str().and_then(|n| n.parse::<u64>().ok());
+        if fetched.is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no counters behind TLS: {got}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, status) = standalone.terminate();
+    assert!(status.success(), "{status}");
+}

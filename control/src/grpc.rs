@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, job_to_pb, job_type_to_pb, params_from_pb, progress_from_pb, state_filter_from_pb,
-    watch_update_to_pb, worker_to_pb,
+    duration_from_pb, job_to_pb, job_type_to_pb, params_from_pb, state_filter_from_pb, watch_update_to_pb, worker_to_pb,
 };
 use crate::error::{ControlError, code_name};
 use crate::progress::ProgressRecorder;
@@ -235,10 +234,7 @@ impl WorkerService for GrpcWorkerService {
                 }
             };
             let Some(message) = message else { break };
-            let (worker, reports) = progress_from_pb(message)?;
-            metrics::counter!(m::PROGRESS_REPORTS).increment(1);
-            tracing::trace!(%worker, jobs = reports.len(), "progress received");
-            self.recorder.record(reports);
+            self.recorder.receive(message)?;
         }
         Ok(Response::new(pb::ReportProgressResponse {}))
     }

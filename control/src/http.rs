@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::BearerAuth;
+use crate::auth::Auth;
 use crate::grpc::GrpcJobService;
 use crate::json_api::{self, JsonApi};
 use crate::service::ControlService;
@@ -37,7 +37,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 
 pub async fn serve(
     service: ControlService,
-    auth: BearerAuth,
+    auth: Auth,
     hosts: AllowedHosts,
     tls: Option<tokio_rustls::TlsAcceptor>,
     listener: TcpListener,
@@ -48,7 +48,8 @@ pub async fn serve(
     let app = Router::new()
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/ui/{file}", get(ui_file))
-        .route("/api/ingest.v1.JobService/{method}", post(json_api::call).with_state(api))
+        .route("/api/ingest.v1.JobService/{method}", post(json_api::call).with_state(api.clone()))
+        .route("/api/session", post(json_api::session).with_state(api))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(service);
@@ -56,9 +57,13 @@ pub async fn serve(
 }
 
 /// TLS for the HTTP face from the same PEM files as gRPC's `--tls-cert` and
-/// `--tls-key` (server authentication only: browsers rarely hold client
-/// certificates, so `--tls-client-ca` applies to gRPC).
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+/// `--tls-key`; with `--tls-client-ca` it requires client certificates like
+/// gRPC does, so the HTTP port is no way around mTLS.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
@@ -68,10 +73,26 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tok
         .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in
+                CertificateDer::pem_file_iter(path).map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?
+            {
+                let ca = ca.map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+                roots.add(ca).map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("--tls-cert/--tls-key do not make a certificate and its key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -30,14 +30,14 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic_types::StatusExt;
 
-use crate::auth::BearerAuth;
+use crate::auth::Auth;
 use crate::error::{code_name, http_status};
 use crate::grpc::GrpcJobService;
 
 /// What the API handlers share.
 pub struct JsonApi {
     pub jobs: GrpcJobService,
-    pub auth: BearerAuth,
+    pub auth: Auth,
     pub hosts: crate::http::AllowedHosts,
 }
 
@@ -52,10 +52,10 @@ pub async fn call(
     if let Err(refused) = check_origin(&headers).and_then(|()| check_site(&headers, &uri, &api.hosts)) {
         return error_response(&refused);
     }
-    let metadata = MetadataMap::from_headers(headers);
-    if let Err(status) = api.auth.check(&metadata) {
+    if let Err(status) = api.auth.authorize(&headers, &format!("/ingest.v1.JobService/{method}")) {
         return error_response(&status);
     }
+    let metadata = MetadataMap::from_headers(headers);
     let jobs = &api.jobs;
     match method.as_str() {
         "CreateJob" => unary(&body, metadata, |r| jobs.create_job(r)).await,
@@ -70,6 +70,23 @@ pub async fn call(
         "ListWorkers" => unary(&body, metadata, |r| jobs.list_workers(r)).await,
         "WatchJobs" => watch(jobs, &body, metadata).await,
         other => error_response(&Status::unimplemented(format!("ingest.v1.JobService has no method '{other}'"))),
+    }
+}
+
+/// `POST /api/session`: what the caller's token may do, so the UI shows
+/// only what it can use: `{"auth": true, "role": "read"}` (`"admin"` when
+/// control has no token). Refused like any call when the token is missing
+/// or unknown.
+pub async fn session(State(api): State<std::sync::Arc<JsonApi>>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    if let Err(refused) = check_origin(&headers).and_then(|()| check_site(&headers, &uri, &api.hosts)) {
+        return error_response(&refused);
+    }
+    match api.auth.caller(&headers) {
+        Ok(role) => json_response(
+            StatusCode::OK,
+            &json!({"auth": role.is_some(), "role": role.map_or("admin", |r| r.as_str())}),
+        ),
+        Err(status) => error_response(&status),
     }
 }
 

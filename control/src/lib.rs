@@ -21,7 +21,7 @@ pub mod service;
 pub mod views;
 pub mod watch;
 
-pub use server::{Listeners, ServeArgs, serve};
+pub use server::{Listeners, ServeArgs, serve, serve_with_recorder};
 pub use service::ControlService;
 
 use ingest_runtime::{EtcdArgs, shutdown_on_signal};

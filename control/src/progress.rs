@@ -14,11 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ingest_model::{ClaimProgress, StatsLedger};
+use ingest_runtime::metrics as m;
 use ingest_store::keys::Keys;
 use ingest_store::{
     Compare, CompareOp, KeyRange, RangeRequest, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::convert::progress_from_pb;
+use crate::error::ControlError;
 
 /// Jobs per transaction: two compares and, in the failure branch, two reads
 /// per job stay under etcd's default `--max-txn-ops` (128 per branch).
@@ -67,6 +71,16 @@ impl ProgressRecorder {
         for (job, report) in reports {
             pending.add(job, std::slice::from_ref(&report), self.config.max_pending_jobs, false);
         }
+    }
+
+    /// Takes in one worker message as it came off the wire (or from a
+    /// worker in this process): validated, counted, recorded.
+    pub fn receive(&self, message: ingest_proto::v1::ReportProgressRequest) -> Result<(), ControlError> {
+        let (worker, reports) = progress_from_pb(message)?;
+        metrics::counter!(m::PROGRESS_REPORTS).increment(1);
+        tracing::trace!(%worker, jobs = reports.len(), "progress received");
+        self.record(reports);
+        Ok(())
     }
 
     /// Number of jobs with unflushed reports.

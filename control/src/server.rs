@@ -17,8 +17,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use ingest_runtime::Secret;
+use ingest_runtime::tokens::TokenSource;
 
-use crate::auth::BearerAuth;
+use crate::auth::{Auth, AuthLayer};
 use crate::grpc::{GrpcJobService, GrpcWorkerService};
 use crate::http;
 use crate::progress::{ProgressRecorder, RecorderConfig};
@@ -44,12 +45,16 @@ pub struct ServeArgs {
     /// Address of the HTTP server: the web UI, the HTTP/JSON API and /healthz.
     #[arg(long, env = "INGEST_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// Require `authorization: Bearer <token>` on every JobService call
-    /// (health checks and reflection stay open). Prefer INGEST_TOKEN or
-    /// --token-file to the flag.
+    /// Require `authorization: Bearer <token>` on every JobService and
+    /// WorkerService call (health checks and reflection stay open); this
+    /// token may do everything. Prefer INGEST_TOKEN or --token-file.
     #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<Secret>,
-    /// Read the bearer token from this file (e.g. a Docker secret).
+    /// Read the tokens from this file (e.g. a Docker secret), re-read when it
+    /// changes: one token per line, a bare token or `<role> <token>` with the
+    /// role read (Get/List/Watch calls, the UI read-only), worker
+    /// (progress reports only) or admin (everything). List several to
+    /// rotate without downtime.
     #[arg(long, env = "INGEST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// PEM certificate chain: serve gRPC over TLS.
@@ -58,7 +63,8 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "INGEST_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle: require client certificates signed by it (mTLS).
+    /// PEM CA bundle: require client certificates signed by it (mTLS), on
+    /// the gRPC and the HTTP port.
     #[arg(long, env = "INGEST_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// Host names the HTTP API answers to besides the address it listens on
@@ -86,13 +92,8 @@ impl ServeArgs {
         }
     }
 
-    /// The bearer token from --token or --token-file, if any.
-    pub fn bearer_token(&self) -> anyhow::Result<Option<String>> {
-        ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())
-    }
-
-    fn auth(&self) -> anyhow::Result<BearerAuth> {
-        Ok(BearerAuth::new(self.bearer_token()?))
+    fn auth(&self) -> anyhow::Result<Auth> {
+        Auth::load(TokenSource::new(self.token.as_ref(), self.token_file.as_deref()))
     }
 
     fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
@@ -142,6 +143,20 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let recorder =
+        Arc::new(ProgressRecorder::new(service.store().clone(), service.keys().clone(), RecorderConfig::default()));
+    serve_with_recorder(service, args, listeners, recorder, shutdown).await
+}
+
+/// [`serve`] with the recorder of workers' progress given by the caller,
+/// so a worker in the same process (standalone) can report to it directly.
+pub async fn serve_with_recorder(
+    service: ControlService,
+    args: &ServeArgs,
+    listeners: Listeners,
+    recorder: Arc<ProgressRecorder>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let auth = args.auth()?;
     let tls = args.tls()?;
     let grpc_addr = listeners.grpc.local_addr()?;
@@ -154,8 +169,6 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha().context("building gRPC reflection")?;
     let jobs = JobServiceServer::new(GrpcJobService::new(service.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let recorder =
-        Arc::new(ProgressRecorder::new(service.store().clone(), service.keys().clone(), RecorderConfig::default()));
     let workers = WorkerServiceServer::new(GrpcWorkerService::new(recorder.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     // Stopped only after the gRPC server has drained, so that its last flush
@@ -168,13 +181,22 @@ pub async fn serve(
         builder = builder.tls_config(tls).context("bad TLS configuration")?;
     }
     let router = builder
+        .layer(AuthLayer(auth.clone()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(tonic::service::interceptor::InterceptedService::new(jobs, auth.clone()))
-        .add_service(tonic::service::interceptor::InterceptedService::new(workers, auth.clone()));
+        .add_service(jobs)
+        .add_service(workers);
+    tokio::spawn(auth.clone().reload_until(shutdown.clone()));
 
-    tracing::info!(%grpc_addr, %http_addr, auth = auth.enabled(), tls = args.tls_cert.is_some(), "control serving");
+    tracing::info!(
+        %grpc_addr,
+        %http_addr,
+        tokens = %auth.summary(),
+        tls = args.tls_cert.is_some(),
+        mtls = args.tls_client_ca.is_some(),
+        "control serving"
+    );
     let grpc_shutdown = shutdown.clone();
     // Small responses must not wait for Nagle's algorithm and the peer's
     // delayed ACK (40 ms per unary call, measured by ingest-bench).
@@ -184,7 +206,9 @@ pub async fn serve(
     });
     let hosts = http::AllowedHosts::new(listeners.http.local_addr()?, &args.http_allowed_hosts);
     let http_tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(http::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?),
+        (Some(cert), Some(key)) => {
+            Some(http::tls_acceptor(cert, key, args.tls_client_ca.as_deref()).map_err(anyhow::Error::msg)?)
+        }
         _ => None,
     };
     let http = http::serve(service, auth.clone(), hosts, http_tls, listeners.http, shutdown.clone());

@@ -198,6 +198,56 @@ async fn the_token_and_the_origin_are_checked() {
     harness.stop().await;
 }
 
+/// The HTTP face applies the token roles as gRPC does, and tells the UI
+/// what the caller's token may do (`/api/session`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_have_the_same_roles_over_http() {
+    let harness = Harness::with_token_file("admin adm\nread rd\nworker wk\n").await;
+    let mut http = Http::new(&harness);
+    let session = |token: Option<&str>| {
+        let mut request = http.client.post(format!("{}/api/session", http.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.expect("session");
+            (response.status().as_u16(), response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    assert_eq!(session(Some("adm")).await, (200, json!({"auth": true, "role": "admin"})));
+    assert_eq!(session(Some("rd")).await, (200, json!({"auth": true, "role": "read"})));
+    assert_eq!(session(Some("wk")).await, (200, json!({"auth": true, "role": "worker"})));
+    assert_eq!(session(None).await.0, 401);
+    assert_eq!(session(Some("nope")).await.0, 401);
+
+    let create = json!({"job": {"name": "by admin", "type": "other"}});
+    http.token = Some("rd".into());
+    for method in ["ListJobs", "ListJobTypes", "ListWorkers"] {
+        assert_eq!(http.call(method, json!({})).await.0, 200, "read token, {method}");
+    }
+    let before = harness.dump().await;
+    let (status, error) = http.call("CreateJob", create.clone()).await;
+    assert_eq!((status, error["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{error}");
+    assert_eq!(error["message"], "this token has the role read; CreateJob needs a token with the role admin");
+    assert_eq!(harness.dump().await, before, "nothing written");
+    http.token = Some("wk".into());
+    let (status, error) = http.call("ListJobs", json!({})).await;
+    assert_eq!((status, error["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{error}");
+    // The HTTP API has no way to WorkerService; a worker token reads nothing.
+    let (status, _) = http.call("WatchJobs", json!({})).await;
+    assert_eq!(status, 403);
+    http.token = Some("adm".into());
+    let (status, created) = http.call("CreateJob", create).await;
+    assert_eq!(status, 200, "{created}");
+    harness.stop().await;
+
+    let open = Harness::embedded().await;
+    let response =
+        reqwest::Client::new().post(format!("http://{}/api/session", open.http_addr)).send().await.expect("session");
+    assert_eq!(response.json::<Value>().await.expect("JSON"), json!({"auth": false, "role": "admin"}));
+    open.stop().await;
+}
+
 /// Without a token (the standalone default) the API still refuses what a
 /// hostile page can send: a cross-site form post (no `Origin`, but the
 /// browser's `Sec-Fetch-Site: cross-site`), and a DNS-rebinding page (the

@@ -1,11 +1,13 @@
 // The web UI end to end in headless Chromium (Debian's, driven by
 // playwright-core): token prompt, live jobs table, workers, the generated
 // add-job form with a client-side and a server-side field error, a job's
-// counter rising, pause, resume, edit, delete. A screenshot of each step
-// goes to the artifacts directory.
+// counter rising, pause, resume, edit, delete; then, with a read token in
+// another tab, the same jobs without anything that changes them. A
+// screenshot of each step goes to the artifacts directory.
 //
 //   node ui.mjs <control-http-url> <artifacts-dir>
-// Environment: INGEST_TOKEN (the token control requires), INGEST_CHROMIUM
+// Environment: INGEST_TOKEN (the token control requires), INGEST_READ_TOKEN
+// (a token with the role read, for the last step), INGEST_CHROMIUM
 // (default /usr/bin/chromium), INGEST_WORKERS (how many workers to expect).
 
 import {mkdirSync} from 'node:fs';
@@ -18,6 +20,7 @@ if (!url || !artifacts) {
   process.exit(2);
 }
 const token = process.env.INGEST_TOKEN || '';
+const readToken = process.env.INGEST_READ_TOKEN || '';
 const workers = Number(process.env.INGEST_WORKERS || '1');
 mkdirSync(artifacts, {recursive: true});
 
@@ -40,6 +43,8 @@ page.on('console', (m) => {
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 let shot = 0;
 let step = '';
+/** The tab the next screenshot is taken of. */
+let shown = page;
 
 async function check(name, action) {
   step = name;
@@ -47,7 +52,7 @@ async function check(name, action) {
   await action();
   shot += 1;
   const file = join(artifacts, `${String(shot).padStart(2, '0')}-${name.replace(/[^a-z0-9]+/gi, '-')}.png`);
-  await page.screenshot({path: file, fullPage: true});
+  await shown.screenshot({path: file, fullPage: true});
   console.log(`ok ${shot} - ${name} (${Date.now() - started} ms)`);
 }
 
@@ -223,6 +228,30 @@ try {
     await page.getByRole('table', {name: 'Jobs'}).waitFor();
     await until('the row gone', () => row('ui-demo').count(), (n) => n === 0);
   });
+
+  if (readToken) {
+    await check('read-only token', async () => {
+      const reader = await browser.newPage({viewport: {width: 1280, height: 900}});
+      reader.setDefaultTimeout(20000);
+      reader.on('pageerror', (e) => problems.push(`page error (read tab): ${e.message}`));
+      shown = reader;
+      await reader.goto(url);
+      await reader.getByRole('dialog').getByText('Token required').waitFor();
+      await reader.getByLabel('Token', {exact: true}).fill(readToken);
+      await reader.getByRole('button', {name: 'Use token'}).click();
+      await reader.locator('#connection.live').waitFor();
+      await reader.locator('body.read-only').waitFor({state: 'attached'});
+      await until('jobs listed to a read token', () => reader.locator('tbody tr[data-job]').count(), (n) => n >= 1);
+      if (await reader.getByRole('link', {name: 'Add job'}).isVisible()) throw new Error('"Add job" offered to a read token');
+      await reader.locator('tbody tr[data-job]').first().getByRole('link').first().click();
+      await reader.locator('.title h1').waitFor();
+      for (const name of ['Pause', 'Resume', 'Run now', 'Delete']) {
+        if (await reader.getByRole('button', {name}).isVisible()) throw new Error(`"${name}" offered to a read token`);
+      }
+      await reader.evaluate(() => { location.hash = '#/new'; });
+      await reader.getByText('This token has the role read: adding a job needs a token with the role admin').waitFor();
+    });
+  }
 
   if (problems.length) throw new Error(`the page reported errors:\n${problems.join('\n')}`);
   console.log(`all ${shot} steps passed; screenshots in ${artifacts}`);

@@ -46,6 +46,13 @@ async function failure(response) {
   return error;
 }
 
+/** What the token of this tab may do: {auth, role} (role read, worker or admin). */
+export async function session() {
+  const response = await fetch('/api/session', {method: 'POST', headers: headers()});
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
 /** Calls a JobService method; resolves to the response message. */
 export async function call(method, request = {}) {
   let response;

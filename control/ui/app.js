@@ -1,7 +1,7 @@
 // The web UI: a live store of jobs fed by the WatchJobs stream, hash routes
 // for its views, and the token prompt when control requires one.
 
-import {call, setToken, watchJobs, whenUnauthenticated} from './api.js';
+import {call, session, setToken, watchJobs, whenUnauthenticated} from './api.js';
 import {h, num, replace} from './dom.js';
 import {renderForm} from './form.js';
 import {renderJob, renderJobs} from './jobs.js';
@@ -10,7 +10,7 @@ import {renderWorkers} from './workers.js';
 /** Counter samples kept per job for its page. */
 const HISTORY = 60;
 
-const store = {jobs: new Map(), history: new Map(), types: [], synced: false};
+const store = {jobs: new Map(), history: new Map(), types: [], synced: false, role: 'admin'};
 const main = document.getElementById('main');
 const connection = document.getElementById('connection');
 let redraw = () => {};
@@ -71,6 +71,20 @@ function startWatch() {
     store.types = answer.jobTypes || [];
     schedule();
   }).catch(() => {});
+  // A read token gets the UI without what it may not do.
+  session().then(({role}) => {
+    const changed = role !== store.role;
+    store.role = role;
+    document.body.classList.toggle('read-only', role !== 'admin');
+    if (changed) route();
+  }).catch(() => {});
+}
+
+/** The page of a view a read token may not use. */
+function readOnly(what) {
+  replace(main, h('p', {class: 'error', role: 'alert'},
+    `This token has the role ${store.role}: ${what} needs a token with the role admin. `,
+    h('a', {href: '#/'}, 'All jobs')));
 }
 
 function navigate(hash) {
@@ -90,7 +104,11 @@ function route() {
   for (const link of document.querySelectorAll('nav a')) {
     link.classList.toggle('current', link.dataset.view === (parts[0] || 'jobs'));
   }
-  if (parts[0] === 'new') {
+  const editing = parts[0] === 'new' || (parts[0] === 'jobs' && parts[1] && parts[2] === 'edit');
+  if (editing && store.role !== 'admin') {
+    document.title = 'Read only · ingest';
+    readOnly(parts[0] === 'new' ? 'adding a job' : 'editing a job');
+  } else if (parts[0] === 'new') {
     document.title = 'Add job · ingest';
     renderForm(main, {typeName: query.get('type'), done: (id) => navigate(`#/jobs/${encodeURIComponent(id)}`)});
   } else if (parts[0] === 'workers') {

@@ -86,7 +86,7 @@ export function renderJob(main, store, id, navigate) {
     }
     const status = job.status || {};
     const counters = status.counters || {};
-    const actions = h('div', {class: 'actions'},
+    const actions = h('div', {class: 'actions admin-only'},
       job.paused
         ? h('button', {type: 'button', onclick: () => act('Resume', 'ResumeJob', {id})}, 'Resume')
         : h('button', {type: 'button', onclick: () => act('Pause', 'PauseJob', {id})}, 'Pause'),

@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod secrets_key;
+pub mod tokens;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -166,24 +167,6 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
-}
-
-/// The bearer token from `--token-file` (trimmed) or else `--token`; an
-/// empty token is an error rather than "no auth".
-pub fn resolve_token(token: Option<&Secret>, token_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    let token = match token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --token-file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => token.map(|t| t.expose().to_string()),
-    };
-    if token.as_deref().is_some_and(str::is_empty) {
-        anyhow::bail!("the bearer token is empty; set a token or leave it unset to disable auth");
-    }
-    Ok(token)
 }
 
 /// Where in the store this cluster's keys live.

@@ -8,7 +8,9 @@ use ingest_runtime::{EtcdArgs, Secret, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 
 use crate::fetch::{FetchArgs, OwnEndpoint};
-use crate::{ControlEndpoint, JobServices, SchedulerConfig, WorkerArgs, run_worker};
+use ingest_runtime::tokens::{Role, TokenSource};
+
+use crate::{ControlEndpoint, JobServices, ReportTo, SchedulerConfig, WorkerArgs, run_worker};
 
 /// Flags of a worker process; every flag also reads an `INGEST_*` variable.
 #[derive(Debug, clap::Args)]
@@ -22,7 +24,9 @@ pub struct WorkerCommand {
     /// --token-file to the flag.
     #[arg(long, env = "INGEST_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<Secret>,
-    /// Read the bearer token from this file (e.g. a Docker secret).
+    /// Read the bearer token from this file (e.g. a Docker secret), again at
+    /// each connection to control. A file of `<role> <token>` lines (as
+    /// control reads) gives its first worker token, else its first admin one.
     #[arg(long, env = "INGEST_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Serve Prometheus /metrics and /healthz on this address, e.g.
@@ -52,7 +56,9 @@ pub struct WorkerCommand {
 impl WorkerCommand {
     /// Runs until SIGTERM or SIGINT, then drains and leaves.
     pub async fn run(self) -> anyhow::Result<()> {
-        let token = ingest_runtime::resolve_token(self.token.as_ref(), self.token_file.as_deref())?;
+        let token = TokenSource::new(self.token.as_ref(), self.token_file.as_deref());
+        // A missing or bad token file is an error at start, not at the first report.
+        token.token_for(Role::Worker)?;
         let shutdown = shutdown_on_signal();
         // Local sinks (no Elasticsearch URL or S3 bucket) write under ./ingest-out.
         // Jobs never fetch this worker's own etcd, control or metrics endpoints.
@@ -78,7 +84,7 @@ impl WorkerCommand {
         let store = self.etcd.connect().await?;
         let config = self.worker.config();
         tracing::info!(worker = %config.name, control = %self.control, "worker starting");
-        let control = ControlEndpoint { url: self.control.clone(), token, tls: self.control_tls()? };
+        let control = ReportTo::Control(ControlEndpoint { url: self.control.clone(), token, tls: self.control_tls()? });
         let keys = self.etcd.keys.keys();
         run_worker(store, keys, config, SchedulerConfig::default(), control, services, metrics, shutdown).await
     }

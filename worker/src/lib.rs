@@ -34,7 +34,7 @@ use ingest_store::keys::Keys;
 use tokio_util::sync::CancellationToken;
 
 pub use membership::{LeaseState, Membership, WorkerConfig};
-pub use progress::ControlEndpoint;
+pub use progress::{ControlEndpoint, ProgressReceiver, ReportTo};
 pub use scheduler::SchedulerConfig;
 
 /// Flags of a worker; every flag also reads an `INGEST_*` variable.
@@ -96,7 +96,7 @@ pub async fn run_worker(
     keys: Keys,
     config: WorkerConfig,
     scheduler_config: SchedulerConfig,
-    control: ControlEndpoint,
+    report_to: ReportTo,
     services: JobServices,
     metrics: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
@@ -119,7 +119,7 @@ pub async fn run_worker(
     let progress = progress::ProgressTable::default();
     let stop_reports = CancellationToken::new();
     let reports =
-        tokio::spawn(progress::report_loop(progress.clone(), config.name.clone(), control, stop_reports.clone()));
+        tokio::spawn(progress::report_loop(progress.clone(), config.name.clone(), report_to, stop_reports.clone()));
     let scheduler =
         scheduler::Scheduler::new(store, keys, membership, types, progress, services, scheduler_config, lease_rx);
     scheduler.run(shutdown).await;

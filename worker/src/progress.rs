@@ -13,6 +13,8 @@ use ingest_store::Revision;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 
+use ingest_runtime::tokens::{Role, TokenSource};
+
 use crate::jobs::RunReport;
 
 /// How often counters are sent to control.
@@ -149,17 +151,57 @@ fn timestamp(ms: UnixMillis) -> pbjson_types::Timestamp {
 #[derive(Clone, Debug)]
 pub struct ControlEndpoint {
     pub url: String,
-    pub token: Option<String>,
+    /// The token to send: `--token`, or the worker (else admin) token of
+    /// `--token-file`, read again at each connection so a rotated file is
+    /// picked up.
+    pub token: TokenSource,
     /// TLS to control (an `https://` URL): the CA to trust and the
     /// certificate to present when control requires one (mTLS).
     pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
-/// Sends changed counters to control every [`REPORT_INTERVAL`] until
-/// `shutdown`, then once more. Reconnects as needed; control being away
-/// loses nothing (the totals are sent again).
-pub async fn report_loop(table: ProgressTable, worker: String, control: ControlEndpoint, shutdown: CancellationToken) {
-    let mut client: Option<WorkerServiceClient<tonic::transport::Channel>> = None;
+/// Takes progress reports in this process: standalone hands them straight
+/// to its control's recorder, with no network, token or TLS between.
+pub trait ProgressReceiver: Send + Sync {
+    fn receive(&self, report: pb::ReportProgressRequest) -> Result<(), String>;
+}
+
+/// Where a worker's counters go.
+#[derive(Clone)]
+pub enum ReportTo {
+    Control(ControlEndpoint),
+    InProcess(Arc<dyn ProgressReceiver>),
+}
+
+impl std::fmt::Debug for ReportTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportTo::Control(control) => f.debug_tuple("Control").field(&control.url).finish(),
+            ReportTo::InProcess(_) => f.write_str("InProcess"),
+        }
+    }
+}
+
+impl ReportTo {
+    fn describe(&self) -> &str {
+        match self {
+            ReportTo::Control(control) => &control.url,
+            ReportTo::InProcess(_) => "in-process control",
+        }
+    }
+}
+
+/// A connection to control and the token sent on it.
+struct Connection {
+    client: WorkerServiceClient<tonic::transport::Channel>,
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+/// Sends changed counters every [`REPORT_INTERVAL`] until `shutdown`, then
+/// once more. Reconnects as needed; control being away loses nothing (the
+/// totals are sent again).
+pub async fn report_loop(table: ProgressTable, worker: String, to: ReportTo, shutdown: CancellationToken) {
+    let mut connection: Option<Connection> = None;
     let mut ticker = tokio::time::interval(REPORT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -170,12 +212,19 @@ pub async fn report_loop(table: ProgressTable, worker: String, control: ControlE
         let reports = table.take_dirty();
         if reports.is_empty() {
             table.forget_finished();
-        } else if let Err(error) = send(&mut client, &control, &worker, reports.clone()).await {
-            tracing::warn!(%error, control = %control.url, jobs = reports.len(), "cannot report progress; will retry");
-            client = None;
-            table.restore(&reports);
         } else {
-            table.forget_finished();
+            let message = pb::ReportProgressRequest { worker: worker.clone(), jobs: reports.clone() };
+            let sent = match &to {
+                ReportTo::Control(control) => send(&mut connection, control, message).await,
+                ReportTo::InProcess(receiver) => receiver.receive(message),
+            };
+            if let Err(error) = sent {
+                tracing::warn!(%error, control = %to.describe(), jobs = reports.len(), "cannot report progress; will retry");
+                connection = None;
+                table.restore(&reports);
+            } else {
+                table.forget_finished();
+            }
         }
         if last {
             return;
@@ -183,31 +232,38 @@ pub async fn report_loop(table: ProgressTable, worker: String, control: ControlE
     }
 }
 
-async fn send(
-    client: &mut Option<WorkerServiceClient<tonic::transport::Channel>>,
-    control: &ControlEndpoint,
-    worker: &str,
-    jobs: Vec<pb::JobProgress>,
-) -> Result<(), String> {
-    if client.is_none() {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(control.url.clone()).map_err(|e| e.to_string())?;
-        if let Some(tls) = &control.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| e.to_string())?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| ingest_runtime::error_chain(&e))?;
-        *client = Some(WorkerServiceClient::new(channel));
+async fn connect(control: &ControlEndpoint) -> Result<Connection, String> {
+    let authorization =
+        match control.token.token_for(Role::Worker).map_err(|e| ingest_runtime::error_chain(e.as_ref()))? {
+            Some(token) => Some(
+                format!("Bearer {token}").parse().map_err(|_| "the token is not a valid header value".to_string())?,
+            ),
+            None => None,
+        };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(control.url.clone()).map_err(|e| e.to_string())?;
+    if let Some(tls) = &control.tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(|e| e.to_string())?;
     }
-    let Some(client) = client.as_mut() else { return Err("no client".to_string()) };
+    let channel = endpoint.connect().await.map_err(|e| ingest_runtime::error_chain(&e))?;
+    Ok(Connection { client: WorkerServiceClient::new(channel), authorization })
+}
+
+async fn send(
+    connection: &mut Option<Connection>,
+    control: &ControlEndpoint,
+    message: pb::ReportProgressRequest,
+) -> Result<(), String> {
+    if connection.is_none() {
+        *connection = Some(connect(control).await?);
+    }
+    let Some(connection) = connection.as_mut() else { return Err("no connection".to_string()) };
     // One short stream per report: simple, and a broken connection is
     // noticed at the next tick.
-    let message = pb::ReportProgressRequest { worker: worker.to_string(), jobs };
     let mut request = tonic::Request::new(tokio_stream::iter([message]));
-    if let Some(token) = &control.token {
-        let value: MetadataValue<_> =
-            format!("Bearer {token}").parse().map_err(|_| "token is not a valid header".to_string())?;
-        request.metadata_mut().insert("authorization", value);
+    if let Some(value) = &connection.authorization {
+        request.metadata_mut().insert("authorization", value.clone());
     }
-    tokio::time::timeout(Duration::from_secs(10), client.report_progress(request))
+    tokio::time::timeout(Duration::from_secs(10), connection.client.report_progress(request))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|status| format!("{}: {}", status.code(), status.message()))?;

@@ -98,30 +98,40 @@ impl Harness {
     pub async fn embedded() -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
-        Self::start(store, Some(dir), None, None).await
+        Self::start(store, Some(dir), None, ServeArgs::loopback()).await
     }
 
     pub async fn etcd() -> Harness {
         let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("start etcd");
         let store: Arc<dyn Store> =
             Arc::new(EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd"));
-        Self::start(store, None, Some(etcd), None).await
+        Self::start(store, None, Some(etcd), ServeArgs::loopback()).await
     }
 
     pub async fn with_token(token: &str) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
-        Self::start(store, Some(dir), None, Some(token.to_string())).await
+        let args = ServeArgs { token: Some(ingest_runtime::Secret::new(token.to_string())), ..ServeArgs::loopback() };
+        Self::start(store, Some(dir), None, args).await
+    }
+
+    /// Control reading its tokens from `file` (kept with the harness).
+    pub async fn with_token_file(contents: &str) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, contents).expect("write tokens");
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open embedded store"));
+        let args = ServeArgs { token_file: Some(file), ..ServeArgs::loopback() };
+        Self::start(store, Some(dir), None, args).await
     }
 
     async fn start(
         store: Arc<dyn Store>,
         dir: Option<tempfile::TempDir>,
         etcd: Option<EtcdServer>,
-        token: Option<String>,
+        args: ServeArgs,
     ) -> Harness {
         let keys = Keys::new("/test/");
-        let args = ServeArgs { token: token.map(ingest_runtime::Secret::new), ..ServeArgs::loopback() };
         let listeners = Listeners::bind(&args).await.expect("bind");
         let grpc_addr = listeners.grpc.local_addr().expect("local addr");
         let http_addr = listeners.http.local_addr().expect("local addr");
