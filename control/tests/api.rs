@@ -534,15 +534,22 @@ async fn undecodable_and_non_finite_requests_are_invalid_arguments(mut h: Harnes
         .connect()
         .await
         .expect("connect");
-    for bytes in [vec![0x0a, 0x02, 0xff, 0xfe], vec![0x0a, 0x10, b'a']] {
+    // And a CreateJob whose params nest 10 000 Structs deep (prost stops at 100).
+    let deep = create_job_with_params_nested(10_000);
+    let requests = [
+        ("/ingest.v1.JobService/GetJob", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("/ingest.v1.JobService/GetJob", vec![0x0a, 0x10, b'a']),
+        ("/ingest.v1.JobService/CreateJob", deep),
+    ];
+    for (path, bytes) in requests {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         grpc.ready().await.expect("ready");
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/ingest.v1.JobService/GetJob");
+        let method = tonic::codegen::http::uri::PathAndQuery::from_static(path);
         let status = grpc
-            .unary::<Vec<u8>, Vec<u8>, RawCodec>(tonic::Request::new(bytes.clone()), path, RawCodec)
+            .unary::<Vec<u8>, Vec<u8>, RawCodec>(tonic::Request::new(bytes.clone()), method, RawCodec)
             .await
             .expect_err("refused");
-        assert_eq!(status.code(), Code::InvalidArgument, "{bytes:?}: {status:?}");
+        assert_eq!(status.code(), Code::InvalidArgument, "{path} ({} bytes): {status:?}", bytes.len());
         assert!(status.message().contains("does not decode"), "{status:?}");
     }
 
@@ -565,6 +572,33 @@ async fn undecodable_and_non_finite_requests_are_invalid_arguments(mut h: Harnes
     assert_eq!(violated_fields(&status), ["revision"]);
     assert_eq!(h.dump().await, before, "nothing written");
     h.stop().await;
+}
+
+/// The bytes of `CreateJobRequest{job: {params: {"a": {"a": … {}}}}}` with
+/// `depth` Structs, built from the inside out (no recursion in the test).
+fn create_job_with_params_nested(depth: usize) -> Vec<u8> {
+    fn field(number: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![(number << 3) | 2];
+        let mut len = body.len();
+        while len >= 0x80 {
+            out.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(body);
+        out
+    }
+    let mut structure: Vec<u8> = Vec::new();
+    for _ in 1..depth {
+        // Value{struct_value (5)} in a map entry {key (1): "a", value (2)}
+        // in Struct.fields (1).
+        let value = field(5, &structure);
+        let mut entry = field(1, b"a");
+        entry.extend(field(2, &value));
+        structure = field(1, &entry);
+    }
+    let job = field(4, &structure);
+    field(1, &job)
 }
 
 /// Passes bytes through as they are, to send what no client would.
