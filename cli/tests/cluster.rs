@@ -2,7 +2,8 @@
 //! moves only what must move, a kill -9 fails over within the lease TTL, a
 //! SIGTERM drains with short gaps, and the ownership logs of every process
 //! prove at most one owner per job at any instant with epochs that never go
-//! backwards.
+//! backwards; a worker paused past its lease (SIGSTOP) and woken sends no
+//! request for the jobs it lost.
 
 mod common;
 
@@ -162,7 +163,9 @@ async fn etcd_outage_never_makes_two_owners_and_jobs_come_back() {
 async fn a_compacted_watch_reconverges() {
     let _serial = serial().await;
     use ingest_store::{Txn, TxnOp};
-    let mut cluster = Cluster::start(Duration::from_secs(6)).await;
+    // A lease long enough that w1 stays a member while frozen, however slow
+    // the flood is on a loaded machine: the test is about its watch.
+    let mut cluster = Cluster::start(Duration::from_secs(20)).await;
     for name in ["w1", "w2", "w3"] {
         cluster.start_worker(name);
     }
@@ -279,5 +282,196 @@ async fn counters_reach_a_control_that_requires_mutual_tls() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(mtls_job.is_some(), "w1 owns none of the 4 jobs: {owners:?}");
+    cluster.stop();
+}
+
+/// Where the paging fixture keeps what it saw.
+#[derive(Default)]
+struct Seen {
+    /// Worker processes: pid → name.
+    workers: HashMap<u32, String>,
+    /// Client port → pid, for connections already attributed.
+    ports: HashMap<u16, u32>,
+    /// Pause the worker that sends the next request, right after answering it.
+    arm: bool,
+    /// The worker paused by the last armed answer.
+    paused: Option<u32>,
+    /// A woken worker and until when its requests are checked.
+    woken: Option<(u32, std::time::Instant, std::time::Instant)>,
+    requests: HashMap<String, usize>,
+    checked: usize,
+    violations: Vec<String>,
+}
+
+/// An endless paging API: `/page/<job>?cursor=N` answers the next cursor
+/// after 20 ms, and an item on one page in ten. Requests are attributed to
+/// worker processes by their client port; an armed answer is followed
+/// 0.2–3 ms later by a SIGSTOP of the worker it went to.
+async fn paging_fixture(
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+    store: std::sync::Arc<dyn ingest_store::Store>,
+    keys: ingest_store::keys::Keys,
+) -> std::net::SocketAddr {
+    use axum::extract::{ConnectInfo, Path, Query, State};
+    use std::net::SocketAddr;
+
+    type Shared = (
+        std::sync::Arc<std::sync::Mutex<Seen>>,
+        std::sync::Arc<dyn ingest_store::Store>,
+        ingest_store::keys::Keys,
+        SocketAddr,
+    );
+    async fn page(
+        State((seen, store, keys, server)): State<Shared>,
+        ConnectInfo(peer): ConnectInfo<SocketAddr>,
+        Path(job): Path<String>,
+        Query(query): Query<HashMap<String, String>>,
+    ) -> axum::Json<serde_json::Value> {
+        let received = std::time::Instant::now();
+        let cursor: u64 = query.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (pid, check) = {
+            let mut seen = seen.lock().expect("lock");
+            let known = seen.ports.get(&peer.port()).copied();
+            let candidates: Vec<u32> = seen.workers.keys().copied().collect();
+            let pid = known.or_else(|| ingest_testkit::processes::pid_of_peer(peer, server, &candidates));
+            if let Some(pid) = pid {
+                seen.ports.insert(peer.port(), pid);
+                let name = seen.workers.get(&pid).cloned().unwrap_or_default();
+                *seen.requests.entry(name).or_default() += 1;
+            }
+            if pid.is_none() {
+                *seen.requests.entry("unattributed".into()).or_default() += 1;
+            }
+            let check = pid.is_some()
+                && seen.woken.is_some_and(|(w, from, until)| Some(w) == pid && received >= from && received <= until);
+            (pid, check.then(|| seen.woken.map(|(_, from, _)| from)).flatten())
+        };
+        if let (Some(pid), Some(woken_at)) = (pid, check) {
+            let owner =
+                store.get(&keys.owner(&job)).await.ok().flatten().and_then(|kv| {
+                    serde_json::from_slice::<ingest_model::OwnerRecord>(&kv.value).ok().map(|o| o.worker)
+                });
+            let mut seen = seen.lock().expect("lock");
+            seen.checked += 1;
+            let name = seen.workers.get(&pid).cloned().unwrap_or_default();
+            if owner.as_deref() != Some(name.as_str()) {
+                let after = received.duration_since(woken_at);
+                seen.violations
+                    .push(format!("{name} fetched {job} (cursor {cursor}) {after:?} after SIGCONT; owner {owner:?}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let pause = {
+            let mut seen = seen.lock().expect("lock");
+            let pause = seen.arm && pid.is_some();
+            if pause {
+                seen.arm = false;
+                seen.paused = pid;
+            }
+            pause
+        };
+        if let (true, Some(pid)) = (pause, pid) {
+            let delay = Duration::from_micros(
+                200 + u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .subsec_nanos()
+                        % 2800,
+                ),
+            );
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                ingest_testkit::processes::pause(pid).expect("SIGSTOP");
+            });
+        }
+        // Most pages carry nothing new (as a quiet API's do): the job goes
+        // straight from one answer to its next request.
+        let items = if cursor.is_multiple_of(10) {
+            serde_json::json!([{"id": format!("{job}-{cursor}")}])
+        } else {
+            serde_json::json!([])
+        };
+        axum::Json(serde_json::json!({"items": items, "next": cursor + 1}))
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = listener.local_addr().expect("addr");
+    let app =
+        axum::Router::new().route("/page/{job}", axum::routing::get(page)).with_state((seen, store, keys, server));
+    tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
+    server
+}
+
+/// Fencing at the wire: a worker paused (SIGSTOP) right after receiving an
+/// answer, and woken (SIGCONT) TTL + 5 s later — its jobs long taken over —
+/// sends no request for a job it no longer owns, though its timers have
+/// not fired yet when it wakes. Ten cycles, pausing whichever worker the
+/// next answer goes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_woken_past_its_lease_sends_nothing_for_jobs_it_lost() {
+    let _one = serial().await;
+    const CYCLES: usize = 10;
+    let ttl = Duration::from_secs(2);
+    let mut cluster = Cluster::start(ttl).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let fixture = paging_fixture(seen.clone(), cluster.store.clone(), cluster.keys.clone()).await;
+    cluster.worker_env.push(("INGEST_FETCH_ALLOW".into(), format!("127.0.0.1:{}", fixture.port())));
+    for name in ["a", "b"] {
+        cluster.start_worker(name);
+        let pid = cluster.workers[name].id();
+        seen.lock().expect("lock").workers.insert(pid, name.to_string());
+    }
+    let mut jobs = Vec::new();
+    // Forty paging jobs, so that several are between two pages when a pause
+    // lands (with eight, the unfenced code of 7668cff showed no violation
+    // here; with forty it did, in 3 of 3 cycles).
+    for i in 0..40 {
+        let id = format!("paging-{i}");
+        let params = serde_json::json!({
+            "url": format!("http://{fixture}/page/{id}"), "items_pointer": "/items", "id_pointer": "/id",
+            "cursor_param": "cursor", "cursor_pointer": "/next", "max_pages": 100,
+        });
+        jobs.push(cluster.create_job(&id, "http_json", Duration::from_secs(10), params).await.expect("create"));
+    }
+    cluster.wait_all_owned(&jobs, &["a", "b"], Duration::from_secs(30)).await;
+
+    for cycle in 0..CYCLES {
+        seen.lock().expect("lock").arm = true;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let pid = loop {
+            if let Some(pid) = seen.lock().expect("lock").paused.take() {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cycle {cycle}: no request to pause after\n{}",
+                cluster.log_tails()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        tokio::time::sleep(ttl + Duration::from_secs(5)).await;
+        let woken_at = std::time::Instant::now();
+        seen.lock().expect("lock").woken = Some((pid, woken_at, woken_at + Duration::from_secs(2)));
+        ingest_testkit::processes::wake(pid).expect("SIGCONT");
+        // Let the other worker hand some jobs back before the next pause.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let seen = seen.lock().expect("lock");
+    assert!(
+        seen.violations.is_empty(),
+        "requests from workers woken past their lease:\n{}",
+        seen.violations.join("\n")
+    );
+    assert!(
+        seen.requests.get("a").copied().unwrap_or(0) > 50 && seen.requests.get("b").copied().unwrap_or(0) > 50,
+        "{:?}",
+        seen.requests
+    );
+    println!(
+        "{CYCLES} pauses; requests by worker {:?}; {} requests from woken workers checked",
+        seen.requests, seen.checked
+    );
+    drop(seen);
     cluster.stop();
 }

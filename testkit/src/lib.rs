@@ -7,6 +7,7 @@
 
 pub mod oauth1;
 pub mod ownership;
+pub mod processes;
 pub mod services;
 
 pub use services::{ELASTIC_PASSWORD, Engine, S3Server, SearchServer};

@@ -20,6 +20,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
+use crate::fence::Fence;
 use crate::jobs::JobError;
 pub use address::{AddressPolicy, AllowEntry, OwnEndpoint, parse_allowlist};
 
@@ -152,6 +153,10 @@ pub enum FetchError {
     Timeout(String),
     #[error("cannot fetch: {0}")]
     Network(String),
+    /// Not sent: the claim's lease expired (the job belongs to another
+    /// worker by now).
+    #[error("not sent: this worker's lease on the job has expired")]
+    LeaseExpired,
     #[error(
         "{url} answered {status}{}{}",
         retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default(),
@@ -169,6 +174,28 @@ impl From<FetchError> for JobError {
         JobError { retry_after, ..JobError::new(error.to_string()) }
     }
 }
+
+/// What a job fetches with: the worker's fetcher behind its claim's fence.
+#[derive(Clone)]
+pub struct FencedFetcher {
+    fetcher: Arc<Fetcher>,
+    fence: Fence,
+}
+
+impl FencedFetcher {
+    pub fn new(fetcher: Arc<Fetcher>, fence: Fence) -> Self {
+        Self { fetcher, fence }
+    }
+
+    /// [`Fetcher::get`] behind this fence.
+    pub async fn get(&self, request: &Request) -> Result<Response, FetchError> {
+        self.fetcher.get(request, &self.fence).await
+    }
+}
+
+/// Per-host limits are forgotten for hosts not being fetched once this
+/// many are remembered, so the table does not grow with every host ever seen.
+const MAX_IDLE_HOSTS: usize = 1024;
 
 /// The worker's fetcher, shared by its jobs.
 pub struct Fetcher {
@@ -213,15 +240,16 @@ impl Fetcher {
         })
     }
 
-    /// GETs `request.url`, following up to 5 redirects, each checked.
-    pub async fn get(&self, request: &Request) -> Result<Response, FetchError> {
-        match tokio::time::timeout(self.timeout, self.get_inner(request)).await {
+    /// GETs `request.url`, following up to 5 redirects, each checked;
+    /// nothing is sent once `fence` no longer holds.
+    pub async fn get(&self, request: &Request, fence: &Fence) -> Result<Response, FetchError> {
+        match tokio::time::timeout(self.timeout, self.get_inner(request, fence)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout(format!("{} took longer than {:?}", shown(&request.url), self.timeout))),
         }
     }
 
-    async fn get_inner(&self, request: &Request) -> Result<Response, FetchError> {
+    async fn get_inner(&self, request: &Request, fence: &Fence) -> Result<Response, FetchError> {
         // The request's own headers (credentials among them) go only to the
         // origin it was made for: same scheme, host and port.
         let first_origin = request.url.origin();
@@ -248,6 +276,11 @@ impl Fetcher {
                 for (name, value) in &request.headers {
                     builder = builder.header(name, value);
                 }
+            }
+            // Checked last, after every wait (the host permit above): a
+            // process woken past its lease sends nothing.
+            if !fence.holds() {
+                return Err(FetchError::LeaseExpired);
             }
             let response = builder.send().await.map_err(|e| classify(&url, &e))?;
             let status = response.status().as_u16();
@@ -300,6 +333,10 @@ impl Fetcher {
     async fn host_permit(&self, host: &str) -> Option<OwnedSemaphorePermit> {
         let semaphore = {
             let mut hosts = self.hosts.lock().ok()?;
+            if hosts.len() >= MAX_IDLE_HOSTS && !hosts.contains_key(host) {
+                // Hosts nobody is fetching from hold nothing worth keeping.
+                hosts.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            }
             hosts.entry(host.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.per_host))).clone()
         };
         semaphore.acquire_owned().await.ok()

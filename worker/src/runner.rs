@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::{self, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
-use crate::fetch::Fetcher;
+use crate::fence::Fence;
+use crate::fetch::{FencedFetcher, Fetcher};
 use crate::jobs::{Job, NextRun, Params, RunContext, RunReport};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
@@ -78,6 +79,7 @@ impl RunnerHandle {
     ) -> Self {
         let (run_now, run_now_rx) = watch::channel(record.run_now_seq);
         let lease = ctx.lease;
+        let ctx_lease_rx = ctx.lease_rx.clone();
         let runner = Runner {
             ctx,
             record,
@@ -86,6 +88,7 @@ impl RunnerHandle {
             cancel: cancel.clone(),
             run_now: run_now_rx,
             redactor: Redactor::default(),
+            fence: Fence::new(lease, ctx_lease_rx),
         };
         let join = tokio::spawn(runner.run());
         Self { epoch, lease, spec_revision, cancel, run_now, join }
@@ -129,20 +132,24 @@ struct Runner {
     run_now: watch::Receiver<u64>,
     /// The job's secret values, blanked out of its errors and warnings.
     redactor: Redactor,
+    /// Whether the claim's lease still holds.
+    fence: Fence,
 }
 
 impl Runner {
     async fn run(mut self) -> RunnerExit {
         let (id, worker) = (self.record.id.clone(), self.ctx.worker.clone());
         ownership::log(Ownership::Start, &id, &worker, self.epoch);
-        // No work past the lease deadline, whatever the job is doing.
-        let deadline = deadline_passed(self.ctx.lease_rx.clone(), self.ctx.lease);
+        // No work past the lease deadline, whatever the job is doing: the
+        // fence is polled first and reads the clock itself.
+        let deadline = self.fence.broken();
         let exit = tokio::select! {
-            exit = self.run_loop() => exit,
+            biased;
             () = deadline => {
                 tracing::warn!(job = %id, worker = %worker, "lease deadline passed; job stopped");
                 RunnerExit::Lost
             }
+            exit = self.run_loop() => exit,
         };
         if matches!(exit, RunnerExit::Lost) {
             ownership::log(Ownership::Lost, &id, &worker, self.epoch);
@@ -233,7 +240,7 @@ impl Runner {
     async fn run_once(&mut self, job: &mut dyn Job, output: &mut JobOutput, failures: &mut u32) -> Duration {
         let mut cursor = self.checkpoint.cursor.clone();
         let cancel = self.cancel.clone();
-        let fetcher = self.ctx.fetcher.clone();
+        let fetcher = FencedFetcher::new(self.ctx.fetcher.clone(), self.fence.clone());
         let mut ctx = RunContext { cursor: &mut cursor, cancel: &cancel, output, fetch: &fetcher };
         // A cancelled run is dropped where it stands: what it had not
         // delivered is abandoned, and its cursor is not kept.
@@ -313,23 +320,6 @@ fn count_run(job_type: &str, report: &RunReport, outcome: &'static str) {
     metrics::counter!(m::ITEMS_WRITTEN, "job_type" => job_type.clone()).increment(report.items_written);
     metrics::counter!(m::ITEMS_FAILED, "job_type" => job_type.clone()).increment(report.items_failed);
     metrics::counter!(m::BYTES_FETCHED, "job_type" => job_type).increment(report.bytes_fetched);
-}
-
-/// Resolves once the deadline of `lease` has passed without renewal (or the
-/// lease is gone or replaced).
-async fn deadline_passed(mut lease_rx: watch::Receiver<Option<LeaseState>>, lease: LeaseId) {
-    loop {
-        let current = *lease_rx.borrow_and_update();
-        let Some(state) = current.filter(|s| s.lease == lease) else { return };
-        tokio::select! {
-            () = tokio::time::sleep_until(state.deadline) => {
-                if lease_rx.borrow().is_none_or(|s| s.lease != lease || s.deadline <= tokio::time::Instant::now()) {
-                    return;
-                }
-            }
-            changed = lease_rx.changed() => if changed.is_err() { return },
-        }
-    }
 }
 
 /// The interval, ±10 %, so jobs created together spread out.

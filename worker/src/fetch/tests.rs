@@ -73,14 +73,15 @@ async fn serve() -> SocketAddr {
     addr
 }
 
-fn fetcher(allow: &str) -> Fetcher {
-    Fetcher::new(&FetchArgs {
+fn fetcher(allow: &str) -> FencedFetcher {
+    let fetcher = Fetcher::new(&FetchArgs {
         fetch_allow: allow.parse().unwrap(),
         fetch_timeout: Duration::from_secs(2),
         fetch_max_bytes: 1 << 20,
         fetch_per_host: 4,
     })
-    .unwrap()
+    .unwrap();
+    FencedFetcher::new(std::sync::Arc::new(fetcher), crate::fence::Fence::unbounded())
 }
 
 fn request(addr: SocketAddr, path: &str) -> Request {
@@ -164,4 +165,30 @@ async fn bombs_big_bodies_and_tricklers_are_contained() {
     let slow = fetcher.get(&request(addr, "/trickle")).await.unwrap_err();
     assert!(matches!(slow, FetchError::Timeout(_)), "{slow}");
     assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// Past its lease deadline a claim's fetches are not sent at all: the
+/// server sees no connection.
+#[tokio::test]
+async fn nothing_is_sent_once_the_fence_is_broken() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while listener.accept().await.is_ok() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let now = tokio::time::Instant::now();
+    let (_tx, rx) = tokio::sync::watch::channel(Some(crate::membership::LeaseState { lease: 1, deadline: now }));
+    let fetcher =
+        Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
+    let fenced = FencedFetcher::new(std::sync::Arc::new(fetcher), crate::fence::Fence::new(1, rx));
+    let error = fenced.get(&request(addr, "/feed")).await.unwrap_err();
+    assert_eq!(error, FetchError::LeaseExpired);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection made");
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
-use crate::fetch::{Fetcher, Request};
+use crate::fetch::{FencedFetcher, Request};
 
 pub const NAME: &str = "hackernews";
 /// Most comments fetched per story.
@@ -91,7 +91,7 @@ impl HackerNews {
     /// One item as JSON (`None` for a null, deleted or dead item).
     async fn fetch_item(
         &self,
-        fetch: &Fetcher,
+        fetch: &FencedFetcher,
         id: u64,
         report: &mut RunReport,
     ) -> Result<Option<(Value, Bytes)>, JobError> {
@@ -183,7 +183,7 @@ impl HackerNews {
     /// Comments of `story`, breadth first, to `comment_depth` levels.
     async fn comments(
         &self,
-        fetch: &Fetcher,
+        fetch: &FencedFetcher,
         story: u64,
         kids: Value,
         items: &mut Vec<Item>,

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use ingest_model::JobTypeSpec;
 use ingest_sinks::{Item, JobOutput};
 
-use crate::fetch::Fetcher;
+use crate::fetch::FencedFetcher;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -77,7 +77,7 @@ pub struct RunContext<'a> {
     /// Where the job's items go.
     pub output: &'a mut JobOutput,
     /// The worker's HTTP fetcher (address policy, limits, per-host caps).
-    pub fetch: &'a Fetcher,
+    pub fetch: &'a FencedFetcher,
 }
 
 impl RunContext<'_> {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
-use crate::fetch::{FetchError, Fetcher, Request};
+use crate::fetch::{FencedFetcher, FetchError, Request};
 
 pub const NAME: &str = "reddit";
 
@@ -115,7 +115,7 @@ struct Cursor {
 }
 
 impl Reddit {
-    async fn access_token(&mut self, fetch: &Fetcher) -> Result<Option<String>, JobError> {
+    async fn access_token(&mut self, fetch: &FencedFetcher) -> Result<Option<String>, JobError> {
         let Some(credentials) = &self.credentials else { return Ok(None) };
         if let Some((token, until)) = &self.token
             && tokio::time::Instant::now() < *until

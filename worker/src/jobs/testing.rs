@@ -9,12 +9,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Job, JobError, RunContext, RunOutcome};
-use crate::fetch::{FetchArgs, Fetcher};
+use crate::fence::Fence;
+use crate::fetch::{FencedFetcher, FetchArgs, Fetcher};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub output: JobOutput,
-    pub fetcher: Fetcher,
+    pub fetcher: FencedFetcher,
     pub cursor: Value,
     index: String,
 }
@@ -29,6 +30,7 @@ impl Harness {
         let fetcher =
             Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().expect("allowlist"), ..FetchArgs::default() })
                 .expect("fetcher");
+        let fetcher = FencedFetcher::new(Arc::new(fetcher), Fence::unbounded());
         Self { dir, output, fetcher, cursor: Value::Null, index }
     }
 

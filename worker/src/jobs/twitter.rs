@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
-use crate::fetch::{FetchError, Fetcher, Request, Response};
+use crate::fetch::{FencedFetcher, FetchError, Request, Response};
 
 pub const NAME: &str = "twitter";
 
@@ -239,7 +239,7 @@ impl Twitter {
 
     async fn fetch(
         &self,
-        fetch: &Fetcher,
+        fetch: &FencedFetcher,
         since_id: Option<&str>,
         token: Option<&str>,
     ) -> Result<Response, FetchError> {

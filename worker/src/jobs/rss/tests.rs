@@ -12,7 +12,8 @@ use ingest_sinks::{IndexSpec, Sinks};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::fetch::{FetchArgs, Fetcher};
+use crate::fence::Fence;
+use crate::fetch::{FencedFetcher, FetchArgs, Fetcher};
 
 const RSS2: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:content="http://purl.org/rss/1.0/modules/content/">
@@ -147,6 +148,7 @@ async fn polls_conditionally_and_indexes_each_entry_once() {
     let mut output = sinks.output("rss", "feed-1", index);
     let fetcher =
         Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
+    let fetcher = FencedFetcher::new(std::sync::Arc::new(fetcher), Fence::unbounded());
     let url: Url = format!("http://{addr}/feed").parse().unwrap();
     let mut job = Rss { url, articles: 0 };
     let mut cursor = Value::Null;

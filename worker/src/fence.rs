@@ -1,0 +1,110 @@
+//! The lease fence of a runner: whether the claim it runs under may still
+//! act. Checked on the monotonic clock (which keeps running while the
+//! process is stopped, e.g. by SIGSTOP or a frozen VM) right before every
+//! outbound request, and raced first against everything a runner does — a
+//! process woken after its lease expired sends nothing more for the jobs it
+//! held, even before its timers have fired.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+
+use ingest_store::LeaseId;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::membership::LeaseState;
+
+#[derive(Clone, Debug)]
+pub struct Fence {
+    lease: LeaseId,
+    lease_rx: watch::Receiver<Option<LeaseState>>,
+}
+
+impl Fence {
+    /// The fence of work done under `lease`, as `lease_rx` tracks it.
+    pub fn new(lease: LeaseId, lease_rx: watch::Receiver<Option<LeaseState>>) -> Self {
+        Self { lease, lease_rx }
+    }
+
+    /// A fence that always holds: for work outside any claim (tests, tools).
+    pub fn unbounded() -> Self {
+        let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+        let (_tx, lease_rx) = watch::channel(Some(LeaseState { lease: 0, deadline: far }));
+        Self { lease: 0, lease_rx }
+    }
+
+    /// True while the lease is the worker's current one and its local
+    /// deadline has not passed. Reads the clock now: no timer involved.
+    pub fn holds(&self) -> bool {
+        self.lease_rx.borrow().is_some_and(|s| s.lease == self.lease && Instant::now() < s.deadline)
+    }
+
+    /// Resolves once the fence no longer holds. Every poll checks the clock
+    /// first, so in a `biased` select it wins over work that is ready at the
+    /// same moment (a woken process runs ready tasks before the timer
+    /// driver has noticed the deadline).
+    pub fn broken(&self) -> impl Future<Output = ()> + Send + 'static {
+        let fence = self.clone();
+        async move {
+            let mut waiting = pin!(fence.clone().wait());
+            std::future::poll_fn(|cx| if fence.holds() { waiting.as_mut().poll(cx) } else { Poll::Ready(()) }).await
+        }
+    }
+
+    /// Sleeps until the deadline, following renewals.
+    async fn wait(mut self) {
+        loop {
+            let current = *self.lease_rx.borrow_and_update();
+            let Some(state) = current.filter(|s| s.lease == self.lease) else { return };
+            tokio::select! {
+                () = tokio::time::sleep_until(state.deadline) => {
+                    if !self.holds() {
+                        return;
+                    }
+                }
+                changed = self.lease_rx.changed() => if changed.is_err() && !self.holds() { return },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn holds_until_the_deadline_and_follows_renewals() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let (tx, rx) = watch::channel(Some(LeaseState { lease: 7, deadline: start + ms(300) }));
+        let fence = Fence::new(7, rx.clone());
+        assert!(fence.holds());
+        assert!(!Fence::new(8, rx).holds(), "another lease's fence");
+        let broken = tokio::spawn(fence.broken());
+        tokio::time::sleep_until(start + ms(100)).await;
+        tx.send_replace(Some(LeaseState { lease: 7, deadline: start + ms(700) }));
+        tokio::time::sleep_until(start + ms(450)).await;
+        assert!(fence.holds() && !broken.is_finished(), "renewed to 700 ms");
+        tokio::time::timeout(ms(2000), broken).await.expect("broken at the renewed deadline").expect("join");
+        assert!(Instant::now() >= start + ms(700) && !fence.holds());
+        assert!(Fence::unbounded().holds());
+    }
+
+    /// The clock is read on every check: a deadline in the past breaks the
+    /// fence before any timer runs (as after a SIGSTOP).
+    #[test]
+    fn a_passed_deadline_breaks_without_a_timer() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        let (_tx, rx) =
+            watch::channel(Some(LeaseState { lease: 1, deadline: runtime.block_on(async { Instant::now() }) }));
+        let fence = Fence::new(1, rx);
+        assert!(!fence.holds());
+        let mut broken = pin!(fence.broken());
+        let waker = std::task::Waker::noop();
+        let polled = runtime.block_on(async { broken.as_mut().poll(&mut std::task::Context::from_waker(waker)) });
+        assert!(polled.is_ready(), "ready on its first poll");
+    }
+}
