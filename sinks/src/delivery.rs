@@ -36,8 +36,6 @@ pub struct Item {
     /// Stable id of the upstream item (tweet id, feed GUID, ...): the
     /// document's `_id`.
     pub id: String,
-    /// The item's own time (e.g. published), which dates its object keys.
-    pub time: Option<DateTime<Utc>>,
     pub doc: Map<String, Value>,
     /// The upstream payload as received, archived gzipped; its key is put
     /// into the document as `raw_key`.
@@ -146,7 +144,7 @@ impl JobOutput {
         for item in items {
             let mut doc = item.doc;
             if let Some(raw) = item.raw {
-                let key = content_key(&self.job_type, &self.job_id, item.time.unwrap_or(now), &raw, "json.gz");
+                let key = content_key(&self.job_type, &self.job_id, &raw, "json.gz");
                 doc.insert("raw_key".to_string(), Value::String(key.clone()));
                 objects.push(Object { key, body: gzip(&raw).into(), content_type: "application/gzip" });
             }
@@ -179,21 +177,15 @@ impl JobOutput {
     }
 
     /// Stores a media object (an image, a page) and returns its key.
-    pub async fn put_media(
-        &mut self,
-        body: Bytes,
-        ext: &str,
-        content_type: &'static str,
-        time: Option<DateTime<Utc>>,
-    ) -> Result<String, SinkError> {
-        let key = content_key(&self.job_type, &self.job_id, time.unwrap_or_else(Utc::now), &body, ext);
+    pub async fn put_media(&mut self, body: Bytes, ext: &str, content_type: &'static str) -> Result<String, SinkError> {
+        let key = content_key(&self.job_type, &self.job_id, &body, ext);
         self.put_object(Object { key, body, content_type }).await
     }
 
     /// Archives a raw payload shared by several items (e.g. a whole feed)
     /// gzipped, keyed by the SHA-256 of the payload; returns its key.
     pub async fn put_raw(&mut self, payload: &[u8], ext: &str) -> Result<String, SinkError> {
-        let key = content_key(&self.job_type, &self.job_id, Utc::now(), payload, &format!("{ext}.gz"));
+        let key = content_key(&self.job_type, &self.job_id, payload, &format!("{ext}.gz"));
         self.put_object(Object { key, body: gzip(payload).into(), content_type: "application/gzip" }).await
     }
 

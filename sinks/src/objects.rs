@@ -1,5 +1,6 @@
 //! Object keys and bodies. Raw payloads and media are content-addressed:
-//! `<type>/<job>/<yyyy>/<mm>/<dd>/<sha256>.<ext>`, so storing one twice
+//! `<type>/<job>/<first two hex digits>/<sha256>.<ext>` — nothing in the key
+//! depends on when it was stored, so storing one payload twice, on any day,
 //! leaves one object.
 
 use std::io::Write;
@@ -12,9 +13,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// The key of a content-addressed object.
-pub fn content_key(job_type: &str, job_id: &str, day: DateTime<Utc>, content: &[u8], ext: &str) -> String {
-    format!("{job_type}/{job_id}/{}/{}.{ext}", day.format("%Y/%m/%d"), sha256_hex(content))
+/// The key of a content-addressed object: the job and its content only.
+pub fn content_key(job_type: &str, job_id: &str, content: &[u8], ext: &str) -> String {
+    let hash = sha256_hex(content);
+    format!("{job_type}/{job_id}/{}/{hash}.{ext}", &hash[..2])
 }
 
 /// The key of a dead letter: the rejected document with its reason.
@@ -51,15 +53,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_keys_are_dated_addresses_of_the_content() {
+    fn content_keys_are_addresses_of_the_content_only() {
         let day = Utc.with_ymd_and_hms(2026, 3, 7, 23, 59, 0).unwrap();
-        let key = content_key("rss", "news-1", day, b"hello", "json.gz");
-        assert_eq!(
-            key,
-            "rss/news-1/2026/03/07/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824.json.gz"
-        );
-        assert_eq!(key, content_key("rss", "news-1", day, b"hello", "json.gz"));
-        assert_ne!(key, content_key("rss", "news-1", day, b"hello!", "json.gz"));
+        let key = content_key("rss", "news-1", b"hello", "json.gz");
+        assert_eq!(key, "rss/news-1/2c/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824.json.gz");
+        assert_eq!(key, content_key("rss", "news-1", b"hello", "json.gz"));
+        assert_ne!(key, content_key("rss", "news-1", b"hello!", "json.gz"));
+        assert_ne!(key, content_key("rss", "news-2", b"hello", "json.gz"));
         assert!(dead_letter_key("ingest-rss", "a/b", day).starts_with("dead-letters/ingest-rss/2026/03/07/"));
     }
 

@@ -80,7 +80,7 @@ async fn objects_against_a_real_s3_server() {
     assert_eq!(output.deliver(items).await.unwrap().objects, 20);
     let listed = s3.client().list_objects_v2().bucket("ingest-raw").prefix("demo/j2/").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(20));
-    let media = output.put_media(Bytes::from_static(b"\x89PNG..."), "png", "image/png", None).await.unwrap();
+    let media = output.put_media(Bytes::from_static(b"\x89PNG..."), "png", "image/png").await.unwrap();
     assert!(media.starts_with("demo/j2/") && media.ends_with(".png"), "{media}");
     s3.client().head_object().bucket("ingest-raw").key(&media).send().await.unwrap();
 }

@@ -20,7 +20,7 @@ fn spec() -> IndexSpec {
 fn item(n: u64, raw: bool) -> Item {
     let mut doc = Map::new();
     doc.insert("n".into(), json!(n));
-    Item { id: format!("job-1:{n}"), time: None, doc, raw: raw.then(|| Bytes::from(format!("{{\"upstream\":{n}}}"))) }
+    Item { id: format!("job-1:{n}"), doc, raw: raw.then(|| Bytes::from(format!("{{\"upstream\":{n}}}"))) }
 }
 
 fn local(dir: &std::path::Path) -> Arc<Sinks> {

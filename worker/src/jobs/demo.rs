@@ -111,7 +111,7 @@ impl Demo {
         }
         let raw = self.archive_raw.then(|| Bytes::from(json!({"id": key, "seq": seq, "payload": payload}).to_string()));
         let id = if self.random_ids { uuid::Uuid::new_v4().to_string() } else { key };
-        Item { id, time: None, doc, raw }
+        Item { id, doc, raw }
     }
 }
 

@@ -125,7 +125,7 @@ impl HackerNews {
         if let Some(time) = time {
             doc.insert("published".into(), json!(time.to_rfc3339()));
         }
-        Item { id: format!("hn:{id}"), time, doc, raw: Some(raw) }
+        Item { id: format!("hn:{id}"), doc, raw: Some(raw) }
     }
 }
 

@@ -165,7 +165,7 @@ impl HttpJson {
             doc.insert("item_time".into(), json!(time.to_rfc3339()));
         }
         doc.insert("data".into(), value.clone());
-        Ok(Item { id, time, doc, raw: Some(raw) })
+        Ok(Item { id, doc, raw: Some(raw) })
     }
 }
 

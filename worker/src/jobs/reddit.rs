@@ -190,7 +190,7 @@ impl Reddit {
         if let Some(time) = time {
             doc.insert("published".into(), json!(time.to_rfc3339()));
         }
-        Some(Item { id: fullname, time, doc, raw: Some(Bytes::from(data.to_string())) })
+        Some(Item { id: fullname, doc, raw: Some(Bytes::from(data.to_string())) })
     }
 }
 

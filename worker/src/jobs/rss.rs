@@ -197,7 +197,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
         Ok(image) => {
             report.bytes_fetched += image.body.len() as u64;
             let (ext, content_type) = image.image_type();
-            let key = ctx.output.put_media(image.body, ext, content_type, None).await.map_err(sink_error)?;
+            let key = ctx.output.put_media(image.body, ext, content_type).await.map_err(sink_error)?;
             item.doc.insert("article_image_key".into(), json!(key));
         }
         Err(error) => {
@@ -273,7 +273,7 @@ pub fn item(feed: &Feed, entry: &Entry, feed_url: &Url, id: String) -> Item {
     put("updated", entry.updated.map(|t| json!(t.to_rfc3339())).unwrap_or(Value::Null));
     put("feed_title", text(feed.title.as_ref()));
     put("feed_url", json!(feed_url.as_str()));
-    Item { id, time: entry.published.or(entry.updated), doc, raw: None }
+    Item { id, doc, raw: None }
 }
 
 fn text(text: Option<&Text>) -> Value {

@@ -92,7 +92,7 @@ impl Stocks {
         if !doc.contains_key("price") {
             return Err(malformed());
         }
-        Ok(Some(Item { id: format!("{symbol}:{time}"), time: Some(at), doc, raw: Some(quote.to_string().into()) }))
+        Ok(Some(Item { id: format!("{symbol}:{time}"), doc, raw: Some(quote.to_string().into()) }))
     }
 }
 

@@ -330,7 +330,7 @@ impl Twitter {
             }),
         );
         let raw = json!({"data": tweet, "includes": {"users": author.into_iter().collect::<Vec<_>>(), "media": media}});
-        Some(Item { id, time, doc, raw: Some(Bytes::from(raw.to_string())) })
+        Some(Item { id, doc, raw: Some(Bytes::from(raw.to_string())) })
     }
 
     /// What a refused request means for the user.
@@ -371,7 +371,7 @@ async fn archive_media(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut R
                 let (ext, content_type) = image.image_type();
                 let key = ctx
                     .output
-                    .put_media(image.body, ext, content_type, item.time)
+                    .put_media(image.body, ext, content_type)
                     .await
                     .map_err(|e| JobError { report: *report, ..JobError::new(e.to_string()) })?;
                 entry["object_key"] = json!(key);

@@ -153,7 +153,7 @@ impl Weather {
         if let Some(elevation) = answer.get("elevation") {
             doc.insert("elevation".into(), elevation.clone());
         }
-        Item { id: format!("weather:{}:{kind}:{time}", self.place_key()), time: at, doc, raw: None }
+        Item { id: format!("weather:{}:{kind}:{time}", self.place_key()), doc, raw: None }
     }
 }
 
