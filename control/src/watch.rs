@@ -163,8 +163,11 @@ impl JobsView {
                     None => return Ok(()),
                     Some(Err(StoreError::Unavailable(error))) => {
                         tracing::warn!(%error, revision = next, "watch broken; re-watching");
-                        tokio::time::sleep(REWATCH_DELAY).await;
-                        break;
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tx.closed() => return Ok(()),
+                            () = tokio::time::sleep(REWATCH_DELAY) => break,
+                        }
                     }
                     Some(Err(err)) => return Err(err.into()),
                     Some(Ok(batch)) => {

@@ -8,7 +8,7 @@ mod nodes;
 mod server;
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ use elasticsearch::http::{Method, StatusCode};
 use elasticsearch::indices::{IndicesCreateParts, IndicesPutIndexTemplateParts};
 use elasticsearch::{BulkParts, Elasticsearch};
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
 pub use nodes::{Auth, redacted};
 pub use server::{Product, Server};
@@ -199,16 +199,20 @@ impl DocumentSink for ElasticsearchSink {
 
     async fn prepare(&self, spec: &IndexSpec) -> Result<(), SinkError> {
         self.server().await?;
-        let mut prepared = self.prepared.lock().await;
+        // No lock is held across the calls: a slow node does not queue every
+        // job behind one request. Both calls are idempotent, so two jobs
+        // preparing the same index at once is harmless.
+        let done = |name: &str| self.prepared.lock().unwrap_or_else(PoisonError::into_inner).contains(name);
+        let mark = |name: String| self.prepared.lock().unwrap_or_else(PoisonError::into_inner).insert(name);
         let template = format!("template:{}", spec.job_type);
-        if !prepared.contains(&template) {
+        if !done(&template) {
             self.put_template(spec).await?;
-            prepared.insert(template);
+            mark(template);
         }
-        if !prepared.contains(&spec.name) {
+        if !done(&spec.name) {
             self.create_index(spec).await?;
             tracing::info!(index = %spec.name, job_type = %spec.job_type, "index ready");
-            prepared.insert(spec.name.clone());
+            mark(spec.name.clone());
         }
         Ok(())
     }

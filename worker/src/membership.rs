@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Longest wait between two registration attempts while the store is away.
+const MAX_REGISTER_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The worker's current lease and the instant by which it must have stopped
 /// every job unless the lease is renewed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,8 +117,8 @@ impl Membership {
 
     /// Grants a lease and creates `workers/<name>` under it. Retries while
     /// the name is held by a previous incarnation whose lease has not expired
-    /// yet; fails if a live worker keeps it longer than that. `None` when
-    /// shut down meanwhile.
+    /// yet (fails if a live worker keeps it longer than that), and while the
+    /// store is unavailable, with backoff. `None` when shut down meanwhile.
     async fn register(&self, shutdown: &CancellationToken) -> anyhow::Result<Option<LeaseId>> {
         let name = &self.config.name;
         let record = WorkerRecord {
@@ -128,27 +131,56 @@ impl Membership {
         };
         let value = serde_json::to_vec(&record).context("encoding the worker record")?;
         let key = self.keys.worker(name);
-        let give_up = Instant::now() + self.config.lease_ttl + Duration::from_secs(2);
+        // Counted from the first refusal, so time spent waiting out an
+        // outage is not held against a name that is merely slow to expire.
+        let mut give_up: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(200);
         loop {
-            let lease = self.store.lease_grant(self.config.lease_ttl).await.context("granting a lease")?;
-            let txn = Txn::new().when([Compare::absent(key.clone())]).and_then([TxnOp::put_with_lease(
-                key.clone(),
-                value.clone(),
-                lease,
-            )]);
-            let response = self.store.txn(txn).await.context("registering the worker")?;
-            if response.succeeded {
-                tracing::info!(worker = %name, lease, revision = response.revision, types = ?record.types, "worker registered");
-                return Ok(Some(lease));
-            }
-            let _ = self.store.lease_revoke(lease).await;
-            if Instant::now() > give_up {
-                anyhow::bail!("worker name '{name}' is held by another live worker; give each worker a unique --name");
-            }
-            tracing::warn!(worker = %name, "worker name still registered (previous run?); waiting for its lease to expire");
+            let attempt = async {
+                let lease = self.store.lease_grant(self.config.lease_ttl).await?;
+                let txn = Txn::new().when([Compare::absent(key.clone())]).and_then([TxnOp::put_with_lease(
+                    key.clone(),
+                    value.clone(),
+                    lease,
+                )]);
+                match self.store.txn(txn).await {
+                    Ok(response) => Ok((lease, response)),
+                    Err(error) => {
+                        let _ = self.store.lease_revoke(lease).await;
+                        Err(error)
+                    }
+                }
+            };
+            let wait = match attempt.await {
+                Ok((lease, response)) if response.succeeded => {
+                    tracing::info!(worker = %name, lease, revision = response.revision, types = ?record.types, "worker registered");
+                    return Ok(Some(lease));
+                }
+                Ok((lease, _)) => {
+                    let _ = self.store.lease_revoke(lease).await;
+                    let deadline =
+                        *give_up.get_or_insert_with(|| Instant::now() + self.config.lease_ttl + Duration::from_secs(2));
+                    if Instant::now() > deadline {
+                        anyhow::bail!(
+                            "worker name '{name}' is held by another live worker; give each worker a unique --name"
+                        );
+                    }
+                    tracing::warn!(worker = %name, "worker name still registered (previous run?); waiting for its lease to expire");
+                    Duration::from_secs(1)
+                }
+                // The store is away or the new lease died young: try again,
+                // more slowly each time; a worker does not exit for an outage.
+                Err(error @ (StoreError::Unavailable(_) | StoreError::LeaseNotFound(_))) => {
+                    tracing::warn!(worker = %name, %error, retry_in = ?backoff, "cannot register; will retry");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_REGISTER_BACKOFF);
+                    wait
+                }
+                Err(error) => return Err(anyhow::Error::new(error).context("registering the worker")),
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -192,5 +224,102 @@ impl Membership {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use ingest_store::{EmbeddedStore, RangeRequest, RangeResponse, Revision, TxnResponse, WatchStream};
+
+    use super::*;
+
+    /// The embedded store, whose lease grants fail (Unavailable) while
+    /// `failing_grants` is above zero.
+    struct Flapping {
+        inner: EmbeddedStore,
+        failing_grants: AtomicUsize,
+        grants: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Store for Flapping {
+        async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+            self.inner.range(request).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+            self.inner.txn(txn).await
+        }
+        async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
+            self.inner.watch_prefix(prefix, start_revision).await
+        }
+        async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+            self.grants.fetch_add(1, Ordering::SeqCst);
+            let failing = self.failing_grants.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_grants.store(failing - 1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("etcd is restarting".into()));
+            }
+            self.inner.lease_grant(ttl).await
+        }
+        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
+            self.inner.lease_keep_alive(lease).await
+        }
+        async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+            self.inner.lease_revoke(lease).await
+        }
+        async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+            self.inner.lease_time_to_live(lease).await
+        }
+        async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+            self.inner.compact(revision).await
+        }
+    }
+
+    /// A lease lost while the store flaps: registering again meets
+    /// Unavailable a few times, and the worker stays in the cluster instead
+    /// of exiting.
+    #[tokio::test]
+    async fn registering_again_survives_a_flapping_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Flapping {
+            inner: EmbeddedStore::open(dir.path()).expect("store"),
+            failing_grants: AtomicUsize::new(0),
+            grants: AtomicUsize::new(0),
+        });
+        let config = WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(1) };
+        let membership = Arc::new(Membership::new(store.clone(), Keys::new("/t/"), config, Vec::new()));
+        let (lease_tx, mut lease_rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let (membership, shutdown) = (membership.clone(), shutdown.clone());
+            async move { membership.run(shutdown, lease_tx).await }
+        });
+        let first = loop {
+            lease_rx.changed().await.expect("running");
+            if let Some(state) = *lease_rx.borrow() {
+                break state.lease;
+            }
+        };
+        // The lease is lost, and the next three grants fail.
+        store.failing_grants.store(3, Ordering::SeqCst);
+        store.inner.lease_revoke(first).await.expect("revoke");
+        let second = tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                lease_rx.changed().await.expect("running");
+                if let Some(state) = (*lease_rx.borrow()).filter(|s| s.lease != first) {
+                    break state.lease;
+                }
+            }
+        })
+        .await
+        .expect("registered again after the outage");
+        assert_ne!(second, first);
+        assert!(!run.is_finished(), "membership must not end on a transient error");
+        assert!(store.grants.load(Ordering::SeqCst) >= 5, "one grant, three refused, one more");
+        shutdown.cancel();
+        run.await.expect("join").expect("clean exit");
     }
 }

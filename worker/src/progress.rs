@@ -17,6 +17,9 @@ use ingest_runtime::tokens::{Role, TokenSource};
 
 use crate::jobs::RunReport;
 
+/// How long connecting to control may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often counters are sent to control.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -240,7 +243,10 @@ async fn connect(control: &ControlEndpoint) -> Result<Connection, String> {
             ),
             None => None,
         };
-    let mut endpoint = tonic::transport::Endpoint::from_shared(control.url.clone()).map_err(|e| e.to_string())?;
+    // Bounded, so the last report on shutdown cannot hold the drain.
+    let mut endpoint = tonic::transport::Endpoint::from_shared(control.url.clone())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT);
     if let Some(tls) = &control.tls {
         endpoint = endpoint.tls_config(tls.clone()).map_err(|e| e.to_string())?;
     }

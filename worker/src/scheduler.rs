@@ -153,8 +153,10 @@ impl Scheduler {
                         watch = self.sync(&shutdown).await;
                     }
                     _ => {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        watch = self.rewatch().await;
+                        tokio::select! {
+                            () = shutdown.cancelled() => {}
+                            () = tokio::time::sleep(Duration::from_millis(500)) => watch = self.rewatch().await,
+                        }
                     }
                 },
                 _ = tick.tick() => {}
