@@ -317,6 +317,7 @@ impl Bench<'_> {
         let checkpoint = CheckpointRecord {
             next_run: Some(ingest_model::now_millis() + JOB_INTERVAL.as_millis() as i64),
             run_now_seen: 0,
+            cursor_reset_seen: 0,
             cursor: serde_json::json!({ "next_seq": 5 }),
         };
         let value = serde_json::to_vec(&checkpoint)?;

@@ -199,3 +199,64 @@ async fn a_secret_echoed_by_upstream_never_reaches_the_last_error() {
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }
+
+/// A stored checkpoint that does not decode is never replaced by a fresh
+/// start in silence: the job says why and waits, running nothing and
+/// keeping the record for inspection, until its cursor is reset
+/// (ResetJobCursor); it then starts over from an empty cursor. A reset of a
+/// readable checkpoint starts over too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_checkpoint_waits_for_a_cursor_reset() {
+    let node = Node::start().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.store.get(&node.keys.job_type("demo")).await.expect("get").is_none() {
+        assert!(Instant::now() < deadline, "demo type not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let params = serde_json::json!({"items_per_run": 5}).as_object().cloned().unwrap_or_default();
+    let new = NewJob {
+        id: Some("garbled".into()),
+        name: "garbled".into(),
+        job_type: "demo".into(),
+        params,
+        interval: Some(Duration::from_secs(3600)),
+        paused: true,
+    };
+    node.control.create_job(new, false).await.expect("create");
+    let garbage = b"{\"cursor\": {\"next_seq\": 5}, \"next_run\": \"soon\"".to_vec();
+    node.store.put(&node.keys.state("garbled"), garbage.clone(), 0).await.expect("write a bad checkpoint");
+    node.control.set_paused("garbled", false).await.expect("resume");
+    node.wait_owner("garbled", Some("solo")).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let view = node.control.get_job("garbled").await.expect("get job");
+        if let Some(error) = view.status.stats.last_error {
+            assert_eq!(view.status.stats.counters.items_fetched, 0, "nothing ran");
+            break error.message;
+        }
+        assert!(Instant::now() < deadline, "no error shown for the unreadable checkpoint");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(error.contains("checkpoint unreadable") && error.contains("ResetJobCursor"), "{error}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = node.store.get(&node.keys.state("garbled")).await.expect("get").expect("record");
+    assert_eq!(kept.value, garbage, "the unreadable record is kept as it was");
+
+    // The operator resets the cursor: the job starts over.
+    let reset = node.control.reset_cursor("garbled").await.expect("reset");
+    assert_eq!(reset.record.cursor_reset_seq, 1);
+    node.wait_next_seq("garbled", 5).await;
+    assert_eq!(node.checkpoint("garbled").await.expect("checkpoint").cursor_reset_seen, 1);
+
+    // A readable cursor is reset too (and a reset is served once).
+    node.control.run_now("garbled").await.expect("run now");
+    node.wait_next_seq("garbled", 10).await;
+    node.control.reset_cursor("garbled").await.expect("reset");
+    node.control.run_now("garbled").await.expect("run now");
+    node.wait_next_seq("garbled", 5).await;
+    node.control.run_now("garbled").await.expect("run now");
+    node.wait_next_seq("garbled", 10).await;
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+}

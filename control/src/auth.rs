@@ -202,7 +202,9 @@ mod tests {
         for method in READ_METHODS {
             assert_eq!(needed_role(&format!("/ingest.v1.JobService/{method}")), Some(Role::Read));
         }
-        for method in ["CreateJob", "UpdateJob", "DeleteJob", "PauseJob", "ResumeJob", "RunJobNow", "NewMethod"] {
+        for method in
+            ["CreateJob", "UpdateJob", "DeleteJob", "PauseJob", "ResumeJob", "RunJobNow", "ResetJobCursor", "NewMethod"]
+        {
             assert_eq!(needed_role(&format!("/ingest.v1.JobService/{method}")), Some(Role::Admin), "{method}");
         }
         assert_eq!(needed_role("/ingest.v1.WorkerService/ReportProgress"), Some(Role::Worker));

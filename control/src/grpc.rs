@@ -159,6 +159,17 @@ impl JobService for GrpcJobService {
         .await
     }
 
+    async fn reset_job_cursor(
+        &self,
+        request: Request<pb::ResetJobCursorRequest>,
+    ) -> Result<pb::ResetJobCursorResponse> {
+        observed("ResetJobCursor", async move {
+            let view = self.service.reset_cursor(&request.into_inner().id).await?;
+            Ok(Response::new(pb::ResetJobCursorResponse { job: Some(job_to_pb(view)) }))
+        })
+        .await
+    }
+
     async fn list_job_types(&self, _request: Request<pb::ListJobTypesRequest>) -> Result<pb::ListJobTypesResponse> {
         observed("ListJobTypes", async move {
             let types = self.service.list_job_types().await?;

@@ -66,6 +66,7 @@ pub async fn call(
         "PauseJob" => unary(&body, metadata, |r| jobs.pause_job(r)).await,
         "ResumeJob" => unary(&body, metadata, |r| jobs.resume_job(r)).await,
         "RunJobNow" => unary(&body, metadata, |r| jobs.run_job_now(r)).await,
+        "ResetJobCursor" => unary(&body, metadata, |r| jobs.reset_job_cursor(r)).await,
         "ListJobTypes" => unary(&body, metadata, |r| jobs.list_job_types(r)).await,
         "ListWorkers" => unary(&body, metadata, |r| jobs.list_workers(r)).await,
         "WatchJobs" => watch(jobs, &body, metadata).await,

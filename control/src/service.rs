@@ -156,6 +156,7 @@ impl ControlService {
             interval,
             paused: new.paused,
             run_now_seq: 0,
+            cursor_reset_seq: 0,
             create_time: now,
             update_time: now,
         };
@@ -366,6 +367,15 @@ impl ControlService {
     pub async fn run_now(&self, id: &str) -> Result<JobView, ControlError> {
         self.modify(id, |record| {
             record.run_now_seq += 1;
+            true
+        })
+        .await
+    }
+
+    /// Asks the owner to start the job over from an empty cursor.
+    pub async fn reset_cursor(&self, id: &str) -> Result<JobView, ControlError> {
+        self.modify(id, |record| {
+            record.cursor_reset_seq += 1;
             true
         })
         .await

@@ -1,7 +1,7 @@
 // The web UI end to end in headless Chromium (Debian's, driven by
 // playwright-core): token prompt, live jobs table, workers, the generated
 // add-job form with a client-side and a server-side field error, a job's
-// counter rising, pause, resume, edit, delete; then, with a read token in
+// counter rising, pause, resume, cursor reset, edit, delete; then, with a read token in
 // another tab, the same jobs without anything that changes them. A
 // screenshot of each step goes to the artifacts directory.
 //
@@ -213,6 +213,17 @@ try {
     await page.getByRole('button', {name: 'Pause'}).waitFor();
     const resumed = await counter('items-written');
     await until('items written after resume', () => counter('items-written'), (n) => n > resumed, 30000);
+  });
+
+  await check('cursor reset', async () => {
+    page.once('dialog', (d) => d.accept());
+    const reset = page.waitForResponse((r) => r.url().endsWith('/ResetJobCursor'));
+    await page.getByRole('button', {name: 'Reset cursor'}).click();
+    const response = await reset;
+    if (response.status() !== 200) throw new Error(`ResetJobCursor answered ${response.status()}`);
+    // The job goes on from an empty cursor: items keep being written.
+    const before = await counter('items-written');
+    await until('items written after the reset', () => counter('items-written'), (n) => n > before, 30000);
   });
 
   await check('edited', async () => {

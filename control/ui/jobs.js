@@ -92,6 +92,11 @@ export function renderJob(main, store, id, navigate) {
         : h('button', {type: 'button', onclick: () => act('Pause', 'PauseJob', {id})}, 'Pause'),
       h('button', {type: 'button', disabled: job.paused, onclick: () => act('Run now', 'RunJobNow', {id})}, 'Run now'),
       h('a', {class: 'button', href: `#/jobs/${encodeURIComponent(id)}/edit`}, 'Edit'),
+      h('button', {type: 'button', onclick: () => {
+        if (window.confirm(`Start "${job.name}" over from an empty cursor? The source is read again; what is already indexed keeps its ids.`)) {
+          act('Reset cursor', 'ResetJobCursor', {id});
+        }
+      }}, 'Reset cursor'),
       h('button', {type: 'button', class: 'danger', onclick: () => {
         if (window.confirm(`Delete the job "${job.name}"? What it ingested stays in the index.`)) {
           act('Delete', 'DeleteJob', {id, revision: job.revision}, () => navigate('#/'));

@@ -34,6 +34,11 @@ pub struct JobRecord {
     /// Incremented by RunJobNow; the owner runs the job once per increment.
     #[serde(default)]
     pub run_now_seq: u64,
+    /// Incremented by ResetJobCursor; the owner starts over from an empty
+    /// cursor once per increment (also the way out of an unreadable
+    /// checkpoint).
+    #[serde(default)]
+    pub cursor_reset_seq: u64,
     pub create_time: UnixMillis,
     pub update_time: UnixMillis,
 }

@@ -119,7 +119,8 @@ impl ParamSpec {
         self
     }
 
-    /// The whole value must match `pattern` (anchored for you).
+    /// The whole value (each item of a list) must match `pattern`
+    /// (anchored for you).
     pub fn pattern(mut self, pattern: &str) -> Self {
         self.pattern = Some(pattern.to_string());
         self
@@ -409,6 +410,9 @@ fn check_value(param: &ParamSpec, value: &Value) -> Result<Checked, String> {
                 if !param.allowed_values.is_empty() && !param.allowed_values.iter().any(|a| a == s) {
                     return Err(format!("item {i} must be one of: {}", param.allowed_values.join(", ")));
                 }
+                if let Some(pattern) = &param.pattern {
+                    check_pattern(s, pattern).map_err(|e| format!("item {i} ({s:?}) {e}"))?;
+                }
             }
             Ok(Checked::Plain(value.clone()))
         }
@@ -419,13 +423,16 @@ fn check_string(param: &ParamSpec, value: &Value, default_max: u32) -> Result<Va
     let s = expect_str(value, param.kind)?;
     check_length(s, param.max_length.unwrap_or(default_max))?;
     if let Some(pattern) = &param.pattern {
-        let re = regex::Regex::new(&format!("^(?:{pattern})$"))
-            .map_err(|_| format!("cannot be checked: the job type's pattern {pattern:?} is invalid"))?;
-        if !re.is_match(s) {
-            return Err(format!("must match the pattern {pattern}"));
-        }
+        check_pattern(s, pattern)?;
     }
     Ok(Value::String(s.to_string()))
+}
+
+/// `s` must match `pattern` whole.
+fn check_pattern(s: &str, pattern: &str) -> Result<(), String> {
+    let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|_| format!("cannot be checked: the job type's pattern {pattern:?} is invalid"))?;
+    if re.is_match(s) { Ok(()) } else { Err(format!("must match the pattern {pattern}")) }
 }
 
 fn expect_str(value: &Value, kind: ParamKind) -> Result<&str, String> {

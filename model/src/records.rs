@@ -217,8 +217,19 @@ pub struct CheckpointRecord {
     /// served once even across a handoff.
     #[serde(default)]
     pub run_now_seen: u64,
+    /// The last `JobRecord::cursor_reset_seq` served.
+    #[serde(default)]
+    pub cursor_reset_seen: u64,
     #[serde(default)]
     pub cursor: serde_json::Value,
+}
+
+impl CheckpointRecord {
+    /// A stored checkpoint; one that does not decode is an error to show,
+    /// never a silent fresh start (that would re-read or skip data).
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("checkpoint unreadable: {e}"))
+    }
 }
 
 #[cfg(test)]

@@ -19,12 +19,13 @@ pub struct ClaimRequest {
     pub spec_revision: Revision,
 }
 
-/// A won claim with the checkpoint to resume from.
+/// A won claim with the checkpoint to resume from (or why it cannot be
+/// read).
 #[derive(Clone, Debug)]
 pub struct Won {
     pub id: String,
     pub epoch: Revision,
-    pub checkpoint: CheckpointRecord,
+    pub checkpoint: Result<CheckpointRecord, String>,
 }
 
 /// A claim to release; `checkpoint` is written in the same transaction
@@ -145,16 +146,21 @@ impl ClaimTxns<'_> {
 }
 
 /// The checkpoints read by a claim transaction (the `get`s after the puts).
-fn checkpoints(response: &TxnResponse, n: usize) -> Vec<CheckpointRecord> {
+fn checkpoints(response: &TxnResponse, n: usize) -> Vec<Result<CheckpointRecord, String>> {
     response.responses[n.min(response.responses.len())..]
         .iter()
-        .map(|r| match r {
-            TxnOpResponse::Range(range) => {
-                range.kvs.first().and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
-            }
-            _ => CheckpointRecord::default(),
-        })
-        .chain(std::iter::repeat_with(CheckpointRecord::default))
+        .map(stored_checkpoint)
+        .chain(std::iter::repeat_with(|| Ok(CheckpointRecord::default())))
         .take(n)
         .collect()
+}
+
+/// The checkpoint a `get` of `state/<id>` read: none yet is a fresh start.
+pub fn stored_checkpoint(read: &TxnOpResponse) -> Result<CheckpointRecord, String> {
+    match read {
+        TxnOpResponse::Range(range) => {
+            range.kvs.first().map_or_else(|| Ok(CheckpointRecord::default()), |kv| CheckpointRecord::decode(&kv.value))
+        }
+        _ => Ok(CheckpointRecord::default()),
+    }
 }

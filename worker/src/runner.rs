@@ -50,8 +50,9 @@ pub struct RunnerContext {
 /// How a runner ended.
 #[derive(Debug)]
 pub enum RunnerExit {
-    /// Stopped on request; the checkpoint to release with.
-    Stopped(CheckpointRecord),
+    /// Stopped on request; the checkpoint to release with (`None`: the
+    /// stored one could not be read and stays as it is).
+    Stopped(Option<CheckpointRecord>),
     /// A fenced write failed: the claim is gone.
     Lost,
 }
@@ -65,6 +66,7 @@ pub struct RunnerHandle {
     pub spec_revision: Revision,
     cancel: CancellationToken,
     run_now: watch::Sender<u64>,
+    reset: watch::Sender<u64>,
     join: tokio::task::JoinHandle<RunnerExit>,
 }
 
@@ -74,10 +76,15 @@ impl RunnerHandle {
         record: JobRecord,
         spec_revision: Revision,
         epoch: Revision,
-        checkpoint: CheckpointRecord,
+        checkpoint: Result<CheckpointRecord, String>,
         cancel: CancellationToken,
     ) -> Self {
         let (run_now, run_now_rx) = watch::channel(record.run_now_seq);
+        let (reset, reset_rx) = watch::channel(record.cursor_reset_seq);
+        let (checkpoint, unreadable) = match checkpoint {
+            Ok(checkpoint) => (checkpoint, None),
+            Err(why) => (CheckpointRecord::default(), Some(why)),
+        };
         let lease = ctx.lease;
         let ctx_lease_rx = ctx.lease_rx.clone();
         let runner = Runner {
@@ -87,22 +94,23 @@ impl RunnerHandle {
             checkpoint,
             cancel: cancel.clone(),
             run_now: run_now_rx,
+            reset: reset_rx,
+            unreadable,
             redactor: Redactor::default(),
             fence: Fence::new(lease, ctx_lease_rx),
         };
         let join = tokio::spawn(runner.run());
-        Self { epoch, lease, spec_revision, cancel, run_now, join }
+        Self { epoch, lease, spec_revision, cancel, run_now, reset, join }
     }
 
     /// Asks for a run now when `seq` is a new request.
     pub fn run_now(&self, seq: u64) {
-        self.run_now.send_if_modified(|current| {
-            let newer = seq > *current;
-            if newer {
-                *current = seq;
-            }
-            newer
-        });
+        send_if_newer(&self.run_now, seq);
+    }
+
+    /// Asks to start over from an empty cursor when `seq` is a new request.
+    pub fn reset_cursor(&self, seq: u64) {
+        send_if_newer(&self.reset, seq);
     }
 
     /// Whether the task has ended on its own (a lost claim).
@@ -130,6 +138,11 @@ struct Runner {
     checkpoint: CheckpointRecord,
     cancel: CancellationToken,
     run_now: watch::Receiver<u64>,
+    /// Cursor-reset requests (`JobRecord::cursor_reset_seq`).
+    reset: watch::Receiver<u64>,
+    /// Why the stored checkpoint could not be read: nothing runs until the
+    /// cursor is reset.
+    unreadable: Option<String>,
     /// The job's secret values, blanked out of its errors and warnings.
     redactor: Redactor,
     /// Whether the claim's lease still holds.
@@ -159,12 +172,16 @@ impl Runner {
     }
 
     async fn run_loop(&mut self) -> RunnerExit {
+        if self.unreadable.is_some() && !self.wait_for_reset().await {
+            return RunnerExit::Stopped(None);
+        }
         let mut job = None;
         let mut failures = 0u32;
         loop {
             if !self.wait_until_due().await {
-                return RunnerExit::Stopped(self.checkpoint.clone());
+                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
             }
+            self.apply_cursor_reset();
             if job.is_none() {
                 job = match self.build().await {
                     Ok(built) => Some(built),
@@ -185,9 +202,11 @@ impl Runner {
                 Some((job, output)) => self.run_once(job.as_mut(), output, &mut failures).await,
                 None => backoff(&mut failures, self.record.interval, None),
             };
+            // A reset asked for during the run wins over the run's cursor.
+            self.apply_cursor_reset();
             if self.cancel.is_cancelled() {
                 // The release writes the checkpoint, in one transaction with it.
-                return RunnerExit::Stopped(self.checkpoint.clone());
+                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
             }
             self.checkpoint.next_run = Some(now_millis() + next.as_millis() as i64);
             if !self.write_checkpoint().await {
@@ -214,6 +233,41 @@ impl Runner {
                 () = self.cancel.cancelled() => return true, // the release writes it
                 () = tokio::time::sleep(wait) => wait = (wait * 2).min(Duration::from_secs(5)),
             }
+        }
+    }
+
+    /// The stored checkpoint could not be read: shows why on the job (a
+    /// failure, so it counts and alerts) and waits for a cursor reset; the
+    /// record stays as it is for the operator to inspect. False when
+    /// cancelled.
+    async fn wait_for_reset(&mut self) -> bool {
+        let why = self.unreadable.clone().unwrap_or_default();
+        let message = format!(
+            "{why}; the job waits: reset its cursor (ResetJobCursor, or Reset cursor in the UI) to start it over \
+             from an empty cursor"
+        );
+        tracing::error!(job = %self.record.id, error = %why, "checkpoint unreadable; waiting for a cursor reset");
+        self.ctx.progress.record(&self.record.id, self.epoch, &Default::default(), Outcome::Failure(&message));
+        tokio::select! {
+            () = self.cancel.cancelled() => return false,
+            changed = self.reset.changed() => if changed.is_err() { return false },
+        }
+        // Any request newer than the one known at the start resets.
+        self.unreadable = None;
+        self.checkpoint = CheckpointRecord::default();
+        self.apply_cursor_reset();
+        tracing::info!(job = %self.record.id, "cursor reset; the unreadable checkpoint is replaced");
+        true
+    }
+
+    /// Starts over from an empty cursor when a reset was asked for since
+    /// the checkpoint's last one.
+    fn apply_cursor_reset(&mut self) {
+        let seq = *self.reset.borrow();
+        if seq > self.checkpoint.cursor_reset_seen {
+            self.checkpoint.cursor_reset_seen = seq;
+            self.checkpoint.cursor = serde_json::Value::Null;
+            tracing::info!(job = %self.record.id, seq, "cursor reset");
         }
     }
 
@@ -320,6 +374,17 @@ fn count_run(job_type: &str, report: &RunReport, outcome: &'static str) {
     metrics::counter!(m::ITEMS_WRITTEN, "job_type" => job_type.clone()).increment(report.items_written);
     metrics::counter!(m::ITEMS_FAILED, "job_type" => job_type.clone()).increment(report.items_failed);
     metrics::counter!(m::BYTES_FETCHED, "job_type" => job_type).increment(report.bytes_fetched);
+}
+
+/// Sends `seq` when it is newer than the last request.
+fn send_if_newer(sender: &watch::Sender<u64>, seq: u64) {
+    sender.send_if_modified(|current| {
+        let newer = seq > *current;
+        if newer {
+            *current = seq;
+        }
+        newer
+    });
 }
 
 /// The interval, ±10 %, so jobs created together spread out.

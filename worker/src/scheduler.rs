@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
 use ingest_store::keys::Keys;
-use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchStream};
+use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, WatchStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -263,8 +263,9 @@ impl Scheduler {
                         // Same spec revision: nothing to compare.
                         Some((runner, _)) if runner.spec_revision == *spec_revision => {}
                         Some((runner, running)) => {
-                            if only_run_now_changed(running, record) {
+                            if only_requests_changed(running, record) {
                                 runner.run_now(record.run_now_seq);
+                                runner.reset_cursor(record.cursor_reset_seq);
                                 runner.spec_revision = *spec_revision;
                                 *running = record.clone();
                             } else if running != record {
@@ -378,7 +379,7 @@ impl Scheduler {
             .into_iter()
             .filter_map(|(id, epoch, exit)| match exit {
                 RunnerExit::Stopped(checkpoint) => {
-                    let checkpoint = self.view.jobs.contains_key(&id).then_some(checkpoint);
+                    let checkpoint = checkpoint.filter(|_| self.view.jobs.contains_key(&id));
                     Some(Release { id, epoch, checkpoint })
                 }
                 RunnerExit::Lost => None,
@@ -428,12 +429,7 @@ impl Scheduler {
                 }
             };
             for ((id, epoch, record, spec_revision), read) in chunk.iter().zip(checkpoints) {
-                let checkpoint = match read {
-                    TxnOpResponse::Range(r) => {
-                        r.kvs.first().and_then(|kv| serde_json::from_slice(&kv.value).ok()).unwrap_or_default()
-                    }
-                    _ => CheckpointRecord::default(),
-                };
+                let checkpoint = crate::claims::stored_checkpoint(&read);
                 self.start(id.clone(), record.clone(), *spec_revision, *epoch, checkpoint, lease);
             }
         }
@@ -468,7 +464,7 @@ impl Scheduler {
         record: JobRecord,
         spec_revision: Revision,
         epoch: Revision,
-        checkpoint: CheckpointRecord,
+        checkpoint: Result<CheckpointRecord, String>,
         lease: ingest_store::LeaseId,
     ) {
         let ctx = RunnerContext {
@@ -517,10 +513,16 @@ async fn next_batch(watch: &mut Option<WatchStream>) -> Option<Result<ingest_sto
     }
 }
 
-/// Whether the only change is a run-now request (no rebuild needed).
-fn only_run_now_changed(running: &JobRecord, now: &JobRecord) -> bool {
-    running.run_now_seq != now.run_now_seq
-        && JobRecord { run_now_seq: now.run_now_seq, update_time: now.update_time, ..running.clone() } == *now
+/// Whether the only change is a run-now or cursor-reset request (the
+/// runner is told; no rebuild needed).
+fn only_requests_changed(running: &JobRecord, now: &JobRecord) -> bool {
+    let requests = JobRecord {
+        run_now_seq: now.run_now_seq,
+        cursor_reset_seq: now.cursor_reset_seq,
+        update_time: now.update_time,
+        ..running.clone()
+    };
+    requests == *now
 }
 
 /// The types this worker runs, by name.

@@ -1483,6 +1483,94 @@ func (x *RunJobNowResponse) GetJob() *Job {
 	return nil
 }
 
+type ResetJobCursorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetJobCursorRequest) Reset() {
+	*x = ResetJobCursorRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetJobCursorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetJobCursorRequest) ProtoMessage() {}
+
+func (x *ResetJobCursorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetJobCursorRequest.ProtoReflect.Descriptor instead.
+func (*ResetJobCursorRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResetJobCursorRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ResetJobCursorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetJobCursorResponse) Reset() {
+	*x = ResetJobCursorResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetJobCursorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetJobCursorResponse) ProtoMessage() {}
+
+func (x *ResetJobCursorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetJobCursorResponse.ProtoReflect.Descriptor instead.
+func (*ResetJobCursorResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResetJobCursorResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 type ListJobTypesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1491,7 +1579,7 @@ type ListJobTypesRequest struct {
 
 func (x *ListJobTypesRequest) Reset() {
 	*x = ListJobTypesRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1591,7 @@ func (x *ListJobTypesRequest) String() string {
 func (*ListJobTypesRequest) ProtoMessage() {}
 
 func (x *ListJobTypesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1604,7 @@ func (x *ListJobTypesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobTypesRequest.ProtoReflect.Descriptor instead.
 func (*ListJobTypesRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{21}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{23}
 }
 
 type ListJobTypesResponse struct {
@@ -1528,7 +1616,7 @@ type ListJobTypesResponse struct {
 
 func (x *ListJobTypesResponse) Reset() {
 	*x = ListJobTypesResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1628,7 @@ func (x *ListJobTypesResponse) String() string {
 func (*ListJobTypesResponse) ProtoMessage() {}
 
 func (x *ListJobTypesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1641,7 @@ func (x *ListJobTypesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobTypesResponse.ProtoReflect.Descriptor instead.
 func (*ListJobTypesResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{22}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListJobTypesResponse) GetJobTypes() []*JobType {
@@ -1583,7 +1671,7 @@ type JobType struct {
 
 func (x *JobType) Reset() {
 	*x = JobType{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1683,7 @@ func (x *JobType) String() string {
 func (*JobType) ProtoMessage() {}
 
 func (x *JobType) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1696,7 @@ func (x *JobType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobType.ProtoReflect.Descriptor instead.
 func (*JobType) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{23}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JobType) GetName() string {
@@ -1674,7 +1762,7 @@ type ParamRule struct {
 
 func (x *ParamRule) Reset() {
 	*x = ParamRule{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1774,7 @@ func (x *ParamRule) String() string {
 func (*ParamRule) ProtoMessage() {}
 
 func (x *ParamRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1787,7 @@ func (x *ParamRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamRule.ProtoReflect.Descriptor instead.
 func (*ParamRule) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ParamRule) GetRule() isParamRule_Rule {
@@ -1756,7 +1844,7 @@ type ParamRequiredIf struct {
 
 func (x *ParamRequiredIf) Reset() {
 	*x = ParamRequiredIf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1856,7 @@ func (x *ParamRequiredIf) String() string {
 func (*ParamRequiredIf) ProtoMessage() {}
 
 func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1869,7 @@ func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamRequiredIf.ProtoReflect.Descriptor instead.
 func (*ParamRequiredIf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ParamRequiredIf) GetParam() string {
@@ -1817,7 +1905,7 @@ type ParamOneOf struct {
 
 func (x *ParamOneOf) Reset() {
 	*x = ParamOneOf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1917,7 @@ func (x *ParamOneOf) String() string {
 func (*ParamOneOf) ProtoMessage() {}
 
 func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1930,7 @@ func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamOneOf.ProtoReflect.Descriptor instead.
 func (*ParamOneOf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ParamOneOf) GetSets() []*ParamSet {
@@ -1869,7 +1957,7 @@ type ParamSet struct {
 
 func (x *ParamSet) Reset() {
 	*x = ParamSet{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +1969,7 @@ func (x *ParamSet) String() string {
 func (*ParamSet) ProtoMessage() {}
 
 func (x *ParamSet) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +1982,7 @@ func (x *ParamSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSet.ProtoReflect.Descriptor instead.
 func (*ParamSet) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ParamSet) GetParams() []string {
@@ -1930,7 +2018,7 @@ type ParamSpec struct {
 
 func (x *ParamSpec) Reset() {
 	*x = ParamSpec{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2030,7 @@ func (x *ParamSpec) String() string {
 func (*ParamSpec) ProtoMessage() {}
 
 func (x *ParamSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2043,7 @@ func (x *ParamSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSpec.ProtoReflect.Descriptor instead.
 func (*ParamSpec) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ParamSpec) GetName() string {
@@ -2041,7 +2129,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2141,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2154,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchJobsRequest) GetType() string {
@@ -2099,7 +2187,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2199,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2212,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchJobsResponse) GetRevision() int64 {
@@ -2166,7 +2254,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2266,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2279,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JobEvent) GetType() JobEventType {
@@ -2216,7 +2304,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2316,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2329,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 type ListWorkersResponse struct {
@@ -2253,7 +2341,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2353,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2366,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -2307,7 +2395,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2407,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2420,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Worker) GetName() string {
@@ -2477,6 +2565,10 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x10RunJobNowRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"5\n" +
 	"\x11RunJobNowResponse\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.ingest.v1.JobR\x03job\"'\n" +
+	"\x15ResetJobCursorRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\":\n" +
+	"\x16ResetJobCursorResponse\x12 \n" +
 	"\x03job\x18\x01 \x01(\v2\x0e.ingest.v1.JobR\x03job\"\x15\n" +
 	"\x13ListJobTypesRequest\"G\n" +
 	"\x14ListJobTypesResponse\x12/\n" +
@@ -2574,7 +2666,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15WORKER_STATE_DRAINING\x10\x022\xa6\x06\n" +
+	"\x15WORKER_STATE_DRAINING\x10\x022\xfd\x06\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tCreateJob\x12\x1b.ingest.v1.CreateJobRequest\x1a\x1c.ingest.v1.CreateJobResponse\x12=\n" +
@@ -2584,7 +2676,8 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\tDeleteJob\x12\x1b.ingest.v1.DeleteJobRequest\x1a\x1c.ingest.v1.DeleteJobResponse\x12C\n" +
 	"\bPauseJob\x12\x1a.ingest.v1.PauseJobRequest\x1a\x1b.ingest.v1.PauseJobResponse\x12F\n" +
 	"\tResumeJob\x12\x1b.ingest.v1.ResumeJobRequest\x1a\x1c.ingest.v1.ResumeJobResponse\x12F\n" +
-	"\tRunJobNow\x12\x1b.ingest.v1.RunJobNowRequest\x1a\x1c.ingest.v1.RunJobNowResponse\x12O\n" +
+	"\tRunJobNow\x12\x1b.ingest.v1.RunJobNowRequest\x1a\x1c.ingest.v1.RunJobNowResponse\x12U\n" +
+	"\x0eResetJobCursor\x12 .ingest.v1.ResetJobCursorRequest\x1a!.ingest.v1.ResetJobCursorResponse\x12O\n" +
 	"\fListJobTypes\x12\x1e.ingest.v1.ListJobTypesRequest\x1a\x1f.ingest.v1.ListJobTypesResponse\x12H\n" +
 	"\tWatchJobs\x12\x1b.ingest.v1.WatchJobsRequest\x1a\x1c.ingest.v1.WatchJobsResponse0\x01\x12L\n" +
 	"\vListWorkers\x12\x1d.ingest.v1.ListWorkersRequest\x1a\x1e.ingest.v1.ListWorkersResponseb\x06proto3"
@@ -2602,121 +2695,126 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_ingest_v1_jobs_proto_goTypes = []any{
-	(JobState)(0),                 // 0: ingest.v1.JobState
-	(ParamKind)(0),                // 1: ingest.v1.ParamKind
-	(JobEventType)(0),             // 2: ingest.v1.JobEventType
-	(WorkerState)(0),              // 3: ingest.v1.WorkerState
-	(*Job)(nil),                   // 4: ingest.v1.Job
-	(*JobStatus)(nil),             // 5: ingest.v1.JobStatus
-	(*Checkpoint)(nil),            // 6: ingest.v1.Checkpoint
-	(*JobCounters)(nil),           // 7: ingest.v1.JobCounters
-	(*JobError)(nil),              // 8: ingest.v1.JobError
-	(*CreateJobRequest)(nil),      // 9: ingest.v1.CreateJobRequest
-	(*CreateJobResponse)(nil),     // 10: ingest.v1.CreateJobResponse
-	(*GetJobRequest)(nil),         // 11: ingest.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 12: ingest.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 13: ingest.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 14: ingest.v1.ListJobsResponse
-	(*UpdateJobRequest)(nil),      // 15: ingest.v1.UpdateJobRequest
-	(*UpdateJobResponse)(nil),     // 16: ingest.v1.UpdateJobResponse
-	(*DeleteJobRequest)(nil),      // 17: ingest.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),     // 18: ingest.v1.DeleteJobResponse
-	(*PauseJobRequest)(nil),       // 19: ingest.v1.PauseJobRequest
-	(*PauseJobResponse)(nil),      // 20: ingest.v1.PauseJobResponse
-	(*ResumeJobRequest)(nil),      // 21: ingest.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),     // 22: ingest.v1.ResumeJobResponse
-	(*RunJobNowRequest)(nil),      // 23: ingest.v1.RunJobNowRequest
-	(*RunJobNowResponse)(nil),     // 24: ingest.v1.RunJobNowResponse
-	(*ListJobTypesRequest)(nil),   // 25: ingest.v1.ListJobTypesRequest
-	(*ListJobTypesResponse)(nil),  // 26: ingest.v1.ListJobTypesResponse
-	(*JobType)(nil),               // 27: ingest.v1.JobType
-	(*ParamRule)(nil),             // 28: ingest.v1.ParamRule
-	(*ParamRequiredIf)(nil),       // 29: ingest.v1.ParamRequiredIf
-	(*ParamOneOf)(nil),            // 30: ingest.v1.ParamOneOf
-	(*ParamSet)(nil),              // 31: ingest.v1.ParamSet
-	(*ParamSpec)(nil),             // 32: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),      // 33: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),     // 34: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),              // 35: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),    // 36: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 37: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                // 38: ingest.v1.Worker
-	(*structpb.Struct)(nil),       // 39: google.protobuf.Struct
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 42: google.protobuf.FieldMask
-	(*structpb.Value)(nil),        // 43: google.protobuf.Value
+	(JobState)(0),                  // 0: ingest.v1.JobState
+	(ParamKind)(0),                 // 1: ingest.v1.ParamKind
+	(JobEventType)(0),              // 2: ingest.v1.JobEventType
+	(WorkerState)(0),               // 3: ingest.v1.WorkerState
+	(*Job)(nil),                    // 4: ingest.v1.Job
+	(*JobStatus)(nil),              // 5: ingest.v1.JobStatus
+	(*Checkpoint)(nil),             // 6: ingest.v1.Checkpoint
+	(*JobCounters)(nil),            // 7: ingest.v1.JobCounters
+	(*JobError)(nil),               // 8: ingest.v1.JobError
+	(*CreateJobRequest)(nil),       // 9: ingest.v1.CreateJobRequest
+	(*CreateJobResponse)(nil),      // 10: ingest.v1.CreateJobResponse
+	(*GetJobRequest)(nil),          // 11: ingest.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 12: ingest.v1.GetJobResponse
+	(*ListJobsRequest)(nil),        // 13: ingest.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),       // 14: ingest.v1.ListJobsResponse
+	(*UpdateJobRequest)(nil),       // 15: ingest.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),      // 16: ingest.v1.UpdateJobResponse
+	(*DeleteJobRequest)(nil),       // 17: ingest.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),      // 18: ingest.v1.DeleteJobResponse
+	(*PauseJobRequest)(nil),        // 19: ingest.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),       // 20: ingest.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),       // 21: ingest.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),      // 22: ingest.v1.ResumeJobResponse
+	(*RunJobNowRequest)(nil),       // 23: ingest.v1.RunJobNowRequest
+	(*RunJobNowResponse)(nil),      // 24: ingest.v1.RunJobNowResponse
+	(*ResetJobCursorRequest)(nil),  // 25: ingest.v1.ResetJobCursorRequest
+	(*ResetJobCursorResponse)(nil), // 26: ingest.v1.ResetJobCursorResponse
+	(*ListJobTypesRequest)(nil),    // 27: ingest.v1.ListJobTypesRequest
+	(*ListJobTypesResponse)(nil),   // 28: ingest.v1.ListJobTypesResponse
+	(*JobType)(nil),                // 29: ingest.v1.JobType
+	(*ParamRule)(nil),              // 30: ingest.v1.ParamRule
+	(*ParamRequiredIf)(nil),        // 31: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),             // 32: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),               // 33: ingest.v1.ParamSet
+	(*ParamSpec)(nil),              // 34: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),       // 35: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),      // 36: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),               // 37: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),     // 38: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),    // 39: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                 // 40: ingest.v1.Worker
+	(*structpb.Struct)(nil),        // 41: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 42: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 44: google.protobuf.FieldMask
+	(*structpb.Value)(nil),         // 45: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	39, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	40, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	41, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	41, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	41, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	42, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	43, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	43, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
 	0,  // 5: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
 	7,  // 6: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	41, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	43, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
 	8,  // 8: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	41, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	43, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
 	6,  // 10: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	41, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	43, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
 	4,  // 12: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
 	4,  // 13: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 14: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
 	0,  // 15: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
 	4,  // 16: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
 	4,  // 17: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	42, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	44, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
 	4,  // 19: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 20: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 21: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 22: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
-	27, // 23: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	32, // 24: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	40, // 25: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	40, // 26: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	28, // 27: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	29, // 28: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	30, // 29: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	31, // 30: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
-	1,  // 31: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	43, // 32: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	35, // 33: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
-	2,  // 34: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	4,  // 35: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	38, // 36: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
-	3,  // 37: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	41, // 38: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 39: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	9,  // 40: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	11, // 41: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	13, // 42: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	15, // 43: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	17, // 44: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	19, // 45: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	21, // 46: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	23, // 47: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	25, // 48: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	33, // 49: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	36, // 50: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	10, // 51: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	12, // 52: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	14, // 53: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	16, // 54: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	18, // 55: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	20, // 56: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	22, // 57: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	24, // 58: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	26, // 59: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	34, // 60: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	37, // 61: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	51, // [51:62] is the sub-list for method output_type
-	40, // [40:51] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	4,  // 23: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
+	29, // 24: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
+	34, // 25: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	42, // 26: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	42, // 27: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	30, // 28: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	31, // 29: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	32, // 30: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	33, // 31: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	1,  // 32: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
+	45, // 33: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	37, // 34: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	2,  // 35: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
+	4,  // 36: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	40, // 37: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	3,  // 38: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
+	43, // 39: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	7,  // 40: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	9,  // 41: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	11, // 42: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	13, // 43: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	15, // 44: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	17, // 45: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	19, // 46: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	21, // 47: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	23, // 48: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	25, // 49: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	27, // 50: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	35, // 51: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	38, // 52: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	10, // 53: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	12, // 54: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	14, // 55: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	16, // 56: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	18, // 57: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	20, // 58: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	22, // 59: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	24, // 60: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	26, // 61: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	28, // 62: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	36, // 63: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	39, // 64: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	53, // [53:65] is the sub-list for method output_type
+	41, // [41:53] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -2724,18 +2822,18 @@ func file_ingest_v1_jobs_proto_init() {
 	if File_ingest_v1_jobs_proto != nil {
 		return
 	}
-	file_ingest_v1_jobs_proto_msgTypes[24].OneofWrappers = []any{
+	file_ingest_v1_jobs_proto_msgTypes[26].OneofWrappers = []any{
 		(*ParamRule_RequiredIf)(nil),
 		(*ParamRule_OneOf)(nil),
 	}
-	file_ingest_v1_jobs_proto_msgTypes[28].OneofWrappers = []any{}
+	file_ingest_v1_jobs_proto_msgTypes[30].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

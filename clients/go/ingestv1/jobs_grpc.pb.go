@@ -19,17 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_CreateJob_FullMethodName    = "/ingest.v1.JobService/CreateJob"
-	JobService_GetJob_FullMethodName       = "/ingest.v1.JobService/GetJob"
-	JobService_ListJobs_FullMethodName     = "/ingest.v1.JobService/ListJobs"
-	JobService_UpdateJob_FullMethodName    = "/ingest.v1.JobService/UpdateJob"
-	JobService_DeleteJob_FullMethodName    = "/ingest.v1.JobService/DeleteJob"
-	JobService_PauseJob_FullMethodName     = "/ingest.v1.JobService/PauseJob"
-	JobService_ResumeJob_FullMethodName    = "/ingest.v1.JobService/ResumeJob"
-	JobService_RunJobNow_FullMethodName    = "/ingest.v1.JobService/RunJobNow"
-	JobService_ListJobTypes_FullMethodName = "/ingest.v1.JobService/ListJobTypes"
-	JobService_WatchJobs_FullMethodName    = "/ingest.v1.JobService/WatchJobs"
-	JobService_ListWorkers_FullMethodName  = "/ingest.v1.JobService/ListWorkers"
+	JobService_CreateJob_FullMethodName      = "/ingest.v1.JobService/CreateJob"
+	JobService_GetJob_FullMethodName         = "/ingest.v1.JobService/GetJob"
+	JobService_ListJobs_FullMethodName       = "/ingest.v1.JobService/ListJobs"
+	JobService_UpdateJob_FullMethodName      = "/ingest.v1.JobService/UpdateJob"
+	JobService_DeleteJob_FullMethodName      = "/ingest.v1.JobService/DeleteJob"
+	JobService_PauseJob_FullMethodName       = "/ingest.v1.JobService/PauseJob"
+	JobService_ResumeJob_FullMethodName      = "/ingest.v1.JobService/ResumeJob"
+	JobService_RunJobNow_FullMethodName      = "/ingest.v1.JobService/RunJobNow"
+	JobService_ResetJobCursor_FullMethodName = "/ingest.v1.JobService/ResetJobCursor"
+	JobService_ListJobTypes_FullMethodName   = "/ingest.v1.JobService/ListJobTypes"
+	JobService_WatchJobs_FullMethodName      = "/ingest.v1.JobService/WatchJobs"
+	JobService_ListWorkers_FullMethodName    = "/ingest.v1.JobService/ListWorkers"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -59,6 +60,11 @@ type JobServiceClient interface {
 	ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error)
 	// Asks the job's owner to run it once, now.
 	RunJobNow(ctx context.Context, in *RunJobNowRequest, opts ...grpc.CallOption) (*RunJobNowResponse, error)
+	// Asks the job's owner to start over from an empty cursor: the source is
+	// read again from where a new job would start (items already indexed keep
+	// their ids: no duplicates). The way out of a "checkpoint unreadable" or
+	// "cursor unreadable" error.
+	ResetJobCursor(ctx context.Context, in *ResetJobCursorRequest, opts ...grpc.CallOption) (*ResetJobCursorResponse, error)
 	// Parameter discovery: every job type known to the cluster with its
 	// parameters.
 	ListJobTypes(ctx context.Context, in *ListJobTypesRequest, opts ...grpc.CallOption) (*ListJobTypesResponse, error)
@@ -157,6 +163,16 @@ func (c *jobServiceClient) RunJobNow(ctx context.Context, in *RunJobNowRequest, 
 	return out, nil
 }
 
+func (c *jobServiceClient) ResetJobCursor(ctx context.Context, in *ResetJobCursorRequest, opts ...grpc.CallOption) (*ResetJobCursorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetJobCursorResponse)
+	err := c.cc.Invoke(ctx, JobService_ResetJobCursor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *jobServiceClient) ListJobTypes(ctx context.Context, in *ListJobTypesRequest, opts ...grpc.CallOption) (*ListJobTypesResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListJobTypesResponse)
@@ -223,6 +239,11 @@ type JobServiceServer interface {
 	ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error)
 	// Asks the job's owner to run it once, now.
 	RunJobNow(context.Context, *RunJobNowRequest) (*RunJobNowResponse, error)
+	// Asks the job's owner to start over from an empty cursor: the source is
+	// read again from where a new job would start (items already indexed keep
+	// their ids: no duplicates). The way out of a "checkpoint unreadable" or
+	// "cursor unreadable" error.
+	ResetJobCursor(context.Context, *ResetJobCursorRequest) (*ResetJobCursorResponse, error)
 	// Parameter discovery: every job type known to the cluster with its
 	// parameters.
 	ListJobTypes(context.Context, *ListJobTypesRequest) (*ListJobTypesResponse, error)
@@ -264,6 +285,9 @@ func (UnimplementedJobServiceServer) ResumeJob(context.Context, *ResumeJobReques
 }
 func (UnimplementedJobServiceServer) RunJobNow(context.Context, *RunJobNowRequest) (*RunJobNowResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RunJobNow not implemented")
+}
+func (UnimplementedJobServiceServer) ResetJobCursor(context.Context, *ResetJobCursorRequest) (*ResetJobCursorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetJobCursor not implemented")
 }
 func (UnimplementedJobServiceServer) ListJobTypes(context.Context, *ListJobTypesRequest) (*ListJobTypesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListJobTypes not implemented")
@@ -439,6 +463,24 @@ func _JobService_RunJobNow_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ResetJobCursor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetJobCursorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ResetJobCursor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ResetJobCursor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ResetJobCursor(ctx, req.(*ResetJobCursorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _JobService_ListJobTypes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListJobTypesRequest)
 	if err := dec(in); err != nil {
@@ -524,6 +566,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunJobNow",
 			Handler:    _JobService_RunJobNow_Handler,
+		},
+		{
+			MethodName: "ResetJobCursor",
+			Handler:    _JobService_ResetJobCursor_Handler,
 		},
 		{
 			MethodName: "ListJobTypes",

@@ -139,7 +139,7 @@ struct Cursor {
 #[async_trait]
 impl Job for HackerNews {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
-        let cursor: Cursor = serde_json::from_value(ctx.cursor.clone()).unwrap_or_default();
+        let cursor: Cursor = super::read_cursor(ctx.cursor)?;
         let list_url = self.url(&format!("{}stories.json", self.list))?;
         let response = ctx.fetch.get(&Request::get(list_url.clone(), "application/json")).await?;
         let mut report = RunReport { bytes_fetched: response.body.len() as u64, ..RunReport::default() };

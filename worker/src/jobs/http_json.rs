@@ -32,7 +32,8 @@ pub fn spec() -> JobTypeSpec {
             ParamSpec::new("method", ParamKind::Enum, "HTTP method.").allowed(&["GET", "POST"]).default_value("GET"),
             ParamSpec::new("body", ParamKind::String, "JSON body sent with POST.").max_length(65_536),
             ParamSpec::new("headers", ParamKind::List, "Extra headers, each \"Name: value\" (not secret).")
-                .max_length(20),
+                .max_length(20)
+                .pattern(HEADER_LINE),
             ParamSpec::new("auth_header", ParamKind::String, "Name of the header that carries auth_value.")
                 .default_value("Authorization")
                 .max_length(100)
@@ -168,6 +169,10 @@ impl HttpJson {
         Ok(Item { id, doc, raw: Some(raw) })
     }
 }
+
+/// A header line `build` can send: a token name, a colon, then a value
+/// without control characters (tab allowed).
+const HEADER_LINE: &str = r"\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*:[^\x00-\x08\x0A-\x1F\x7F]*";
 
 #[async_trait]
 impl Job for HttpJson {

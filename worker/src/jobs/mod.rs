@@ -80,6 +80,20 @@ pub struct RunContext<'a> {
     pub fetch: &'a FencedFetcher,
 }
 
+/// A job's cursor as its type: none yet (null) is the default; one that
+/// does not decode is an error on the job, never a silent fresh start
+/// (which would re-read or skip data).
+pub fn read_cursor<T: serde::de::DeserializeOwned + Default>(cursor: &Value) -> Result<T, JobError> {
+    if cursor.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(cursor.clone()).map_err(|e| {
+        JobError::new(format!(
+            "cursor unreadable: {e}; reset the job's cursor (ResetJobCursor, or Reset cursor in the UI) to start over"
+        ))
+    })
+}
+
 impl RunContext<'_> {
     /// Hands items to the sinks and waits for their acknowledgement; counts
     /// them in `report`. An error (carrying `report`) means nothing was
@@ -174,5 +188,30 @@ impl<'a> Params<'a> {
 
     pub fn secret(&self, name: &str) -> Option<&str> {
         self.secrets.get(name).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    struct Cursor {
+        #[serde(default)]
+        since_id: Option<String>,
+    }
+
+    #[test]
+    fn a_cursor_is_read_or_refused_never_reset_in_silence() {
+        assert_eq!(read_cursor::<Cursor>(&Value::Null).expect("none yet"), Cursor::default());
+        let read: Cursor = read_cursor(&json!({"since_id": "42"})).expect("readable");
+        assert_eq!(read.since_id.as_deref(), Some("42"));
+        for bad in [json!({"since_id": 42}), json!("a string"), json!([1, 2])] {
+            let error = read_cursor::<Cursor>(&bad).expect_err("unreadable");
+            assert!(error.message.starts_with("cursor unreadable: "), "{}", error.message);
+            assert!(error.message.contains("ResetJobCursor"), "{}", error.message);
+        }
     }
 }

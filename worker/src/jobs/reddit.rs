@@ -197,7 +197,7 @@ impl Reddit {
 #[async_trait]
 impl Job for Reddit {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
-        let cursor: Cursor = serde_json::from_value(ctx.cursor.clone()).unwrap_or_default();
+        let cursor: Cursor = super::read_cursor(ctx.cursor)?;
         let token = self.access_token(ctx.fetch).await?;
         let url = self.listing_url(token.is_some())?;
         let mut request = Request::get(url.clone(), "application/json").header(USER_AGENT, &self.user_agent)?;

@@ -104,7 +104,7 @@ struct Cursor {
 #[async_trait]
 impl Job for Rss {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
-        let cursor: Cursor = serde_json::from_value(ctx.cursor.clone()).unwrap_or_default();
+        let cursor: Cursor = super::read_cursor(ctx.cursor)?;
         let mut request = Request::get(self.url.clone(), ACCEPT);
         request.etag = cursor.etag.clone();
         request.last_modified = cursor.last_modified.clone();

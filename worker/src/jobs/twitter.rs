@@ -386,7 +386,7 @@ async fn archive_media(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut R
 #[async_trait]
 impl Job for Twitter {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
-        let mut cursor: Cursor = serde_json::from_value(ctx.cursor.clone()).unwrap_or_default();
+        let mut cursor: Cursor = super::read_cursor(ctx.cursor)?;
         let mut report = RunReport::default();
         let mut pages = 0;
         let mut warning = None;

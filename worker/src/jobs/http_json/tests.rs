@@ -111,3 +111,24 @@ fn parameters_are_checked_when_built() {
     let violations = ingest_model::validate_params(&spec, &bad_pointer, &[], "params").unwrap_err();
     assert_eq!(violations[0].field, "params.id_pointer");
 }
+
+/// Header lines that `build` cannot send are refused by the spec, so
+/// control refuses them at CreateJob instead of the job failing forever;
+/// every line the spec accepts, `build` accepts too.
+#[test]
+fn header_lines_are_checked_by_the_spec_as_build_reads_them() {
+    let spec = spec();
+    let check = |line: &str| {
+        let values = json!({"url": "http://h/", "id_pointer": "/id", "headers": [line]}).as_object().cloned().unwrap();
+        let accepted = ingest_model::validate_params(&spec, &values, &[], "params");
+        let built = build(&Params::new("job-1", &spec, &values, &Default::default()));
+        (accepted.map(drop).map_err(|v| v[0].field.clone()), built.is_ok())
+    };
+    for good in ["X-Api-Version: 2", "accept:application/json", " X-Empty :", "X-Tab:\ta\tb", "X-Utf8: café"] {
+        assert_eq!(check(good), (Ok(()), true), "{good:?}");
+    }
+    for bad in ["no colon here", "Bad Name: x", ": no name", "X-Nl: a\nb", "X-Bell: \u{7}", "X-Del: \u{7f}"] {
+        let (accepted, _) = check(bad);
+        assert_eq!(accepted, Err("params.headers".to_string()), "{bad:?}");
+    }
+}

@@ -78,6 +78,11 @@ class JobServiceStub:
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.RunJobNowRequest.SerializeToString,
                 response_deserializer=ingest_dot_v1_dot_jobs__pb2.RunJobNowResponse.FromString,
                 _registered_method=True)
+        self.ResetJobCursor = channel.unary_unary(
+                '/ingest.v1.JobService/ResetJobCursor',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ResetJobCursorRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ResetJobCursorResponse.FromString,
+                _registered_method=True)
         self.ListJobTypes = channel.unary_unary(
                 '/ingest.v1.JobService/ListJobTypes',
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.ListJobTypesRequest.SerializeToString,
@@ -160,6 +165,16 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetJobCursor(self, request, context):
+        """Asks the job's owner to start over from an empty cursor: the source is
+        read again from where a new job would start (items already indexed keep
+        their ids: no duplicates). The way out of a "checkpoint unreadable" or
+        "cursor unreadable" error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListJobTypes(self, request, context):
         """Parameter discovery: every job type known to the cluster with its
         parameters.
@@ -225,6 +240,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RunJobNow,
                     request_deserializer=ingest_dot_v1_dot_jobs__pb2.RunJobNowRequest.FromString,
                     response_serializer=ingest_dot_v1_dot_jobs__pb2.RunJobNowResponse.SerializeToString,
+            ),
+            'ResetJobCursor': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetJobCursor,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ResetJobCursorRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ResetJobCursorResponse.SerializeToString,
             ),
             'ListJobTypes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobTypes,
@@ -462,6 +482,33 @@ class JobService:
             '/ingest.v1.JobService/RunJobNow',
             ingest_dot_v1_dot_jobs__pb2.RunJobNowRequest.SerializeToString,
             ingest_dot_v1_dot_jobs__pb2.RunJobNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetJobCursor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ResetJobCursor',
+            ingest_dot_v1_dot_jobs__pb2.ResetJobCursorRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ResetJobCursorResponse.FromString,
             options,
             channel_credentials,
             insecure,

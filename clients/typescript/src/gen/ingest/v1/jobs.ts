@@ -452,6 +452,14 @@ export interface RunJobNowResponse {
   job: Job | undefined;
 }
 
+export interface ResetJobCursorRequest {
+  id: string;
+}
+
+export interface ResetJobCursorResponse {
+  job: Job | undefined;
+}
+
 export interface ListJobTypesRequest {
 }
 
@@ -2623,6 +2631,140 @@ export const RunJobNowResponse: MessageFns<RunJobNowResponse> = {
   },
 };
 
+function createBaseResetJobCursorRequest(): ResetJobCursorRequest {
+  return { id: "" };
+}
+
+export const ResetJobCursorRequest: MessageFns<ResetJobCursorRequest> = {
+  encode(message: ResetJobCursorRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResetJobCursorRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResetJobCursorRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResetJobCursorRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: ResetJobCursorRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResetJobCursorRequest>, I>>(base?: I): ResetJobCursorRequest {
+    return ResetJobCursorRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResetJobCursorRequest>, I>>(object: I): ResetJobCursorRequest {
+    const message = createBaseResetJobCursorRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseResetJobCursorResponse(): ResetJobCursorResponse {
+  return { job: undefined };
+}
+
+export const ResetJobCursorResponse: MessageFns<ResetJobCursorResponse> = {
+  encode(message: ResetJobCursorResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.job !== undefined) {
+      Job.encode(message.job, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResetJobCursorResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResetJobCursorResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.job = Job.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResetJobCursorResponse {
+    return { job: isSet(object.job) ? Job.fromJSON(object.job) : undefined };
+  },
+
+  toJSON(message: ResetJobCursorResponse): unknown {
+    const obj: any = {};
+    if (message.job !== undefined) {
+      obj.job = Job.toJSON(message.job);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResetJobCursorResponse>, I>>(base?: I): ResetJobCursorResponse {
+    return ResetJobCursorResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResetJobCursorResponse>, I>>(object: I): ResetJobCursorResponse {
+    const message = createBaseResetJobCursorResponse();
+    message.job = (object.job !== undefined && object.job !== null) ? Job.fromPartial(object.job) : undefined;
+    return message;
+  },
+};
+
 function createBaseListJobTypesRequest(): ListJobTypesRequest {
   return {};
 }
@@ -4232,6 +4374,23 @@ export const JobServiceService = {
     responseDeserialize: (value: Buffer): RunJobNowResponse => RunJobNowResponse.decode(value),
   },
   /**
+   * Asks the job's owner to start over from an empty cursor: the source is
+   * read again from where a new job would start (items already indexed keep
+   * their ids: no duplicates). The way out of a "checkpoint unreadable" or
+   * "cursor unreadable" error.
+   */
+  resetJobCursor: {
+    path: "/ingest.v1.JobService/ResetJobCursor" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResetJobCursorRequest): Buffer =>
+      Buffer.from(ResetJobCursorRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResetJobCursorRequest => ResetJobCursorRequest.decode(value),
+    responseSerialize: (value: ResetJobCursorResponse): Buffer =>
+      Buffer.from(ResetJobCursorResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResetJobCursorResponse => ResetJobCursorResponse.decode(value),
+  },
+  /**
    * Parameter discovery: every job type known to the cluster with its
    * parameters.
    */
@@ -4293,6 +4452,13 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   resumeJob: handleUnaryCall<ResumeJobRequest, ResumeJobResponse>;
   /** Asks the job's owner to run it once, now. */
   runJobNow: handleUnaryCall<RunJobNowRequest, RunJobNowResponse>;
+  /**
+   * Asks the job's owner to start over from an empty cursor: the source is
+   * read again from where a new job would start (items already indexed keep
+   * their ids: no duplicates). The way out of a "checkpoint unreadable" or
+   * "cursor unreadable" error.
+   */
+  resetJobCursor: handleUnaryCall<ResetJobCursorRequest, ResetJobCursorResponse>;
   /**
    * Parameter discovery: every job type known to the cluster with its
    * parameters.
@@ -4441,6 +4607,27 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RunJobNowResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Asks the job's owner to start over from an empty cursor: the source is
+   * read again from where a new job would start (items already indexed keep
+   * their ids: no duplicates). The way out of a "checkpoint unreadable" or
+   * "cursor unreadable" error.
+   */
+  resetJobCursor(
+    request: ResetJobCursorRequest,
+    callback: (error: ServiceError | null, response: ResetJobCursorResponse) => void,
+  ): ClientUnaryCall;
+  resetJobCursor(
+    request: ResetJobCursorRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResetJobCursorResponse) => void,
+  ): ClientUnaryCall;
+  resetJobCursor(
+    request: ResetJobCursorRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResetJobCursorResponse) => void,
   ): ClientUnaryCall;
   /**
    * Parameter discovery: every job type known to the cluster with its
