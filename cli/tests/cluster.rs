@@ -76,6 +76,26 @@ async fn join_kill_and_drain_move_jobs_safely() {
     let history = cluster.history(&["w1", "w2", "w3", "w4"]);
     let moves = history.moves_between(joined_at, mono_now_ns());
     assert!(moves.iter().all(|m| m.to == "w4"), "a move went elsewhere than the newcomer: {moves:?}");
+    // Paced at 10 % of each worker's jobs per second (the three old workers
+    // own ~1 000 jobs: ~100 moves/s), with a burst of at most one second's
+    // worth, however long the cluster was quiet before the join.
+    let first = moves.first().map_or(0, |m| m.at_ns);
+    let last = moves.last().map_or(0, |m| m.at_ns);
+    let took = Duration::from_nanos(last - first);
+    let busiest = moves
+        .iter()
+        .map(|m| moves.iter().filter(|n| n.at_ns >= m.at_ns && n.at_ns < m.at_ns + 1_000_000_000).count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "join: {} moves in {took:?} ({:.0}/s), at most {busiest} in one second",
+        moves.len(),
+        moves.len() as f64 / took.as_secs_f64().max(0.001)
+    );
+    let per_second = JOBS as f64 * 0.10;
+    assert!(busiest as f64 <= 2.0 * per_second + 20.0, "{busiest} moves in one second: not paced at 10 %/s");
+    let at_least = Duration::from_secs_f64(((moves.len() as f64 - per_second) / per_second - 0.5).max(0.0));
+    assert!(took >= at_least, "{} moves in {took:?}: faster than 10 % per second", moves.len());
 
     // kill -9: the dead worker's jobs run elsewhere within TTL + 1 s.
     let victims: Vec<String> = jobs.iter().filter(|j| after[*j] == "w2").cloned().collect();

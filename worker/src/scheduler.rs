@@ -76,6 +76,8 @@ pub struct Scheduler {
     /// When this worker stopped ranking first for a job it runs.
     not_first_since: HashMap<String, Instant>,
     release_budget: f64,
+    /// When `release_budget` last grew.
+    release_budget_at: Instant,
 }
 
 impl Scheduler {
@@ -108,6 +110,7 @@ impl Scheduler {
             unowned_since: HashMap::new(),
             not_first_since: HashMap::new(),
             release_budget: 0.0,
+            release_budget_at: Instant::now(),
         }
     }
 
@@ -306,10 +309,14 @@ impl Scheduler {
         self.unowned_since.retain(|id, _| self.view.jobs.contains_key(id) && !self.view.claims.contains_key(id));
         self.not_first_since.retain(|id, _| self.runners.contains_key(id));
 
-        // Hand over at a bounded pace, so a join does not stop everything at once.
-        self.release_budget = (self.release_budget
-            + (self.runners.len().max(10) as f64) * RELEASE_SHARE_PER_SECOND * TICK.as_secs_f64())
-        .min(self.runners.len().max(10) as f64);
+        // Hand over at a bounded pace, so a join does not stop everything at
+        // once: the budget grows with the time elapsed (not with how often
+        // this runs) and holds at most one second's worth, so a join after
+        // a quiet period moves 10 % per second too.
+        let per_second = (self.runners.len().max(10) as f64) * RELEASE_SHARE_PER_SECOND;
+        let elapsed = now.duration_since(self.release_budget_at).as_secs_f64();
+        self.release_budget = (self.release_budget + per_second * elapsed).min(per_second);
+        self.release_budget_at = now;
         let paced = rebalance.len().min(self.release_budget as usize);
         self.release_budget -= paced as f64;
         immediate.extend(rebalance.into_iter().take(paced));
