@@ -268,6 +268,7 @@ fn rule_to_pb(rule: ParamRule) -> pb::ParamRule {
             sets: sets.into_iter().map(|params| pb::ParamSet { params }).collect(),
             required,
         }),
+        ParamRule::AnyOf { params } => Rule::AnyOf(pb::ParamAnyOf { params }),
     };
     pb::ParamRule { rule: Some(rule) }
 }
@@ -298,6 +299,7 @@ fn kind_to_pb(kind: ParamKind) -> pb::ParamKind {
         ParamKind::Duration => pb::ParamKind::Duration,
         ParamKind::List => pb::ParamKind::List,
         ParamKind::Secret => pb::ParamKind::Secret,
+        ParamKind::Json => pb::ParamKind::Json,
     }
 }
 

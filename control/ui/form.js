@@ -153,7 +153,8 @@ export async function renderForm(main, {job, typeName, done}) {
 
 /**
  * The type's rules across parameters (as ingest-model checks them): a
- * parameter required by another's value, sets given whole and one at a time.
+ * parameter required by another's value, sets given whole and one at a time,
+ * at least one of some parameters holding something.
  * `kept`: secrets already stored (edit).
  */
 function checkRules(type, values, kept, errors) {
@@ -176,6 +177,13 @@ function checkRules(type, values, kept, errors) {
       } else if (chosen.length > 1) {
         complain(chosen[1].find(given), `give only one of: ${alternatives}`);
       }
+    } else if (rule.anyOf) {
+      const params = rule.anyOf.params || [];
+      const holds = (name) => {
+        const v = value(name);
+        return Array.isArray(v) ? v.length > 0 : v !== undefined && v !== null && v !== '';
+      };
+      if (params.length && !params.some(holds)) complain(params[0], `give at least one of: ${params.join(', ')}`);
     }
   }
 }
@@ -323,6 +331,19 @@ function paramInput(spec, job) {
         }
         if (spec.maximum !== undefined && seconds > spec.maximum) {
           throw new Error(`must be at most ${spec.maximum} seconds`);
+        }
+        return text();
+      };
+      break;
+    case 'PARAM_KIND_JSON':
+      input = h('textarea', {id, rows: 4, spellcheck: 'false', maxlength: spec.maxLength ?? MAX_STRING}, fallback ?? '');
+      read = () => {
+        if (!text()) return requireIfEmpty();
+        checkLength(text(), spec.maxLength ?? MAX_STRING);
+        try {
+          JSON.parse(text());
+        } catch (e) {
+          throw new Error(`must be a JSON document: ${e.message}`);
         }
         return text();
       };

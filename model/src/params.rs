@@ -23,6 +23,8 @@ pub enum ParamKind {
     Duration,
     List,
     Secret,
+    /// A string holding a JSON document (e.g. a request body).
+    Json,
 }
 
 impl ParamKind {
@@ -37,6 +39,7 @@ impl ParamKind {
             Self::Duration => "duration",
             Self::List => "list",
             Self::Secret => "secret",
+            Self::Json => "json",
         }
     }
 }
@@ -62,7 +65,8 @@ pub struct ParamSpec {
     /// Enum: the allowed values; list: the allowed items when restricted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_values: Vec<String>,
-    /// Integer and number: smallest value; duration: in seconds.
+    /// Integer and number: smallest value; duration: in seconds; list:
+    /// fewest items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum: Option<f64>,
     /// Integer and number: largest value; duration: in seconds.
@@ -158,6 +162,10 @@ pub enum ParamRule {
     /// (e.g. a bearer token, or the four OAuth 1.0a secrets); when
     /// `required`, exactly one.
     OneOf { sets: Vec<Vec<String>>, required: bool },
+    /// At least one of these parameters holds something (given or
+    /// defaulted; an empty list or string is nothing), e.g. current or
+    /// hourly weather variables.
+    AnyOf { params: Vec<String> },
 }
 
 impl ParamRule {
@@ -169,11 +177,16 @@ impl ParamRule {
         Self::OneOf { sets: sets.iter().map(|s| s.iter().map(|p| p.to_string()).collect()).collect(), required }
     }
 
+    pub fn any_of(params: &[&str]) -> Self {
+        Self::AnyOf { params: params.iter().map(|p| p.to_string()).collect() }
+    }
+
     /// The parameters the rule names.
     pub fn params(&self) -> Vec<&str> {
         match self {
             Self::RequiredIf { param, when, .. } => vec![param, when],
             Self::OneOf { sets, .. } => sets.iter().flatten().map(String::as_str).collect(),
+            Self::AnyOf { params } => params.iter().map(String::as_str).collect(),
         }
     }
 }
@@ -296,7 +309,11 @@ fn check_rules(
     prefix: &str,
     violations: &mut Vec<FieldViolation>,
 ) {
-    let given = |name: &str| input.get(name).is_some_and(|v| !v.is_null()) || kept_secrets.iter().any(|s| s == name);
+    // An empty string is no value (as the job types read their parameters).
+    let given = |name: &str| {
+        input.get(name).is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+            || kept_secrets.iter().any(|s| s == name)
+    };
     let value = |name: &str| {
         input.get(name).filter(|v| !v.is_null()).or_else(|| spec.param(name).and_then(|p| p.default.as_ref()))
     };
@@ -335,6 +352,22 @@ fn check_rules(
                     )),
                 }
             }
+            ParamRule::AnyOf { params } => {
+                let holds = |name: &str| {
+                    kept_secrets.iter().any(|s| s == name)
+                        || value(name).is_some_and(|v| match v {
+                            Value::Array(items) => !items.is_empty(),
+                            Value::String(s) => !s.is_empty(),
+                            other => !other.is_null(),
+                        })
+                };
+                if !params.iter().any(|p| holds(p)) {
+                    violations.push(FieldViolation::new(
+                        format!("{prefix}.{}", params.first().map_or("", String::as_str)),
+                        format!("give at least one of: {}", params.join(", ")),
+                    ));
+                }
+            }
         }
     }
 }
@@ -348,6 +381,12 @@ fn check_value(param: &ParamSpec, value: &Value) -> Result<Checked, String> {
     let kind = param.kind;
     match kind {
         ParamKind::String => check_string(param, value, DEFAULT_MAX_STRING).map(Checked::Plain),
+        ParamKind::Json => {
+            let text = check_string(param, value, DEFAULT_MAX_STRING)?;
+            serde_json::from_str::<Value>(text.as_str().unwrap_or_default())
+                .map_err(|e| format!("must be a JSON document: {e}"))?;
+            Ok(Checked::Plain(text))
+        }
         ParamKind::Secret => {
             let s = expect_str(value, kind)?;
             if s.is_empty() {
@@ -403,6 +442,9 @@ fn check_value(param: &ParamSpec, value: &Value) -> Result<Checked, String> {
             let max = param.max_length.unwrap_or(DEFAULT_MAX_LIST);
             if items.len() > max as usize {
                 return Err(format!("at most {max} items allowed, got {}", items.len()));
+            }
+            if let Some(min) = param.minimum.filter(|min| items.len() < *min as usize) {
+                return Err(format!("at least {min} item(s) needed, got {}", items.len()));
             }
             for (i, item) in items.iter().enumerate() {
                 let s = item.as_str().ok_or_else(|| format!("item {i} must be a string"))?;

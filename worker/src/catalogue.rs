@@ -68,6 +68,9 @@ pub fn default_index(job_type: &str) -> String {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashSet};
 

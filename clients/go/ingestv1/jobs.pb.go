@@ -112,21 +112,24 @@ const (
 	ParamKind_PARAM_KIND_LIST ParamKind = 8
 	// A JSON string that is stored apart and never returned.
 	ParamKind_PARAM_KIND_SECRET ParamKind = 9
+	// A JSON string holding a JSON document, e.g. a request body.
+	ParamKind_PARAM_KIND_JSON ParamKind = 10
 )
 
 // Enum value maps for ParamKind.
 var (
 	ParamKind_name = map[int32]string{
-		0: "PARAM_KIND_UNSPECIFIED",
-		1: "PARAM_KIND_STRING",
-		2: "PARAM_KIND_INTEGER",
-		3: "PARAM_KIND_NUMBER",
-		4: "PARAM_KIND_BOOLEAN",
-		5: "PARAM_KIND_ENUM",
-		6: "PARAM_KIND_URL",
-		7: "PARAM_KIND_DURATION",
-		8: "PARAM_KIND_LIST",
-		9: "PARAM_KIND_SECRET",
+		0:  "PARAM_KIND_UNSPECIFIED",
+		1:  "PARAM_KIND_STRING",
+		2:  "PARAM_KIND_INTEGER",
+		3:  "PARAM_KIND_NUMBER",
+		4:  "PARAM_KIND_BOOLEAN",
+		5:  "PARAM_KIND_ENUM",
+		6:  "PARAM_KIND_URL",
+		7:  "PARAM_KIND_DURATION",
+		8:  "PARAM_KIND_LIST",
+		9:  "PARAM_KIND_SECRET",
+		10: "PARAM_KIND_JSON",
 	}
 	ParamKind_value = map[string]int32{
 		"PARAM_KIND_UNSPECIFIED": 0,
@@ -139,6 +142,7 @@ var (
 		"PARAM_KIND_DURATION":    7,
 		"PARAM_KIND_LIST":        8,
 		"PARAM_KIND_SECRET":      9,
+		"PARAM_KIND_JSON":        10,
 	}
 )
 
@@ -1755,6 +1759,7 @@ type ParamRule struct {
 	//
 	//	*ParamRule_RequiredIf
 	//	*ParamRule_OneOf
+	//	*ParamRule_AnyOf
 	Rule          isParamRule_Rule `protobuf_oneof:"rule"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1815,6 +1820,15 @@ func (x *ParamRule) GetOneOf() *ParamOneOf {
 	return nil
 }
 
+func (x *ParamRule) GetAnyOf() *ParamAnyOf {
+	if x != nil {
+		if x, ok := x.Rule.(*ParamRule_AnyOf); ok {
+			return x.AnyOf
+		}
+	}
+	return nil
+}
+
 type isParamRule_Rule interface {
 	isParamRule_Rule()
 }
@@ -1827,9 +1841,61 @@ type ParamRule_OneOf struct {
 	OneOf *ParamOneOf `protobuf:"bytes,2,opt,name=one_of,json=oneOf,proto3,oneof"`
 }
 
+type ParamRule_AnyOf struct {
+	AnyOf *ParamAnyOf `protobuf:"bytes,3,opt,name=any_of,json=anyOf,proto3,oneof"`
+}
+
 func (*ParamRule_RequiredIf) isParamRule_Rule() {}
 
 func (*ParamRule_OneOf) isParamRule_Rule() {}
+
+func (*ParamRule_AnyOf) isParamRule_Rule() {}
+
+// At least one of these parameters holds something (given or defaulted; an
+// empty list or string is nothing), e.g. current or hourly weather variables.
+type ParamAnyOf struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Params        []string               `protobuf:"bytes,1,rep,name=params,proto3" json:"params,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParamAnyOf) Reset() {
+	*x = ParamAnyOf{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParamAnyOf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParamAnyOf) ProtoMessage() {}
+
+func (x *ParamAnyOf) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParamAnyOf.ProtoReflect.Descriptor instead.
+func (*ParamAnyOf) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ParamAnyOf) GetParams() []string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
 
 // `param` is required when the parameter `when` (given or defaulted) equals
 // `equals`, e.g. `query` when `mode` is `search`.
@@ -1844,7 +1910,7 @@ type ParamRequiredIf struct {
 
 func (x *ParamRequiredIf) Reset() {
 	*x = ParamRequiredIf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1922,7 @@ func (x *ParamRequiredIf) String() string {
 func (*ParamRequiredIf) ProtoMessage() {}
 
 func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1935,7 @@ func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamRequiredIf.ProtoReflect.Descriptor instead.
 func (*ParamRequiredIf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ParamRequiredIf) GetParam() string {
@@ -1905,7 +1971,7 @@ type ParamOneOf struct {
 
 func (x *ParamOneOf) Reset() {
 	*x = ParamOneOf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +1983,7 @@ func (x *ParamOneOf) String() string {
 func (*ParamOneOf) ProtoMessage() {}
 
 func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +1996,7 @@ func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamOneOf.ProtoReflect.Descriptor instead.
 func (*ParamOneOf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ParamOneOf) GetSets() []*ParamSet {
@@ -1957,7 +2023,7 @@ type ParamSet struct {
 
 func (x *ParamSet) Reset() {
 	*x = ParamSet{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2035,7 @@ func (x *ParamSet) String() string {
 func (*ParamSet) ProtoMessage() {}
 
 func (x *ParamSet) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2048,7 @@ func (x *ParamSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSet.ProtoReflect.Descriptor instead.
 func (*ParamSet) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ParamSet) GetParams() []string {
@@ -2004,12 +2070,13 @@ type ParamSpec struct {
 	// ENUM: the allowed values. LIST: the allowed items, if restricted.
 	AllowedValues []string `protobuf:"bytes,6,rep,name=allowed_values,json=allowedValues,proto3" json:"allowed_values,omitempty"`
 	// INTEGER and NUMBER: the smallest value allowed. DURATION: in seconds.
+	// LIST: the fewest items.
 	Minimum *float64 `protobuf:"fixed64,7,opt,name=minimum,proto3,oneof" json:"minimum,omitempty"`
 	// INTEGER and NUMBER: the largest value allowed. DURATION: in seconds.
 	Maximum *float64 `protobuf:"fixed64,8,opt,name=maximum,proto3,oneof" json:"maximum,omitempty"`
-	// STRING, URL and SECRET: the most characters. LIST: the most items.
+	// STRING, JSON, URL and SECRET: the most characters. LIST: the most items.
 	MaxLength *uint32 `protobuf:"varint,9,opt,name=max_length,json=maxLength,proto3,oneof" json:"max_length,omitempty"`
-	// STRING: a regular expression the whole value must match, in the syntax
+	// STRING (and each LIST item): a regular expression the whole value must match, in the syntax
 	// JavaScript and Rust's regex crate share (e.g. for an HTML pattern attribute).
 	Pattern       *string `protobuf:"bytes,10,opt,name=pattern,proto3,oneof" json:"pattern,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2018,7 +2085,7 @@ type ParamSpec struct {
 
 func (x *ParamSpec) Reset() {
 	*x = ParamSpec{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2030,7 +2097,7 @@ func (x *ParamSpec) String() string {
 func (*ParamSpec) ProtoMessage() {}
 
 func (x *ParamSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2043,7 +2110,7 @@ func (x *ParamSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSpec.ProtoReflect.Descriptor instead.
 func (*ParamSpec) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ParamSpec) GetName() string {
@@ -2129,7 +2196,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2208,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2221,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchJobsRequest) GetType() string {
@@ -2187,7 +2254,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2199,7 +2266,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2212,7 +2279,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchJobsResponse) GetRevision() int64 {
@@ -2254,7 +2321,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2333,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2346,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *JobEvent) GetType() JobEventType {
@@ -2304,7 +2371,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2383,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2396,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 type ListWorkersResponse struct {
@@ -2341,7 +2408,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2420,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2433,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{35}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -2395,7 +2462,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2474,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2487,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{36}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Worker) GetName() string {
@@ -2580,12 +2647,16 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x10default_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultInterval\x12<\n" +
 	"\fmin_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vminInterval\x12\x18\n" +
 	"\aworkers\x18\x06 \x03(\tR\aworkers\x12*\n" +
-	"\x05rules\x18\a \x03(\v2\x14.ingest.v1.ParamRuleR\x05rules\"\x82\x01\n" +
+	"\x05rules\x18\a \x03(\v2\x14.ingest.v1.ParamRuleR\x05rules\"\xb2\x01\n" +
 	"\tParamRule\x12=\n" +
 	"\vrequired_if\x18\x01 \x01(\v2\x1a.ingest.v1.ParamRequiredIfH\x00R\n" +
 	"requiredIf\x12.\n" +
-	"\x06one_of\x18\x02 \x01(\v2\x15.ingest.v1.ParamOneOfH\x00R\x05oneOfB\x06\n" +
-	"\x04rule\"S\n" +
+	"\x06one_of\x18\x02 \x01(\v2\x15.ingest.v1.ParamOneOfH\x00R\x05oneOf\x12.\n" +
+	"\x06any_of\x18\x03 \x01(\v2\x15.ingest.v1.ParamAnyOfH\x00R\x05anyOfB\x06\n" +
+	"\x04rule\"$\n" +
+	"\n" +
+	"ParamAnyOf\x12\x16\n" +
+	"\x06params\x18\x01 \x03(\tR\x06params\"S\n" +
 	"\x0fParamRequiredIf\x12\x14\n" +
 	"\x05param\x18\x01 \x01(\tR\x05param\x12\x12\n" +
 	"\x04when\x18\x02 \x01(\tR\x04when\x12\x16\n" +
@@ -2647,7 +2718,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x11JOB_STATE_RUNNING\x10\x02\x12\x14\n" +
 	"\x10JOB_STATE_PAUSED\x10\x03\x12\x1b\n" +
 	"\x17JOB_STATE_UNSCHEDULABLE\x10\x04\x12\x15\n" +
-	"\x11JOB_STATE_FAILING\x10\x05*\xf3\x01\n" +
+	"\x11JOB_STATE_FAILING\x10\x05*\x88\x02\n" +
 	"\tParamKind\x12\x1a\n" +
 	"\x16PARAM_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11PARAM_KIND_STRING\x10\x01\x12\x16\n" +
@@ -2658,7 +2729,9 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x0ePARAM_KIND_URL\x10\x06\x12\x17\n" +
 	"\x13PARAM_KIND_DURATION\x10\a\x12\x13\n" +
 	"\x0fPARAM_KIND_LIST\x10\b\x12\x15\n" +
-	"\x11PARAM_KIND_SECRET\x10\t*g\n" +
+	"\x11PARAM_KIND_SECRET\x10\t\x12\x13\n" +
+	"\x0fPARAM_KIND_JSON\x10\n" +
+	"*g\n" +
 	"\fJobEventType\x12\x1e\n" +
 	"\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17JOB_EVENT_TYPE_UPSERTED\x10\x01\x12\x1a\n" +
@@ -2695,7 +2768,7 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ingest_v1_jobs_proto_goTypes = []any{
 	(JobState)(0),                  // 0: ingest.v1.JobState
 	(ParamKind)(0),                 // 1: ingest.v1.ParamKind
@@ -2728,93 +2801,95 @@ var file_ingest_v1_jobs_proto_goTypes = []any{
 	(*ListJobTypesResponse)(nil),   // 28: ingest.v1.ListJobTypesResponse
 	(*JobType)(nil),                // 29: ingest.v1.JobType
 	(*ParamRule)(nil),              // 30: ingest.v1.ParamRule
-	(*ParamRequiredIf)(nil),        // 31: ingest.v1.ParamRequiredIf
-	(*ParamOneOf)(nil),             // 32: ingest.v1.ParamOneOf
-	(*ParamSet)(nil),               // 33: ingest.v1.ParamSet
-	(*ParamSpec)(nil),              // 34: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),       // 35: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),      // 36: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),               // 37: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),     // 38: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),    // 39: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                 // 40: ingest.v1.Worker
-	(*structpb.Struct)(nil),        // 41: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 42: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 44: google.protobuf.FieldMask
-	(*structpb.Value)(nil),         // 45: google.protobuf.Value
+	(*ParamAnyOf)(nil),             // 31: ingest.v1.ParamAnyOf
+	(*ParamRequiredIf)(nil),        // 32: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),             // 33: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),               // 34: ingest.v1.ParamSet
+	(*ParamSpec)(nil),              // 35: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),       // 36: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),      // 37: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),               // 38: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),     // 39: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),    // 40: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                 // 41: ingest.v1.Worker
+	(*structpb.Struct)(nil),        // 42: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 43: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 44: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 45: google.protobuf.FieldMask
+	(*structpb.Value)(nil),         // 46: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	41, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	42, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	43, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	43, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	42, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	43, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	44, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	44, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
 	0,  // 5: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
 	7,  // 6: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	43, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	44, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
 	8,  // 8: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	43, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	44, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
 	6,  // 10: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	43, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	44, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
 	4,  // 12: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
 	4,  // 13: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 14: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
 	0,  // 15: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
 	4,  // 16: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
 	4,  // 17: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	44, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	45, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
 	4,  // 19: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 20: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 21: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
 	4,  // 22: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
 	4,  // 23: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
 	29, // 24: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	34, // 25: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	42, // 26: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	42, // 27: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	35, // 25: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	43, // 26: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	43, // 27: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
 	30, // 28: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	31, // 29: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	32, // 30: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	33, // 31: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
-	1,  // 32: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	45, // 33: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	37, // 34: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
-	2,  // 35: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	4,  // 36: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	40, // 37: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
-	3,  // 38: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	43, // 39: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 40: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	9,  // 41: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	11, // 42: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	13, // 43: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	15, // 44: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	17, // 45: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	19, // 46: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	21, // 47: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	23, // 48: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	25, // 49: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
-	27, // 50: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	35, // 51: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	38, // 52: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	10, // 53: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	12, // 54: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	14, // 55: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	16, // 56: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	18, // 57: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	20, // 58: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	22, // 59: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	24, // 60: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	26, // 61: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
-	28, // 62: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	36, // 63: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	39, // 64: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	53, // [53:65] is the sub-list for method output_type
-	41, // [41:53] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	32, // 29: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	33, // 30: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	31, // 31: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
+	34, // 32: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	1,  // 33: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
+	46, // 34: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	38, // 35: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	2,  // 36: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
+	4,  // 37: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	41, // 38: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	3,  // 39: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
+	44, // 40: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	7,  // 41: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	9,  // 42: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	11, // 43: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	13, // 44: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	15, // 45: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	17, // 46: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	19, // 47: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	21, // 48: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	23, // 49: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	25, // 50: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	27, // 51: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	36, // 52: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	39, // 53: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	10, // 54: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	12, // 55: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	14, // 56: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	16, // 57: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	18, // 58: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	20, // 59: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	22, // 60: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	24, // 61: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	26, // 62: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	28, // 63: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	37, // 64: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	40, // 65: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -2825,15 +2900,16 @@ func file_ingest_v1_jobs_proto_init() {
 	file_ingest_v1_jobs_proto_msgTypes[26].OneofWrappers = []any{
 		(*ParamRule_RequiredIf)(nil),
 		(*ParamRule_OneOf)(nil),
+		(*ParamRule_AnyOf)(nil),
 	}
-	file_ingest_v1_jobs_proto_msgTypes[30].OneofWrappers = []any{}
+	file_ingest_v1_jobs_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
 use ingest_sinks::Item;
 use reqwest::header::HeaderName;
 use serde_json::{Map, Value, json};
@@ -30,7 +30,7 @@ pub fn spec() -> JobTypeSpec {
         params: vec![
             ParamSpec::new("url", ParamKind::Url, "The API's URL, with any fixed query parameters.").required(),
             ParamSpec::new("method", ParamKind::Enum, "HTTP method.").allowed(&["GET", "POST"]).default_value("GET"),
-            ParamSpec::new("body", ParamKind::String, "JSON body sent with POST.").max_length(65_536),
+            ParamSpec::new("body", ParamKind::Json, "JSON body sent with POST.").max_length(65_536),
             ParamSpec::new("headers", ParamKind::List, "Extra headers, each \"Name: value\" (not secret).")
                 .max_length(20)
                 .pattern(HEADER_LINE),
@@ -73,7 +73,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(10 * 60),
         min_interval: Duration::from_secs(10),
-        rules: Vec::new(),
+        rules: vec![ParamRule::one_of(&[&["cursor_param", "cursor_pointer"]], false)],
     }
 }
 
@@ -114,7 +114,8 @@ pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "auth_header: not a header name".to_string())?;
         headers.push((name, secret.to_string()));
     }
-    let cursor = match (params.string("cursor_param"), params.string("cursor_pointer")) {
+    let given = |name: &str| params.string(name).filter(|s| !s.is_empty());
+    let cursor = match (given("cursor_param"), given("cursor_pointer")) {
         (Some(param), Some(pointer)) => Some((param.to_string(), pointer.to_string())),
         (None, None) => None,
         _ => return Err("cursor_param and cursor_pointer go together".into()),

@@ -22,7 +22,11 @@ pub fn spec() -> JobTypeSpec {
         name: NAME.to_string(),
         description: "Stock quotes for a list of symbols, from Finnhub.".to_string(),
         params: vec![
-            ParamSpec::new("symbols", ParamKind::List, "Ticker symbols, e.g. AAPL, MSFT.").required().max_length(50),
+            ParamSpec::new("symbols", ParamKind::List, "Ticker symbols, e.g. AAPL, MSFT.")
+                .required()
+                .bounds(Some(1.0), None)
+                .max_length(50)
+                .pattern(r"\s*[A-Za-z0-9.:^-]+\s*"),
             ParamSpec::new("api_key", ParamKind::Secret, "Finnhub API key.").required(),
             ParamSpec::new("base_url", ParamKind::Url, "The API's base URL.")
                 .default_value("https://finnhub.io/api/v1/"),
@@ -48,15 +52,9 @@ pub struct Stocks {
 }
 
 pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
+    // At least one, each a ticker symbol: the spec's bounds and pattern,
+    // checked by control.
     let symbols: Vec<String> = params.list("symbols").into_iter().map(|s| s.trim().to_ascii_uppercase()).collect();
-    if symbols.is_empty() {
-        return Err("symbols: name at least one".into());
-    }
-    if let Some(bad) =
-        symbols.iter().find(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || ".-:^".contains(c)))
-    {
-        return Err(format!("symbols: '{bad}' is not a ticker symbol"));
-    }
     Ok(Box::new(Stocks {
         symbols,
         api_key: params.secret("api_key").ok_or("api_key is required")?.to_string(),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
 use ingest_sinks::Item;
 use serde_json::{Map, Value, json};
 use url::Url;
@@ -71,7 +71,7 @@ pub fn spec() -> JobTypeSpec {
         ],
         default_interval: Duration::from_secs(15 * 60),
         min_interval: Duration::from_secs(60),
-        rules: Vec::new(),
+        rules: vec![ParamRule::any_of(&["current", "hourly"])],
     }
 }
 
@@ -97,10 +97,8 @@ pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
     let number = |name: &str| params.number(name).ok_or(format!("{name} is required"));
     let list = |name: &str| params.list(name).into_iter().map(String::from).collect::<Vec<_>>();
     let base = params.base_url("base_url")?;
+    // At least one of them: the spec's rule, checked by control.
     let (current, hourly) = (list("current"), list("hourly"));
-    if current.is_empty() && hourly.is_empty() {
-        return Err("ask for at least one current or hourly variable".into());
-    }
     Ok(Box::new(Weather {
         latitude: number("latitude")?,
         longitude: number("longitude")?,

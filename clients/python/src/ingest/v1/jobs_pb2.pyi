@@ -34,6 +34,7 @@ class ParamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARAM_KIND_DURATION: _ClassVar[ParamKind]
     PARAM_KIND_LIST: _ClassVar[ParamKind]
     PARAM_KIND_SECRET: _ClassVar[ParamKind]
+    PARAM_KIND_JSON: _ClassVar[ParamKind]
 
 class JobEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ PARAM_KIND_URL: ParamKind
 PARAM_KIND_DURATION: ParamKind
 PARAM_KIND_LIST: ParamKind
 PARAM_KIND_SECRET: ParamKind
+PARAM_KIND_JSON: ParamKind
 JOB_EVENT_TYPE_UNSPECIFIED: JobEventType
 JOB_EVENT_TYPE_UPSERTED: JobEventType
 JOB_EVENT_TYPE_DELETED: JobEventType
@@ -298,12 +300,20 @@ class JobType(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[_Union[ParamSpec, _Mapping]]] = ..., default_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., workers: _Optional[_Iterable[str]] = ..., rules: _Optional[_Iterable[_Union[ParamRule, _Mapping]]] = ...) -> None: ...
 
 class ParamRule(_message.Message):
-    __slots__ = ("required_if", "one_of")
+    __slots__ = ("required_if", "one_of", "any_of")
     REQUIRED_IF_FIELD_NUMBER: _ClassVar[int]
     ONE_OF_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
     required_if: ParamRequiredIf
     one_of: ParamOneOf
-    def __init__(self, required_if: _Optional[_Union[ParamRequiredIf, _Mapping]] = ..., one_of: _Optional[_Union[ParamOneOf, _Mapping]] = ...) -> None: ...
+    any_of: ParamAnyOf
+    def __init__(self, required_if: _Optional[_Union[ParamRequiredIf, _Mapping]] = ..., one_of: _Optional[_Union[ParamOneOf, _Mapping]] = ..., any_of: _Optional[_Union[ParamAnyOf, _Mapping]] = ...) -> None: ...
+
+class ParamAnyOf(_message.Message):
+    __slots__ = ("params",)
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    params: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, params: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ParamRequiredIf(_message.Message):
     __slots__ = ("param", "when", "equals")

@@ -113,6 +113,8 @@ export enum ParamKind {
   PARAM_KIND_LIST = 8,
   /** PARAM_KIND_SECRET - A JSON string that is stored apart and never returned. */
   PARAM_KIND_SECRET = 9,
+  /** PARAM_KIND_JSON - A JSON string holding a JSON document, e.g. a request body. */
+  PARAM_KIND_JSON = 10,
   UNRECOGNIZED = -1,
 }
 
@@ -148,6 +150,9 @@ export function paramKindFromJSON(object: any): ParamKind {
     case 9:
     case "PARAM_KIND_SECRET":
       return ParamKind.PARAM_KIND_SECRET;
+    case 10:
+    case "PARAM_KIND_JSON":
+      return ParamKind.PARAM_KIND_JSON;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -177,6 +182,8 @@ export function paramKindToJSON(object: ParamKind): string {
       return "PARAM_KIND_LIST";
     case ParamKind.PARAM_KIND_SECRET:
       return "PARAM_KIND_SECRET";
+    case ParamKind.PARAM_KIND_JSON:
+      return "PARAM_KIND_JSON";
     case ParamKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -492,6 +499,15 @@ export interface JobType {
 export interface ParamRule {
   requiredIf?: ParamRequiredIf | undefined;
   oneOf?: ParamOneOf | undefined;
+  anyOf?: ParamAnyOf | undefined;
+}
+
+/**
+ * At least one of these parameters holds something (given or defaulted; an
+ * empty list or string is nothing), e.g. current or hourly weather variables.
+ */
+export interface ParamAnyOf {
+  params: string[];
 }
 
 /**
@@ -528,7 +544,10 @@ export interface ParamSpec {
   description: string;
   /** ENUM: the allowed values. LIST: the allowed items, if restricted. */
   allowedValues: string[];
-  /** INTEGER and NUMBER: the smallest value allowed. DURATION: in seconds. */
+  /**
+   * INTEGER and NUMBER: the smallest value allowed. DURATION: in seconds.
+   * LIST: the fewest items.
+   */
   minimum?:
     | number
     | undefined;
@@ -536,12 +555,12 @@ export interface ParamSpec {
   maximum?:
     | number
     | undefined;
-  /** STRING, URL and SECRET: the most characters. LIST: the most items. */
+  /** STRING, JSON, URL and SECRET: the most characters. LIST: the most items. */
   maxLength?:
     | number
     | undefined;
   /**
-   * STRING: a regular expression the whole value must match, in the syntax
+   * STRING (and each LIST item): a regular expression the whole value must match, in the syntax
    * JavaScript and Rust's regex crate share (e.g. for an HTML pattern attribute).
    */
   pattern?: string | undefined;
@@ -3076,7 +3095,7 @@ export const JobType: MessageFns<JobType> = {
 };
 
 function createBaseParamRule(): ParamRule {
-  return { requiredIf: undefined, oneOf: undefined };
+  return { requiredIf: undefined, oneOf: undefined, anyOf: undefined };
 }
 
 export const ParamRule: MessageFns<ParamRule> = {
@@ -3086,6 +3105,9 @@ export const ParamRule: MessageFns<ParamRule> = {
     }
     if (message.oneOf !== undefined) {
       ParamOneOf.encode(message.oneOf, writer.uint32(18).fork()).join();
+    }
+    if (message.anyOf !== undefined) {
+      ParamAnyOf.encode(message.anyOf, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -3119,6 +3141,14 @@ export const ParamRule: MessageFns<ParamRule> = {
             message.oneOf = ParamOneOf.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.anyOf = ParamAnyOf.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3143,6 +3173,11 @@ export const ParamRule: MessageFns<ParamRule> = {
         : isSet(object.one_of)
         ? ParamOneOf.fromJSON(object.one_of)
         : undefined,
+      anyOf: isSet(object.anyOf)
+        ? ParamAnyOf.fromJSON(object.anyOf)
+        : isSet(object.any_of)
+        ? ParamAnyOf.fromJSON(object.any_of)
+        : undefined,
     };
   },
 
@@ -3153,6 +3188,9 @@ export const ParamRule: MessageFns<ParamRule> = {
     }
     if (message.oneOf !== undefined) {
       obj.oneOf = ParamOneOf.toJSON(message.oneOf);
+    }
+    if (message.anyOf !== undefined) {
+      obj.anyOf = ParamAnyOf.toJSON(message.anyOf);
     }
     return obj;
   },
@@ -3168,6 +3206,78 @@ export const ParamRule: MessageFns<ParamRule> = {
     message.oneOf = (object.oneOf !== undefined && object.oneOf !== null)
       ? ParamOneOf.fromPartial(object.oneOf)
       : undefined;
+    message.anyOf = (object.anyOf !== undefined && object.anyOf !== null)
+      ? ParamAnyOf.fromPartial(object.anyOf)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseParamAnyOf(): ParamAnyOf {
+  return { params: [] };
+}
+
+export const ParamAnyOf: MessageFns<ParamAnyOf> = {
+  encode(message: ParamAnyOf, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.params) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ParamAnyOf {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseParamAnyOf();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.params.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ParamAnyOf {
+    return {
+      params: globalThis.Array.isArray(object?.params) ? object.params.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: ParamAnyOf): unknown {
+    const obj: any = {};
+    if (message.params?.length) {
+      obj.params = message.params;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ParamAnyOf>, I>>(base?: I): ParamAnyOf {
+    return ParamAnyOf.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ParamAnyOf>, I>>(object: I): ParamAnyOf {
+    const message = createBaseParamAnyOf();
+    message.params = object.params?.map((e) => e) || [];
     return message;
   },
 };
