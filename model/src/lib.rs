@@ -3,6 +3,7 @@
 //! status is derived. Architecture invariant: this crate does no I/O.
 
 pub mod job;
+pub mod ownership;
 pub mod params;
 pub mod records;
 pub mod status;

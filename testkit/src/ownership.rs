@@ -37,36 +37,8 @@ pub fn mono_now_ns() -> u64 {
     (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
 }
 
-/// The `own` field of an ownership event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    /// The claim transaction succeeded.
-    Claim,
-    /// The job's runner starts doing work.
-    Start,
-    /// The runner has fully stopped.
-    Stop,
-    /// The owner deleted its claim key.
-    Release,
-    /// The owner learned it lost the claim (a `Stop` follows).
-    Lost,
-    /// A fenced checkpoint write succeeded.
-    Write,
-}
-
-impl EventKind {
-    pub fn parse(s: &str) -> Option<EventKind> {
-        Some(match s {
-            "claim" => EventKind::Claim,
-            "start" => EventKind::Start,
-            "stop" => EventKind::Stop,
-            "release" => EventKind::Release,
-            "lost" => EventKind::Lost,
-            "write" => EventKind::Write,
-            _ => return None,
-        })
-    }
-}
+/// The `own` field of an ownership event: the kinds the workers log.
+pub use ingest_model::ownership::Ownership as EventKind;
 
 /// One ownership event of one worker.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,7 +21,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::fence::Fence;
-use crate::jobs::JobError;
 pub use address::{AddressPolicy, AllowEntry, OwnEndpoint, parse_allowlist};
 
 /// Sent with every request.
@@ -142,6 +141,16 @@ impl Response {
     }
 }
 
+impl FetchError {
+    /// How long the server asked to wait before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            FetchError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 /// Why a fetch failed, in words a user can act on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -163,16 +172,6 @@ pub enum FetchError {
         if detail.is_empty() { String::new() } else { format!(": {detail}") }
     )]
     Status { url: String, status: u16, retry_after: Option<Duration>, headers: Box<HeaderMap>, detail: String },
-}
-
-impl From<FetchError> for JobError {
-    fn from(error: FetchError) -> Self {
-        let retry_after = match &error {
-            FetchError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        JobError { retry_after, ..JobError::new(error.to_string()) }
-    }
 }
 
 /// What a job fetches with: the worker's fetcher behind its claim's fence.

@@ -1,39 +1,8 @@
-//! Ownership events, logged by every worker so a checker over the logs of a
-//! whole cluster can prove at most one owner per job at any instant, bounded
-//! unowned gaps, and epochs that never go backwards
-//! (`ingest_testkit::ownership`). Times are CLOCK_MONOTONIC nanoseconds,
+//! Ownership events (`ingest_model::ownership`), logged by every worker for
+//! the checkers over a cluster's logs (`ingest_testkit::ownership`). Times are CLOCK_MONOTONIC nanoseconds,
 //! comparable across the processes of one machine.
 
-/// What happened to a claim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ownership {
-    /// The claim transaction succeeded.
-    Claim,
-    /// The job's runner starts doing work.
-    Start,
-    /// The runner has fully stopped: no more work from this worker.
-    Stop,
-    /// The owner deleted its claim.
-    Release,
-    /// The owner learned it lost the claim (fenced write failed, lease
-    /// deadline passed); a `Stop` follows.
-    Lost,
-    /// A fenced checkpoint write succeeded.
-    Write,
-}
-
-impl Ownership {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Claim => "claim",
-            Self::Start => "start",
-            Self::Stop => "stop",
-            Self::Release => "release",
-            Self::Lost => "lost",
-            Self::Write => "write",
-        }
-    }
-}
+pub use ingest_model::ownership::Ownership;
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn mono_ns() -> u64 {

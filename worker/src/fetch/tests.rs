@@ -142,7 +142,7 @@ async fn conditional_gets_and_retry_after() {
     assert!(
         matches!(error, FetchError::Status { status: 429, retry_after: Some(d), .. } if d == Duration::from_secs(7))
     );
-    let job_error = JobError::from(error);
+    let job_error = crate::jobs::JobError::from(error);
     assert_eq!(job_error.retry_after, Some(Duration::from_secs(7)));
     assert!(job_error.message.contains("429") && job_error.message.contains("slow down"), "{}", job_error.message);
     // A key in the query never shows in an error.

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use ingest_model::JobTypeSpec;
 use ingest_sinks::{Item, JobOutput};
 
-use crate::fetch::FencedFetcher;
+use crate::fetch::{FencedFetcher, FetchError};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,12 @@ pub struct JobError {
 impl JobError {
     pub fn new(message: impl Into<String>) -> Self {
         Self { message: message.into(), retry_after: None, report: RunReport::default() }
+    }
+}
+
+impl From<FetchError> for JobError {
+    fn from(error: FetchError) -> Self {
+        JobError { retry_after: error.retry_after(), ..JobError::new(error.to_string()) }
     }
 }
 
