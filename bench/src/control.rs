@@ -321,6 +321,7 @@ async fn write_live_status(control: &Control, ids: &[String]) -> anyhow::Result<
                     items_failed: 0,
                     bytes_fetched: 1280 * n,
                     runs: n,
+                    runs_failed: 0,
                 },
                 last_success: Some(now),
                 last_error: None,

@@ -260,3 +260,46 @@ async fn an_unreadable_checkpoint_waits_for_a_cursor_reset() {
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }
+
+/// A job the worker cannot build (here, a stored record missing a required
+/// parameter, as one written by an older version could) counts a failed run
+/// at each attempt and shows why: its errors never read 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_cannot_be_built_counts_failed_runs() {
+    let node = Node::start().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.store.get(&node.keys.job_type("http_json")).await.expect("get").is_none() {
+        assert!(Instant::now() < deadline, "http_json type not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let params = serde_json::json!({"url": "http://127.0.0.1:9/items", "id_pointer": "/id"});
+    let new = NewJob {
+        id: Some("unbuildable".into()),
+        name: "unbuildable".into(),
+        job_type: "http_json".into(),
+        params: params.as_object().cloned().unwrap_or_default(),
+        interval: Some(Duration::from_secs(10)),
+        paused: true,
+    };
+    node.control.create_job(new, false).await.expect("create");
+    let kv = node.store.get(&node.keys.job("unbuildable")).await.expect("get").expect("record");
+    let mut record: ingest_model::JobRecord = serde_json::from_slice(&kv.value).expect("record");
+    record.params.remove("url");
+    record.paused = false;
+    node.store.put(&node.keys.job("unbuildable"), serde_json::to_vec(&record).expect("encode"), 0).await.expect("put");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let view = node.control.get_job("unbuildable").await.expect("get job");
+        if view.status.stats.counters.runs_failed >= 1 {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "no failed run counted: {:?}", view.status.stats);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = view.status.stats.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    assert!(error.contains("url"), "{error}");
+    assert_eq!(view.status.state, ingest_model::JobState::Failing, "{:?}", view.status);
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+}

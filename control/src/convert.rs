@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ingest_model::{
-    ClaimProgress, Counters, ErrorRecord, FieldViolation, JobState, JobTypeSpec, ParamKind, ParamRule, ParamSpec,
-    UnixMillis, WorkerState, validate_job_id,
+    ClaimProgress, ErrorRecord, FieldViolation, JobState, JobTypeSpec, ParamKind, ParamRule, ParamSpec, UnixMillis,
+    WorkerState, validate_job_id,
 };
 use ingest_proto::v1 as pb;
 use pbjson_types::value::Kind;
@@ -78,9 +78,7 @@ pub fn json_to_value(v: &Value) -> pbjson_types::Value {
     pbjson_types::Value { kind: Some(kind) }
 }
 
-pub fn timestamp(ms: UnixMillis) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
+pub use ingest_proto::convert::{counters_from_pb, counters_to_pb, timestamp};
 
 /// Latest time a timestamp may hold (9999-12-31T23:59:59Z, as in
 /// `google/protobuf/timestamp.proto`); earlier bound is 0001-01-01.
@@ -140,26 +138,6 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
                 .checkpoint
                 .map(|c| pb::Checkpoint { cursor_bytes: c.cursor_bytes, cursor_preview: c.cursor_preview }),
         }),
-    }
-}
-
-pub fn counters_to_pb(c: &Counters) -> pb::JobCounters {
-    pb::JobCounters {
-        items_fetched: c.items_fetched,
-        items_written: c.items_written,
-        items_failed: c.items_failed,
-        bytes_fetched: c.bytes_fetched,
-        runs: c.runs,
-    }
-}
-
-pub fn counters_from_pb(c: &pb::JobCounters) -> Counters {
-    Counters {
-        items_fetched: c.items_fetched,
-        items_written: c.items_written,
-        items_failed: c.items_failed,
-        bytes_fetched: c.bytes_fetched,
-        runs: c.runs,
     }
 }
 
@@ -355,12 +333,6 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_split_millis_into_seconds_and_nanos() {
-        assert_eq!(timestamp(1_500), pbjson_types::Timestamp { seconds: 1, nanos: 500_000_000 });
-        assert_eq!(timestamp(-1), pbjson_types::Timestamp { seconds: -1, nanos: 999_000_000 });
-    }
-
-    #[test]
     fn negative_durations_are_refused() {
         let err = duration_from_pb(pbjson_types::Duration { seconds: -5, nanos: 0 }, "job.interval").unwrap_err();
         assert!(matches!(err, ControlError::Invalid(v) if v[0].field == "job.interval"));
@@ -384,7 +356,7 @@ mod tests {
         assert_eq!(report.last_success, Some(1_500));
         let error = report.last_error.as_ref().expect("error kept");
         assert_eq!((error.time, error.message.len()), (2_000, MAX_ERROR_MESSAGE_CHARS));
-        assert_eq!(reports[1].1.totals, Counters::default(), "counters may be left out");
+        assert_eq!(reports[1].1.totals, ingest_model::Counters::default(), "counters may be left out");
     }
 
     #[test]

@@ -82,7 +82,14 @@ async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
     let mut ok = progress(
         &a,
         epoch_a,
-        pb::JobCounters { items_fetched: 10, items_written: 9, items_failed: 1, bytes_fetched: 100, runs: 2 },
+        pb::JobCounters {
+            items_fetched: 10,
+            items_written: 9,
+            items_failed: 1,
+            bytes_fetched: 100,
+            runs: 2,
+            runs_failed: 1,
+        },
     );
     ok.last_success_time = Some(timestamp(1_000_000));
     let mut failing = progress(&b, epoch_b, counters(5, 1));
@@ -94,8 +101,14 @@ async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
     eventually(WAIT, "counters of b flushed", || async { job_counters(&h, &b).await == Some(counters(5, 1)) }).await;
     let job_a = h.client.get_job(pb::GetJobRequest { id: a.clone() }).await.expect("get a").into_inner().job;
     let status = job_a.and_then(|j| j.status).expect("status of a");
-    let expected =
-        pb::JobCounters { items_fetched: 10, items_written: 9, items_failed: 1, bytes_fetched: 100, runs: 2 };
+    let expected = pb::JobCounters {
+        items_fetched: 10,
+        items_written: 9,
+        items_failed: 1,
+        bytes_fetched: 100,
+        runs: 2,
+        runs_failed: 1,
+    };
     assert_eq!(status.counters, Some(expected));
     assert_eq!(status.last_success_time, Some(timestamp(1_000_000)));
     assert_eq!((status.state, status.owner.as_str(), status.epoch), (pb::JobState::Running as i32, "w1", epoch_a));
@@ -106,7 +119,14 @@ async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
     assert!(b_listed.state_reason.contains("feed gone"), "{}", b_listed.state_reason);
     assert_eq!(b_listed.last_error.map(|e| e.message), Some("feed gone".to_string()));
 
-    let sum = pb::JobCounters { items_fetched: 15, items_written: 14, items_failed: 1, bytes_fetched: 100, runs: 3 };
+    let sum = pb::JobCounters {
+        items_fetched: 15,
+        items_written: 14,
+        items_failed: 1,
+        bytes_fetched: 100,
+        runs: 3,
+        runs_failed: 1,
+    };
     eventually(WAIT, "w1 listed with its jobs' counters", || async {
         let workers = h.client.clone().list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner();
         let w1 = workers.workers.into_iter().find(|w| w.name == "w1");

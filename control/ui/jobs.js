@@ -53,8 +53,10 @@ function jobRow(job) {
     h('td', {}, stateBadge(job)),
     h('td', {class: 'owner'}, status.owner || '—'),
     h('td', {class: 'num items'}, count(counters.itemsWritten)),
+    // Errors: failed runs (a job that cannot even be built included) and
+    // items the index refused.
     h('td', {class: 'num errors', title: status.lastError?.message || ''},
-      count(counters.itemsFailed), failing ? ' ⚠' : ''),
+      count(num(counters.runsFailed) + num(counters.itemsFailed)), failing ? ' ⚠' : ''),
     h('td', {title: dateTime(status.lastSuccessTime)}, relative(status.lastSuccessTime)),
     h('td', {title: dateTime(status.nextRunTime)}, job.paused ? '—' : relative(status.nextRunTime)));
 }
@@ -113,6 +115,7 @@ export function renderJob(main, store, id, navigate) {
         card('Items written', count(counters.itemsWritten), 'items-written'),
         card('Items fetched', count(counters.itemsFetched), 'items-fetched'),
         card('Items failed', count(counters.itemsFailed), 'items-failed'),
+        card('Failed runs', count(counters.runsFailed), 'runs-failed'),
         card('Fetched', bytes(counters.bytesFetched), 'bytes-fetched'),
         card('Runs', count(counters.runs), 'runs'),
         card('Recent rate', rate(history), 'rate')),

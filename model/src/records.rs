@@ -60,6 +60,10 @@ pub struct Counters {
     pub bytes_fetched: u64,
     #[serde(default)]
     pub runs: u64,
+    /// Runs that failed (failures to build the job included): the job's
+    /// errors, as opposed to items refused by the index.
+    #[serde(default)]
+    pub runs_failed: u64,
 }
 
 impl Counters {
@@ -86,6 +90,7 @@ impl Counters {
             items_failed: f(self.items_failed, other.items_failed),
             bytes_fetched: f(self.bytes_fetched, other.bytes_fetched),
             runs: f(self.runs, other.runs),
+            runs_failed: f(self.runs_failed, other.runs_failed),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! The `ingest.v1` wire contract. Generated code, and the codec it uses
-//! (`codec`): domain types live in `ingest-model` and are converted at the
-//! edge (the control crate's `convert`).
+//! The `ingest.v1` wire contract. Generated code, the codec it uses
+//! (`codec`), and the wire forms of what both control and workers send
+//! (`convert`); every other conversion happens at control's edge (the
+//! control crate's `convert`).
 
 #![allow(clippy::all, missing_docs)]
 
 pub mod codec;
+pub mod convert;
 
 pub mod v1 {
     tonic::include_proto!("ingest.v1");

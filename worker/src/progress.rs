@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ingest_model::{Counters, ErrorRecord, UnixMillis, now_millis};
+use ingest_model::{ClaimProgress, Counters, ErrorRecord, UnixMillis, now_millis};
+use ingest_proto::convert::claim_progress_to_pb;
 use ingest_proto::v1 as pb;
 use ingest_proto::v1::worker_service_client::WorkerServiceClient;
 use ingest_store::Revision;
@@ -70,6 +71,7 @@ impl ProgressTable {
             items_failed: report.items_failed,
             bytes_fetched: report.bytes_fetched,
             runs: 1,
+            runs_failed: u64::from(matches!(outcome, Outcome::Failure(_))),
         });
         let now = now_millis();
         match outcome {
@@ -106,22 +108,13 @@ impl ProgressTable {
         let mut out = Vec::new();
         for (id, entry) in entries.iter_mut().filter(|(_, e)| e.dirty) {
             entry.dirty = false;
-            out.push(pb::JobProgress {
-                job_id: id.clone(),
+            let progress = ClaimProgress {
                 epoch: entry.epoch,
-                counters: Some(pb::JobCounters {
-                    items_fetched: entry.counters.items_fetched,
-                    items_written: entry.counters.items_written,
-                    items_failed: entry.counters.items_failed,
-                    bytes_fetched: entry.counters.bytes_fetched,
-                    runs: entry.counters.runs,
-                }),
-                last_success_time: entry.last_success.map(timestamp),
-                last_error: entry
-                    .last_error
-                    .as_ref()
-                    .map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
-            });
+                totals: entry.counters,
+                last_success: entry.last_success,
+                last_error: entry.last_error.clone(),
+            };
+            out.push(claim_progress_to_pb(id, &progress));
         }
         out
     }
@@ -144,10 +137,6 @@ impl ProgressTable {
             }
         }
     }
-}
-
-fn timestamp(ms: UnixMillis) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 /// Where and how to reach control.

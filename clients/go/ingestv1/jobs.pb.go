@@ -586,12 +586,16 @@ func (x *Checkpoint) GetCursorPreview() string {
 
 // Ingestion counters since the job was created.
 type JobCounters struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ItemsFetched  uint64                 `protobuf:"varint,1,opt,name=items_fetched,json=itemsFetched,proto3" json:"items_fetched,omitempty"`
-	ItemsWritten  uint64                 `protobuf:"varint,2,opt,name=items_written,json=itemsWritten,proto3" json:"items_written,omitempty"`
-	ItemsFailed   uint64                 `protobuf:"varint,3,opt,name=items_failed,json=itemsFailed,proto3" json:"items_failed,omitempty"`
-	BytesFetched  uint64                 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`
-	Runs          uint64                 `protobuf:"varint,5,opt,name=runs,proto3" json:"runs,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ItemsFetched uint64                 `protobuf:"varint,1,opt,name=items_fetched,json=itemsFetched,proto3" json:"items_fetched,omitempty"`
+	ItemsWritten uint64                 `protobuf:"varint,2,opt,name=items_written,json=itemsWritten,proto3" json:"items_written,omitempty"`
+	ItemsFailed  uint64                 `protobuf:"varint,3,opt,name=items_failed,json=itemsFailed,proto3" json:"items_failed,omitempty"`
+	BytesFetched uint64                 `protobuf:"varint,4,opt,name=bytes_fetched,json=bytesFetched,proto3" json:"bytes_fetched,omitempty"`
+	Runs         uint64                 `protobuf:"varint,5,opt,name=runs,proto3" json:"runs,omitempty"`
+	// Runs that failed, failures to build the job from its parameters
+	// included: the job's errors (items_failed counts documents the index
+	// refused).
+	RunsFailed    uint64 `protobuf:"varint,6,opt,name=runs_failed,json=runsFailed,proto3" json:"runs_failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +661,13 @@ func (x *JobCounters) GetBytesFetched() uint64 {
 func (x *JobCounters) GetRuns() uint64 {
 	if x != nil {
 		return x.Runs
+	}
+	return 0
+}
+
+func (x *JobCounters) GetRunsFailed() uint64 {
+	if x != nil {
+		return x.RunsFailed
 	}
 	return 0
 }
@@ -2582,13 +2593,15 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\fcursor_bytes\x18\x01 \x01(\x04R\vcursorBytes\x12%\n" +
-	"\x0ecursor_preview\x18\x02 \x01(\tR\rcursorPreview\"\xb3\x01\n" +
+	"\x0ecursor_preview\x18\x02 \x01(\tR\rcursorPreview\"\xd4\x01\n" +
 	"\vJobCounters\x12#\n" +
 	"\ritems_fetched\x18\x01 \x01(\x04R\fitemsFetched\x12#\n" +
 	"\ritems_written\x18\x02 \x01(\x04R\fitemsWritten\x12!\n" +
 	"\fitems_failed\x18\x03 \x01(\x04R\vitemsFailed\x12#\n" +
 	"\rbytes_fetched\x18\x04 \x01(\x04R\fbytesFetched\x12\x12\n" +
-	"\x04runs\x18\x05 \x01(\x04R\x04runs\"T\n" +
+	"\x04runs\x18\x05 \x01(\x04R\x04runs\x12\x1f\n" +
+	"\vruns_failed\x18\x06 \x01(\x04R\n" +
+	"runsFailed\"T\n" +
 	"\bJobError\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"p\n" +

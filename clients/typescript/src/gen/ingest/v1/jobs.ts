@@ -359,6 +359,12 @@ export interface JobCounters {
   itemsFailed: string;
   bytesFetched: string;
   runs: string;
+  /**
+   * Runs that failed, failures to build the job from its parameters
+   * included: the job's errors (items_failed counts documents the index
+   * refused).
+   */
+  runsFailed: string;
 }
 
 /** The last error a job hit. */
@@ -1198,7 +1204,7 @@ export const Checkpoint: MessageFns<Checkpoint> = {
 };
 
 function createBaseJobCounters(): JobCounters {
-  return { itemsFetched: "0", itemsWritten: "0", itemsFailed: "0", bytesFetched: "0", runs: "0" };
+  return { itemsFetched: "0", itemsWritten: "0", itemsFailed: "0", bytesFetched: "0", runs: "0", runsFailed: "0" };
 }
 
 export const JobCounters: MessageFns<JobCounters> = {
@@ -1217,6 +1223,9 @@ export const JobCounters: MessageFns<JobCounters> = {
     }
     if (message.runs !== "0") {
       writer.uint32(40).uint64(message.runs);
+    }
+    if (message.runsFailed !== "0") {
+      writer.uint32(48).uint64(message.runsFailed);
     }
     return writer;
   },
@@ -1274,6 +1283,14 @@ export const JobCounters: MessageFns<JobCounters> = {
             message.runs = reader.uint64().toString();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.runsFailed = reader.uint64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1309,6 +1326,11 @@ export const JobCounters: MessageFns<JobCounters> = {
         ? globalThis.String(object.bytes_fetched)
         : "0",
       runs: isSet(object.runs) ? globalThis.String(object.runs) : "0",
+      runsFailed: isSet(object.runsFailed)
+        ? globalThis.String(object.runsFailed)
+        : isSet(object.runs_failed)
+        ? globalThis.String(object.runs_failed)
+        : "0",
     };
   },
 
@@ -1329,6 +1351,9 @@ export const JobCounters: MessageFns<JobCounters> = {
     if (message.runs !== "0") {
       obj.runs = message.runs;
     }
+    if (message.runsFailed !== "0") {
+      obj.runsFailed = message.runsFailed;
+    }
     return obj;
   },
 
@@ -1342,6 +1367,7 @@ export const JobCounters: MessageFns<JobCounters> = {
     message.itemsFailed = object.itemsFailed ?? "0";
     message.bytesFetched = object.bytesFetched ?? "0";
     message.runs = object.runs ?? "0";
+    message.runsFailed = object.runsFailed ?? "0";
     return message;
   },
 };
