@@ -65,8 +65,8 @@ pub struct RunnerHandle {
     /// Revision of the spec the runner was built from.
     pub spec_revision: Revision,
     cancel: CancellationToken,
-    run_now: watch::Sender<u64>,
-    reset: watch::Sender<u64>,
+    /// Operator requests from the spec (one channel: each costs ~0.5 KB a job).
+    requests: watch::Sender<Requests>,
     join: tokio::task::JoinHandle<RunnerExit>,
 }
 
@@ -79,8 +79,8 @@ impl RunnerHandle {
         checkpoint: Result<CheckpointRecord, String>,
         cancel: CancellationToken,
     ) -> Self {
-        let (run_now, run_now_rx) = watch::channel(record.run_now_seq);
-        let (reset, reset_rx) = watch::channel(record.cursor_reset_seq);
+        let (requests, requests_rx) =
+            watch::channel(Requests { run_now: record.run_now_seq, cursor_reset: record.cursor_reset_seq });
         let (checkpoint, unreadable) = match checkpoint {
             Ok(checkpoint) => (checkpoint, None),
             Err(why) => (CheckpointRecord::default(), Some(why)),
@@ -93,24 +93,24 @@ impl RunnerHandle {
             epoch,
             checkpoint,
             cancel: cancel.clone(),
-            run_now: run_now_rx,
-            reset: reset_rx,
+            requests: requests_rx,
+            reset_baseline: requests.borrow().cursor_reset,
             unreadable,
             redactor: Redactor::default(),
             fence: Fence::new(lease, ctx_lease_rx),
         };
         let join = tokio::spawn(runner.run());
-        Self { epoch, lease, spec_revision, cancel, run_now, reset, join }
+        Self { epoch, lease, spec_revision, cancel, requests, join }
     }
 
     /// Asks for a run now when `seq` is a new request.
     pub fn run_now(&self, seq: u64) {
-        send_if_newer(&self.run_now, seq);
+        self.requests.send_if_modified(|r| newer(&mut r.run_now, seq));
     }
 
     /// Asks to start over from an empty cursor when `seq` is a new request.
     pub fn reset_cursor(&self, seq: u64) {
-        send_if_newer(&self.reset, seq);
+        self.requests.send_if_modified(|r| newer(&mut r.cursor_reset, seq));
     }
 
     /// Whether the task has ended on its own (a lost claim).
@@ -137,9 +137,10 @@ struct Runner {
     epoch: Revision,
     checkpoint: CheckpointRecord,
     cancel: CancellationToken,
-    run_now: watch::Receiver<u64>,
-    /// Cursor-reset requests (`JobRecord::cursor_reset_seq`).
-    reset: watch::Receiver<u64>,
+    /// Run-now and cursor-reset requests.
+    requests: watch::Receiver<Requests>,
+    /// The cursor-reset request known when the runner started.
+    reset_baseline: u64,
     /// Why the stored checkpoint could not be read: nothing runs until the
     /// cursor is reset.
     unreadable: Option<String>,
@@ -248,11 +249,13 @@ impl Runner {
         );
         tracing::error!(job = %self.record.id, error = %why, "checkpoint unreadable; waiting for a cursor reset");
         self.ctx.progress.record(&self.record.id, self.epoch, &Default::default(), Outcome::Failure(&message));
-        tokio::select! {
-            () = self.cancel.cancelled() => return false,
-            changed = self.reset.changed() => if changed.is_err() { return false },
+        // Any reset request newer than the one known at the start.
+        while self.requests.borrow().cursor_reset <= self.reset_baseline {
+            tokio::select! {
+                () = self.cancel.cancelled() => return false,
+                changed = self.requests.changed() => if changed.is_err() { return false },
+            }
         }
-        // Any request newer than the one known at the start resets.
         self.unreadable = None;
         self.checkpoint = CheckpointRecord::default();
         self.apply_cursor_reset();
@@ -263,7 +266,7 @@ impl Runner {
     /// Starts over from an empty cursor when a reset was asked for since
     /// the checkpoint's last one.
     fn apply_cursor_reset(&mut self) {
-        let seq = *self.reset.borrow();
+        let seq = self.requests.borrow().cursor_reset;
         if seq > self.checkpoint.cursor_reset_seen {
             self.checkpoint.cursor_reset_seen = seq;
             self.checkpoint.cursor = serde_json::Value::Null;
@@ -275,8 +278,9 @@ impl Runner {
     /// when cancelled.
     async fn wait_until_due(&mut self) -> bool {
         loop {
-            if *self.run_now.borrow() > self.checkpoint.run_now_seen {
-                self.checkpoint.run_now_seen = *self.run_now.borrow();
+            let run_now = self.requests.borrow().run_now;
+            if run_now > self.checkpoint.run_now_seen {
+                self.checkpoint.run_now_seen = run_now;
                 return true;
             }
             let due_in = self
@@ -286,7 +290,7 @@ impl Runner {
             tokio::select! {
                 () = self.cancel.cancelled() => return false,
                 () = tokio::time::sleep(due_in) => return true,
-                changed = self.run_now.changed() => if changed.is_err() { return false },
+                changed = self.requests.changed() => if changed.is_err() { return false },
             }
         }
     }
@@ -376,15 +380,20 @@ fn count_run(job_type: &str, report: &RunReport, outcome: &'static str) {
     metrics::counter!(m::BYTES_FETCHED, "job_type" => job_type).increment(report.bytes_fetched);
 }
 
-/// Sends `seq` when it is newer than the last request.
-fn send_if_newer(sender: &watch::Sender<u64>, seq: u64) {
-    sender.send_if_modified(|current| {
-        let newer = seq > *current;
-        if newer {
-            *current = seq;
-        }
-        newer
-    });
+/// The operator's requests, as sequence numbers from the job's spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Requests {
+    run_now: u64,
+    cursor_reset: u64,
+}
+
+/// Takes `seq` when it is a newer request than `current`.
+fn newer(current: &mut u64, seq: u64) -> bool {
+    let newer = seq > *current;
+    if newer {
+        *current = seq;
+    }
+    newer
 }
 
 /// The interval, ±10 %, so jobs created together spread out.
