@@ -8,17 +8,23 @@
 
 pub mod address;
 pub mod body;
+pub mod connector;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use url::Url;
+
+use self::connector::{FencedConnector, WriteFence};
+use crate::membership::LeaseState;
 
 use crate::fence::Fence;
 pub use address::{AddressPolicy, AllowEntry, OwnEndpoint, parse_allowlist};
@@ -198,8 +204,9 @@ const MAX_IDLE_HOSTS: usize = 1024;
 
 /// The worker's fetcher, shared by its jobs.
 pub struct Fetcher {
-    client: reqwest::Client,
+    client: Client<FencedConnector, Full<Bytes>>,
     policy: Arc<AddressPolicy>,
+    writes: WriteFence,
     timeout: Duration,
     max_bytes: usize,
     per_host: usize,
@@ -215,28 +222,27 @@ impl Fetcher {
     /// metrics endpoints), whatever `--fetch-allow` opens.
     pub fn guarding(args: &FetchArgs, own: &[OwnEndpoint]) -> Result<Self, String> {
         let policy = Arc::new(AddressPolicy::new(args.fetch_allow.0.clone()).with_own(own));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            // Bodies are decompressed by `body::decode`, under a cap.
-            .no_gzip()
-            .no_brotli()
-            .no_deflate()
-            .no_zstd()
-            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
-            .connect_timeout(Duration::from_secs(10).min(args.fetch_timeout))
-            .timeout(args.fetch_timeout)
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let writes = WriteFence::default();
+        let connector =
+            FencedConnector::new(policy.clone(), Duration::from_secs(10).min(args.fetch_timeout), writes.clone())?;
+        // Bodies are decompressed by `body::decode`, under a cap; redirects
+        // are followed by `get`, each hop checked.
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             client,
             policy,
+            writes,
             timeout: args.fetch_timeout,
             max_bytes: args.fetch_max_bytes,
             per_host: args.fetch_per_host as usize,
             hosts: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// From now on, nothing is written to a connection once the worker's
+    /// lease deadline has passed (see `connector`).
+    pub fn fence_writes(&self, lease_rx: watch::Receiver<Option<LeaseState>>) {
+        self.writes.set(lease_rx);
     }
 
     /// GETs `request.url`, following up to 5 redirects, each checked;
@@ -257,31 +263,43 @@ impl Fetcher {
             self.check_url(&url)?;
             let host = url.host_str().unwrap_or_default().to_string();
             let _permit = self.host_permit(&host).await;
-            let mut builder = match &request.body {
-                Some((content_type, body)) => {
-                    self.client.post(url.clone()).header(header::CONTENT_TYPE, *content_type).body(body.clone())
-                }
-                None => self.client.get(url.clone()),
-            };
-            builder =
-                builder.header(header::ACCEPT, request.accept).header(header::ACCEPT_ENCODING, "gzip, deflate, br");
+            let method = if request.body.is_some() { http::Method::POST } else { http::Method::GET };
+            let mut builder = http::Request::builder()
+                .method(method)
+                .uri(url.as_str())
+                .header(header::USER_AGENT, USER_AGENT)
+                .header(header::ACCEPT, request.accept)
+                .header(header::ACCEPT_ENCODING, "gzip, deflate, br");
+            if let Some((content_type, _)) = &request.body {
+                builder = builder.header(header::CONTENT_TYPE, *content_type);
+            }
             if let Some(etag) = &request.etag {
                 builder = builder.header(header::IF_NONE_MATCH, etag);
             }
             if let Some(last_modified) = &request.last_modified {
                 builder = builder.header(header::IF_MODIFIED_SINCE, last_modified);
             }
+            let body = request.body.as_ref().map(|(_, body)| Bytes::from(body.clone())).unwrap_or_default();
+            let mut http_request = builder
+                .body(Full::new(body))
+                .map_err(|e| FetchError::Refused(format!("{}: cannot build the request: {e}", shown(&url))))?;
             if url.origin() == first_origin {
+                // The request's own headers replace the defaults they name.
+                let headers = http_request.headers_mut();
+                for (name, _) in &request.headers {
+                    headers.remove(name);
+                }
                 for (name, value) in &request.headers {
-                    builder = builder.header(name, value);
+                    headers.append(name.clone(), value.clone());
                 }
             }
             // Checked last, after every wait (the host permit above): a
-            // process woken past its lease sends nothing.
+            // process woken past its lease starts nothing (and its
+            // connections refuse the writes of what it had started).
             if !fence.holds() {
                 return Err(FetchError::LeaseExpired);
             }
-            let response = builder.send().await.map_err(|e| classify(&url, &e))?;
+            let response = self.client.request(http_request).await.map_err(|e| classify(&url, &e))?;
             let status = response.status().as_u16();
             if (300..400).contains(&status) && status != 304 && request.body.is_none() {
                 let location = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok());
@@ -376,49 +394,19 @@ fn snippet(body: &[u8]) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn classify(url: &Url, error: &reqwest::Error) -> FetchError {
-    // reqwest names the whole URL; its query may hold an API key.
+fn classify(url: &Url, error: &hyper_util::client::legacy::Error) -> FetchError {
+    // Error texts may name the whole URL; its query may hold an API key.
     let text = ingest_runtime::error_chain(error).replace(url.as_str(), &shown(url));
     if let Some(at) = text.find("refused: ") {
         return FetchError::Refused(text[at + "refused: ".len()..].to_string());
     }
-    if error.is_timeout() {
+    if text.contains("lease has expired") {
+        return FetchError::LeaseExpired;
+    }
+    if text.contains("timed out") || text.contains("timeout") {
         return FetchError::Timeout(text);
     }
-    FetchError::Network(text)
-}
-
-/// Resolves names and drops addresses the policy refuses, so a connection
-/// can only go to an allowed address (no window between check and use).
-struct GuardedResolver {
-    policy: Arc<AddressPolicy>,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|addr| match policy.check_resolved(&host, addr.ip()) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        refusal.get_or_insert_with(|| refused_address(&host, addr.ip(), reason).to_string());
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let message = refusal.unwrap_or_else(|| format!("{host} has no address"));
-                return Err(message.into());
-            }
-            let addrs: Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
-    }
+    FetchError::Network(format!("{}: {text}", shown(url)))
 }
 
 #[cfg(test)]

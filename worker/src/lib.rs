@@ -109,6 +109,8 @@ pub async fn run_worker(
     let membership = Arc::new(Membership::new(store.clone(), keys.clone(), config.clone(), specs));
     membership.publish_types().await?;
     let (lease_tx, lease_rx) = tokio::sync::watch::channel(None);
+    // Past the lease deadline, nothing more is written to an upstream.
+    services.fetcher.fence_writes(lease_rx.clone());
     let stop_membership = CancellationToken::new();
     let member = tokio::spawn({
         let membership = membership.clone();

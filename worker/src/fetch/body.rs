@@ -5,21 +5,24 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use http_body_util::BodyExt;
 
 /// Reads at most `max` bytes of `response`; `Err` with the size read when
 /// it is larger.
-pub async fn read_capped(response: reqwest::Response, max: usize) -> Result<Bytes, BodyError> {
-    if response.content_length().is_some_and(|len| len > max as u64) {
+pub async fn read_capped(response: http::Response<hyper::body::Incoming>, max: usize) -> Result<Bytes, BodyError> {
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
         return Err(BodyError::TooLarge { limit: max, what: "body" });
     }
+    let mut incoming = response.into_body();
     let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            let text = ingest_runtime::error_chain(&e);
-            if e.is_timeout() { BodyError::Timeout(text) } else { BodyError::Read(text) }
-        })?;
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(ingest_runtime::error_chain(&e)))?;
+        let Ok(chunk) = frame.into_data() else { continue }; // trailers
         if body.len() + chunk.len() > max {
             return Err(BodyError::TooLarge { limit: max, what: "body" });
         }

@@ -192,3 +192,40 @@ async fn nothing_is_sent_once_the_fence_is_broken() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection made");
 }
+
+/// A request that got past the per-request check just before the process
+/// froze is still not written once the worker's lease deadline has passed:
+/// the connection refuses the write, on a pooled connection as on a new one.
+#[tokio::test]
+async fn connections_refuse_writes_past_the_lease_deadline() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/feed",
+        get({
+            let served = served.clone();
+            move || async move {
+                served.fetch_add(1, Ordering::SeqCst);
+                "<rss/>"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let (_tx, rx) = tokio::sync::watch::channel(Some(crate::membership::LeaseState { lease: 1, deadline }));
+    let fetcher =
+        Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
+    fetcher.fence_writes(rx);
+    // The per-request fence always holds here: only the connections check.
+    let unfenced = crate::fence::Fence::unbounded();
+    fetcher.get(&request(addr, "/feed"), &unfenced).await.expect("within the lease");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    tokio::time::sleep_until(deadline + Duration::from_millis(50)).await;
+    let error = fetcher.get(&request(addr, "/feed"), &unfenced).await.expect_err("past the deadline");
+    assert_eq!(error, FetchError::LeaseExpired, "{error}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(served.load(Ordering::SeqCst), 1, "nothing reached the server past the deadline");
+}

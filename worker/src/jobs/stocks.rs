@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::header::HeaderName;
 use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
 use ingest_sinks::Item;
-use reqwest::header::HeaderName;
 use serde_json::{Map, Value, json};
 use url::Url;
 

@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderMap};
 use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
 use ingest_sinks::Item;
 use oauth1_request as oauth;
-use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value, json};
 use url::Url;
 
