@@ -7,7 +7,7 @@
 mod nodes;
 mod server;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -54,8 +54,9 @@ pub struct ElasticsearchSink {
     /// Which flags to name when the cluster refuses the credentials.
     auth_flags: &'static str,
     server: OnceCell<Server>,
-    /// Indices and templates known to exist.
-    prepared: Mutex<HashSet<String>>,
+    /// Templates and indices made ready, one initialisation per name:
+    /// callers for the same name wait for the one call, others do not wait.
+    prepared: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
 }
 
 impl ElasticsearchSink {
@@ -68,7 +69,7 @@ impl ElasticsearchSink {
         let transport = Arc::new(BulkClient { nodes: nodes.clone(), timeout: config.request_timeout, auth_flags });
         let batcher = Batcher::spawn(transport, config.bulk.clone());
         let describe = format!("Elasticsearch/OpenSearch at {}", nodes.urls().join(","));
-        Ok(Self { nodes, batcher, describe, auth_flags, server: OnceCell::new(), prepared: Mutex::new(HashSet::new()) })
+        Ok(Self { nodes, batcher, describe, auth_flags, server: OnceCell::new(), prepared: Mutex::new(HashMap::new()) })
     }
 
     /// The server, detected once: `GET /`, or the local node's info where
@@ -199,21 +200,21 @@ impl DocumentSink for ElasticsearchSink {
 
     async fn prepare(&self, spec: &IndexSpec) -> Result<(), SinkError> {
         self.server().await?;
-        // No lock is held across the calls: a slow node does not queue every
-        // job behind one request. Both calls are idempotent, so two jobs
-        // preparing the same index at once is harmless.
-        let done = |name: &str| self.prepared.lock().unwrap_or_else(PoisonError::into_inner).contains(name);
-        let mark = |name: String| self.prepared.lock().unwrap_or_else(PoisonError::into_inner).insert(name);
-        let template = format!("template:{}", spec.job_type);
-        if !done(&template) {
-            self.put_template(spec).await?;
-            mark(template);
-        }
-        if !done(&spec.name) {
-            self.create_index(spec).await?;
-            tracing::info!(index = %spec.name, job_type = %spec.job_type, "index ready");
-            mark(spec.name.clone());
-        }
+        // One call per template and per index, whoever asks first; the
+        // others for the same name wait for it (300 jobs starting together
+        // must not send 300 template updates), other names do not wait.
+        let once = |name: String| {
+            let mut prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
+            prepared.entry(name).or_default().clone()
+        };
+        once(format!("template:{}", spec.job_type)).get_or_try_init(|| self.put_template(spec)).await?;
+        once(format!("index:{}", spec.name))
+            .get_or_try_init(|| async {
+                self.create_index(spec).await?;
+                tracing::info!(index = %spec.name, job_type = %spec.job_type, "index ready");
+                Ok::<(), SinkError>(())
+            })
+            .await?;
         Ok(())
     }
 
