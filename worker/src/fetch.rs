@@ -50,6 +50,10 @@ pub struct FetchArgs {
     /// Requests in flight to one host, across all jobs of this worker.
     #[arg(long, env = "INGEST_FETCH_PER_HOST", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub fetch_per_host: u32,
+    /// PEM CA certificates trusted for https fetches besides the web's
+    /// public roots (e.g. an internal CA).
+    #[arg(long, env = "INGEST_FETCH_CA")]
+    pub fetch_ca: Option<std::path::PathBuf>,
 }
 
 /// Networks allowed although private or local.
@@ -71,6 +75,7 @@ impl Default for FetchArgs {
             fetch_timeout: Duration::from_secs(30),
             fetch_max_bytes: 15 * 1024 * 1024,
             fetch_per_host: 4,
+            fetch_ca: None,
         }
     }
 }
@@ -223,8 +228,12 @@ impl Fetcher {
     pub fn guarding(args: &FetchArgs, own: &[OwnEndpoint]) -> Result<Self, String> {
         let policy = Arc::new(AddressPolicy::new(args.fetch_allow.0.clone()).with_own(own));
         let writes = WriteFence::default();
-        let connector =
-            FencedConnector::new(policy.clone(), Duration::from_secs(10).min(args.fetch_timeout), writes.clone())?;
+        let extra_roots = match &args.fetch_ca {
+            Some(path) => std::fs::read(path).map_err(|e| format!("--fetch-ca {}: {e}", path.display()))?,
+            None => Vec::new(),
+        };
+        let connect_timeout = Duration::from_secs(10).min(args.fetch_timeout);
+        let connector = FencedConnector::new(policy.clone(), connect_timeout, &extra_roots, writes.clone())?;
         // Bodies are decompressed by `body::decode`, under a cap; redirects
         // are followed by `get`, each hop checked.
         let client = Client::builder(TokioExecutor::new()).build(connector);

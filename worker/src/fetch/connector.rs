@@ -50,9 +50,11 @@ pub struct FencedConnector {
 }
 
 impl FencedConnector {
+    /// `extra_roots`: PEM CA certificates trusted besides the web's roots.
     pub fn new(
         policy: Arc<AddressPolicy>,
         connect_timeout: std::time::Duration,
+        extra_roots: &[u8],
         fence: WriteFence,
     ) -> Result<Self, String> {
         let mut http = HttpConnector::new_with_resolver(GuardedResolver { policy });
@@ -61,6 +63,19 @@ impl FencedConnector {
         http.set_nodelay(true);
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if !extra_roots.is_empty() {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(extra_roots) {
+                let cert = cert.map_err(|e| format!("--fetch-ca: {e}"))?;
+                roots.add(cert).map_err(|e| format!("--fetch-ca: {e}"))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err("--fetch-ca: no PEM certificate in the file".to_string());
+            }
+        }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup: {e}"))?

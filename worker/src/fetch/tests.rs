@@ -79,6 +79,7 @@ fn fetcher(allow: &str) -> FencedFetcher {
         fetch_timeout: Duration::from_secs(2),
         fetch_max_bytes: 1 << 20,
         fetch_per_host: 4,
+        fetch_ca: None,
     })
     .unwrap();
     FencedFetcher::new(std::sync::Arc::new(fetcher), crate::fence::Fence::unbounded())
@@ -228,4 +229,64 @@ async fn connections_refuse_writes_past_the_lease_deadline() {
     assert_eq!(error, FetchError::LeaseExpired, "{error}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(served.load(Ordering::SeqCst), 1, "nothing reached the server past the deadline");
+}
+
+/// https through the fetcher's own TLS: a server whose certificate a
+/// private CA signed is fetched once `--fetch-ca` names that CA (over h2
+/// and HTTP/1.1, as the server offers), and refused with a readable error
+/// without it.
+#[tokio::test]
+async fn https_with_an_extra_ca_and_a_readable_refusal_without_it() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = tempfile::tempdir().unwrap();
+    ingest_testkit::make_test_certificates(dir.path());
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.path().join("server.crt")).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.path().join("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    for alpn in [vec![b"h2".to_vec(), b"http/1.1".to_vec()], vec![b"http/1.1".to_vec()]] {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs.clone(), key.clone_key())
+            .unwrap();
+        config.alpn_protocols = alpn.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/feed", get(|| async { "<rss>over tls</rss>" }));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        let url = Url::parse(&format!("https://127.0.0.1:{}/feed", addr.port())).unwrap();
+        let args = |ca: Option<std::path::PathBuf>| FetchArgs {
+            fetch_allow: "127.0.0.1".parse().unwrap(),
+            fetch_ca: ca,
+            ..FetchArgs::default()
+        };
+        let unfenced = crate::fence::Fence::unbounded();
+        let trusting = Fetcher::new(&args(Some(dir.path().join("ca.crt")))).unwrap();
+        let response = trusting.get(&Request::get(url.clone(), "*/*"), &unfenced).await.unwrap();
+        assert_eq!((response.status, &response.body[..]), (200, &b"<rss>over tls</rss>"[..]), "alpn {alpn:?}");
+        let strict = Fetcher::new(&args(None)).unwrap();
+        let error = strict.get(&Request::get(url, "*/*"), &unfenced).await.unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, FetchError::Network(_)), "{text}");
+        assert!(text.contains("certificate") && text.contains("127.0.0.1"), "{text}");
+    }
+    let missing = FetchArgs { fetch_ca: Some(dir.path().join("nope.pem")), ..FetchArgs::default() };
+    assert!(Fetcher::new(&missing).err().unwrap_or_default().contains("--fetch-ca"));
 }
