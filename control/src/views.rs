@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ingest_model::{
-    CheckpointRecord, JobRecord, JobState, JobTypeSpec, OwnerRecord, StatsRecord, UnixMillis, WorkerRecord,
-    WorkerState, derive_state,
+    CheckpointRecord, JobRecord, JobState, JobTypeSpec, OwnerRecord, StatsRecord, UNREADABLE_OWNER, UnixMillis,
+    WorkerRecord, WorkerState, derive_state,
 };
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{KeyValue, Revision, Store};
@@ -118,7 +118,11 @@ impl JobPieces {
                 if deleted {
                     return self.owner.take().is_some();
                 }
-                decode(kv).map(|o| self.owner = Some((o, kv.create_revision, rev))).is_some()
+                // Undecodable, the claim still holds the job: show it as such
+                // rather than as unowned.
+                let owner = decode(kv).unwrap_or_else(|| OwnerRecord { worker: UNREADABLE_OWNER.to_string() });
+                self.owner = Some((owner, kv.create_revision, rev));
+                true
             }
             KeyKind::Stats => {
                 if !newer(&self.stats, |(_, r)| *r, rev) {

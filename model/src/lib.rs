@@ -14,7 +14,7 @@ pub use params::{
 };
 pub use records::{
     CheckpointRecord, ClaimProgress, Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsLedger, StatsRecord,
-    WorkerRecord, WorkerState,
+    UNREADABLE_OWNER, WorkerRecord, WorkerState,
 };
 pub use status::{JobState, derive_state};
 

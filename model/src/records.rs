@@ -40,6 +40,11 @@ pub struct WorkerRecord {
     pub start_time: UnixMillis,
 }
 
+/// The owner shown for a claim whose record does not decode: the claim (its
+/// key, lease and revision) still holds the job. No worker bears this name
+/// (names are DNS labels).
+pub const UNREADABLE_OWNER: &str = "(unreadable claim record)";
+
 /// A claim under `owners/<id>`, attached to the owner's lease. Its create
 /// revision is the claim's epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

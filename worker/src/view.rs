@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ingest_model::{JobRecord, OwnerRecord, WorkerRecord, WorkerState};
+use ingest_model::{JobRecord, OwnerRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState};
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{EventKind, KeyValue, LeaseId, Revision, Store, StoreError, WatchBatch, scan_prefix};
 
@@ -90,12 +90,13 @@ impl ClusterView {
                     return None;
                 }
                 self.released.remove(name);
+                // A claim that does not decode is still a claim (its key, lease
+                // and revision are real): held by someone this worker cannot
+                // name, so nobody tries to claim the job over it; it goes
+                // when its lease does.
                 let claim = || {
-                    decode::<OwnerRecord>(kv).map(|o| Claim {
-                        worker: o.worker,
-                        epoch: kv.create_revision,
-                        lease: kv.lease,
-                    })
+                    let worker = decode::<OwnerRecord>(kv).map_or_else(|| UNREADABLE_OWNER.to_string(), |o| o.worker);
+                    Some(Claim { worker, epoch: kv.create_revision, lease: kv.lease })
                 };
                 apply_entry(&mut self.claims, name, rev, deleted, claim)?;
                 Some(Touched::Job(name.to_string()))
@@ -232,5 +233,19 @@ mod tests {
         claim.value = br#"{"worker":"w"}"#.to_vec();
         view.apply(&keys, &WatchBatch { events: vec![put(claim)], revision: 12 });
         assert!(!view.claims.contains_key("job-1"));
+    }
+
+    /// A claim record that does not decode still holds its job: nobody
+    /// claims over it (the claim goes when its lease does).
+    #[test]
+    fn an_unreadable_claim_still_holds_its_job() {
+        let keys = Keys::default();
+        let mut view = ClusterView::default();
+        let mut claim = worker_kv(&keys, "x", &[], WorkerState::Active, 11);
+        claim.key = keys.owner("job-1");
+        claim.value = b"{not json".to_vec();
+        view.apply(&keys, &WatchBatch { events: vec![put(claim)], revision: 11 });
+        let held = view.claims.get("job-1").map(|(c, _)| c.clone()).expect("the claim is in the view");
+        assert_eq!(held, Claim { worker: UNREADABLE_OWNER.into(), epoch: 11, lease: 7 });
     }
 }
