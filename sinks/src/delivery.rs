@@ -206,12 +206,7 @@ impl JobOutput {
                 self.sinks.objects.prepare().await?;
                 self.sinks.documents.prepare(&self.index).await
             };
-            // Each attempt is bounded too: a sink that does not answer
-            // cannot hold the run past --sink-timeout.
-            let Ok(outcome) = tokio::time::timeout_at(deadline, attempt).await else {
-                return Err(self.timed_out());
-            };
-            match outcome {
+            match attempt.await {
                 Ok(()) => break,
                 Err(e) if e.transient && Instant::now() + Duration::from_millis(200) < deadline => {
                     let wait = backoff.next(None).min(deadline.saturating_duration_since(Instant::now()));
