@@ -69,6 +69,13 @@ pub fn properties() -> Value {
     })
 }
 
+/// Where the next run starts.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DemoCursor {
+    #[serde(default)]
+    next_seq: u64,
+}
+
 /// One demo job's settings.
 pub struct Demo {
     job_id: String,
@@ -119,7 +126,7 @@ impl Demo {
 impl Job for Demo {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
         self.runs += 1;
-        let next_seq = ctx.cursor.get("next_seq").and_then(Value::as_u64).unwrap_or(0);
+        let DemoCursor { next_seq } = super::read_cursor(ctx.cursor)?;
         if self.fail_every > 0 && self.runs.is_multiple_of(self.fail_every) {
             return Err(JobError::new(format!("demo failure on run {} (fail_every = {})", self.runs, self.fail_every)));
         }

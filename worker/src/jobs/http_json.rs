@@ -171,6 +171,13 @@ impl HttpJson {
     }
 }
 
+/// The page to continue from (the API's own cursor value).
+#[derive(Debug, Default, serde::Deserialize)]
+struct HttpJsonCursor {
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
 /// A header line `build` can send: a token name, a colon, then a value
 /// without control characters (tab allowed).
 const HEADER_LINE: &str = r"\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*:[^\x00-\x08\x0A-\x1F\x7F]*";
@@ -181,7 +188,7 @@ impl Job for HttpJson {
         let mut report = RunReport::default();
         let mut warning = None;
         for _page in 0..self.max_pages {
-            let cursor = ctx.cursor.get("cursor").and_then(Value::as_str).map(String::from);
+            let HttpJsonCursor { cursor } = super::read_cursor(ctx.cursor)?;
             let request = self.request(cursor.as_deref())?;
             let response = ctx.fetch.get(&request).await.map_err(|e| match e {
                 FetchError::Status { status: 401 | 403, .. } => {
