@@ -37,7 +37,7 @@ use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{EmbeddedStore, Store, scan_prefix};
 use ingest_testkit::{Engine, SearchServer};
 use ingest_worker::fetch::{FetchArgs, Fetcher};
-use ingest_worker::jobs::rss;
+use ingest_worker::jobs::{JobType, rss};
 use ingest_worker::{ControlEndpoint, JobServices, ReportTo, SchedulerConfig, WorkerConfig, run_worker};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +88,7 @@ pub async fn run(args: FeedsArgs) -> anyhow::Result<()> {
     };
     println!("search server: {}", engine.name());
     let opensearch = tokio::task::spawn_blocking(move || SearchServer::start(engine)).await?;
-    let mapping = index_mapping(&rss::properties());
+    let mapping = index_mapping(&<rss::Rss as JobType>::properties());
     // The same settings for all three: no replica (one node), a bulk-load refresh interval.
     let settings = json!({"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "30s"});
     for index in ["ceiling", "ingest-rss", "python-rss", "warmup"] {

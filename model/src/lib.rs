@@ -7,6 +7,10 @@ pub mod ownership;
 pub mod params;
 pub mod records;
 pub mod status;
+pub mod typed;
+
+// The derive's output names `::ingest_model`, in this crate too.
+extern crate self as ingest_model;
 
 pub use job::{JobRecord, validate_job_id, validate_name};
 pub use params::{
@@ -17,6 +21,7 @@ pub use records::{
     UNREADABLE_OWNER, WorkerRecord, WorkerState,
 };
 pub use status::{JobState, derive_state};
+pub use typed::{JobParams, JsonText, ParamEnum, ParamType, Secret, parse_params, spec_of};
 
 /// One bad field of a request: `field` is a path such as `job.params.url`.
 #[derive(Clone, Debug, PartialEq, Eq)]

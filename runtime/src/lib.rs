@@ -140,34 +140,9 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// How long a starting process waits for etcd to answer.
 const ETCD_STARTUP_WAIT: Duration = Duration::from_secs(10);
 
-/// A secret given on the command line or in the environment: `Debug` and
-/// `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_string()))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A secret given on the command line or in the environment: `Debug` never
+/// shows it (the same type as a job's secret parameters).
+pub use ingest_model::Secret;
 
 /// Where in the store this cluster's keys live.
 #[derive(Clone, Debug, clap::Args)]

@@ -1,40 +1,73 @@
 //! The one explicit catalogue of job types this worker can run. Adding a job
 //! type: write its module under `jobs/` and add one line here.
 
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-use crate::jobs::{self, Job, Params};
+use ingest_model::{FieldViolation, JobTypeSpec, ParamKind, ParamSpec, parse_params, spec_of};
+use serde_json::{Map, Value};
 
-/// A job type: its parameter spec, the mapping of its documents, and how to
-/// build a fresh instance of it.
-pub struct JobTypeEntry {
-    pub spec: fn() -> JobTypeSpec,
-    /// Index mapping properties of its documents (the common fields are added).
-    pub properties: fn() -> Value,
-    pub build: fn(&Params<'_>) -> Result<Box<dyn Job>, String>,
-}
+use crate::jobs::{Job, JobType, demo, hackernews, http_json, reddit, rss, stocks, twitter, weather};
 
 /// Every job type this build supports.
 pub fn catalogue() -> Vec<JobTypeEntry> {
     vec![
-        JobTypeEntry { spec: jobs::demo::spec, properties: jobs::demo::properties, build: jobs::demo::build },
-        JobTypeEntry { spec: jobs::rss::spec, properties: jobs::rss::properties, build: jobs::rss::build },
-        JobTypeEntry {
-            spec: jobs::hackernews::spec,
-            properties: jobs::hackernews::properties,
-            build: jobs::hackernews::build,
-        },
-        JobTypeEntry { spec: jobs::reddit::spec, properties: jobs::reddit::properties, build: jobs::reddit::build },
-        JobTypeEntry { spec: jobs::weather::spec, properties: jobs::weather::properties, build: jobs::weather::build },
-        JobTypeEntry { spec: jobs::stocks::spec, properties: jobs::stocks::properties, build: jobs::stocks::build },
-        JobTypeEntry {
-            spec: jobs::http_json::spec,
-            properties: jobs::http_json::properties,
-            build: jobs::http_json::build,
-        },
-        JobTypeEntry { spec: jobs::twitter::spec, properties: jobs::twitter::properties, build: jobs::twitter::build },
+        entry::<demo::Demo>(),
+        entry::<rss::Rss>(),
+        entry::<hackernews::HackerNews>(),
+        entry::<reddit::Reddit>(),
+        entry::<weather::Weather>(),
+        entry::<stocks::Stocks>(),
+        entry::<http_json::HttpJson>(),
+        entry::<twitter::Twitter>(),
     ]
+}
+
+/// A job type as the worker holds it: its spec, the mapping of its
+/// documents, and how to build a job of it from stored parameters.
+pub struct JobTypeEntry {
+    pub spec: fn() -> JobTypeSpec,
+    /// Index mapping properties of its documents (the common fields are added).
+    pub properties: fn() -> Value,
+    pub build: fn(&BuildInput<'_>) -> Result<Box<dyn Job>, BuildError>,
+}
+
+/// The catalogue entry of job type `T`.
+pub fn entry<T: JobType>() -> JobTypeEntry {
+    JobTypeEntry {
+        spec: || spec_of::<T::Params>(T::NAME, T::DESCRIPTION, T::DEFAULT_INTERVAL, T::MIN_INTERVAL),
+        properties: T::properties,
+        build: |input| {
+            let params =
+                parse_params::<T::Params>(input.spec, input.params, input.secrets).map_err(BuildError::Params)?;
+            let job = T::build(input.job_id, params).map_err(BuildError::Refused)?;
+            Ok(Box::new(job))
+        },
+    }
+}
+
+/// What a job is built from: its id, its type's full spec, its stored
+/// parameters and its secrets.
+pub struct BuildInput<'a> {
+    pub job_id: &'a str,
+    pub spec: &'a JobTypeSpec,
+    pub params: &'a Map<String, Value>,
+    pub secrets: &'a BTreeMap<String, String>,
+}
+
+/// Why a job could not be built; shown on the job, counted as a failed run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The stored parameters do not pass the type's spec (e.g. a job
+    /// written by an older version, or by hand into the store).
+    #[error("parameters refused: {}", join(.0))]
+    Params(Vec<FieldViolation>),
+    /// The type refused parameters the spec accepted.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn join(violations: &[FieldViolation]) -> String {
+    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// The parameter specs of every job type, with the parameters all share.
@@ -105,9 +138,11 @@ mod tests {
             if required.is_empty() {
                 // Builds from its defaults, or says which parameter it needs
                 // (rules across parameters, e.g. credentials).
-                match (entry.build)(&Params::new("job-1", spec, &defaults, &no_secrets)) {
+                let input = BuildInput { job_id: "job-1", spec, params: &defaults, secrets: &no_secrets };
+                match (entry.build)(&input) {
                     Ok(_) => {}
                     Err(error) => {
+                        let error = error.to_string();
                         let named = spec.params.iter().any(|p| error.contains(p.name.as_str()));
                         assert!(named, "{}: '{error}' names no parameter", spec.name);
                     }

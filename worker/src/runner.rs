@@ -15,11 +15,11 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalogue::{self, JobTypeEntry};
+use crate::catalogue::{self, BuildInput, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
 use crate::fence::Fence;
 use crate::fetch::{FencedFetcher, Fetcher};
-use crate::jobs::{Job, NextRun, Params, RunContext, RunReport};
+use crate::jobs::{Job, NextRun, RunContext, RunReport};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
@@ -355,12 +355,16 @@ impl Runner {
             }
         };
         self.redactor = Redactor::new(secrets.values.values().map(String::as_str));
-        let params = Params::new(&self.record.id, spec, &self.record.params, &secrets.values);
-        let job = (entry.build)(&params)?;
+        let input = BuildInput { job_id: &self.record.id, spec, params: &self.record.params, secrets: &secrets.values };
+        let job = (entry.build)(&input).map_err(|e| e.to_string())?;
         let job_type = &self.record.job_type;
         let index = IndexSpec {
-            name: params
-                .string(catalogue::INDEX_PARAM)
+            name: self
+                .record
+                .params
+                .get(catalogue::INDEX_PARAM)
+                .and_then(|v| v.as_str())
+                .filter(|name| !name.is_empty())
                 .map_or_else(|| catalogue::default_index(job_type), String::from),
             job_type: job_type.clone(),
             mapping: Arc::new(index_mapping(&(entry.properties)())),

@@ -10,8 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
 
-use super::{JobTypeEntry, catalogue};
-use crate::jobs::Params;
+use super::{BuildInput, JobTypeEntry, catalogue};
 
 /// Values the spec allows for `param`, boundaries included.
 fn valid_value(param: &ParamSpec) -> BoxedStrategy<Value> {
@@ -121,7 +120,9 @@ fn params_of(spec: &JobTypeSpec) -> BoxedStrategy<Map<String, Value>> {
 fn build(entry: &JobTypeEntry, spec: &JobTypeSpec, params: &Map<String, Value>) -> Result<(), String> {
     let split = validate_params(spec, params, &[], "params").map_err(|v| format!("refused: {v:?}"))?;
     let secrets: BTreeMap<String, String> = split.secrets;
-    (entry.build)(&Params::new("job-1", spec, &split.params, &secrets)).map(drop)
+    (entry.build)(&BuildInput { job_id: "job-1", spec, params: &split.params, secrets: &secrets })
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[test]

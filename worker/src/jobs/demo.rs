@@ -7,67 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobParams, ParamEnum, Secret};
 use ingest_sinks::Item;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport};
 
 pub const NAME: &str = "demo";
-
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Emits synthetic items; for trying the system out and for tests.".to_string(),
-        params: vec![
-            ParamSpec::new("items_per_run", ParamKind::Integer, "Items emitted per run.")
-                .default_value(10)
-                .bounds(Some(1.0), Some(10_000.0)),
-            ParamSpec::new(
-                "total_items",
-                ParamKind::Integer,
-                "Items in all (0: no end); runs emit nothing after that.",
-            )
-            .default_value(0)
-            .bounds(Some(0.0), Some(1_000_000_000.0)),
-            ParamSpec::new("item_bytes", ParamKind::Integer, "Size of each item's payload, in bytes.")
-                .default_value(256)
-                .bounds(Some(0.0), Some(1_048_576.0)),
-            ParamSpec::new(
-                "fail_every",
-                ParamKind::Integer,
-                "Fail every n-th run (0: never), to exercise error handling.",
-            )
-            .default_value(0)
-            .bounds(Some(0.0), Some(1_000_000.0)),
-            ParamSpec::new("archive_raw", ParamKind::Boolean, "Archive each item's raw payload to the object store.")
-                .default_value(false),
-            ParamSpec::new("topic", ParamKind::String, "A label copied into every item.").max_length(200),
-            ParamSpec::new(
-                "mode",
-                ParamKind::Enum,
-                "How item ids are made: sequential (stable), or random (a new id at every delivery, as the \
-                 service this one replaces did: redelivery then duplicates documents).",
-            )
-            .allowed(&["sequential", "random"])
-            .default_value("sequential"),
-            ParamSpec::new("token", ParamKind::Secret, "An example secret: stored apart, never returned."),
-        ],
-        default_interval: Duration::from_secs(60),
-        min_interval: Duration::from_secs(1),
-        rules: Vec::new(),
-    }
-}
-
-/// Mapping of demo documents.
-pub fn properties() -> Value {
-    json!({
-        "seq": {"type": "long"},
-        "item_key": {"type": "keyword"},
-        "topic": {"type": "keyword"},
-        "payload": {"type": "keyword", "index": false, "doc_values": false},
-    })
-}
 
 /// Where the next run starts.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -90,19 +37,72 @@ pub struct Demo {
     runs: u64,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let get = |name: &str| params.integer(name).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-    Ok(Box::new(Demo {
-        job_id: params.job_id().to_string(),
-        items_per_run: get("items_per_run"),
-        total_items: get("total_items"),
-        item_bytes: get("item_bytes"),
-        fail_every: get("fail_every"),
-        archive_raw: params.boolean("archive_raw").unwrap_or(false),
-        random_ids: params.string("mode") == Some("random"),
-        topic: params.string("topic").map(String::from),
-        runs: 0,
-    }))
+/// How item ids are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IdMode {
+    Sequential,
+    Random,
+}
+
+#[derive(Debug, Deserialize, JobParams)]
+pub struct DemoParams {
+    /// Items emitted per run.
+    #[param(default = 10, min = 1, max = 10_000)]
+    items_per_run: u64,
+    /// Items in all (0: no end); runs emit nothing after that.
+    #[param(default = 0, min = 0, max = 1_000_000_000)]
+    total_items: u64,
+    /// Size of each item's payload, in bytes.
+    #[param(default = 256, min = 0, max = 1_048_576)]
+    item_bytes: u64,
+    /// Fail every n-th run (0: never), to exercise error handling.
+    #[param(default = 0, min = 0, max = 1_000_000)]
+    fail_every: u64,
+    /// Archive each item's raw payload to the object store.
+    #[param(default = false)]
+    archive_raw: bool,
+    /// A label copied into every item.
+    #[param(max_length = 200)]
+    topic: Option<String>,
+    /// How item ids are made: sequential (stable), or random (a new id at every delivery, as the
+    /// service this one replaces did: redelivery then duplicates documents).
+    #[param(default = "sequential")]
+    mode: IdMode,
+    /// An example secret: stored apart, never returned.
+    #[expect(dead_code, reason = "an example: shown in the form and stored apart, used by nothing")]
+    token: Option<Secret>,
+}
+
+impl JobType for Demo {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "Emits synthetic items; for trying the system out and for tests.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(1);
+    type Params = DemoParams;
+
+    fn properties() -> Value {
+        json!({
+            "seq": {"type": "long"},
+            "item_key": {"type": "keyword"},
+            "topic": {"type": "keyword"},
+            "payload": {"type": "keyword", "index": false, "doc_values": false},
+        })
+    }
+
+    fn build(job_id: &str, params: DemoParams) -> Result<Self, String> {
+        Ok(Demo {
+            job_id: job_id.to_string(),
+            items_per_run: params.items_per_run,
+            total_items: params.total_items,
+            item_bytes: params.item_bytes,
+            fail_every: params.fail_every,
+            archive_raw: params.archive_raw,
+            random_ids: params.mode == IdMode::Random,
+            topic: params.topic,
+            runs: 0,
+        })
+    }
 }
 
 impl Demo {

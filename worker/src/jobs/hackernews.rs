@@ -10,57 +10,49 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::typed::variant_name;
+use ingest_model::{JobParams, ParamEnum};
 use ingest_sinks::Item;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport, base_url};
 use crate::fetch::{FencedFetcher, Request};
 
 pub const NAME: &str = "hackernews";
 /// Most comments fetched per story.
 const MAX_COMMENTS: usize = 200;
 
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Indexes the stories of a Hacker News list, once each, optionally with their comments."
-            .to_string(),
-        params: vec![
-            ParamSpec::new("list", ParamKind::Enum, "Which list.")
-                .allowed(&["top", "new", "best", "ask", "show", "job"])
-                .default_value("new"),
-            ParamSpec::new("max_items", ParamKind::Integer, "Stories taken from the head of the list per run.")
-                .default_value(100)
-                .bounds(Some(1.0), Some(500.0)),
-            ParamSpec::new(
-                "comment_depth",
-                ParamKind::Integer,
-                "Levels of comments indexed with each new story (0: none).",
-            )
-            .default_value(0)
-            .bounds(Some(0.0), Some(5.0)),
-            ParamSpec::new("concurrency", ParamKind::Integer, "Items fetched at once.")
-                .default_value(8)
-                .bounds(Some(1.0), Some(32.0)),
-            ParamSpec::new("base_url", ParamKind::Url, "The API's base URL.")
-                .default_value("https://hacker-news.firebaseio.com/v0/"),
-        ],
-        default_interval: Duration::from_secs(5 * 60),
-        min_interval: Duration::from_secs(30),
-        rules: Vec::new(),
-    }
+/// A Hacker News list.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum List {
+    Top,
+    New,
+    Best,
+    Ask,
+    Show,
+    Job,
 }
 
-pub fn properties() -> Value {
-    json!({
-        "hn_id": {"type": "long"}, "kind": {"type": "keyword"}, "by": {"type": "keyword"},
-        "published": {"type": "date"}, "title": {"type": "text"}, "url": {"type": "keyword", "ignore_above": 2048},
-        "text": {"type": "text"}, "score": {"type": "long"}, "descendants": {"type": "long"},
-        "parent": {"type": "long"}, "story": {"type": "long"}, "list": {"type": "keyword"},
-        "hn_url": {"type": "keyword"},
-    })
+#[derive(Debug, Deserialize, JobParams)]
+pub struct HackerNewsParams {
+    /// Which list.
+    #[param(default = "new")]
+    list: List,
+    /// Stories taken from the head of the list per run.
+    #[param(default = 100, min = 1, max = 500)]
+    max_items: usize,
+    /// Levels of comments indexed with each new story (0: none).
+    #[param(default = 0, min = 0, max = 5)]
+    comment_depth: u32,
+    /// Items fetched at once.
+    #[param(default = 8, min = 1, max = 32)]
+    concurrency: usize,
+    /// The API's base URL.
+    #[param(default = "https://hacker-news.firebaseio.com/v0/")]
+    base_url: Url,
 }
 
 pub struct HackerNews {
@@ -71,16 +63,33 @@ pub struct HackerNews {
     concurrency: usize,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let base = params.base_url("base_url")?;
-    let int = |name: &str| params.integer(name).unwrap_or(0).max(0) as usize;
-    Ok(Box::new(HackerNews {
-        base,
-        list: params.string("list").unwrap_or("new").to_string(),
-        max_items: int("max_items"),
-        comment_depth: int("comment_depth") as u32,
-        concurrency: int("concurrency").max(1),
-    }))
+impl JobType for HackerNews {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str =
+        "Indexes the stories of a Hacker News list, once each, optionally with their comments.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(30);
+    type Params = HackerNewsParams;
+
+    fn properties() -> Value {
+        json!({
+            "hn_id": {"type": "long"}, "kind": {"type": "keyword"}, "by": {"type": "keyword"},
+            "published": {"type": "date"}, "title": {"type": "text"}, "url": {"type": "keyword", "ignore_above": 2048},
+            "text": {"type": "text"}, "score": {"type": "long"}, "descendants": {"type": "long"},
+            "parent": {"type": "long"}, "story": {"type": "long"}, "list": {"type": "keyword"},
+            "hn_url": {"type": "keyword"},
+        })
+    }
+
+    fn build(_job_id: &str, params: HackerNewsParams) -> Result<Self, String> {
+        Ok(HackerNews {
+            base: base_url(params.base_url),
+            list: variant_name(&params.list),
+            max_items: params.max_items,
+            comment_depth: params.comment_depth,
+            concurrency: params.concurrency,
+        })
+    }
 }
 
 impl HackerNews {

@@ -10,76 +10,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HeaderName;
-use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
+use ingest_model::{JobParams, JsonText, ParamEnum, ParamRule, Secret};
 use ingest_sinks::Item;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport};
 use crate::fetch::{FetchError, Request};
 
 pub const NAME: &str = "http_json";
 
 /// A JSON Pointer ("" or "/a/0/b").
 const POINTER: &str = "(/([^/~]|~[01])*)*";
-
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Polls any JSON API and indexes the items of its answers, page by page.".to_string(),
-        params: vec![
-            ParamSpec::new("url", ParamKind::Url, "The API's URL, with any fixed query parameters.").required(),
-            ParamSpec::new("method", ParamKind::Enum, "HTTP method.").allowed(&["GET", "POST"]).default_value("GET"),
-            ParamSpec::new("body", ParamKind::Json, "JSON body sent with POST.").max_length(65_536),
-            ParamSpec::new("headers", ParamKind::List, "Extra headers, each \"Name: value\" (not secret).")
-                .max_length(20)
-                .pattern(HEADER_LINE),
-            ParamSpec::new("auth_header", ParamKind::String, "Name of the header that carries auth_value.")
-                .default_value("Authorization")
-                .max_length(100)
-                .pattern("[A-Za-z0-9-]+"),
-            ParamSpec::new(
-                "auth_value",
-                ParamKind::Secret,
-                "Secret value of auth_header, e.g. \"Bearer …\" (optional).",
-            ),
-            ParamSpec::new(
-                "items_pointer",
-                ParamKind::String,
-                "JSON Pointer to the items array (\"\": the answer is the array).",
-            )
-            .default_value("")
-            .max_length(500)
-            .pattern(POINTER),
-            ParamSpec::new("id_pointer", ParamKind::String, "JSON Pointer to each item's id, e.g. /id.")
-                .required()
-                .max_length(500)
-                .pattern(POINTER),
-            ParamSpec::new("time_pointer", ParamKind::String, "JSON Pointer to each item's RFC 3339 time (optional).")
-                .max_length(500)
-                .pattern(POINTER),
-            ParamSpec::new("cursor_param", ParamKind::String, "Query parameter that takes the cursor (optional).")
-                .max_length(100),
-            ParamSpec::new(
-                "cursor_pointer",
-                ParamKind::String,
-                "JSON Pointer to the next cursor in an answer (optional).",
-            )
-            .max_length(500)
-            .pattern(POINTER),
-            ParamSpec::new("max_pages", ParamKind::Integer, "Pages followed per run.")
-                .default_value(10)
-                .bounds(Some(1.0), Some(100.0)),
-        ],
-        default_interval: Duration::from_secs(10 * 60),
-        min_interval: Duration::from_secs(10),
-        rules: vec![ParamRule::one_of(&[&["cursor_param", "cursor_pointer"]], false)],
-    }
-}
-
-pub fn properties() -> Value {
-    json!({"source_url": {"type": "keyword"}, "item_time": {"type": "date"}, "data": {"type": "object", "enabled": false}})
-}
 
 pub struct HttpJson {
     url: Url,
@@ -92,44 +35,96 @@ pub struct HttpJson {
     max_pages: usize,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let url = Url::parse(params.string("url").ok_or("url is required")?).map_err(|e| format!("url: {e}"))?;
-    let body = match params.string("method") {
-        Some("POST") => {
-            let body = params.string("body").unwrap_or("{}");
-            serde_json::from_str::<Value>(body).map_err(|e| format!("body: not JSON ({e})"))?;
-            Some(body.to_string())
+/// The request's HTTP method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ParamEnum)]
+pub enum Method {
+    #[serde(rename = "GET")]
+    Get,
+    #[serde(rename = "POST")]
+    Post,
+}
+
+#[derive(Debug, Deserialize, JobParams)]
+#[params(rule = ParamRule::one_of(&[&["cursor_param", "cursor_pointer"]], false))]
+pub struct HttpJsonParams {
+    /// The API's URL, with any fixed query parameters.
+    url: Url,
+    /// HTTP method.
+    #[param(default = "GET")]
+    method: Method,
+    /// JSON body sent with POST.
+    #[param(max_length = 65_536)]
+    body: Option<JsonText>,
+    /// Extra headers, each "Name: value" (not secret).
+    #[param(max_length = 20, pattern = HEADER_LINE)]
+    headers: Option<Vec<String>>,
+    /// Name of the header that carries auth_value.
+    #[param(default = "Authorization", max_length = 100, pattern = "[A-Za-z0-9-]+")]
+    auth_header: String,
+    /// Secret value of auth_header, e.g. "Bearer …" (optional).
+    auth_value: Option<Secret>,
+    /// JSON Pointer to the items array ("": the answer is the array).
+    #[param(default = "", max_length = 500, pattern = POINTER)]
+    items_pointer: String,
+    /// JSON Pointer to each item's id, e.g. /id.
+    #[param(max_length = 500, pattern = POINTER)]
+    id_pointer: String,
+    /// JSON Pointer to each item's RFC 3339 time (optional).
+    #[param(max_length = 500, pattern = POINTER)]
+    time_pointer: Option<String>,
+    /// Query parameter that takes the cursor (optional).
+    #[param(max_length = 100)]
+    cursor_param: Option<String>,
+    /// JSON Pointer to the next cursor in an answer (optional).
+    #[param(max_length = 500, pattern = POINTER)]
+    cursor_pointer: Option<String>,
+    /// Pages followed per run.
+    #[param(default = 10, min = 1, max = 100)]
+    max_pages: usize,
+}
+
+impl JobType for HttpJson {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "Polls any JSON API and indexes the items of its answers, page by page.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(10);
+    type Params = HttpJsonParams;
+
+    fn properties() -> Value {
+        json!({"source_url": {"type": "keyword"}, "item_time": {"type": "date"}, "data": {"type": "object", "enabled": false}})
+    }
+
+    fn build(_job_id: &str, params: HttpJsonParams) -> Result<Self, String> {
+        let body = (params.method == Method::Post).then(|| params.body.map_or_else(|| "{}".to_string(), |body| body.0));
+        let mut headers = Vec::new();
+        for line in params.headers.unwrap_or_default() {
+            let (name, value) =
+                line.split_once(':').ok_or_else(|| format!("headers: '{line}' is not \"Name: value\""))?;
+            let name =
+                HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("headers: bad name in '{line}'"))?;
+            headers.push((name, value.trim().to_string()));
         }
-        _ => None,
-    };
-    let mut headers = Vec::new();
-    for line in params.list("headers") {
-        let (name, value) = line.split_once(':').ok_or_else(|| format!("headers: '{line}' is not \"Name: value\""))?;
-        let name =
-            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("headers: bad name in '{line}'"))?;
-        headers.push((name, value.trim().to_string()));
+        if let Some(secret) = params.auth_value {
+            let name = HeaderName::from_bytes(params.auth_header.as_bytes())
+                .map_err(|_| "auth_header: not a header name".to_string())?;
+            headers.push((name, secret.expose().to_string()));
+        }
+        let cursor = match (params.cursor_param, params.cursor_pointer) {
+            (Some(param), Some(pointer)) => Some((param, pointer)),
+            (None, None) => None,
+            _ => return Err("cursor_param and cursor_pointer go together".into()),
+        };
+        Ok(HttpJson {
+            url: params.url,
+            body,
+            headers,
+            items_pointer: params.items_pointer,
+            id_pointer: params.id_pointer,
+            time_pointer: params.time_pointer,
+            cursor,
+            max_pages: params.max_pages,
+        })
     }
-    if let Some(secret) = params.secret("auth_value") {
-        let name = params.string("auth_header").unwrap_or("Authorization");
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| "auth_header: not a header name".to_string())?;
-        headers.push((name, secret.to_string()));
-    }
-    let given = |name: &str| params.string(name).filter(|s| !s.is_empty());
-    let cursor = match (given("cursor_param"), given("cursor_pointer")) {
-        (Some(param), Some(pointer)) => Some((param.to_string(), pointer.to_string())),
-        (None, None) => None,
-        _ => return Err("cursor_param and cursor_pointer go together".into()),
-    };
-    Ok(Box::new(HttpJson {
-        url,
-        body,
-        headers,
-        items_pointer: params.string("items_pointer").unwrap_or_default().to_string(),
-        id_pointer: params.string("id_pointer").ok_or("id_pointer is required")?.to_string(),
-        time_pointer: params.string("time_pointer").map(String::from),
-        cursor,
-        max_pages: params.integer("max_pages").unwrap_or(10).max(1) as usize,
-    }))
 }
 
 impl HttpJson {

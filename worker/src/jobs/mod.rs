@@ -11,15 +11,14 @@ pub mod testing;
 pub mod twitter;
 pub mod weather;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ingest_model::JobTypeSpec;
+use ingest_model::JobParams;
 use ingest_sinks::{Item, JobOutput};
 
 use crate::fetch::{FencedFetcher, FetchError};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// What one run produced.
@@ -132,69 +131,32 @@ pub trait Job: Send {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError>;
 }
 
-/// A job's id, its parameters with the type's defaults applied, and its
-/// secrets.
-pub struct Params<'a> {
-    job_id: &'a str,
-    spec: &'a JobTypeSpec,
-    values: &'a Map<String, Value>,
-    secrets: &'a BTreeMap<String, String>,
+/// A job type: one struct that is both the type (its name, parameters,
+/// document mapping) and, built from a job's parameters, the running job.
+/// The catalogue takes it as `catalogue::entry::<T>()`.
+pub trait JobType: Job + Sized + 'static {
+    const NAME: &'static str;
+    /// One sentence for the UI's type list.
+    const DESCRIPTION: &'static str;
+    const DEFAULT_INTERVAL: Duration;
+    /// The shortest interval a job of this type may ask for.
+    const MIN_INTERVAL: Duration;
+    /// The parameters, declared once (see `ingest_model::typed`).
+    type Params: JobParams;
+    /// Index mapping properties of its documents (the common fields are added).
+    fn properties() -> Value;
+    /// A fresh instance for one job from its parsed parameters (never shared
+    /// between jobs). Control has checked everything the spec can say; an
+    /// error here names the parameter.
+    fn build(job_id: &str, params: Self::Params) -> Result<Self, String>;
 }
 
-impl<'a> Params<'a> {
-    pub fn new(
-        job_id: &'a str,
-        spec: &'a JobTypeSpec,
-        values: &'a Map<String, Value>,
-        secrets: &'a BTreeMap<String, String>,
-    ) -> Self {
-        Self { job_id, spec, values, secrets }
+/// A URL parameter used as a base for relative paths: it ends in `/`.
+pub fn base_url(mut base: url::Url) -> url::Url {
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
     }
-
-    pub fn job_id(&self) -> &str {
-        self.job_id
-    }
-
-    fn value(&self, name: &str) -> Option<&Value> {
-        self.values.get(name).or_else(|| self.spec.param(name).and_then(|p| p.default.as_ref()))
-    }
-
-    pub fn integer(&self, name: &str) -> Option<i64> {
-        self.value(name).and_then(Value::as_i64)
-    }
-
-    pub fn string(&self, name: &str) -> Option<&str> {
-        self.value(name).and_then(Value::as_str)
-    }
-
-    /// A URL parameter used as a base for relative paths: it ends in `/`.
-    pub fn base_url(&self, name: &str) -> Result<url::Url, String> {
-        let mut base = url::Url::parse(self.string(name).unwrap_or_default()).map_err(|e| format!("{name}: {e}"))?;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        Ok(base)
-    }
-
-    pub fn number(&self, name: &str) -> Option<f64> {
-        self.value(name).and_then(Value::as_f64)
-    }
-
-    /// A list parameter's items (empty when absent).
-    pub fn list(&self, name: &str) -> Vec<&str> {
-        self.value(name)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default()
-    }
-
-    pub fn boolean(&self, name: &str) -> Option<bool> {
-        self.value(name).and_then(Value::as_bool)
-    }
-
-    pub fn secret(&self, name: &str) -> Option<&str> {
-        self.secrets.get(name).map(String::as_str)
-    }
+    base
 }
 
 #[cfg(test)]

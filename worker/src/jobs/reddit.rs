@@ -12,62 +12,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderMap, USER_AGENT};
-use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
+use ingest_model::typed::variant_name;
+use ingest_model::{JobParams, ParamEnum, ParamRule, Secret};
 use ingest_sinks::Item;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport};
 use crate::fetch::{FencedFetcher, FetchError, Request};
 
 pub const NAME: &str = "reddit";
-
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Indexes the posts of a subreddit listing, once each.".to_string(),
-        params: vec![
-            ParamSpec::new("subreddit", ParamKind::String, "The subreddit's name, without r/.")
-                .required()
-                .max_length(21)
-                .pattern("[A-Za-z0-9_]{2,21}"),
-            ParamSpec::new("listing", ParamKind::Enum, "Which listing.")
-                .allowed(&["new", "hot", "top", "rising"])
-                .default_value("new"),
-            ParamSpec::new("limit", ParamKind::Integer, "Posts per request.")
-                .default_value(100)
-                .bounds(Some(1.0), Some(100.0)),
-            ParamSpec::new(
-                "user_agent",
-                ParamKind::String,
-                "A descriptive User-Agent, as Reddit requires, e.g. \"linux:ingest-news:1.0 (by /u/yourname)\".",
-            )
-            .required()
-            .max_length(200),
-            ParamSpec::new("client_id", ParamKind::Secret, "OAuth2 application id (optional; with client_secret)."),
-            ParamSpec::new("client_secret", ParamKind::Secret, "OAuth2 application secret (optional)."),
-            ParamSpec::new("base_url", ParamKind::Url, "Listings without OAuth.")
-                .default_value("https://www.reddit.com/"),
-            ParamSpec::new("oauth_url", ParamKind::Url, "Listings with OAuth.")
-                .default_value("https://oauth.reddit.com/"),
-            ParamSpec::new("token_url", ParamKind::Url, "OAuth2 token endpoint.")
-                .default_value("https://www.reddit.com/api/v1/access_token"),
-        ],
-        default_interval: Duration::from_secs(5 * 60),
-        min_interval: Duration::from_secs(30),
-        rules: vec![ParamRule::one_of(&[&["client_id", "client_secret"]], false)],
-    }
-}
-
-pub fn properties() -> Value {
-    let keyword = json!({"type": "keyword", "ignore_above": 2048});
-    json!({
-        "fullname": keyword, "subreddit": keyword, "author": keyword, "title": {"type": "text"},
-        "selftext": {"type": "text"}, "url": keyword, "permalink": keyword, "domain": keyword,
-        "score": {"type": "long"}, "num_comments": {"type": "long"}, "over_18": {"type": "boolean"},
-        "flair": keyword, "published": {"type": "date"}, "listing": keyword,
-    })
-}
 
 struct Credentials {
     client_id: String,
@@ -87,24 +42,83 @@ pub struct Reddit {
     token: Option<(String, tokio::time::Instant)>,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let url = |name: &str| Url::parse(params.string(name).unwrap_or_default()).map_err(|e| format!("{name}: {e}"));
-    let credentials = match (params.secret("client_id"), params.secret("client_secret")) {
-        (Some(id), Some(secret)) => Some(Credentials { client_id: id.into(), client_secret: secret.into() }),
-        (None, None) => None,
-        _ => return Err("client_id and client_secret go together: give both or neither".into()),
-    };
-    Ok(Box::new(Reddit {
-        subreddit: params.string("subreddit").ok_or("subreddit is required")?.to_string(),
-        listing: params.string("listing").unwrap_or("new").to_string(),
-        limit: params.integer("limit").unwrap_or(100),
-        user_agent: params.string("user_agent").ok_or("user_agent is required")?.to_string(),
-        credentials,
-        base_url: url("base_url")?,
-        oauth_url: url("oauth_url")?,
-        token_url: url("token_url")?,
-        token: None,
-    }))
+/// A subreddit listing.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Listing {
+    New,
+    Hot,
+    Top,
+    Rising,
+}
+
+#[derive(Debug, Deserialize, JobParams)]
+#[params(rule = ParamRule::one_of(&[&["client_id", "client_secret"]], false))]
+pub struct RedditParams {
+    /// The subreddit's name, without r/.
+    #[param(max_length = 21, pattern = "[A-Za-z0-9_]{2,21}")]
+    subreddit: String,
+    /// Which listing.
+    #[param(default = "new")]
+    listing: Listing,
+    /// Posts per request.
+    #[param(default = 100, min = 1, max = 100)]
+    limit: i64,
+    /// A descriptive User-Agent, as Reddit requires, e.g. "linux:ingest-news:1.0 (by /u/yourname)".
+    #[param(max_length = 200)]
+    user_agent: String,
+    /// OAuth2 application id (optional; with client_secret).
+    client_id: Option<Secret>,
+    /// OAuth2 application secret (optional).
+    client_secret: Option<Secret>,
+    /// Listings without OAuth.
+    #[param(default = "https://www.reddit.com/")]
+    base_url: Url,
+    /// Listings with OAuth.
+    #[param(default = "https://oauth.reddit.com/")]
+    oauth_url: Url,
+    /// OAuth2 token endpoint.
+    #[param(default = "https://www.reddit.com/api/v1/access_token")]
+    token_url: Url,
+}
+
+impl JobType for Reddit {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "Indexes the posts of a subreddit listing, once each.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(30);
+    type Params = RedditParams;
+
+    fn properties() -> Value {
+        let keyword = json!({"type": "keyword", "ignore_above": 2048});
+        json!({
+            "fullname": keyword, "subreddit": keyword, "author": keyword, "title": {"type": "text"},
+            "selftext": {"type": "text"}, "url": keyword, "permalink": keyword, "domain": keyword,
+            "score": {"type": "long"}, "num_comments": {"type": "long"}, "over_18": {"type": "boolean"},
+            "flair": keyword, "published": {"type": "date"}, "listing": keyword,
+        })
+    }
+
+    fn build(_job_id: &str, params: RedditParams) -> Result<Self, String> {
+        let credentials = match (params.client_id, params.client_secret) {
+            (Some(id), Some(secret)) => {
+                Some(Credentials { client_id: id.expose().into(), client_secret: secret.expose().into() })
+            }
+            (None, None) => None,
+            _ => return Err("client_id and client_secret go together: give both or neither".into()),
+        };
+        Ok(Reddit {
+            subreddit: params.subreddit,
+            listing: variant_name(&params.listing),
+            limit: params.limit,
+            user_agent: params.user_agent,
+            credentials,
+            base_url: params.base_url,
+            oauth_url: params.oauth_url,
+            token_url: params.token_url,
+            token: None,
+        })
+    }
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]

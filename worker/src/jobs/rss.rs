@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use feed_rs::model::{Entry, Feed, Text};
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::JobParams;
 use ingest_sinks::Item;
 use ingest_sinks::objects::sha256_hex;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport};
 use crate::cpu;
 use crate::fetch::Request;
 
@@ -36,57 +37,48 @@ const MAX_FEED_DELAY: Duration = Duration::from_secs(24 * 3600);
 const ACCEPT: &str = "application/rss+xml, application/atom+xml, application/feed+json, application/xml;q=0.9, \
                       application/json;q=0.8, text/xml;q=0.8, */*;q=0.5";
 
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Polls an RSS, Atom or JSON Feed and indexes its entries once each.".to_string(),
-        params: vec![
-            ParamSpec::new("url", ParamKind::Url, "The feed's URL (http or https).").required(),
-            ParamSpec::new(
-                "extract_articles",
-                ParamKind::Boolean,
-                "Also fetch each new entry's page: index its main text and top image, archive the page and the image.",
-            )
-            .default_value(false),
-            ParamSpec::new("max_articles", ParamKind::Integer, "Pages fetched per run at most, when extracting.")
-                .default_value(20)
-                .bounds(Some(1.0), Some(200.0)),
-        ],
-        default_interval: Duration::from_secs(15 * 60),
-        min_interval: Duration::from_secs(60),
-        rules: Vec::new(),
-    }
-}
-
-pub fn properties() -> Value {
-    let text = json!({"type": "text"});
-    let keyword = json!({"type": "keyword", "ignore_above": 2048});
-    json!({
-        "title": text, "summary": text, "content": text,
-        "link": keyword, "guid": keyword, "authors": keyword, "categories": keyword,
-        "published": {"type": "date"}, "updated": {"type": "date"},
-        "feed_title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
-        "feed_url": keyword,
-        "article_text": text, "article_title": text, "article_image": keyword,
-        "article_html_key": keyword, "article_image_key": keyword,
-    })
-}
-
 pub struct Rss {
     url: Url,
     /// Pages to extract per run (0: none).
     articles: usize,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let url = params.string("url").ok_or("url is required")?;
-    let url = Url::parse(url).map_err(|e| format!("url: {e}"))?;
-    let articles = if params.boolean("extract_articles").unwrap_or(false) {
-        params.integer("max_articles").unwrap_or(20).max(1) as usize
-    } else {
-        0
-    };
-    Ok(Box::new(Rss { url, articles }))
+#[derive(Debug, Deserialize, JobParams)]
+pub struct RssParams {
+    /// The feed's URL (http or https).
+    url: Url,
+    /// Also fetch each new entry's page: index its main text and top image, archive the page and the image.
+    #[param(default = false)]
+    extract_articles: bool,
+    /// Pages fetched per run at most, when extracting.
+    #[param(default = 20, min = 1, max = 200)]
+    max_articles: usize,
+}
+
+impl JobType for Rss {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "Polls an RSS, Atom or JSON Feed and indexes its entries once each.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(60);
+    type Params = RssParams;
+
+    fn properties() -> Value {
+        let text = json!({"type": "text"});
+        let keyword = json!({"type": "keyword", "ignore_above": 2048});
+        json!({
+            "title": text, "summary": text, "content": text,
+            "link": keyword, "guid": keyword, "authors": keyword, "categories": keyword,
+            "published": {"type": "date"}, "updated": {"type": "date"},
+            "feed_title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
+            "feed_url": keyword,
+            "article_text": text, "article_title": text, "article_image": keyword,
+            "article_html_key": keyword, "article_image_key": keyword,
+        })
+    }
+
+    fn build(_job_id: &str, params: RssParams) -> Result<Self, String> {
+        Ok(Rss { url: params.url, articles: if params.extract_articles { params.max_articles } else { 0 } })
+    }
 }
 
 /// What the cursor keeps between runs.

@@ -7,43 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::HeaderName;
-use ingest_model::{JobTypeSpec, ParamKind, ParamSpec};
+use ingest_model::{JobParams, Secret};
 use ingest_sinks::Item;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport, base_url};
 use crate::fetch::{FetchError, Request};
 
 pub const NAME: &str = "stocks";
-
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Stock quotes for a list of symbols, from Finnhub.".to_string(),
-        params: vec![
-            ParamSpec::new("symbols", ParamKind::List, "Ticker symbols, e.g. AAPL, MSFT.")
-                .required()
-                .bounds(Some(1.0), None)
-                .max_length(50)
-                .pattern(r"\s*[A-Za-z0-9.:^-]+\s*"),
-            ParamSpec::new("api_key", ParamKind::Secret, "Finnhub API key.").required(),
-            ParamSpec::new("base_url", ParamKind::Url, "The API's base URL.")
-                .default_value("https://finnhub.io/api/v1/"),
-        ],
-        default_interval: Duration::from_secs(5 * 60),
-        min_interval: Duration::from_secs(15),
-        rules: Vec::new(),
-    }
-}
-
-pub fn properties() -> Value {
-    let price = json!({"type": "double"});
-    json!({
-        "symbol": {"type": "keyword"}, "time": {"type": "date"}, "price": price, "change": price,
-        "change_percent": price, "high": price, "low": price, "open": price, "previous_close": price,
-    })
-}
 
 pub struct Stocks {
     symbols: Vec<String>,
@@ -51,15 +24,40 @@ pub struct Stocks {
     base: Url,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    // At least one, each a ticker symbol: the spec's bounds and pattern,
-    // checked by control.
-    let symbols: Vec<String> = params.list("symbols").into_iter().map(|s| s.trim().to_ascii_uppercase()).collect();
-    Ok(Box::new(Stocks {
-        symbols,
-        api_key: params.secret("api_key").ok_or("api_key is required")?.to_string(),
-        base: params.base_url("base_url")?,
-    }))
+#[derive(Debug, Deserialize, JobParams)]
+pub struct StocksParams {
+    /// Ticker symbols, e.g. AAPL, MSFT.
+    #[param(min = 1, max_length = 50, pattern = r"\s*[A-Za-z0-9.:^-]+\s*")]
+    symbols: Vec<String>,
+    /// Finnhub API key.
+    api_key: Secret,
+    /// The API's base URL.
+    #[param(default = "https://finnhub.io/api/v1/")]
+    base_url: Url,
+}
+
+impl JobType for Stocks {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "Stock quotes for a list of symbols, from Finnhub.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(15);
+    type Params = StocksParams;
+
+    fn properties() -> Value {
+        let price = json!({"type": "double"});
+        json!({
+            "symbol": {"type": "keyword"}, "time": {"type": "date"}, "price": price, "change": price,
+            "change_percent": price, "high": price, "low": price, "open": price, "previous_close": price,
+        })
+    }
+
+    fn build(_job_id: &str, params: StocksParams) -> Result<Self, String> {
+        Ok(Stocks {
+            symbols: params.symbols.iter().map(|s| s.trim().to_ascii_uppercase()).collect(),
+            api_key: params.api_key.expose().to_string(),
+            base: base_url(params.base_url),
+        })
+    }
 }
 
 impl Stocks {

@@ -52,3 +52,15 @@ impl Harness {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
+
+/// A job of type `T` built as the runner builds it: stored parameters and
+/// secrets checked against the type's full spec, then parsed.
+pub fn build<T: super::JobType>(
+    params: Value,
+    secrets: &std::collections::BTreeMap<String, String>,
+) -> Result<Box<dyn Job>, crate::catalogue::BuildError> {
+    let entry = crate::catalogue::entry::<T>();
+    let spec = entry.full_spec();
+    let params = params.as_object().cloned().unwrap_or_default();
+    (entry.build)(&crate::catalogue::BuildInput { job_id: "job-1", spec: &spec, params: &params, secrets })
+}

@@ -18,13 +18,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderMap};
-use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
+use ingest_model::{JobParams, ParamEnum, ParamRule, Secret};
 use ingest_sinks::Item;
 use oauth1_request as oauth;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport, base_url};
 use crate::fetch::{FencedFetcher, FetchError, Request, Response};
 
 pub const NAME: &str = "twitter";
@@ -36,69 +37,6 @@ const MEDIA_FIELDS: &str = "alt_text,duration_ms,height,media_key,preview_image_
 
 /// The longest wait for a rate-limit reset (X's windows are 15 minutes).
 const MAX_RESET_WAIT: Duration = Duration::from_secs(3600);
-
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Indexes posts from X (Twitter) API v2: a recent search or a user's timeline, once each."
-            .to_string(),
-        params: vec![
-            ParamSpec::new(
-                "mode",
-                ParamKind::Enum,
-                "Recent search (needs query) or a user's timeline (needs user_id).",
-            )
-            .allowed(&["search", "timeline"])
-            .default_value("search"),
-            ParamSpec::new("query", ParamKind::String, "Search query, e.g. \"from:rustlang -is:retweet\".")
-                .max_length(4096),
-            ParamSpec::new("user_id", ParamKind::String, "Numeric id of the user whose timeline is read.")
-                .max_length(19)
-                .pattern("[0-9]{1,19}"),
-            ParamSpec::new("max_results", ParamKind::Integer, "Posts per request.")
-                .default_value(100)
-                .bounds(Some(10.0), Some(100.0)),
-            ParamSpec::new("max_pages", ParamKind::Integer, "Requests per run at most; the rest follows next run.")
-                .default_value(5)
-                .bounds(Some(1.0), Some(50.0)),
-            ParamSpec::new("bearer_token", ParamKind::Secret, "App bearer token (or the four OAuth 1.0a secrets)."),
-            ParamSpec::new("consumer_key", ParamKind::Secret, "OAuth 1.0a consumer (API) key."),
-            ParamSpec::new("consumer_secret", ParamKind::Secret, "OAuth 1.0a consumer (API) secret."),
-            ParamSpec::new("access_token", ParamKind::Secret, "OAuth 1.0a access token."),
-            ParamSpec::new("access_token_secret", ParamKind::Secret, "OAuth 1.0a access token secret."),
-            ParamSpec::new("archive_media", ParamKind::Boolean, "Archive photos and video previews to object storage.")
-                .default_value(false),
-            ParamSpec::new("base_url", ParamKind::Url, "X API base URL.").default_value("https://api.x.com/"),
-        ],
-        default_interval: Duration::from_secs(5 * 60),
-        min_interval: Duration::from_secs(30),
-        rules: vec![
-            ParamRule::required_if("query", "mode", "search"),
-            ParamRule::required_if("user_id", "mode", "timeline"),
-            ParamRule::one_of(
-                &[&["bearer_token"], &["consumer_key", "consumer_secret", "access_token", "access_token_secret"]],
-                true,
-            ),
-        ],
-    }
-}
-
-pub fn properties() -> Value {
-    let keyword = json!({"type": "keyword", "ignore_above": 2048});
-    let long = json!({"type": "long"});
-    json!({
-        "tweet_id": keyword, "text": {"type": "text"}, "lang": keyword, "published": {"type": "date"},
-        "author_id": keyword, "conversation_id": keyword, "link": keyword, "possibly_sensitive": {"type": "boolean"},
-        "hashtags": keyword, "mentions": keyword, "urls": keyword, "source": keyword,
-        "referenced_tweets": {"properties": {"type": keyword, "id": keyword}},
-        "metrics": {"properties": {"retweet_count": long, "reply_count": long, "like_count": long,
-            "quote_count": long, "bookmark_count": long, "impression_count": long}},
-        "author": {"properties": {"id": keyword, "username": keyword, "name": {"type": "text"},
-            "verified": {"type": "boolean"}, "profile_image_url": keyword}},
-        "media": {"properties": {"media_key": keyword, "type": keyword, "url": keyword, "alt_text": {"type": "text"},
-            "object_key": keyword}},
-    })
-}
 
 enum Auth {
     Bearer(String),
@@ -119,42 +57,111 @@ pub struct Twitter {
     base_url: Url,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let source = match params.string("mode").unwrap_or("search") {
-        "timeline" => Source::Timeline(
-            params
-                .string("user_id")
-                .filter(|u| !u.is_empty())
-                .ok_or("user_id is required when mode is timeline")?
-                .into(),
-        ),
-        _ => Source::Search(
-            params
-                .string("query")
-                .filter(|q| !q.trim().is_empty())
-                .ok_or("query is required when mode is search")?
-                .into(),
-        ),
-    };
-    Ok(Box::new(Twitter {
-        source,
-        auth: auth(params)?,
-        max_results: params.integer("max_results").unwrap_or(100),
-        max_pages: params.integer("max_pages").unwrap_or(5).max(1),
-        archive_media: params.boolean("archive_media").unwrap_or(false),
-        base_url: params.base_url("base_url")?,
-    }))
+/// Where the posts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Search,
+    Timeline,
+}
+
+#[derive(Debug, Deserialize, JobParams)]
+#[params(rule = ParamRule::required_if("query", "mode", "search"))]
+#[params(rule = ParamRule::required_if("user_id", "mode", "timeline"))]
+#[params(rule = ParamRule::one_of(
+    &[&["bearer_token"], &["consumer_key", "consumer_secret", "access_token", "access_token_secret"]],
+    true,
+))]
+pub struct TwitterParams {
+    /// Recent search (needs query) or a user's timeline (needs user_id).
+    #[param(default = "search")]
+    mode: Mode,
+    /// Search query, e.g. "from:rustlang -is:retweet" (one line, not blank).
+    #[param(max_length = 4096, pattern = r"[^\x00-\x1F\x7F]*[^\s\x00-\x1F\x7F][^\x00-\x1F\x7F]*")]
+    query: Option<String>,
+    /// Numeric id of the user whose timeline is read.
+    #[param(max_length = 19, pattern = "[0-9]{1,19}")]
+    user_id: Option<String>,
+    /// Posts per request.
+    #[param(default = 100, min = 10, max = 100)]
+    max_results: i64,
+    /// Requests per run at most; the rest follows next run.
+    #[param(default = 5, min = 1, max = 50)]
+    max_pages: i64,
+    /// App bearer token (or the four OAuth 1.0a secrets).
+    bearer_token: Option<Secret>,
+    /// OAuth 1.0a consumer (API) key.
+    consumer_key: Option<Secret>,
+    /// OAuth 1.0a consumer (API) secret.
+    consumer_secret: Option<Secret>,
+    /// OAuth 1.0a access token.
+    access_token: Option<Secret>,
+    /// OAuth 1.0a access token secret.
+    access_token_secret: Option<Secret>,
+    /// Archive photos and video previews to object storage.
+    #[param(default = false)]
+    archive_media: bool,
+    /// X API base URL.
+    #[param(default = "https://api.x.com/")]
+    base_url: Url,
+}
+
+impl JobType for Twitter {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str =
+        "Indexes posts from X (Twitter) API v2: a recent search or a user's timeline, once each.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(30);
+    type Params = TwitterParams;
+
+    fn properties() -> Value {
+        let keyword = json!({"type": "keyword", "ignore_above": 2048});
+        let long = json!({"type": "long"});
+        json!({
+            "tweet_id": keyword, "text": {"type": "text"}, "lang": keyword, "published": {"type": "date"},
+            "author_id": keyword, "conversation_id": keyword, "link": keyword, "possibly_sensitive": {"type": "boolean"},
+            "hashtags": keyword, "mentions": keyword, "urls": keyword, "source": keyword,
+            "referenced_tweets": {"properties": {"type": keyword, "id": keyword}},
+            "metrics": {"properties": {"retweet_count": long, "reply_count": long, "like_count": long,
+                "quote_count": long, "bookmark_count": long, "impression_count": long}},
+            "author": {"properties": {"id": keyword, "username": keyword, "name": {"type": "text"},
+                "verified": {"type": "boolean"}, "profile_image_url": keyword}},
+            "media": {"properties": {"media_key": keyword, "type": keyword, "url": keyword, "alt_text": {"type": "text"},
+                "object_key": keyword}},
+        })
+    }
+
+    fn build(_job_id: &str, params: TwitterParams) -> Result<Self, String> {
+        let source = match params.mode {
+            Mode::Timeline => {
+                Source::Timeline(params.user_id.clone().ok_or("user_id is required when mode is timeline")?)
+            }
+            Mode::Search => Source::Search(params.query.clone().ok_or("query is required when mode is search")?),
+        };
+        Ok(Twitter {
+            source,
+            auth: auth(&params)?,
+            max_results: params.max_results,
+            max_pages: params.max_pages,
+            archive_media: params.archive_media,
+            base_url: base_url(params.base_url),
+        })
+    }
 }
 
 /// A bearer token, or all four OAuth 1.0a secrets; not both.
-fn auth(params: &Params<'_>) -> Result<Auth, String> {
-    const OAUTH: [&str; 4] = ["consumer_key", "consumer_secret", "access_token", "access_token_secret"];
-    let given: Vec<Option<&str>> = OAUTH.iter().map(|name| params.secret(name)).collect();
-    let missing: Vec<&str> = OAUTH.iter().zip(&given).filter(|(_, v)| v.is_none()).map(|(n, _)| *n).collect();
-    match (params.secret("bearer_token"), missing.len()) {
-        (Some(token), 4) => Ok(Auth::Bearer(token.to_string())),
+fn auth(params: &TwitterParams) -> Result<Auth, String> {
+    let oauth = [
+        ("consumer_key", &params.consumer_key),
+        ("consumer_secret", &params.consumer_secret),
+        ("access_token", &params.access_token),
+        ("access_token_secret", &params.access_token_secret),
+    ];
+    let missing: Vec<&str> = oauth.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| *n).collect();
+    match (&params.bearer_token, missing.len()) {
+        (Some(token), 4) => Ok(Auth::Bearer(token.expose().to_string())),
         (None, 0) => {
-            let [Some(ck), Some(cs), Some(at), Some(ats)] = given[..] else {
+            let [Some(ck), Some(cs), Some(at), Some(ats)] = oauth.map(|(_, v)| v.as_ref().map(Secret::expose)) else {
                 return Err("OAuth 1.0a secrets missing".into());
             };
             Ok(Auth::OAuth1(oauth::Token::from_parts(ck.into(), cs.into(), at.into(), ats.into())))

@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ingest_model::{JobTypeSpec, ParamKind, ParamRule, ParamSpec};
+use ingest_model::{JobParams, ParamRule};
 use ingest_sinks::Item;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, NextRun, Params, RunContext, RunOutcome, RunReport};
+use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport, base_url};
 use crate::fetch::{FetchError, Request};
 
 pub const NAME: &str = "weather";
@@ -38,51 +39,6 @@ const VARIABLES: &[&str] = &[
     "uv_index",
 ];
 
-pub fn spec() -> JobTypeSpec {
-    JobTypeSpec {
-        name: NAME.to_string(),
-        description: "Current weather and an hourly forecast for a place, from Open-Meteo.".to_string(),
-        params: vec![
-            ParamSpec::new("latitude", ParamKind::Number, "Latitude in degrees.")
-                .required()
-                .bounds(Some(-90.0), Some(90.0)),
-            ParamSpec::new("longitude", ParamKind::Number, "Longitude in degrees.")
-                .required()
-                .bounds(Some(-180.0), Some(180.0)),
-            ParamSpec::new("place", ParamKind::String, "A name for the place, copied into every document.")
-                .max_length(200),
-            ParamSpec::new("current", ParamKind::List, "Current-conditions variables.")
-                .allowed(VARIABLES)
-                .default_value(json!([
-                    "temperature_2m",
-                    "relative_humidity_2m",
-                    "precipitation",
-                    "weather_code",
-                    "wind_speed_10m"
-                ])),
-            ParamSpec::new("hourly", ParamKind::List, "Hourly forecast variables (none: no forecast).")
-                .allowed(VARIABLES)
-                .default_value(json!([])),
-            ParamSpec::new("forecast_days", ParamKind::Integer, "Days of hourly forecast.")
-                .default_value(1)
-                .bounds(Some(1.0), Some(16.0)),
-            ParamSpec::new("base_url", ParamKind::Url, "The API's base URL.")
-                .default_value("https://api.open-meteo.com/v1/"),
-        ],
-        default_interval: Duration::from_secs(15 * 60),
-        min_interval: Duration::from_secs(60),
-        rules: vec![ParamRule::any_of(&["current", "hourly"])],
-    }
-}
-
-pub fn properties() -> Value {
-    json!({
-        "place": {"type": "keyword"}, "location": {"type": "geo_point"}, "kind": {"type": "keyword"},
-        "time": {"type": "date"}, "values": {"type": "object", "dynamic": true}, "units": {"type": "object", "enabled": false},
-        "elevation": {"type": "float"},
-    })
-}
-
 pub struct Weather {
     latitude: f64,
     longitude: f64,
@@ -93,21 +49,61 @@ pub struct Weather {
     base: Url,
 }
 
-pub fn build(params: &Params<'_>) -> Result<Box<dyn Job>, String> {
-    let number = |name: &str| params.number(name).ok_or(format!("{name} is required"));
-    let list = |name: &str| params.list(name).into_iter().map(String::from).collect::<Vec<_>>();
-    let base = params.base_url("base_url")?;
-    // At least one of them: the spec's rule, checked by control.
-    let (current, hourly) = (list("current"), list("hourly"));
-    Ok(Box::new(Weather {
-        latitude: number("latitude")?,
-        longitude: number("longitude")?,
-        place: params.string("place").map(String::from),
-        current,
-        hourly,
-        forecast_days: params.integer("forecast_days").unwrap_or(1),
-        base,
-    }))
+#[derive(Debug, Deserialize, JobParams)]
+#[params(rule = ParamRule::any_of(&["current", "hourly"]))]
+pub struct WeatherParams {
+    /// Latitude in degrees.
+    #[param(min = -90, max = 90)]
+    latitude: f64,
+    /// Longitude in degrees.
+    #[param(min = -180, max = 180)]
+    longitude: f64,
+    /// A name for the place, copied into every document.
+    #[param(max_length = 200)]
+    place: Option<String>,
+    /// Current-conditions variables.
+    #[param(
+        allowed = VARIABLES,
+        default = ["temperature_2m", "relative_humidity_2m", "precipitation", "weather_code", "wind_speed_10m"]
+    )]
+    current: Vec<String>,
+    /// Hourly forecast variables (none: no forecast).
+    #[param(allowed = VARIABLES, default = [])]
+    hourly: Vec<String>,
+    /// Days of hourly forecast.
+    #[param(default = 1, min = 1, max = 16)]
+    forecast_days: i64,
+    /// The API's base URL.
+    #[param(default = "https://api.open-meteo.com/v1/")]
+    base_url: Url,
+}
+
+impl JobType for Weather {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str = "Current weather and an hourly forecast for a place, from Open-Meteo.";
+    const DEFAULT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+    const MIN_INTERVAL: Duration = Duration::from_secs(60);
+    type Params = WeatherParams;
+
+    fn properties() -> Value {
+        json!({
+            "place": {"type": "keyword"}, "location": {"type": "geo_point"}, "kind": {"type": "keyword"},
+            "time": {"type": "date"}, "values": {"type": "object", "dynamic": true}, "units": {"type": "object", "enabled": false},
+            "elevation": {"type": "float"},
+        })
+    }
+
+    fn build(_job_id: &str, params: WeatherParams) -> Result<Self, String> {
+        Ok(Weather {
+            latitude: params.latitude,
+            longitude: params.longitude,
+            place: params.place,
+            current: params.current,
+            hourly: params.hourly,
+            forecast_days: params.forecast_days,
+            base: base_url(params.base_url),
+        })
+    }
 }
 
 impl Weather {

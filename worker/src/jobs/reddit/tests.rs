@@ -1,6 +1,7 @@
 //! reddit against a fixture server shaped like Reddit's listing and OAuth2
 //! token endpoints.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -10,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use super::*;
-use crate::jobs::testing::Harness;
+use crate::jobs::testing::{Harness, build};
 
 const UA: &str = "linux:ingest-tests:1.0 (by /u/ingest)";
 
@@ -149,10 +150,7 @@ async fn a_429_waits_for_the_rate_limit_reset() {
 
 #[test]
 fn credentials_come_in_pairs() {
-    let spec = spec();
-    let values = json!({"subreddit": "rust", "user_agent": UA}).as_object().cloned().unwrap();
-    let mut secrets = std::collections::BTreeMap::new();
-    secrets.insert("client_id".to_string(), "only-id".to_string());
-    let error = build(&Params::new("job-1", &spec, &values, &secrets)).err().unwrap();
-    assert!(error.contains("go together"), "{error}");
+    let secrets = BTreeMap::from([("client_id".to_string(), "only-id".to_string())]);
+    let error = build::<Reddit>(json!({"subreddit": "rust", "user_agent": UA}), &secrets).err().unwrap();
+    assert!(error.to_string().contains("params.client_secret: client_id, client_secret go together"), "{error}");
 }

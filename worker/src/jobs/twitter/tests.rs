@@ -16,7 +16,7 @@ use axum::routing::get;
 use ingest_testkit::oauth1::{self, OAuth1Keys};
 
 use super::*;
-use crate::jobs::testing::Harness;
+use crate::jobs::testing::{Harness, build};
 
 const USER: &str = "2244994945";
 const BEARER: &str = "AAAA-app-bearer";
@@ -236,8 +236,7 @@ fn bearer() -> BTreeMap<String, String> {
 }
 
 fn job(values: Value, secrets: &BTreeMap<String, String>) -> Box<dyn Job> {
-    let spec = spec();
-    build(&Params::new("job-1", &spec, &params(values), secrets)).unwrap()
+    build::<Twitter>(Value::Object(params(values)), secrets).unwrap()
 }
 
 fn search(addr: std::net::SocketAddr, extra: Value) -> Value {
@@ -463,19 +462,23 @@ async fn media_is_archived_and_missing_media_is_noted() {
 
 #[test]
 fn credentials_and_mode_are_checked_when_the_job_is_built() {
-    let spec = spec();
     let build_with = |values: Value, secrets: &BTreeMap<String, String>| {
-        build(&Params::new("job-1", &spec, &params(values), secrets)).err().unwrap_or_default()
+        build::<Twitter>(Value::Object(params(values)), secrets).err().map(|e| e.to_string()).unwrap_or_default()
     };
     let query = json!({"query": "rust"});
-    assert!(build_with(query.clone(), &BTreeMap::new()).starts_with("credentials required"));
+    let none = build_with(query.clone(), &BTreeMap::new());
+    assert!(none.contains("params.bearer_token: required: give"), "{none}");
     let mut partial = oauth_secrets("cs");
     partial.remove("access_token_secret");
-    assert_eq!(build_with(query.clone(), &partial), "OAuth 1.0a needs all four secrets; missing: access_token_secret");
+    let partial = build_with(query.clone(), &partial);
+    assert!(partial.contains("go together; missing: access_token_secret"), "{partial}");
     let mut both = oauth_secrets("cs");
     both.extend(bearer());
-    assert!(build_with(query.clone(), &both).contains("not both"));
-    assert_eq!(build_with(json!({}), &bearer()), "query is required when mode is search");
-    assert_eq!(build_with(json!({"mode": "timeline"}), &bearer()), "user_id is required when mode is timeline");
+    assert!(build_with(query.clone(), &both).contains("give only one of"));
+    assert!(build_with(json!({}), &bearer()).contains("params.query: required when mode is search"));
+    let timeline = build_with(json!({"mode": "timeline"}), &bearer());
+    assert!(timeline.contains("params.user_id: required when mode is timeline"), "{timeline}");
+    let blank = build_with(json!({"query": "  "}), &bearer());
+    assert!(blank.contains("params.query"), "a blank query is refused by the spec: {blank}");
     assert_eq!(build_with(query, &bearer()), "", "a bearer token and a query build");
 }
