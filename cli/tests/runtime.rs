@@ -261,6 +261,55 @@ async fn an_unreadable_checkpoint_waits_for_a_cursor_reset() {
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }
 
+/// A checkpoint that reads but whose cursor the job type cannot decode is
+/// the same: one failed run says why, then the job waits for a cursor reset
+/// instead of failing (and being counted) again at every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_cursor_fails_once_and_waits_for_a_cursor_reset() {
+    let node = Node::start().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.store.get(&node.keys.job_type("demo")).await.expect("get").is_none() {
+        assert!(Instant::now() < deadline, "demo type not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let params = serde_json::json!({"items_per_run": 5}).as_object().cloned().unwrap_or_default();
+    let new = NewJob {
+        id: Some("odd-cursor".into()),
+        name: "odd-cursor".into(),
+        job_type: "demo".into(),
+        params,
+        interval: Some(Duration::from_secs(1)),
+        paused: true,
+    };
+    node.control.create_job(new, false).await.expect("create");
+    let checkpoint = CheckpointRecord { cursor: serde_json::json!({"next_seq": "five"}), ..Default::default() };
+    let bytes = serde_json::to_vec(&checkpoint).expect("encode");
+    node.store.put(&node.keys.state("odd-cursor"), bytes, 0).await.expect("write the checkpoint");
+    node.control.set_paused("odd-cursor", false).await.expect("resume");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let view = node.control.get_job("odd-cursor").await.expect("get job");
+        if view.status.stats.counters.runs_failed >= 1 {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "no failed run counted: {:?}", view.status.stats);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = first.status.stats.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    assert!(error.contains("cursor unreadable") && error.contains("ResetJobCursor"), "{error}");
+    // Several intervals later: still one failure, nothing fetched.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = node.control.get_job("odd-cursor").await.expect("get job");
+    assert_eq!(later.status.stats.counters.runs_failed, 1, "it waits, it does not retry: {:?}", later.status.stats);
+    assert_eq!(later.status.stats.counters.items_fetched, 0);
+
+    node.control.reset_cursor("odd-cursor").await.expect("reset");
+    node.wait_next_seq("odd-cursor", 5).await;
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+}
+
 /// A job the worker cannot build (here, a stored record missing a required
 /// parameter, as one written by an older version could) counts a failed run
 /// at each attempt and shows why: its errors never read 0.

@@ -170,7 +170,9 @@ impl ElasticsearchSink {
         let url = url.to_string();
         if response.status_code() == StatusCode::BAD_REQUEST {
             let body = response.bytes().await.unwrap_or_default();
-            if String::from_utf8_lossy(&body).contains("resource_already_exists_exception") {
+            // Another writer created it first (the error's type, as the API documents it).
+            let error: Value = serde_json::from_slice(&body).unwrap_or_default();
+            if error.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception") {
                 return Ok(());
             }
             return Err(SinkError::permanent(

@@ -182,7 +182,17 @@ pub enum FetchError {
         retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default(),
         if detail.is_empty() { String::new() } else { format!(": {detail}") }
     )]
-    Status { url: String, status: u16, retry_after: Option<Duration>, headers: Box<HeaderMap>, detail: String },
+    Status {
+        url: String,
+        status: u16,
+        retry_after: Option<Duration>,
+        headers: Box<HeaderMap>,
+        /// The start of the body on one line, for people.
+        detail: String,
+        /// The body's first 2 KiB, for job types that read the upstream's
+        /// error document.
+        body: Bytes,
+    },
 }
 
 /// What a job fetches with: the worker's fetcher behind its claim's fence.
@@ -332,8 +342,9 @@ impl Fetcher {
                     .and_then(ingest_sinks::retry::parse_retry_after);
                 let headers = Box::new(response.headers().clone());
                 // What the server says is wrong, for the job's error.
-                let detail = body::read_capped(response, 2048).await.map(|b| snippet(&b)).unwrap_or_default();
-                return Err(FetchError::Status { url: shown(&url), status, retry_after, headers, detail });
+                let body = body::read_capped(response, 2048).await.unwrap_or_default();
+                let detail = snippet(&body);
+                return Err(FetchError::Status { url: shown(&url), status, retry_after, headers, detail, body });
             }
             let headers = response.headers().clone();
             let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -403,19 +414,27 @@ fn snippet(body: &[u8]) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A failed request as a `FetchError`: our own refusals (address policy,
+/// lease) are found by type in hyper's error chain, a timeout by its kind.
 fn classify(url: &Url, error: &hyper_util::client::legacy::Error) -> FetchError {
     // Error texts may name the whole URL; its query may hold an API key.
-    let text = ingest_runtime::error_chain(error).replace(url.as_str(), &shown(url));
-    if let Some(at) = text.find("refused: ") {
-        return FetchError::Refused(text[at + "refused: ".len()..].to_string());
+    let text = || ingest_runtime::error_chain(error).replace(url.as_str(), &shown(url));
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(ours) = error.downcast_ref::<FetchError>() {
+            return ours.clone();
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if let Some(ours) = io.get_ref().and_then(|inner| inner.downcast_ref::<FetchError>()) {
+                return ours.clone();
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return FetchError::Timeout(text());
+            }
+        }
+        cause = error.source();
     }
-    if text.contains("lease has expired") {
-        return FetchError::LeaseExpired;
-    }
-    if text.contains("timed out") || text.contains("timeout") {
-        return FetchError::Timeout(text);
-    }
-    FetchError::Network(format!("{}: {text}", shown(url)))
+    FetchError::Network(format!("{}: {}", shown(url), text()))
 }
 
 #[cfg(test)]

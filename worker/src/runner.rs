@@ -19,7 +19,7 @@ use crate::catalogue::{self, BuildInput, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
 use crate::fence::Fence;
 use crate::fetch::{FencedFetcher, Fetcher};
-use crate::jobs::{Job, NextRun, RunContext, RunReport};
+use crate::jobs::{ErrorKind, Job, JobError, NextRun, RunContext, RunReport};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
@@ -203,6 +203,9 @@ impl Runner {
                 Some((job, output)) => self.run_once(job.as_mut(), output, &mut failures).await,
                 None => backoff(&mut failures, self.record.interval, None),
             };
+            if self.unreadable.is_some() && !self.wait_for_reset().await {
+                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
+            }
             // A reset asked for during the run wins over the run's cursor.
             self.apply_cursor_reset();
             if self.cancel.is_cancelled() {
@@ -325,9 +328,31 @@ impl Runner {
                     NextRun::AtLeast(wait) => jitter(self.record.interval).max(wait),
                 }
             }
-            Err(error) => {
-                // What upstream said may echo the job's own secrets back.
-                let message = self.redactor.apply(&error.message);
+            Err(error) => self.failed(error, failures),
+        }
+    }
+
+    /// What a failed run leads to, by the kind of failure: the one place
+    /// errors become the job's state and message.
+    fn failed(&mut self, error: JobError, failures: &mut u32) -> Duration {
+        // What upstream said may echo the job's own secrets back.
+        let message = self.redactor.apply(&error.message);
+        match error.kind {
+            // The job is another worker's by now: nothing to report, the
+            // fence stops this runner.
+            ErrorKind::LeaseExpired => {
+                tracing::info!(job = %self.record.id, error = %message, "run stopped: lease expired");
+                Duration::ZERO
+            }
+            // Waits for an operator's cursor reset (`run_loop`), which
+            // reports it: never a silent fresh start, never a retry loop.
+            ErrorKind::CursorUnreadable => {
+                count_run(&self.record.job_type, &error.report, "failure");
+                self.reset_baseline = self.requests.borrow().cursor_reset;
+                self.unreadable = Some(message);
+                Duration::ZERO
+            }
+            ErrorKind::Upstream | ErrorKind::Fetch | ErrorKind::Sink => {
                 tracing::warn!(job = %self.record.id, error = %message, failures = *failures + 1, "run failed");
                 count_run(&self.record.job_type, &error.report, "failure");
                 self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Outcome::Failure(&message));

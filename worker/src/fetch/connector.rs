@@ -4,6 +4,8 @@
 //! requests once the deadline has passed; this stops the bytes of one that
 //! was handed to a connection just before the process froze (SIGSTOP, a
 //! frozen VM) from going out when it wakes — the write is refused instead.
+//! Refusals travel inside `io::Error`s as `FetchError`s, which `fetch.rs`
+//! takes back out of hyper's error chain by type.
 
 use std::future::Future;
 use std::io;
@@ -22,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::address::AddressPolicy;
-use super::refused_address;
+use super::{FetchError, refused_address};
 use crate::membership::LeaseState;
 
 /// Whether this worker may still write to its connections: set once the
@@ -107,7 +109,7 @@ impl tower_service::Service<http::Uri> for FencedConnector {
         let fence = self.fence.clone();
         Box::pin(async move {
             if !fence.allows() {
-                return Err(io::Error::other("this worker's lease has expired").into());
+                return Err(io::Error::other(FetchError::LeaseExpired).into());
             }
             Ok(FencedIo { inner: connecting.await?, fence })
         })
@@ -122,7 +124,7 @@ pub struct FencedIo {
 
 impl FencedIo {
     fn refuse(&self) -> Option<io::Error> {
-        (!self.fence.allows()).then(|| io::Error::other("not sent: this worker's lease has expired"))
+        (!self.fence.allows()).then(|| io::Error::other(FetchError::LeaseExpired))
     }
 }
 
@@ -197,13 +199,16 @@ impl tower_service::Service<Name> for GuardedResolver {
                 .filter(|addr| match policy.check_resolved(&host, addr.ip()) {
                     Ok(()) => true,
                     Err(reason) => {
-                        refusal.get_or_insert_with(|| refused_address(&host, addr.ip(), reason).to_string());
+                        refusal.get_or_insert_with(|| refused_address(&host, addr.ip(), reason));
                         false
                     }
                 })
                 .collect();
             if allowed.is_empty() {
-                return Err(io::Error::other(refusal.unwrap_or_else(|| format!("{host} has no address"))));
+                return Err(match refusal {
+                    Some(refusal) => io::Error::other(refusal),
+                    None => io::Error::other(format!("{host} has no address")),
+                });
             }
             Ok(allowed.into_iter())
         })

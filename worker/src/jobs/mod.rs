@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ingest_model::JobParams;
-use ingest_sinks::{Item, JobOutput};
+use ingest_sinks::{Item, JobOutput, SinkError};
 
 use crate::fetch::{FencedFetcher, FetchError};
 use serde_json::Value;
@@ -50,10 +50,29 @@ pub struct RunOutcome {
     pub warning: Option<String>,
 }
 
-/// A failed run: the message is shown on the job; the runner backs off and
-/// tries again (never giving up for good). `retry_after` overrides backoff.
+/// What kind of failure a run ended in; the runner maps each kind to what
+/// the job does next (`runner.rs`, one place), never by reading messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The upstream, or what it answered, failed the run: retried with
+    /// backoff.
+    Upstream,
+    /// The request failed or was refused (address policy, network, timeout,
+    /// an HTTP status): retried with backoff, or after `retry_after`.
+    Fetch,
+    /// The index or the object store did not take the items: retried.
+    Sink,
+    /// The job's cursor does not decode: the job waits for a cursor reset.
+    CursorUnreadable,
+    /// Not sent: the claim's lease ran out, the job is another worker's now.
+    LeaseExpired,
+}
+
+/// A failed run: the message is shown on the job; what happens next
+/// depends on the kind. `retry_after` overrides backoff.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobError {
+    pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
     /// What the run managed before failing (counted, not checkpointed).
@@ -61,14 +80,27 @@ pub struct JobError {
 }
 
 impl JobError {
+    /// The upstream or its answer failed the run.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retry_after: None, report: RunReport::default() }
+        Self { kind: ErrorKind::Upstream, message: message.into(), retry_after: None, report: RunReport::default() }
+    }
+
+    /// The same error, with what the run managed before it.
+    pub fn with_report(self, report: RunReport) -> Self {
+        Self { report, ..self }
     }
 }
 
 impl From<FetchError> for JobError {
     fn from(error: FetchError) -> Self {
-        JobError { retry_after: error.retry_after(), ..JobError::new(error.to_string()) }
+        let kind = if error == FetchError::LeaseExpired { ErrorKind::LeaseExpired } else { ErrorKind::Fetch };
+        JobError { kind, retry_after: error.retry_after(), ..JobError::new(error.to_string()) }
+    }
+}
+
+impl From<SinkError> for JobError {
+    fn from(error: SinkError) -> Self {
+        JobError { kind: ErrorKind::Sink, ..JobError::new(error.to_string()) }
     }
 }
 
@@ -92,11 +124,8 @@ pub fn read_cursor<T: serde::de::DeserializeOwned + Default>(cursor: &Value) -> 
     if cursor.is_null() {
         return Ok(T::default());
     }
-    serde_json::from_value(cursor.clone()).map_err(|e| {
-        JobError::new(format!(
-            "cursor unreadable: {e}; reset the job's cursor (ResetJobCursor, or Reset cursor in the UI) to start over"
-        ))
-    })
+    serde_json::from_value(cursor.clone())
+        .map_err(|e| JobError { kind: ErrorKind::CursorUnreadable, ..JobError::new(format!("cursor unreadable: {e}")) })
 }
 
 impl RunContext<'_> {
@@ -106,11 +135,7 @@ impl RunContext<'_> {
     /// come again next run). A
     /// warning tells of documents refused by the index (kept as dead letters).
     pub async fn deliver(&mut self, items: Vec<Item>, report: &mut RunReport) -> Result<Option<String>, JobError> {
-        let delivered = self
-            .output
-            .deliver(items)
-            .await
-            .map_err(|e| JobError { report: *report, ..JobError::new(e.to_string()) })?;
+        let delivered = self.output.deliver(items).await.map_err(|e| JobError::from(e).with_report(*report))?;
         report.items_written += delivered.written;
         report.items_failed += delivered.rejected;
         Ok(delivered.first_rejection.map(|first| {
@@ -179,7 +204,7 @@ mod tests {
         for bad in [json!({"since_id": 42}), json!("a string"), json!([1, 2])] {
             let error = read_cursor::<Cursor>(&bad).expect_err("unreadable");
             assert!(error.message.starts_with("cursor unreadable: "), "{}", error.message);
-            assert!(error.message.contains("ResetJobCursor"), "{}", error.message);
+            assert_eq!(error.kind, ErrorKind::CursorUnreadable, "the runner waits for a reset on it");
         }
     }
 }

@@ -132,7 +132,7 @@ impl Job for Rss {
                 .output
                 .put_raw(&response.body, extension)
                 .await
-                .map_err(|e| JobError { report, ..JobError::new(e.to_string()) })?;
+                .map_err(|e| JobError::from(e).with_report(report))?;
             for item in &mut items {
                 item.doc.insert("raw_key".into(), Value::String(raw_key.clone()));
             }
@@ -176,8 +176,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
             return Ok(());
         }
     };
-    let sink_error = |e: ingest_sinks::SinkError| JobError::new(e.to_string());
-    let html_key = ctx.output.put_raw(&page.body, "html").await.map_err(sink_error)?;
+    let html_key = ctx.output.put_raw(&page.body, "html").await?;
     item.doc.insert("article_html_key".into(), json!(html_key));
     item.doc.insert("article_text".into(), json!(found.text));
     if let Some(title) = found.title {
@@ -189,7 +188,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
         Ok(image) => {
             report.bytes_fetched += image.body.len() as u64;
             let (ext, content_type) = image.image_type();
-            let key = ctx.output.put_media(image.body, ext, content_type).await.map_err(sink_error)?;
+            let key = ctx.output.put_media(image.body, ext, content_type).await?;
             item.doc.insert("article_image_key".into(), json!(key));
         }
         Err(error) => {

@@ -149,6 +149,14 @@ impl JobType for Twitter {
     }
 }
 
+/// Whether an X API error document (`{"errors": [{"parameters": {name: …}}]}`)
+/// refuses the request parameter `name`.
+fn refuses_parameter(body: &[u8], name: &str) -> bool {
+    let Ok(document) = serde_json::from_slice::<Value>(body) else { return false };
+    let errors = document.get("errors").and_then(Value::as_array);
+    errors.into_iter().flatten().any(|error| error.pointer(&format!("/parameters/{name}")).is_some())
+}
+
 /// A bearer token, or all four OAuth 1.0a secrets; not both.
 fn auth(params: &TwitterParams) -> Result<Auth, String> {
     let oauth = [
@@ -380,7 +388,7 @@ async fn archive_media(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut R
                     .output
                     .put_media(image.body, ext, content_type)
                     .await
-                    .map_err(|e| JobError { report: *report, ..JobError::new(e.to_string()) })?;
+                    .map_err(|e| JobError::from(e).with_report(*report))?;
                 entry["object_key"] = json!(key);
             }
             // Media that cannot be had is noted, not a failure of the run.
@@ -410,8 +418,8 @@ impl Job for Twitter {
                     warning = Some(message);
                     break NextRun::After(wait);
                 }
-                Err(FetchError::Status { status: 400, detail, .. })
-                    if pages == 0 && cursor.since_id.is_some() && detail.contains("since_id") =>
+                Err(FetchError::Status { status: 400, detail, body, .. })
+                    if pages == 0 && cursor.since_id.is_some() && refuses_parameter(&body, "since_id") =>
                 {
                     // Recent search keeps 7 days: a since_id older than that is refused.
                     tracing::info!(detail = %detail, "X refused since_id; reading the newest posts instead");
