@@ -71,6 +71,25 @@ impl Node {
         Some(owner.worker)
     }
 
+    /// Creates a demo job once the worker has published the type.
+    async fn create_demo(&self, id: &str, items_per_run: u64, interval: Duration, paused: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.store.get(&self.keys.job_type("demo")).await.expect("get").is_none() {
+            assert!(Instant::now() < deadline, "demo type not published");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let params = serde_json::json!({"items_per_run": items_per_run}).as_object().cloned().unwrap_or_default();
+        let new = NewJob {
+            id: Some(id.into()),
+            name: id.into(),
+            job_type: "demo".into(),
+            params,
+            interval: Some(interval),
+            paused,
+        };
+        self.control.create_job(new, false).await.expect("create");
+    }
+
     /// Waits until the job's cursor says `next_seq`.
     async fn wait_next_seq(&self, id: &str, want: u64) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -96,21 +115,7 @@ impl Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_now_pause_and_resume_keep_the_checkpoint() {
     let node = Node::start().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.store.get(&node.keys.job_type("demo")).await.expect("get").is_none() {
-        assert!(Instant::now() < deadline, "demo type not published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let params = serde_json::json!({"items_per_run": 10}).as_object().cloned().unwrap_or_default();
-    let new = NewJob {
-        id: Some("hourly".into()),
-        name: "hourly".into(),
-        job_type: "demo".into(),
-        params,
-        interval: Some(Duration::from_secs(3600)),
-        paused: false,
-    };
-    node.control.create_job(new, false).await.expect("create");
+    node.create_demo("hourly", 10, Duration::from_secs(3600), false).await;
 
     // Claimed and run once; the next run is an hour away.
     node.wait_owner("hourly", Some("solo")).await;
@@ -208,21 +213,7 @@ async fn a_secret_echoed_by_upstream_never_reaches_the_last_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_checkpoint_waits_for_a_cursor_reset() {
     let node = Node::start().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.store.get(&node.keys.job_type("demo")).await.expect("get").is_none() {
-        assert!(Instant::now() < deadline, "demo type not published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let params = serde_json::json!({"items_per_run": 5}).as_object().cloned().unwrap_or_default();
-    let new = NewJob {
-        id: Some("garbled".into()),
-        name: "garbled".into(),
-        job_type: "demo".into(),
-        params,
-        interval: Some(Duration::from_secs(3600)),
-        paused: true,
-    };
-    node.control.create_job(new, false).await.expect("create");
+    node.create_demo("garbled", 5, Duration::from_secs(3600), true).await;
     let garbage = b"{\"cursor\": {\"next_seq\": 5}, \"next_run\": \"soon\"".to_vec();
     node.store.put(&node.keys.state("garbled"), garbage.clone(), 0).await.expect("write a bad checkpoint");
     node.control.set_paused("garbled", false).await.expect("resume");
@@ -267,21 +258,7 @@ async fn an_unreadable_checkpoint_waits_for_a_cursor_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_cursor_fails_once_and_waits_for_a_cursor_reset() {
     let node = Node::start().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.store.get(&node.keys.job_type("demo")).await.expect("get").is_none() {
-        assert!(Instant::now() < deadline, "demo type not published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let params = serde_json::json!({"items_per_run": 5}).as_object().cloned().unwrap_or_default();
-    let new = NewJob {
-        id: Some("odd-cursor".into()),
-        name: "odd-cursor".into(),
-        job_type: "demo".into(),
-        params,
-        interval: Some(Duration::from_secs(1)),
-        paused: true,
-    };
-    node.control.create_job(new, false).await.expect("create");
+    node.create_demo("odd-cursor", 5, Duration::from_secs(1), true).await;
     let checkpoint = CheckpointRecord { cursor: serde_json::json!({"next_seq": "five"}), ..Default::default() };
     let bytes = serde_json::to_vec(&checkpoint).expect("encode");
     node.store.put(&node.keys.state("odd-cursor"), bytes, 0).await.expect("write the checkpoint");
