@@ -316,9 +316,8 @@ impl Bench<'_> {
     async fn write_checkpoints(&self, keys: &Keys, specs: &[(String, Revision)]) -> anyhow::Result<()> {
         let checkpoint = CheckpointRecord {
             next_run: Some(ingest_model::now_millis() + JOB_INTERVAL.as_millis() as i64),
-            run_now_seen: 0,
-            cursor_reset_seen: 0,
             cursor: serde_json::json!({ "next_seq": 5 }),
+            ..Default::default()
         };
         let value = serde_json::to_vec(&checkpoint)?;
         let started = Instant::now();

@@ -252,37 +252,48 @@ async fn an_unreadable_checkpoint_waits_for_a_cursor_reset() {
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }
 
-/// A checkpoint that reads but whose cursor the job type cannot decode is
-/// the same: one failed run says why, then the job waits for a cursor reset
-/// instead of failing (and being counted) again at every retry.
+/// A checkpoint that reads but whose cursor the job type cannot decode (or
+/// one in a cursor format from a newer worker) is the same: one failed run
+/// says why, then the job waits for a cursor reset instead of failing (and
+/// being counted) again at every retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_cursor_fails_once_and_waits_for_a_cursor_reset() {
     let node = Node::start().await;
-    node.create_demo("odd-cursor", 5, Duration::from_secs(1), true).await;
-    let checkpoint = CheckpointRecord { cursor: serde_json::json!({"next_seq": "five"}), ..Default::default() };
-    let bytes = serde_json::to_vec(&checkpoint).expect("encode");
-    node.store.put(&node.keys.state("odd-cursor"), bytes, 0).await.expect("write the checkpoint");
-    node.control.set_paused("odd-cursor", false).await.expect("resume");
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        let view = node.control.get_job("odd-cursor").await.expect("get job");
-        if view.status.stats.counters.runs_failed >= 1 {
-            break view;
-        }
-        assert!(Instant::now() < deadline, "no failed run counted: {:?}", view.status.stats);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let error = first.status.stats.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
-    assert!(error.contains("cursor unreadable") && error.contains("ResetJobCursor"), "{error}");
-    // Several intervals later: still one failure, nothing fetched.
+    let cases = [
+        ("odd-cursor", serde_json::json!({"next_seq": "five"}), None, "cursor unreadable: invalid type"),
+        ("newer-cursor", serde_json::json!({"next_seq": 5}), Some(2), "written in format 2 by a newer worker"),
+    ];
+    for (id, cursor, cursor_version, _) in &cases {
+        node.create_demo(id, 5, Duration::from_secs(1), true).await;
+        let checkpoint =
+            CheckpointRecord { cursor: cursor.clone(), cursor_version: *cursor_version, ..Default::default() };
+        let bytes = serde_json::to_vec(&checkpoint).expect("encode");
+        node.store.put(&node.keys.state(id), bytes, 0).await.expect("write the checkpoint");
+        node.control.set_paused(id, false).await.expect("resume");
+    }
+    for (id, _, _, why) in &cases {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            let view = node.control.get_job(id).await.expect("get job");
+            if view.status.stats.counters.runs_failed >= 1 {
+                break view;
+            }
+            assert!(Instant::now() < deadline, "{id}: no failed run counted: {:?}", view.status.stats);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let error = first.status.stats.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+        assert!(error.contains(why) && error.contains("ResetJobCursor"), "{id}: {error}");
+    }
+    // Several intervals later: still one failure each, nothing fetched.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let later = node.control.get_job("odd-cursor").await.expect("get job");
-    assert_eq!(later.status.stats.counters.runs_failed, 1, "it waits, it does not retry: {:?}", later.status.stats);
-    assert_eq!(later.status.stats.counters.items_fetched, 0);
-
-    node.control.reset_cursor("odd-cursor").await.expect("reset");
-    node.wait_next_seq("odd-cursor", 5).await;
+    for (id, ..) in &cases {
+        let later = node.control.get_job(id).await.expect("get job");
+        let counters = &later.status.stats.counters;
+        assert_eq!(counters.runs_failed, 1, "{id} waits, it does not retry: {:?}", later.status.stats);
+        assert_eq!(counters.items_fetched, 0, "{id}");
+        node.control.reset_cursor(id).await.expect("reset");
+        node.wait_next_seq(id, 5).await;
+    }
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }

@@ -232,6 +232,10 @@ pub struct CheckpointRecord {
     pub cursor_reset_seen: u64,
     #[serde(default)]
     pub cursor: serde_json::Value,
+    /// The format version of `cursor`: its type's cursor version when it
+    /// was written (absent: 1, the first format of every type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_version: Option<u32>,
 }
 
 impl CheckpointRecord {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ingest_model::{FieldViolation, JobTypeSpec, ParamKind, ParamSpec, parse_params, spec_of};
 use serde_json::{Map, Value};
 
-use crate::jobs::{Job, JobType, demo, hackernews, http_json, reddit, rss, stocks, twitter, weather};
+use crate::jobs::{CursorFormat, Job, JobType, demo, hackernews, http_json, reddit, rss, stocks, twitter, weather};
 
 /// Every job type this build supports.
 pub fn catalogue() -> Vec<JobTypeEntry> {
@@ -29,6 +29,8 @@ pub struct JobTypeEntry {
     /// Index mapping properties of its documents (the common fields are added).
     pub properties: fn() -> Value,
     pub build: fn(&BuildInput<'_>) -> Result<Box<dyn Job>, BuildError>,
+    /// Its cursor's format version and migrations.
+    pub cursor: CursorFormat,
 }
 
 /// The catalogue entry of job type `T`.
@@ -42,6 +44,7 @@ pub fn entry<T: JobType>() -> JobTypeEntry {
             let job = T::build(input.job_id, params).map_err(BuildError::Refused)?;
             Ok(Box::new(job))
         },
+        cursor: CursorFormat { version: T::CURSOR_VERSION, migrate: T::migrate_cursor },
     }
 }
 

@@ -19,7 +19,7 @@ use crate::catalogue::{self, BuildInput, JobTypeEntry};
 use crate::checkpoints::CheckpointWriter;
 use crate::fence::Fence;
 use crate::fetch::{FencedFetcher, Fetcher};
-use crate::jobs::{ErrorKind, Job, JobError, NextRun, RunContext, RunReport};
+use crate::jobs::{CursorFormat, ErrorKind, Job, JobError, NextRun, RunContext, RunReport};
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
@@ -200,7 +200,7 @@ impl Runner {
                 };
             }
             let next = match job.as_mut() {
-                Some((job, output)) => self.run_once(job.as_mut(), output, &mut failures).await,
+                Some((job, output, format)) => self.run_once(job.as_mut(), output, *format, &mut failures).await,
                 None => backoff(&mut failures, self.record.interval, None),
             };
             if self.unreadable.is_some() && !self.wait_for_reset().await {
@@ -298,8 +298,17 @@ impl Runner {
         }
     }
 
-    async fn run_once(&mut self, job: &mut dyn Job, output: &mut JobOutput, failures: &mut u32) -> Duration {
-        let mut cursor = self.checkpoint.cursor.clone();
+    async fn run_once(
+        &mut self,
+        job: &mut dyn Job,
+        output: &mut JobOutput,
+        format: CursorFormat,
+        failures: &mut u32,
+    ) -> Duration {
+        let mut cursor = match format.read(&self.checkpoint.cursor, self.checkpoint.cursor_version) {
+            Ok(cursor) => cursor,
+            Err(error) => return self.failed(error, failures),
+        };
         let cancel = self.cancel.clone();
         let fetcher = FencedFetcher::new(self.ctx.fetcher.clone(), self.fence.clone());
         let mut ctx = RunContext { cursor: &mut cursor, cancel: &cancel, output, fetch: &fetcher };
@@ -313,6 +322,7 @@ impl Runner {
             Ok(outcome) => {
                 *failures = 0;
                 self.checkpoint.cursor = cursor;
+                self.checkpoint.cursor_version = (format.version != 1).then_some(format.version);
                 let kind = if outcome.warning.is_some() { "warning" } else { "success" };
                 count_run(&self.record.job_type, &outcome.report, kind);
                 let warning = outcome.warning.as_deref().map(|w| self.redactor.apply(w));
@@ -363,7 +373,7 @@ impl Runner {
 
     /// A fresh instance of the job's type from its params and secrets, and
     /// its output.
-    async fn build(&mut self) -> Result<(Box<dyn Job>, JobOutput), String> {
+    async fn build(&mut self) -> Result<(Box<dyn Job>, JobOutput, CursorFormat), String> {
         let Some((spec, entry)) = self.ctx.types.get(&self.record.job_type) else {
             return Err(format!("this worker does not run job type '{}'", self.record.job_type));
         };
@@ -394,7 +404,7 @@ impl Runner {
             job_type: job_type.clone(),
             mapping: Arc::new(index_mapping(&(entry.properties)())),
         };
-        Ok((job, self.ctx.sinks.output(job_type, &self.record.id, index)))
+        Ok((job, self.ctx.sinks.output(job_type, &self.record.id, index), entry.cursor))
     }
 }
 

@@ -168,12 +168,55 @@ pub trait JobType: Job + Sized + 'static {
     const MIN_INTERVAL: Duration;
     /// The parameters, declared once (see `ingest_model::typed`).
     type Params: JobParams;
+    /// The version of this type's cursor format. Bump it when the cursor
+    /// changes, and teach `migrate_cursor` the step from the previous one:
+    /// checkpoints written before are migrated when a job runs, never
+    /// misread or dropped.
+    const CURSOR_VERSION: u32 = 1;
+    /// A cursor written in an older format `version`, in the current one.
+    fn migrate_cursor(version: u32, _cursor: Value) -> Result<Value, String> {
+        Err(format!("no migration from cursor version {version} to {}", Self::CURSOR_VERSION))
+    }
     /// Index mapping properties of its documents (the common fields are added).
     fn properties() -> Value;
     /// A fresh instance for one job from its parsed parameters (never shared
     /// between jobs). Control has checked everything the spec can say; an
     /// error here names the parameter.
     fn build(job_id: &str, params: Self::Params) -> Result<Self, String>;
+}
+
+/// A job type's cursor format: its version and how older versions migrate.
+#[derive(Clone, Copy)]
+pub struct CursorFormat {
+    pub version: u32,
+    pub migrate: fn(u32, Value) -> Result<Value, String>,
+}
+
+impl CursorFormat {
+    /// A stored cursor of format `stored` (absent: 1) in the current format:
+    /// migrated step by step from an older one; one from a newer worker (a
+    /// rolling upgrade moved the job back) or that does not migrate is
+    /// unreadable, so the job waits instead of misreading it.
+    pub fn read(&self, cursor: &Value, stored: Option<u32>) -> Result<Value, JobError> {
+        let unreadable = |message: String| JobError { kind: ErrorKind::CursorUnreadable, ..JobError::new(message) };
+        let stored = stored.unwrap_or(1);
+        if cursor.is_null() || stored == self.version {
+            return Ok(cursor.clone());
+        }
+        if stored > self.version {
+            return Err(unreadable(format!(
+                "cursor unreadable: written in format {stored} by a newer worker, this one reads format {}; \
+                 upgrade this worker",
+                self.version
+            )));
+        }
+        let mut cursor = cursor.clone();
+        for version in stored..self.version {
+            cursor = (self.migrate)(version, cursor)
+                .map_err(|e| unreadable(format!("cursor unreadable: format {version} does not migrate: {e}")))?;
+        }
+        Ok(cursor)
+    }
 }
 
 /// A URL parameter used as a base for relative paths: it ends in `/`.
@@ -194,6 +237,35 @@ mod tests {
     struct Cursor {
         #[serde(default)]
         since_id: Option<String>,
+    }
+
+    /// Format 1 kept `{"last": n}`; 2 keeps `{"since": n}`; 3 adds `"seen": []`.
+    fn migrate(version: u32, cursor: Value) -> Result<Value, String> {
+        match version {
+            1 => Ok(json!({"since": cursor.get("last").cloned().ok_or("no last")?})),
+            2 => {
+                let mut cursor = cursor;
+                cursor["seen"] = json!([]);
+                Ok(cursor)
+            }
+            _ => Err(format!("unknown format {version}")),
+        }
+    }
+
+    #[test]
+    fn older_cursors_migrate_step_by_step_newer_or_broken_ones_wait() {
+        let format = CursorFormat { version: 3, migrate };
+        let current = json!({"since": 7, "seen": ["a"]});
+        assert_eq!(format.read(&current, Some(3)).expect("current"), current);
+        assert_eq!(format.read(&Value::Null, Some(1)).expect("none yet"), Value::Null);
+        assert_eq!(format.read(&json!({"last": 7}), None).expect("from 1"), json!({"since": 7, "seen": []}));
+        assert_eq!(format.read(&json!({"since": 7}), Some(2)).expect("from 2"), json!({"since": 7, "seen": []}));
+        let newer = format.read(&current, Some(4)).expect_err("from a newer worker");
+        assert_eq!(newer.kind, ErrorKind::CursorUnreadable);
+        assert!(newer.message.contains("newer worker"), "{}", newer.message);
+        let broken = format.read(&json!({"other": 1}), Some(1)).expect_err("does not migrate");
+        assert_eq!(broken.kind, ErrorKind::CursorUnreadable);
+        assert!(broken.message.contains("format 1 does not migrate: no last"), "{}", broken.message);
     }
 
     #[test]
