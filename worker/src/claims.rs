@@ -13,7 +13,7 @@ pub const BATCH: usize = 40;
 
 /// A job to claim: its id and the revision of its spec as seen, so a job
 /// changed, paused or deleted meanwhile is not claimed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimRequest {
     pub id: String,
     pub spec_revision: Revision,

@@ -14,6 +14,7 @@ pub mod checkpoints;
 pub mod claims;
 pub mod command;
 pub mod cpu;
+pub mod decide;
 pub mod fence;
 pub mod fetch;
 pub mod http;

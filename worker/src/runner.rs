@@ -30,13 +30,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// First wait after a failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What every runner of this worker shares.
-#[derive(Clone)]
+/// What every runner of this worker shares (one per worker, behind an
+/// `Arc`: a runner costs a pointer, not copies of it).
 pub struct RunnerContext {
     pub store: Arc<dyn Store>,
     pub keys: Keys,
     pub worker: String,
-    pub lease: LeaseId,
     pub progress: ProgressTable,
     pub checkpoints: CheckpointWriter,
     pub types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
@@ -72,7 +71,8 @@ pub struct RunnerHandle {
 
 impl RunnerHandle {
     pub fn spawn(
-        ctx: RunnerContext,
+        ctx: Arc<RunnerContext>,
+        lease: LeaseId,
         record: JobRecord,
         spec_revision: Revision,
         epoch: Revision,
@@ -85,10 +85,10 @@ impl RunnerHandle {
             Ok(checkpoint) => (checkpoint, None),
             Err(why) => (CheckpointRecord::default(), Some(why)),
         };
-        let lease = ctx.lease;
         let ctx_lease_rx = ctx.lease_rx.clone();
         let runner = Runner {
             ctx,
+            lease,
             record,
             epoch,
             checkpoint,
@@ -132,7 +132,9 @@ impl RunnerHandle {
 }
 
 struct Runner {
-    ctx: RunnerContext,
+    ctx: Arc<RunnerContext>,
+    /// The lease the claim was made under.
+    lease: LeaseId,
     record: JobRecord,
     epoch: Revision,
     checkpoint: CheckpointRecord,
@@ -224,7 +226,7 @@ impl Runner {
     async fn write_checkpoint(&mut self) -> bool {
         let mut wait = Duration::from_millis(200);
         loop {
-            let (id, lease) = (&self.record.id, self.ctx.lease);
+            let (id, lease) = (&self.record.id, self.lease);
             match self.ctx.checkpoints.write(id, self.epoch, lease, self.checkpoint.clone()).await {
                 Ok(true) => {
                     ownership::log(Ownership::Write, id, &self.ctx.worker, self.epoch);

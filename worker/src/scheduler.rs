@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::JobServices;
-use crate::assign;
 use crate::catalogue::JobTypeEntry;
 use crate::checkpoints::CheckpointWriter;
 use crate::claims::{ClaimRequest, ClaimTxns, Release};
+use crate::decide::{Decider, Resume, Running};
 use crate::membership::{LeaseState, Membership};
 use crate::ownership::{self, Ownership};
 use crate::progress::ProgressTable;
@@ -55,8 +55,6 @@ impl Default for SchedulerConfig {
 
 /// How often timers (stabilization, fallback, pacing) are looked at.
 const TICK: Duration = Duration::from_millis(250);
-/// Share of its jobs a worker hands over per second when rebalancing.
-const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
 
 pub struct Scheduler {
     store: Arc<dyn Store>,
@@ -65,19 +63,14 @@ pub struct Scheduler {
     membership: Arc<Membership>,
     types: Arc<BTreeMap<String, (JobTypeSpec, JobTypeEntry)>>,
     progress: ProgressTable,
-    checkpoints: CheckpointWriter,
-    services: JobServices,
+    /// What the runners share.
+    runner_ctx: Arc<RunnerContext>,
     config: SchedulerConfig,
     lease_rx: watch::Receiver<Option<LeaseState>>,
     view: ClusterView,
     runners: HashMap<String, (RunnerHandle, JobRecord)>,
-    /// When each unowned job was first seen unowned.
-    unowned_since: HashMap<String, Instant>,
-    /// When this worker stopped ranking first for a job it runs.
-    not_first_since: HashMap<String, Instant>,
-    release_budget: f64,
-    /// When `release_budget` last grew.
-    release_budget_at: Instant,
+    /// What to do, decided from the view (pure; this module does it).
+    decider: Decider,
 }
 
 impl Scheduler {
@@ -93,24 +86,31 @@ impl Scheduler {
         lease_rx: watch::Receiver<Option<LeaseState>>,
     ) -> Self {
         let worker = membership.name().to_string();
-        let checkpoints = CheckpointWriter::spawn(store.clone(), keys.clone(), worker.clone());
+        let runner_ctx = Arc::new(RunnerContext {
+            store: store.clone(),
+            keys: keys.clone(),
+            worker: worker.clone(),
+            progress: progress.clone(),
+            checkpoints: CheckpointWriter::spawn(store.clone(), keys.clone(), worker.clone()),
+            types: types.clone(),
+            sinks: services.sinks,
+            fetcher: services.fetcher,
+            secrets_keys: services.secrets_keys,
+            lease_rx: lease_rx.clone(),
+        });
         Self {
-            checkpoints,
             store,
             keys,
             worker,
             membership,
             types,
             progress,
-            services,
+            runner_ctx,
+            decider: Decider::new(config.stabilization, config.fallback_step),
             config,
             lease_rx,
             view: ClusterView::default(),
             runners: HashMap::new(),
-            unowned_since: HashMap::new(),
-            not_first_since: HashMap::new(),
-            release_budget: 0.0,
-            release_budget_at: Instant::now(),
         }
     }
 
@@ -221,118 +221,30 @@ impl Scheduler {
         if self.runners.values().any(|(r, _)| r.lease != lease.lease) {
             self.stop_all_lost().await;
         }
-        let now = Instant::now();
-        let mut claims = Vec::new();
-        let mut rebalance = Vec::new();
-        let mut immediate = Vec::new();
-        let mut resume = Vec::new();
-        let mut unowned_since = std::mem::take(&mut self.unowned_since);
-        let mut not_first_since = std::mem::take(&mut self.not_first_since);
-        let mut candidates: HashMap<&str, Vec<assign::Candidate<'_>>> = HashMap::new();
-        for (id, (record, spec_revision)) in &self.view.jobs {
-            let candidates =
-                candidates.entry(record.job_type.as_str()).or_insert_with(|| self.view.candidates(&record.job_type));
-            let position = assign::position(id, &self.worker, candidates);
-            match self.view.claims.get(id).map(|(c, _)| c) {
-                None if record.paused => {
-                    // A paused job is not waiting for anyone.
-                    unowned_since.remove(id);
-                }
-                None => {
-                    let since = *unowned_since.entry(id.clone()).or_insert(now);
-                    let waited = now.duration_since(since);
-                    // Rank k steps in for a first-ranked peer that has had the
-                    // stabilization period to claim and has not.
-                    let may_claim = match position {
-                        Some(0) => true,
-                        Some(p) => {
-                            waited >= self.config.fallback_step * p as u32
-                                && self.first_ranked_settled(id, candidates, now)
-                        }
-                        None => false,
-                    };
-                    if may_claim && self.types.contains_key(&record.job_type) {
-                        claims.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
-                    }
-                }
-                Some(claim) if claim.worker == self.worker && claim.lease == lease.lease => {
-                    unowned_since.remove(id);
-                    if record.paused {
-                        immediate.push(id.clone());
-                        continue;
-                    }
-                    match self.runners.get_mut(id) {
-                        None => resume.push((id.clone(), claim.epoch, record.clone(), *spec_revision)),
-                        // Same spec revision: nothing to compare.
-                        Some((runner, _)) if runner.spec_revision == *spec_revision => {}
-                        Some((runner, running)) => {
-                            if only_requests_changed(running, record) {
-                                runner.run_now(record.run_now_seq);
-                                runner.reset_cursor(record.cursor_reset_seq);
-                                runner.spec_revision = *spec_revision;
-                                *running = record.clone();
-                            } else if running != record {
-                                immediate.push(id.clone()); // rebuilt from the new spec once released
-                            }
-                        }
-                    }
-                    if position == Some(0) {
-                        not_first_since.remove(id);
-                    } else {
-                        let since = *not_first_since.entry(id.clone()).or_insert(now);
-                        if now.duration_since(since) >= self.config.stabilization {
-                            rebalance.push(id.clone());
-                        }
-                    }
-                }
-                Some(_) => {
-                    unowned_since.remove(id);
-                }
-            }
+        let types = &self.types;
+        let plan = self.decider.decide(
+            &self.view,
+            &self.worker,
+            lease.lease,
+            |job_type| types.contains_key(job_type),
+            &self.runners,
+            Instant::now(),
+        );
+        for (id, spec_revision) in plan.requests {
+            let (Some((runner, running)), Some((record, _))) = (self.runners.get_mut(&id), self.view.jobs.get(&id))
+            else {
+                continue;
+            };
+            runner.run_now(record.run_now_seq);
+            runner.reset_cursor(record.cursor_reset_seq);
+            runner.spec_revision = spec_revision;
+            *running = record.clone();
         }
-        drop(candidates);
-        self.unowned_since = unowned_since;
-        self.not_first_since = not_first_since;
-        // Runners of deleted jobs, and claims of mine on deleted jobs.
-        let orphans: Vec<String> =
-            self.runners.keys().filter(|id| !self.view.jobs.contains_key(*id)).cloned().collect();
-        let stray_claims: Vec<(String, Revision)> = self
-            .view
-            .claims
-            .iter()
-            .filter(|(id, (c, _))| {
-                c.worker == self.worker && c.lease == lease.lease && !self.view.jobs.contains_key(*id)
-            })
-            .filter(|(id, _)| !self.runners.contains_key(*id))
-            .map(|(id, (c, _))| (id.clone(), c.epoch))
-            .collect();
-        self.unowned_since.retain(|id, _| self.view.jobs.contains_key(id) && !self.view.claims.contains_key(id));
-        self.not_first_since.retain(|id, _| self.runners.contains_key(id));
-
-        // Hand over at a bounded pace, so a join does not stop everything at
-        // once: the budget grows with the time elapsed (not with how often
-        // this runs) and holds at most one second's worth, so a join after
-        // a quiet period moves 10 % per second too.
-        let per_second = (self.runners.len().max(10) as f64) * RELEASE_SHARE_PER_SECOND;
-        let elapsed = now.duration_since(self.release_budget_at).as_secs_f64();
-        self.release_budget = (self.release_budget + per_second * elapsed).min(per_second);
-        self.release_budget_at = now;
-        let paced = rebalance.len().min(self.release_budget as usize);
-        self.release_budget -= paced as f64;
-        immediate.extend(rebalance.into_iter().take(paced));
-        immediate.extend(orphans);
-        self.release(immediate, lease.lease).await;
-        self.release_stray(stray_claims, lease.lease).await;
-        self.resume(resume, lease.lease).await;
-        self.claim(claims, lease.lease).await;
+        self.release(plan.release, lease.lease).await;
+        self.release_stray(plan.stray, lease.lease).await;
+        self.resume(plan.resume, lease.lease).await;
+        self.claim(plan.claim, lease.lease).await;
         metrics::gauge!(ingest_runtime::metrics::JOBS_OWNED).set(self.runners.len() as f64);
-    }
-
-    /// Whether the worker ranked first for `job` has been known for at least
-    /// the stabilization period (a slow starter is not robbed of its jobs).
-    fn first_ranked_settled(&self, job: &str, candidates: &[assign::Candidate<'_>], now: Instant) -> bool {
-        let Some(first) = assign::rank(job, candidates).into_iter().next() else { return true };
-        self.view.first_seen.get(first).is_none_or(|seen| now.duration_since(*seen) >= self.config.stabilization)
     }
 
     /// Removes runners that ended on their own (their claim was lost).
@@ -366,7 +278,7 @@ impl Scheduler {
             }
         }))
         .await;
-        self.not_first_since.clear();
+        self.decider.lost_all();
     }
 
     /// Stops the runners of `ids`, then releases their claims with their
@@ -414,7 +326,7 @@ impl Scheduler {
                     ownership::log(Ownership::Release, id, &self.worker, epochs.get(id.as_str()).copied().unwrap_or(0));
                     self.view.record_release(id, *revision);
                     self.progress.finish(id);
-                    self.not_first_since.remove(id);
+                    self.decider.released(id);
                 }
                 tracing::debug!(worker = %self.worker, released = released.len(), "claims released");
             }
@@ -425,9 +337,9 @@ impl Scheduler {
 
     /// Restarts runners for claims this worker still validly holds (after a
     /// lease scare or a spec change), resuming from their checkpoints.
-    async fn resume(&mut self, resume: Vec<(String, Revision, JobRecord, Revision)>, lease: ingest_store::LeaseId) {
+    async fn resume(&mut self, resume: Vec<Resume>, lease: ingest_store::LeaseId) {
         for chunk in resume.chunks(100) {
-            let gets = chunk.iter().map(|(id, ..)| TxnOp::get(self.keys.state(id)));
+            let gets = chunk.iter().map(|r| TxnOp::get(self.keys.state(&r.id)));
             let checkpoints = match self.store.txn(Txn::new().and_then(gets)).await {
                 Ok(response) => response.responses,
                 Err(error) => {
@@ -435,9 +347,10 @@ impl Scheduler {
                     return;
                 }
             };
-            for ((id, epoch, record, spec_revision), read) in chunk.iter().zip(checkpoints) {
+            for (resume, read) in chunk.iter().zip(checkpoints) {
                 let checkpoint = crate::claims::stored_checkpoint(&read);
-                self.start(id.clone(), record.clone(), *spec_revision, *epoch, checkpoint, lease);
+                let Resume { id, epoch, record, spec_revision } = resume.clone();
+                self.start(id, record, spec_revision, epoch, checkpoint, lease);
             }
         }
     }
@@ -457,7 +370,7 @@ impl Scheduler {
         let revisions: HashMap<&str, Revision> = claims.iter().map(|c| (c.id.as_str(), c.spec_revision)).collect();
         for w in won {
             ownership::log(Ownership::Claim, &w.id, &self.worker, w.epoch);
-            self.unowned_since.remove(&w.id);
+            self.decider.claimed(&w.id);
             self.view.record_claim(&w.id, Claim { worker: self.worker.clone(), epoch: w.epoch, lease });
             let Some((record, _)) = self.view.jobs.get(&w.id).cloned() else { continue };
             let spec_revision = revisions.get(w.id.as_str()).copied().unwrap_or(0);
@@ -474,21 +387,15 @@ impl Scheduler {
         checkpoint: Result<CheckpointRecord, String>,
         lease: ingest_store::LeaseId,
     ) {
-        let ctx = RunnerContext {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-            worker: self.worker.clone(),
+        let runner = RunnerHandle::spawn(
+            self.runner_ctx.clone(),
             lease,
-            progress: self.progress.clone(),
-            checkpoints: self.checkpoints.clone(),
-            types: self.types.clone(),
-            sinks: self.services.sinks.clone(),
-            fetcher: self.services.fetcher.clone(),
-            secrets_keys: self.services.secrets_keys.clone(),
-            lease_rx: self.lease_rx.clone(),
-        };
-        let runner =
-            RunnerHandle::spawn(ctx, record.clone(), spec_revision, epoch, checkpoint, CancellationToken::new());
+            record.clone(),
+            spec_revision,
+            epoch,
+            checkpoint,
+            CancellationToken::new(),
+        );
         self.runners.insert(id, (runner, record));
     }
 
@@ -520,16 +427,14 @@ async fn next_batch(watch: &mut Option<WatchStream>) -> Option<Result<ingest_sto
     }
 }
 
-/// Whether the only change is a run-now or cursor-reset request (the
-/// runner is told; no rebuild needed).
-fn only_requests_changed(running: &JobRecord, now: &JobRecord) -> bool {
-    let requests = JobRecord {
-        run_now_seq: now.run_now_seq,
-        cursor_reset_seq: now.cursor_reset_seq,
-        update_time: now.update_time,
-        ..running.clone()
-    };
-    requests == *now
+impl Running for (RunnerHandle, JobRecord) {
+    fn spec_revision(&self) -> Revision {
+        self.0.spec_revision
+    }
+
+    fn record(&self) -> &JobRecord {
+        &self.1
+    }
 }
 
 /// The types this worker runs, by name.

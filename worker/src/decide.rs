@@ -1,0 +1,223 @@
+//! The scheduler's decision, apart from its effects: from the cluster view,
+//! the jobs this worker runs, its lease and the clock, which jobs to claim,
+//! resume, hand over or release. No I/O; `scheduler.rs` carries the plan
+//! out (transactions, runners). The timers that make decisions stable
+//! (how long a job has waited unowned, how long a peer has ranked first,
+//! the hand-over budget) live here, between calls.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ingest_model::JobRecord;
+use ingest_store::{LeaseId, Revision};
+use tokio::time::Instant;
+
+use crate::assign;
+use crate::claims::ClaimRequest;
+use crate::view::ClusterView;
+
+/// Share of its jobs a worker hands over per second when rebalancing.
+const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
+
+/// A job this worker runs, as the decision sees it.
+pub trait Running {
+    /// The spec revision the runner was built from.
+    fn spec_revision(&self) -> Revision;
+    /// The spec it runs.
+    fn record(&self) -> &JobRecord;
+}
+
+/// A claim this worker still holds validly but runs nothing for (after a
+/// lease scare or a spec change): restart it from its checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resume {
+    pub id: String,
+    pub epoch: Revision,
+    pub record: JobRecord,
+    pub spec_revision: Revision,
+}
+
+/// What one reconcile does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Unowned jobs to claim.
+    pub claim: Vec<ClaimRequest>,
+    pub resume: Vec<Resume>,
+    /// Runners to stop and claims to release with their checkpoints: paused,
+    /// changed or deleted jobs, and hand-overs (paced).
+    pub release: Vec<String>,
+    /// Claims of mine on deleted jobs that no runner holds: (id, epoch).
+    pub stray: Vec<(String, Revision)>,
+    /// Runners whose spec changed only in its requests (run now, reset
+    /// cursor): told, not rebuilt; (id, new spec revision).
+    pub requests: Vec<(String, Revision)>,
+}
+
+/// The decision and the timers it keeps between reconciles.
+pub struct Decider {
+    /// A job moves to a peer only after the peer has ranked first for it
+    /// this long.
+    stabilization: Duration,
+    /// Rank k may claim a job unowned for k × this.
+    fallback_step: Duration,
+    /// When each unowned job was first seen unowned.
+    unowned_since: HashMap<String, Instant>,
+    /// When this worker stopped ranking first for a job it runs.
+    not_first_since: HashMap<String, Instant>,
+    release_budget: f64,
+    /// When `release_budget` last grew.
+    release_budget_at: Instant,
+}
+
+impl Decider {
+    pub fn new(stabilization: Duration, fallback_step: Duration) -> Self {
+        Self {
+            stabilization,
+            fallback_step,
+            unowned_since: HashMap::new(),
+            not_first_since: HashMap::new(),
+            release_budget: 0.0,
+            release_budget_at: Instant::now(),
+        }
+    }
+
+    /// The plan for `worker` holding `lease` at `now`; `runs` says which job
+    /// types it runs.
+    pub fn decide<R: Running>(
+        &mut self,
+        view: &ClusterView,
+        worker: &str,
+        lease: LeaseId,
+        runs: impl Fn(&str) -> bool,
+        runners: &HashMap<String, R>,
+        now: Instant,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let mut rebalance = Vec::new();
+        let mut candidates: HashMap<&str, Vec<assign::Candidate<'_>>> = HashMap::new();
+        for (id, (record, spec_revision)) in &view.jobs {
+            let candidates =
+                candidates.entry(record.job_type.as_str()).or_insert_with(|| view.candidates(&record.job_type));
+            let position = assign::position(id, worker, candidates);
+            match view.claims.get(id).map(|(c, _)| c) {
+                None if record.paused => {
+                    // A paused job is not waiting for anyone.
+                    self.unowned_since.remove(id);
+                }
+                None => {
+                    let since = *self.unowned_since.entry(id.clone()).or_insert(now);
+                    let waited = now.duration_since(since);
+                    // Rank k steps in for a first-ranked peer that has had the
+                    // stabilization period to claim and has not.
+                    let may_claim = match position {
+                        Some(0) => true,
+                        Some(p) => {
+                            waited >= self.fallback_step * p as u32 && self.first_settled(view, id, candidates, now)
+                        }
+                        None => false,
+                    };
+                    if may_claim && runs(&record.job_type) {
+                        plan.claim.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
+                    }
+                }
+                Some(claim) if claim.worker == worker && claim.lease == lease => {
+                    self.unowned_since.remove(id);
+                    if record.paused {
+                        plan.release.push(id.clone());
+                        continue;
+                    }
+                    match runners.get(id) {
+                        None => plan.resume.push(Resume {
+                            id: id.clone(),
+                            epoch: claim.epoch,
+                            record: record.clone(),
+                            spec_revision: *spec_revision,
+                        }),
+                        // Same spec revision: nothing to compare.
+                        Some(runner) if runner.spec_revision() == *spec_revision => {}
+                        Some(runner) if only_requests_changed(runner.record(), record) => {
+                            plan.requests.push((id.clone(), *spec_revision));
+                        }
+                        Some(runner) if runner.record() != record => {
+                            plan.release.push(id.clone()); // rebuilt from the new spec once released
+                        }
+                        Some(_) => {}
+                    }
+                    if position == Some(0) {
+                        self.not_first_since.remove(id);
+                    } else {
+                        let since = *self.not_first_since.entry(id.clone()).or_insert(now);
+                        if now.duration_since(since) >= self.stabilization {
+                            rebalance.push(id.clone());
+                        }
+                    }
+                }
+                Some(_) => {
+                    self.unowned_since.remove(id);
+                }
+            }
+        }
+        // Runners of deleted jobs, and claims of mine on deleted jobs.
+        let orphans = runners.keys().filter(|id| !view.jobs.contains_key(*id)).cloned();
+        plan.stray = view
+            .claims
+            .iter()
+            .filter(|(id, (c, _))| c.worker == worker && c.lease == lease && !view.jobs.contains_key(*id))
+            .filter(|(id, _)| !runners.contains_key(*id))
+            .map(|(id, (c, _))| (id.clone(), c.epoch))
+            .collect();
+        self.unowned_since.retain(|id, _| view.jobs.contains_key(id) && !view.claims.contains_key(id));
+        self.not_first_since.retain(|id, _| runners.contains_key(id));
+
+        // Hand over at a bounded pace, so a join does not stop everything at
+        // once: the budget grows with the time elapsed (not with how often
+        // this runs) and holds at most one second's worth, so a join after
+        // a quiet period moves 10 % per second too.
+        let per_second = (runners.len().max(10) as f64) * RELEASE_SHARE_PER_SECOND;
+        let elapsed = now.duration_since(self.release_budget_at).as_secs_f64();
+        self.release_budget = (self.release_budget + per_second * elapsed).min(per_second);
+        self.release_budget_at = now;
+        let paced = rebalance.len().min(self.release_budget as usize);
+        self.release_budget -= paced as f64;
+        plan.release.extend(rebalance.into_iter().take(paced));
+        plan.release.extend(orphans);
+        plan
+    }
+
+    /// A claim was won: the job no longer waits.
+    pub fn claimed(&mut self, id: &str) {
+        self.unowned_since.remove(id);
+    }
+
+    /// A claim was released (or every job lost): its hand-over timer ends.
+    pub fn released(&mut self, id: &str) {
+        self.not_first_since.remove(id);
+    }
+
+    /// Every runner stopped at once.
+    pub fn lost_all(&mut self) {
+        self.not_first_since.clear();
+    }
+
+    /// Whether the worker ranked first for `job` has been known for at least
+    /// the stabilization period (a slow starter is not robbed of its jobs).
+    fn first_settled(&self, view: &ClusterView, job: &str, candidates: &[assign::Candidate<'_>], now: Instant) -> bool {
+        let Some(first) = assign::rank(job, candidates).into_iter().next() else { return true };
+        view.first_seen.get(first).is_none_or(|seen| now.duration_since(*seen) >= self.stabilization)
+    }
+}
+
+/// Whether the only change is a run-now or cursor-reset request (the
+/// runner is told; no rebuild needed).
+fn only_requests_changed(running: &JobRecord, now: &JobRecord) -> bool {
+    let requests = JobRecord {
+        run_now_seq: now.run_now_seq,
+        cursor_reset_seq: now.cursor_reset_seq,
+        update_time: now.update_time,
+        ..running.clone()
+    };
+    requests == *now
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+use std::time::Duration;
+
+use ingest_model::{WorkerRecord, WorkerState};
+
+use super::*;
+use crate::view::Claim;
+
+const ME: &str = "me";
+const PEER: &str = "peer";
+const LEASE: LeaseId = 7;
+const STABLE: Duration = Duration::from_secs(5);
+const STEP: Duration = Duration::from_secs(2);
+
+/// A runner as the decision sees it: the spec revision and record it runs.
+struct Runs(Revision, JobRecord);
+
+impl Running for Runs {
+    fn spec_revision(&self) -> Revision {
+        self.0
+    }
+
+    fn record(&self) -> &JobRecord {
+        &self.1
+    }
+}
+
+fn record(id: &str) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        name: id.into(),
+        job_type: "demo".into(),
+        params: Default::default(),
+        secret_names: Vec::new(),
+        interval: Duration::from_secs(60),
+        paused: false,
+        run_now_seq: 0,
+        cursor_reset_seq: 0,
+        create_time: 0,
+        update_time: 0,
+    }
+}
+
+/// A view with `workers` (all running demo, first seen at `seen`) and jobs
+/// `job-0` … `job-<n-1>`, none claimed.
+fn view(workers: &[&str], jobs: usize, seen: Instant) -> ClusterView {
+    let mut view = ClusterView::default();
+    for name in workers {
+        let worker = WorkerRecord {
+            name: name.to_string(),
+            state: WorkerState::Active,
+            weight: 1.0,
+            types: vec!["demo".into()],
+            version: "test".into(),
+            start_time: 0,
+        };
+        view.workers.insert(name.to_string(), (worker, 1));
+        view.first_seen.insert(name.to_string(), seen);
+    }
+    for i in 0..jobs {
+        let id = format!("job-{i}");
+        view.jobs.insert(id.clone(), (record(&id), 10));
+    }
+    view
+}
+
+fn claim(view: &mut ClusterView, id: &str, worker: &str) {
+    view.claims.insert(id.into(), (Claim { worker: worker.into(), epoch: 20, lease: LEASE }, 20));
+}
+
+/// The jobs of `view` that rank `worker` first.
+fn first_for(view: &ClusterView, worker: &str) -> Vec<String> {
+    let candidates = view.candidates("demo");
+    let mut ids: Vec<String> =
+        view.jobs.keys().filter(|id| crate::assign::position(id, worker, &candidates) == Some(0)).cloned().collect();
+    ids.sort();
+    ids
+}
+
+fn claimed(plan: &Plan) -> Vec<String> {
+    let mut ids: Vec<String> = plan.claim.iter().map(|c| c.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn no_runners() -> HashMap<String, Runs> {
+    HashMap::new()
+}
+
+#[test]
+fn a_worker_claims_what_ranks_it_first_and_steps_in_for_a_silent_peer() {
+    let t0 = Instant::now();
+    let view = view(&[ME, PEER], 40, t0);
+    let mine = first_for(&view, ME);
+    assert!(!mine.is_empty() && mine.len() < 40, "both workers rank first somewhere");
+    let mut decider = Decider::new(STABLE, STEP);
+    let plan = decider.decide(&view, ME, LEASE, |t| t == "demo", &no_runners(), t0);
+    assert_eq!(claimed(&plan), mine, "first-ranked jobs at once, nothing of the peer's");
+    // The peer has been known long enough and has not claimed its jobs: rank
+    // 1 steps in after one fallback step.
+    let later = t0 + STABLE.max(STEP);
+    let plan = decider.decide(&view, ME, LEASE, |t| t == "demo", &no_runners(), later);
+    assert_eq!(plan.claim.len(), 40, "every unowned job once the peer stayed silent");
+    // A type this worker does not run is never claimed.
+    let mut other = Decider::new(STABLE, STEP);
+    assert!(other.decide(&view, ME, LEASE, |_| false, &no_runners(), later).claim.is_empty());
+}
+
+#[test]
+fn a_newly_seen_first_ranked_peer_is_not_robbed_of_its_jobs() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME, PEER], 40, t0);
+    let mut decider = Decider::new(STABLE, STEP);
+    decider.decide(&view, ME, LEASE, |_| true, &no_runners(), t0);
+    // The peer just appeared: its jobs wait for it through the stabilization.
+    let just_now = t0 + STEP * 2;
+    view.first_seen.insert(PEER.into(), just_now);
+    let plan = decider.decide(&view, ME, LEASE, |_| true, &no_runners(), just_now);
+    assert_eq!(claimed(&plan), first_for(&view, ME));
+}
+
+#[test]
+fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_are_told() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME], 4, t0);
+    for i in 0..4 {
+        claim(&mut view, &format!("job-{i}"), ME);
+    }
+    // job-0: claimed, no runner → resume. job-1: paused → release.
+    // job-2: only a run-now request changed → told. job-3: params changed → release.
+    view.jobs.get_mut("job-1").expect("job").0.paused = true;
+    let mut runners = HashMap::new();
+    let mut asked = record("job-2");
+    asked.run_now_seq = 1;
+    asked.update_time = 5;
+    view.jobs.insert("job-2".into(), (asked, 11));
+    runners.insert("job-2".to_string(), Runs(10, record("job-2")));
+    let mut changed = record("job-3");
+    changed.params.insert("items_per_run".into(), 5.into());
+    view.jobs.insert("job-3".into(), (changed, 11));
+    runners.insert("job-3".to_string(), Runs(10, record("job-3")));
+    // A runner of a deleted job, and a claim of mine on another deleted one.
+    runners.insert("gone".to_string(), Runs(10, record("gone")));
+    claim(&mut view, "gone-too", ME);
+
+    let plan = Decider::new(STABLE, STEP).decide(&view, ME, LEASE, |_| true, &runners, t0);
+    assert_eq!(plan.resume.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["job-0"]);
+    assert_eq!(plan.resume[0].epoch, 20);
+    let mut released = plan.release.clone();
+    released.sort();
+    assert_eq!(released, ["gone", "job-1", "job-3"]);
+    assert_eq!(plan.requests, [("job-2".to_string(), 11)]);
+    assert_eq!(plan.stray, [("gone-too".to_string(), 20)]);
+    assert!(plan.claim.is_empty());
+    // A claim under another lease of mine (an old one) is not mine to run.
+    let plan = Decider::new(STABLE, STEP).decide(&view, ME, LEASE + 1, |_| true, &runners, t0);
+    assert!(plan.resume.is_empty() && plan.requests.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME, PEER], 400, t0);
+    let theirs = first_for(&view, PEER);
+    let mut runners = HashMap::new();
+    for id in view.jobs.keys().cloned().collect::<Vec<_>>() {
+        claim(&mut view, &id, ME);
+        runners.insert(id.clone(), Runs(10, record(&id)));
+    }
+    let mut decider = Decider::new(STABLE, STEP);
+    let runs = |_: &str| true;
+    assert!(decider.decide(&view, ME, LEASE, runs, &runners, t0).release.is_empty(), "not before stabilization");
+    // Past the stabilization: the budget holds one second's worth, 10 % of 400.
+    let mut at = t0 + STABLE;
+    let first = decider.decide(&view, ME, LEASE, runs, &runners, at).release;
+    assert_eq!(first.len(), 40, "one second's worth, however long it was quiet");
+    assert!(first.iter().all(|id| theirs.contains(id)), "only jobs that rank the peer first move");
+    // Half a second later: half of that.
+    at += Duration::from_millis(500);
+    let moved: std::collections::HashSet<String> = first.into_iter().collect();
+    for id in &moved {
+        runners.remove(id);
+        view.claims.remove(id);
+        decider.released(id);
+    }
+    let next = decider.decide(&view, ME, LEASE, runs, &runners, at).release;
+    let expected = (runners.len() as f64 * 0.1 * 0.5) as usize;
+    assert_eq!(next.len(), expected.min(theirs.len() - moved.len()));
+    assert!(next.iter().all(|id| !moved.contains(id)));
+}
