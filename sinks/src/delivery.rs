@@ -102,6 +102,7 @@ impl Sinks {
             index_name: index.name.as_str().into(),
             index,
             prepared: false,
+            preparing: None,
         }
     }
 }
@@ -125,6 +126,8 @@ pub struct JobOutput {
     index: IndexSpec,
     index_name: Arc<str>,
     prepared: bool,
+    /// A preparation still under way when the last call's time ran out.
+    preparing: Option<tokio::task::JoinHandle<Result<(), SinkError>>>,
 }
 
 impl JobOutput {
@@ -196,21 +199,41 @@ impl JobOutput {
         Ok(object.key)
     }
 
+    /// Makes sure the bucket and the index (with its mapping) exist, within
+    /// `deadline`: a sink that does not answer cannot hold the run past
+    /// --sink-timeout. An attempt still under way then goes on in the
+    /// background and the next call takes its answer up (a slow first answer,
+    /// e.g. a 401 from a cold Elasticsearch, is reported, not lost behind
+    /// "no answer"); when an earlier attempt failed, its error is reported
+    /// rather than the silence.
     async fn prepare(&mut self, deadline: Instant) -> Result<(), SinkError> {
         if self.prepared {
             return Ok(());
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut last = None;
         loop {
-            let attempt = async {
-                self.sinks.objects.prepare().await?;
-                self.sinks.documents.prepare(&self.index).await
+            let mut attempt = self.preparing.take().unwrap_or_else(|| {
+                let (sinks, index) = (self.sinks.clone(), self.index.clone());
+                tokio::spawn(async move {
+                    sinks.objects.prepare().await?;
+                    sinks.documents.prepare(&index).await
+                })
+            });
+            let outcome = match tokio::time::timeout_at(deadline, &mut attempt).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(ended)) => Err(SinkError::transient("delivery", format!("preparing the sinks ended: {ended}"))),
+                Err(_) => {
+                    self.preparing = Some(attempt);
+                    return Err(last.unwrap_or_else(|| self.timed_out()));
+                }
             };
-            match attempt.await {
+            match outcome {
                 Ok(()) => break,
                 Err(e) if e.transient && Instant::now() + Duration::from_millis(200) < deadline => {
                     let wait = backoff.next(None).min(deadline.saturating_duration_since(Instant::now()));
                     tracing::debug!(job = %self.job_id, error = %e, retry_in = ?wait, "sinks not ready");
+                    last = Some(e);
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),

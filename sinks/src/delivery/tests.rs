@@ -180,3 +180,60 @@ async fn object_failures_are_retried_within_the_timeout() {
     let error = output.deliver(vec![item(2, true)]).await.unwrap_err();
     assert!(error.message.contains("connection reset") && error.message.contains("gave up"), "{error}");
 }
+
+/// Preparing takes `delay`, then refuses the credentials (a transient
+/// error, as a 401 is) or hangs for ever when `silent`; counts attempts.
+struct SlowToRefuse {
+    delay: Duration,
+    silent: bool,
+    attempts: Mutex<u32>,
+}
+
+#[async_trait]
+impl DocumentSink for SlowToRefuse {
+    async fn prepare(&self, _: &IndexSpec) -> Result<(), SinkError> {
+        *self.attempts.lock().unwrap() += 1;
+        tokio::time::sleep(self.delay).await;
+        if self.silent {
+            std::future::pending::<()>().await;
+        }
+        Err(SinkError::transient("elasticsearch", "401 Unauthorized: check --elasticsearch-api-key"))
+    }
+    async fn write(&self, _: Vec<Document>) -> Result<WriteOutcome, SinkError> {
+        Ok(WriteOutcome::default())
+    }
+    fn describe(&self) -> String {
+        "the index".into()
+    }
+}
+
+/// A preparation is bounded by the sink timeout, and a slow answer is not
+/// lost: the attempt goes on, and the next delivery reports what it said
+/// (instead of "no answer" again, or a fresh attempt that is as slow).
+#[tokio::test]
+async fn a_slow_first_answer_is_reported_by_the_next_delivery_and_a_silent_sink_costs_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(300);
+    let slow = Arc::new(SlowToRefuse { delay: Duration::from_millis(500), silent: false, attempts: Mutex::default() });
+    let sinks = Arc::new(Sinks::new(slow.clone(), Arc::new(LocalObjects::new(dir.path())), timeout));
+    let mut output = sinks.output("demo", "job-1", spec());
+    let started = Instant::now();
+    let first = output.deliver(vec![item(1, false)]).await.unwrap_err();
+    assert!(started.elapsed() < timeout + Duration::from_millis(200), "bounded: {:?}", started.elapsed());
+    assert!(first.message.contains("did not acknowledge within"), "{first}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = output.deliver(vec![item(1, false)]).await.unwrap_err();
+    assert!(second.message.contains("--elasticsearch-api-key"), "the slow answer, reported: {second}");
+    assert!(*slow.attempts.lock().unwrap() >= 1);
+
+    let silent = Arc::new(SlowToRefuse { delay: Duration::ZERO, silent: true, attempts: Mutex::default() });
+    let sinks = Arc::new(Sinks::new(silent.clone(), Arc::new(LocalObjects::new(dir.path())), timeout));
+    let mut output = sinks.output("demo", "job-2", spec());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = output.deliver(vec![item(1, false)]).await.unwrap_err();
+        assert!(started.elapsed() < timeout + Duration::from_millis(200), "bounded: {:?}", started.elapsed());
+        assert!(error.message.contains("did not acknowledge within"), "{error}");
+    }
+    assert_eq!(*silent.attempts.lock().unwrap(), 1, "the one attempt under way is waited for, not repeated");
+}
