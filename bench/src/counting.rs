@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use ingest_store::{LeaseId, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResponse, WatchStream};
+use ingest_store::{RangeRequest, RangeResponse, Store, StoreError, Txn, TxnResponse};
 
 /// One store call: e.g. `range jobs/` and its duration.
 #[derive(Clone, Debug)]
@@ -53,7 +53,11 @@ impl CountingStore {
 }
 
 #[async_trait]
-impl Store for CountingStore {
+impl ingest_store::StoreWrapper for CountingStore {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
+    }
+
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
         let what = format!("range {}", self.label(&request.range.start));
         let started = Instant::now();
@@ -67,29 +71,5 @@ impl Store for CountingStore {
         let result = self.inner.txn(txn).await;
         self.log("txn".to_string(), started);
         result
-    }
-
-    async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch_prefix(prefix, start_revision).await
-    }
-
-    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.lease_grant(ttl).await
-    }
-
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.inner.lease_keep_alive(lease).await
-    }
-
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.lease_revoke(lease).await
-    }
-
-    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
-        self.inner.lease_time_to_live(lease).await
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
     }
 }

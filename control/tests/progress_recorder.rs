@@ -9,10 +9,7 @@ use async_trait::async_trait;
 use ingest_control::progress::{ProgressRecorder, RecorderConfig};
 use ingest_model::{ClaimProgress, Counters, StatsLedger};
 use ingest_store::keys::Keys;
-use ingest_store::{
-    EmbeddedStore, EtcdOptions, EtcdStore, LeaseId, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn,
-    TxnOp, TxnResponse, WatchStream,
-};
+use ingest_store::{EmbeddedStore, EtcdOptions, EtcdStore, Store, StoreError, Txn, TxnOp, TxnResponse};
 use ingest_testkit::EtcdServer;
 use tokio_util::sync::CancellationToken;
 
@@ -201,9 +198,9 @@ impl Interposed {
 }
 
 #[async_trait]
-impl Store for Interposed {
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
-        self.inner.range(request).await
+impl ingest_store::StoreWrapper for Interposed {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
@@ -213,29 +210,5 @@ impl Store for Interposed {
             self.inner.txn(Txn::new().and_then([op])).await?;
         }
         self.inner.txn(txn).await
-    }
-
-    async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch_prefix(prefix, start_revision).await
-    }
-
-    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.lease_grant(ttl).await
-    }
-
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.inner.lease_keep_alive(lease).await
-    }
-
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.lease_revoke(lease).await
-    }
-
-    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
-        self.inner.lease_time_to_live(lease).await
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.inner.compact(revision).await
     }
 }

@@ -7,6 +7,7 @@
 mod embedded;
 mod etcd;
 pub mod keys;
+mod wrap;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, create_private_dir};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
+pub use wrap::StoreWrapper;
 
 /// A store revision. Every write transaction increments the global revision by
 /// one; revision 0 means "does not exist" in compares.

@@ -232,7 +232,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
-    use ingest_store::{EmbeddedStore, RangeRequest, RangeResponse, Revision, TxnResponse, WatchStream};
+    use ingest_store::{EmbeddedStore, StoreWrapper};
 
     use super::*;
 
@@ -245,16 +245,11 @@ mod tests {
     }
 
     #[async_trait]
-    impl Store for Flapping {
-        async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
-            self.inner.range(request).await
+    impl StoreWrapper for Flapping {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
         }
-        async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
-            self.inner.txn(txn).await
-        }
-        async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
-            self.inner.watch_prefix(prefix, start_revision).await
-        }
+
         async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
             self.grants.fetch_add(1, Ordering::SeqCst);
             let failing = self.failing_grants.load(Ordering::SeqCst);
@@ -263,18 +258,6 @@ mod tests {
                 return Err(StoreError::Unavailable("etcd is restarting".into()));
             }
             self.inner.lease_grant(ttl).await
-        }
-        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-            self.inner.lease_keep_alive(lease).await
-        }
-        async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-            self.inner.lease_revoke(lease).await
-        }
-        async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
-            self.inner.lease_time_to_live(lease).await
-        }
-        async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-            self.inner.compact(revision).await
         }
     }
 
