@@ -23,9 +23,10 @@ pub const BULK_DOCUMENTS: &str = "ingest_sink_bulk_documents_total";
 pub const REQUESTS: &str = "ingest_control_requests_total";
 pub const REQUEST_SECONDS: &str = "ingest_control_request_seconds";
 pub const PROGRESS_REPORTS: &str = "ingest_control_progress_reports_total";
+pub const FEED_PROBLEMS: &str = "ingest_worker_feed_problems_total";
 
 /// Name, kind and help of every metric.
-const DESCRIPTIONS: [(&str, Kind, &str); 14] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 15] = [
     (JOBS_OWNED, Kind::Gauge, "Jobs this worker owns."),
     (ITEMS_FETCHED, Kind::Counter, "Items fetched from sources, by job type."),
     (ITEMS_WRITTEN, Kind::Counter, "Items acknowledged by the sinks, by job type."),
@@ -40,6 +41,11 @@ const DESCRIPTIONS: [(&str, Kind, &str); 14] = [
     (REQUESTS, Kind::Counter, "JobService calls (gRPC and HTTP/JSON), by method and status code."),
     (REQUEST_SECONDS, Kind::Histogram, "Time to answer a JobService call, by method."),
     (PROGRESS_REPORTS, Kind::Counter, "Progress reports received from workers."),
+    (
+        FEED_PROBLEMS,
+        Kind::Counter,
+        "Feeds read with a problem shown on the job, by problem (no_entries, not_well_formed, entries_dropped).",
+    ),
 ];
 
 #[derive(Clone, Copy)]

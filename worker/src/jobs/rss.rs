@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use feed_rs::model::{Entry, Feed, Text};
 use ingest_model::JobParams;
 use ingest_sinks::Item;
 use ingest_sinks::objects::sha256_hex;
@@ -23,7 +22,11 @@ use crate::cpu;
 use crate::fetch::Request;
 
 pub mod article;
+pub mod dates;
+pub mod feed;
 pub mod nesting;
+
+use feed::{Entry, Feed};
 
 pub const NAME: &str = "rss";
 
@@ -67,7 +70,11 @@ impl JobType for Rss {
         let keyword = json!({"type": "keyword", "ignore_above": 2048});
         json!({
             "title": text, "summary": text, "content": text,
-            "link": keyword, "guid": keyword, "authors": keyword, "categories": keyword,
+            "link": keyword, "guid": keyword, "authors": keyword, "author_emails": keyword,
+            "categories": keyword, "category_labels": keyword,
+            "enclosures": {"properties": {"url": keyword, "type": keyword, "length": {"type": "long"}}},
+            "thumbnails": keyword, "image": keyword, "duration": keyword, "base": keyword,
+            "feed_link": keyword, "feed_language": keyword,
             "published": {"type": "date"}, "updated": {"type": "date"},
             "feed_title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
             "feed_url": keyword,
@@ -110,6 +117,23 @@ impl Job for Rss {
         let feed = cpu::run("parsing the feed", PARSE_BUDGET, move || parse(&body, &base))
             .await
             .map_err(|e| JobError::new(format!("{}: {e}", response.url)))??;
+        let mut problems = Vec::new();
+        if feed.entries.is_empty() {
+            problems.push(("no_entries", "the feed holds no entries".to_string()));
+        }
+        if let Some(trouble) = &feed.trouble {
+            problems.push((
+                "not_well_formed",
+                format!("{trouble}; the {} entries before it were read", feed.entries.len()),
+            ));
+        }
+        if feed.entries.len() > MAX_ENTRIES {
+            let dropped = feed.entries.len() - MAX_ENTRIES;
+            problems.push(("entries_dropped", format!("{dropped} entries past the first {MAX_ENTRIES} were left out")));
+        }
+        for (problem, _) in &problems {
+            metrics::counter!(ingest_runtime::metrics::FEED_PROBLEMS, "problem" => *problem).increment(1);
+        }
         let seen: HashSet<&str> = cursor.seen.iter().map(String::as_str).collect();
         let mut now_seen = Vec::new();
         let mut items = Vec::new();
@@ -126,6 +150,7 @@ impl Job for Rss {
             add_article(ctx, item, &mut report).await.map_err(|e| JobError { report, ..e })?;
         }
         let mut warning = None;
+        let mut notes: Vec<String> = problems.into_iter().map(|(_, note)| note).collect();
         if !items.is_empty() {
             let extension = if response.body.first() == Some(&b'{') { "json" } else { "xml" };
             let raw_key = ctx
@@ -138,6 +163,8 @@ impl Job for Rss {
             }
             warning = ctx.deliver(items, &mut report).await?;
         }
+        notes.extend(warning);
+        let warning = (!notes.is_empty()).then(|| notes.join("; "));
         let next = Cursor {
             etag: response.header("etag").map(String::from),
             last_modified: response.header("last-modified").map(String::from),
@@ -198,15 +225,11 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
     Ok(())
 }
 
-/// Parses a feed; relative links resolve against `base`. Linear in the
-/// body's size (quick-xml also refuses absurd nesting); CPU-heavy for big
-/// feeds, so runs call it through `crate::cpu`.
+/// Parses a feed (`feed.rs`); relative links resolve against `base`.
+/// Linear in the body's size; CPU-heavy for big feeds, so runs call it
+/// through `crate::cpu`.
 pub fn parse(body: &[u8], base: &Url) -> Result<Feed, JobError> {
-    feed_rs::parser::Builder::new()
-        .base_uri(Some(base.as_str()))
-        .build()
-        .parse(body)
-        .map_err(|e| JobError::new(format!("{base} is not a feed that can be read: {e}")))
+    feed::parse(body, base).map_err(|e| JobError::new(format!("{base} is not a feed that can be read: {e}")))
 }
 
 /// The interval, unless the feed asks for longer (`ttl` in minutes,
@@ -219,9 +242,30 @@ fn next_run(ttl_minutes: Option<u32>, max_age: Option<Duration>) -> NextRun {
     }
 }
 
-/// An entry's `_id`: the SHA-256 of the feed URL and the entry's own id.
+/// An entry's `_id`: the SHA-256 of the feed URL and what identifies the
+/// entry — its own id, else its link, else its content (title, dates,
+/// summary, content, enclosures) — so reading the same entry again,
+/// however often, lands on the same document.
 pub fn entry_id(feed_url: &Url, entry: &Entry) -> String {
-    sha256_hex(format!("{feed_url}\n{}", entry.id).as_bytes())
+    let key = match (&entry.id, &entry.link) {
+        (Some(id), _) => id.clone(),
+        (None, Some(link)) => link.clone(),
+        (None, None) => {
+            let time =
+                |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp().to_string()).unwrap_or_default();
+            let enclosures: Vec<&str> = entry.enclosures.iter().map(|e| e.url.as_str()).collect();
+            let fields = [
+                entry.title.clone().unwrap_or_default(),
+                time(entry.published),
+                time(entry.updated),
+                entry.summary.clone().unwrap_or_default(),
+                entry.content.clone().unwrap_or_default(),
+                enclosures.join(" "),
+            ];
+            format!("content:{}", sha256_hex(fields.join("\n").as_bytes()))
+        }
+    };
+    sha256_hex(format!("{feed_url}\n{key}").as_bytes())
 }
 
 /// 12 hex digits of the entry's id and update time: a changed entry is
@@ -235,40 +279,45 @@ fn seen_mark(id: &str, entry: &Entry) -> String {
 pub fn item(feed: &Feed, entry: &Entry, feed_url: &Url, id: String) -> Item {
     let mut doc = Map::new();
     let mut put = |key: &str, value: Value| {
-        if !value.is_null() {
+        if !value.is_null() && value != json!([]) {
             doc.insert(key.to_string(), value);
         }
     };
     put("guid", json!(entry.id));
-    put("title", text(entry.title.as_ref()));
-    put(
-        "link",
-        entry
-            .links
-            .iter()
-            .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
-            .map(|l| json!(l.href))
-            .unwrap_or(Value::Null),
-    );
-    let authors: Vec<&str> = entry.authors.iter().filter_map(|p| p.name.as_deref()).collect();
-    if !authors.is_empty() {
-        put("authors", json!(authors));
-    }
-    let categories: Vec<&str> = entry.categories.iter().map(|c| c.label.as_deref().unwrap_or(&c.term)).collect();
-    if !categories.is_empty() {
-        put("categories", json!(categories));
-    }
-    put("summary", text(entry.summary.as_ref()));
-    put("content", entry.content.as_ref().and_then(|c| c.body.as_deref()).map(|b| json!(b)).unwrap_or(Value::Null));
-    put("published", entry.published.map(|t| json!(t.to_rfc3339())).unwrap_or(Value::Null));
-    put("updated", entry.updated.map(|t| json!(t.to_rfc3339())).unwrap_or(Value::Null));
-    put("feed_title", text(feed.title.as_ref()));
+    put("title", json!(entry.title));
+    put("link", json!(entry.link));
+    put("authors", json!(entry.authors.iter().filter_map(|p| p.name.as_deref()).collect::<Vec<_>>()));
+    put("author_emails", json!(entry.authors.iter().filter_map(|p| p.email.as_deref()).collect::<Vec<_>>()));
+    put("categories", json!(entry.categories.iter().map(|c| c.term.as_str()).collect::<Vec<_>>()));
+    put("category_labels", json!(entry.categories.iter().filter_map(|c| c.label.as_deref()).collect::<Vec<_>>()));
+    put("summary", json!(entry.summary));
+    put("content", json!(entry.content));
+    put("published", json!(entry.published.map(|t| t.to_rfc3339())));
+    put("updated", json!(entry.updated.map(|t| t.to_rfc3339())));
+    let enclosures: Vec<Value> = entry
+        .enclosures
+        .iter()
+        .map(|e| {
+            let mut enclosure = json!({"url": e.url});
+            if let Some(mime_type) = &e.mime_type {
+                enclosure["type"] = json!(mime_type);
+            }
+            if let Some(length) = e.length {
+                enclosure["length"] = json!(length);
+            }
+            enclosure
+        })
+        .collect();
+    put("enclosures", json!(enclosures));
+    put("thumbnails", json!(entry.thumbnails));
+    put("image", json!(entry.image));
+    put("duration", json!(entry.duration));
+    put("base", json!(entry.base));
+    put("feed_title", json!(feed.title));
+    put("feed_link", json!(feed.link));
+    put("feed_language", json!(feed.language));
     put("feed_url", json!(feed_url.as_str()));
     Item { id, doc, raw: None }
-}
-
-fn text(text: Option<&Text>) -> Value {
-    text.map(|t| json!(t.content.trim())).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
