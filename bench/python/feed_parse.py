@@ -1,6 +1,7 @@
 """The Python baseline of `ingest-bench parse`: feedparser over the given
 files, on one core, repeated for at least --seconds. Prints
-{"feeds": n, "items": n, "bytes": n, "seconds": s}."""
+{"feeds": n, "items": n, "bytes": n, "failed": n, "seconds": s}; a feed
+feedparser cannot read counts its bytes, no items, and one failure."""
 
 import argparse
 import json
@@ -18,18 +19,21 @@ def main():
     for path in args.files:
         with open(path, "rb") as f:
             bodies.append(f.read())
-    feeds = items = size = 0
+    feeds = items = size = failed = 0
+    rounds = 0
     started = time.perf_counter()
     while time.perf_counter() - started < args.seconds:
+        rounds += 1
         for body in bodies:
             parsed = feedparser.parse(body)
             if parsed.bozo and not parsed.entries:
-                raise SystemExit(f"feedparser could not read a feed: {parsed.bozo_exception}")
+                failed += 1
             feeds += 1
             items += len(parsed.entries)
             size += len(body)
     seconds = time.perf_counter() - started
-    print(json.dumps({"feeds": feeds, "items": items, "bytes": size, "seconds": seconds}))
+    print(json.dumps({"feeds": feeds, "items": items, "bytes": size, "failed": failed // max(rounds, 1),
+                      "seconds": seconds}))
 
 
 if __name__ == "__main__":

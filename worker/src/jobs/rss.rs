@@ -24,6 +24,7 @@ use crate::fetch::Request;
 pub mod article;
 pub mod dates;
 pub mod feed;
+pub mod html;
 pub mod nesting;
 
 use feed::{Entry, Feed};
@@ -69,7 +70,8 @@ impl JobType for Rss {
         let text = json!({"type": "text"});
         let keyword = json!({"type": "keyword", "ignore_above": 2048});
         json!({
-            "title": text, "summary": text, "content": text,
+            "title": text, "summary": text, "content": text, "summary_text": text, "content_text": text,
+            "summary_safe": {"type": "text", "index": false}, "content_safe": {"type": "text", "index": false},
             "link": keyword, "guid": keyword, "authors": keyword, "author_emails": keyword,
             "categories": keyword, "category_labels": keyword,
             "enclosures": {"properties": {"url": keyword, "type": keyword, "length": {"type": "long"}}},
@@ -290,8 +292,13 @@ pub fn item(feed: &Feed, entry: &Entry, feed_url: &Url, id: String) -> Item {
     put("author_emails", json!(entry.authors.iter().filter_map(|p| p.email.as_deref()).collect::<Vec<_>>()));
     put("categories", json!(entry.categories.iter().map(|c| c.term.as_str()).collect::<Vec<_>>()));
     put("category_labels", json!(entry.categories.iter().filter_map(|c| c.label.as_deref()).collect::<Vec<_>>()));
-    put("summary", json!(entry.summary));
-    put("content", json!(entry.content));
+    for (field, html) in [("summary", &entry.summary), ("content", &entry.content)] {
+        if let Some(html) = html {
+            put(field, json!(html));
+            put(&format!("{field}_safe"), json!(self::html::safe(html)));
+            put(&format!("{field}_text"), json!(self::html::text(html)));
+        }
+    }
     put("published", json!(entry.published.map(|t| t.to_rfc3339())));
     put("updated", json!(entry.updated.map(|t| t.to_rfc3339())));
     let enclosures: Vec<Value> = entry

@@ -308,19 +308,17 @@ fn escape(text: &str) -> String {
 /// `&`, unknown entities, end tags that do not match. Reading stops at the
 /// first error it cannot pass; what was read stays.
 fn read_tree(body: &[u8], base: &Url) -> Result<Tree, String> {
-    // The encoding from the BOM or the XML declaration (default UTF-8);
-    // bytes that are not of it become U+FFFD instead of ending the read.
-    let mut reader = NsReader::from_reader(quick_xml::encoding::DecodingReader::new(body));
+    let text = decode(body);
+    let mut reader = NsReader::from_str(&text);
     let config = reader.config_mut();
     config.expand_empty_elements = true;
     config.allow_dangling_amp = true;
     config.check_end_names = false;
     config.allow_unmatched_ends = true;
-    let mut buf = Vec::new();
     let mut stack: Vec<Node> = vec![Node { base: Some(base.clone()), ..Node::default() }];
     let mut trouble = None;
     loop {
-        let (resolved, event) = match reader.read_resolved_event_into(&mut buf) {
+        let (resolved, event) = match reader.read_resolved_event() {
             Ok(read) => read,
             Err(error) => {
                 trouble = Some(format!("not well-formed XML at byte {}: {error}", reader.buffer_position()));
@@ -384,16 +382,9 @@ fn read_tree(body: &[u8], base: &Url) -> Result<Tree, String> {
                 };
                 push_text(&mut stack, &text);
             }
-            // The declared encoding applies from here on.
-            Event::Decl(decl) => {
-                if let Some(encoding) = decl.encoder() {
-                    reader.get_mut().set_encoding(encoding);
-                }
-            }
             Event::Eof => break,
             _ => {}
         }
-        buf.clear();
     }
     // Close what the document left open (it stopped early).
     if trouble.is_none() && stack.len() > 2 {
@@ -415,6 +406,33 @@ fn read_tree(body: &[u8], base: &Url) -> Result<Tree, String> {
         Some(node) => Ok(Tree { node, trouble }),
         None => Err(trouble.unwrap_or_else(|| "no XML element in it".to_string())),
     }
+}
+
+/// The document as text: in the encoding its BOM or XML declaration names
+/// (UTF-8 when none does); bytes that are not of it become U+FFFD rather
+/// than end the read. UTF-8 input is borrowed, not copied.
+fn decode(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    let (bom, skip) = encoding_rs::Encoding::for_bom(body).map_or((None, 0), |(e, n)| (Some(e), n));
+    let body = &body[skip..];
+    let encoding = bom.or_else(|| declared_encoding(&body[..body.len().min(512)])).unwrap_or(encoding_rs::UTF_8);
+    if encoding == encoding_rs::UTF_8 {
+        return String::from_utf8_lossy(body);
+    }
+    encoding.decode_without_bom_handling(body).0
+}
+
+/// The `encoding` of an XML declaration at the start of `head`.
+fn declared_encoding(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let head = String::from_utf8_lossy(head);
+    let declaration = head.trim_start().strip_prefix("<?xml")?;
+    let declaration = &declaration[..declaration.find("?>")?];
+    let value = declaration.split_once("encoding")?.1.trim_start().strip_prefix('=')?.trim_start();
+    let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let label = &value[1..][..value[1..].find(quote)?];
+    // A document in UTF-16 would not read this far as ASCII: a declaration
+    // saying so is wrong, and UTF-8 is what it is.
+    encoding_rs::Encoding::for_label(label.trim().as_bytes())
+        .filter(|e| *e != encoding_rs::UTF_16LE && *e != encoding_rs::UTF_16BE)
 }
 
 fn push_text(stack: &mut [Node], text: &str) {
@@ -584,34 +602,37 @@ fn entry(node: &Node) -> Entry {
 /// images in a summary work wherever the document is shown.
 fn absolute_links(html: String, base: Option<&Url>) -> String {
     let Some(base) = base else { return html };
-    let lower = html.to_ascii_lowercase();
-    let mut out = String::with_capacity(html.len());
+    if !html.contains('=') {
+        return html;
+    }
+    let bytes = html.as_bytes();
+    let mut out = String::new();
     let mut copied = 0;
     let mut from = 0;
-    while let Some(found) = lower[from..].find(['h', 's']).map(|at| from + at) {
-        from = found + 1;
-        let attr_len = if lower[found..].starts_with("href=") {
-            5
-        } else if lower[found..].starts_with("src=") {
-            4
-        } else {
+    while let Some(equals) = html[from..].find('=').map(|at| from + at) {
+        from = equals + 1;
+        // An `href=` or `src=` attribute: the name follows white space.
+        let name_at = ["href", "src"].iter().find_map(|name| {
+            let start = equals.checked_sub(name.len())?;
+            let named = html.get(start..equals)?.eq_ignore_ascii_case(name);
+            (named && start > 0 && bytes[start - 1].is_ascii_whitespace()).then_some(start)
+        });
+        let (Some(_), Some(quote)) = (name_at, bytes.get(equals + 1).filter(|q| **q == b'"' || **q == b'\'')) else {
             continue;
         };
-        // An attribute: preceded by white space inside a tag.
-        if !lower[..found].ends_with(|c: char| c.is_ascii_whitespace()) {
-            continue;
-        }
-        let value_at = found + attr_len;
-        let Some(quote) = html[value_at..].chars().next().filter(|q| *q == '"' || *q == '\'') else { continue };
-        let Some(len) = html[value_at + 1..].find(quote) else { break };
-        let value = &html[value_at + 1..value_at + 1 + len];
-        let relative = !value.is_empty() && Url::parse(value).is_err() && !value.starts_with('#');
+        let value_at = equals + 2;
+        let Some(len) = html[value_at..].find(*quote as char) else { break };
+        let value = &html[value_at..value_at + len];
+        from = value_at + len;
+        let relative = !value.is_empty() && !value.starts_with('#') && Url::parse(value).is_err();
         if let (true, Ok(absolute)) = (relative, base.join(value)) {
-            out.push_str(&html[copied..value_at + 1]);
+            out.push_str(&html[copied..value_at]);
             out.push_str(absolute.as_str());
-            copied = value_at + 1 + len;
+            copied = value_at + len;
         }
-        from = value_at + 1 + len;
+    }
+    if copied == 0 {
+        return html;
     }
     out.push_str(&html[copied..]);
     out
@@ -708,7 +729,7 @@ fn categories(node: &Node) -> Vec<Category> {
 }
 
 /// HTML entities feeds use without declaring them (RSS 0.91 had the DTD).
-fn html_entity(name: &str) -> Option<&'static str> {
+pub(super) fn html_entity(name: &str) -> Option<&'static str> {
     Some(match name {
         "amp" => "&",
         "lt" => "<",

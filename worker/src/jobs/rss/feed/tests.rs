@@ -119,3 +119,14 @@ fn declared_entities_are_never_expanded() {
     let feed = parse(body, &base()).expect("read");
     assert_eq!(feed.entries[0].title.as_deref(), Some("&lol2; &ext;"));
 }
+
+#[test]
+fn relative_links_in_html_become_absolute_and_nothing_else_changes() {
+    let base = Url::parse("http://example.com/blog/post/").expect("url");
+    let html = r##"<a href="../x">x</a> <img SRC='i.png'> <a href="#top">t</a> <a data-href="keep">k</a> <a href="https://a.example/">a</a> 1=1"##;
+    assert_eq!(
+        super::absolute_links(html.to_string(), Some(&base)),
+        r##"<a href="http://example.com/blog/x">x</a> <img SRC='http://example.com/blog/post/i.png'> <a href="#top">t</a> <a data-href="keep">k</a> <a href="https://a.example/">a</a> 1=1"##
+    );
+    assert_eq!(super::absolute_links("no links".to_string(), Some(&base)), "no links");
+}
