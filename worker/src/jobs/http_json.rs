@@ -33,6 +33,8 @@ pub struct HttpJson {
     time_pointer: Option<String>,
     cursor: Option<(String, String)>,
     max_pages: usize,
+    /// Prefix of document ids (`<scope>:<item id>`); `None`: raw ids.
+    id_scope: Option<String>,
 }
 
 /// The request's HTTP method.
@@ -42,6 +44,17 @@ pub enum Method {
     Get,
     #[serde(rename = "POST")]
     Post,
+}
+
+/// How a document's `_id` comes from its item's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Ids {
+    /// Scoped by the API's URL: two jobs on different APIs whose items are
+    /// both "1" keep two documents.
+    Source,
+    /// The item's id as it is (to update documents by the API's own ids).
+    Raw,
 }
 
 #[derive(Debug, Deserialize, JobParams)]
@@ -81,6 +94,10 @@ pub struct HttpJsonParams {
     /// Pages followed per run.
     #[param(default = 10, min = 1, max = 100)]
     max_pages: usize,
+    /// Document ids: "source" (the item's id scoped by the API's URL, so jobs on different APIs never overwrite
+    /// each other's documents) or "raw" (the item's id as is).
+    #[param(default = "source")]
+    ids: Ids,
 }
 
 impl JobType for HttpJson {
@@ -91,7 +108,10 @@ impl JobType for HttpJson {
     type Params = HttpJsonParams;
 
     fn properties() -> Value {
-        json!({"source_url": {"type": "keyword"}, "item_time": {"type": "date"}, "data": {"type": "object", "enabled": false}})
+        json!({
+            "item_id": {"type": "keyword"}, "source_url": {"type": "keyword"}, "item_time": {"type": "date"},
+            "data": {"type": "object", "enabled": false},
+        })
     }
 
     fn build(_job_id: &str, params: HttpJsonParams) -> Result<Self, String> {
@@ -114,6 +134,9 @@ impl JobType for HttpJson {
             (None, None) => None,
             _ => return Err("cursor_param and cursor_pointer go together".into()),
         };
+        // The scope: a hash of the API's URL as configured (it may hold a key).
+        let id_scope = (params.ids == Ids::Source)
+            .then(|| ingest_sinks::objects::sha256_hex(params.url.as_str().as_bytes())[..16].to_string());
         Ok(HttpJson {
             url: params.url,
             body,
@@ -121,6 +144,7 @@ impl JobType for HttpJson {
             items_pointer: params.items_pointer,
             id_pointer: params.id_pointer,
             time_pointer: params.time_pointer,
+            id_scope,
             cursor,
             max_pages: params.max_pages,
         })
@@ -157,11 +181,16 @@ impl HttpJson {
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&chrono::Utc));
         let mut doc = Map::new();
+        doc.insert("item_id".into(), json!(id));
         doc.insert("source_url".into(), json!(crate::fetch::shown(&self.url)));
         if let Some(time) = time {
             doc.insert("item_time".into(), json!(time.to_rfc3339()));
         }
         doc.insert("data".into(), value.clone());
+        let id = match &self.id_scope {
+            Some(scope) => format!("{scope}:{id}"),
+            None => id,
+        };
         Ok(Item { id, doc, raw: Some(raw) })
     }
 }

@@ -45,6 +45,7 @@ fn job(addr: std::net::SocketAddr, token: &str) -> HttpJson {
         time_pointer: Some("/created".into()),
         cursor: Some(("after".into(), "/next".into())),
         max_pages: 10,
+        id_scope: None,
     }
 }
 
@@ -61,9 +62,31 @@ async fn follows_the_cursor_and_indexes_each_item_by_its_id() {
     assert_eq!(docs[0]["_source"]["data"]["name"], "one");
     assert_eq!(docs[0]["_source"]["item_time"], "2026-11-01T10:00:00+00:00");
     assert_eq!(docs[0]["_source"]["source_url"], format!("http://{addr}/api/items?…"));
+    assert_eq!(docs[2]["_source"]["item_id"], "x3");
     // The next run resumes at the cursor: the last page again, no duplicates.
     harness.run(&mut job(addr, "good-token")).await.unwrap();
     assert_eq!(harness.documents().len(), 3);
+}
+
+/// By default an item's id is scoped by the API's URL: two jobs on two APIs
+/// whose items share ids keep their documents apart (in a shared index the
+/// raw ids would overwrite each other); `ids = raw` keeps the raw id.
+#[test]
+fn document_ids_are_scoped_by_the_source_unless_raw_is_asked() {
+    let scoped = |url: &str, ids: &str| {
+        let params = json!({"url": url, "id_pointer": "/id", "ids": ids});
+        let spec = crate::catalogue::entry::<HttpJson>().full_spec();
+        let parsed: HttpJsonParams =
+            ingest_model::parse_params(&spec, params.as_object().unwrap(), &Default::default()).expect("valid");
+        let job = <HttpJson as crate::jobs::JobType>::build("job-1", parsed).expect("builds");
+        job.item(0, &json!({"id": 1}), Bytes::from_static(b"{}")).expect("item").id
+    };
+    let a = scoped("https://a.example/items", "source");
+    let b = scoped("https://b.example/items", "source");
+    assert_ne!(a, b, "two APIs, two documents");
+    assert!(a.ends_with(":1") && a.len() == 18, "{a}");
+    assert_eq!(a, scoped("https://a.example/items", "source"), "stable");
+    assert_eq!(scoped("https://a.example/items", "raw"), "1");
 }
 
 #[tokio::test]
