@@ -318,10 +318,9 @@ async fn write_live_status(control: &Control, ids: &[String]) -> anyhow::Result<
                 counters: Counters {
                     items_fetched: 5 * n,
                     items_written: 5 * n,
-                    items_failed: 0,
                     bytes_fetched: 1280 * n,
                     runs: n,
-                    runs_failed: 0,
+                    ..Counters::default()
                 },
                 last_success: Some(now),
                 last_error: None,

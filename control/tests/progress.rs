@@ -89,6 +89,7 @@ async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
             bytes_fetched: 100,
             runs: 2,
             runs_failed: 1,
+            items_filtered: 4,
         },
     );
     ok.last_success_time = Some(timestamp(1_000_000));
@@ -108,6 +109,7 @@ async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
         bytes_fetched: 100,
         runs: 2,
         runs_failed: 1,
+        items_filtered: 4,
     };
     assert_eq!(status.counters, Some(expected));
     assert_eq!(status.last_success_time, Some(timestamp(1_000_000)));
@@ -126,6 +128,7 @@ async fn reported_counters_show_in_jobs_and_workers(mut h: Harness) {
         bytes_fetched: 100,
         runs: 3,
         runs_failed: 1,
+        items_filtered: 4,
     };
     eventually(WAIT, "w1 listed with its jobs' counters", || async {
         let workers = h.client.clone().list_workers(pb::ListWorkersRequest {}).await.expect("workers").into_inner();

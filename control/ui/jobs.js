@@ -116,6 +116,7 @@ export function renderJob(main, store, id, navigate) {
         card('Items fetched', count(counters.itemsFetched), 'items-fetched'),
         card('Items failed', count(counters.itemsFailed), 'items-failed'),
         card('Failed runs', count(counters.runsFailed), 'runs-failed'),
+        card('Filtered out', count(counters.itemsFiltered), 'items-filtered'),
         card('Fetched', bytes(counters.bytesFetched), 'bytes-fetched'),
         card('Runs', count(counters.runs), 'runs'),
         card('Recent rate', rate(history), 'rate')),

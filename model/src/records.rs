@@ -69,6 +69,10 @@ pub struct Counters {
     /// errors, as opposed to items refused by the index.
     #[serde(default)]
     pub runs_failed: u64,
+    /// Items the job's own rules left out (e.g. an rss job's keep/drop
+    /// filters): fetched, not written, on purpose.
+    #[serde(default)]
+    pub items_filtered: u64,
 }
 
 impl Counters {
@@ -96,6 +100,7 @@ impl Counters {
             bytes_fetched: f(self.bytes_fetched, other.bytes_fetched),
             runs: f(self.runs, other.runs),
             runs_failed: f(self.runs_failed, other.runs_failed),
+            items_filtered: f(self.items_filtered, other.items_filtered),
         }
     }
 }

@@ -19,6 +19,7 @@ pub fn counters_to_pb(c: &Counters) -> pb::JobCounters {
         bytes_fetched: c.bytes_fetched,
         runs: c.runs,
         runs_failed: c.runs_failed,
+        items_filtered: c.items_filtered,
     }
 }
 
@@ -30,6 +31,7 @@ pub fn counters_from_pb(c: &pb::JobCounters) -> Counters {
         bytes_fetched: c.bytes_fetched,
         runs: c.runs,
         runs_failed: c.runs_failed,
+        items_filtered: c.items_filtered,
     }
 }
 
@@ -59,8 +61,15 @@ mod tests {
 
     #[test]
     fn counters_round_trip() {
-        let c =
-            Counters { items_fetched: 1, items_written: 2, items_failed: 3, bytes_fetched: 4, runs: 5, runs_failed: 6 };
+        let c = Counters {
+            items_fetched: 1,
+            items_written: 2,
+            items_failed: 3,
+            bytes_fetched: 4,
+            runs: 5,
+            runs_failed: 6,
+            items_filtered: 7,
+        };
         assert_eq!(counters_from_pb(&counters_to_pb(&c)), c);
     }
 }

@@ -72,6 +72,7 @@ impl ProgressTable {
             bytes_fetched: report.bytes_fetched,
             runs: 1,
             runs_failed: u64::from(matches!(outcome, Outcome::Failure(_))),
+            items_filtered: report.items_filtered,
         });
         let now = now_millis();
         match outcome {

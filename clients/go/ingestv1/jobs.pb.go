@@ -595,7 +595,10 @@ type JobCounters struct {
 	// Runs that failed, failures to build the job from its parameters
 	// included: the job's errors (items_failed counts documents the index
 	// refused).
-	RunsFailed    uint64 `protobuf:"varint,6,opt,name=runs_failed,json=runsFailed,proto3" json:"runs_failed,omitempty"`
+	RunsFailed uint64 `protobuf:"varint,6,opt,name=runs_failed,json=runsFailed,proto3" json:"runs_failed,omitempty"`
+	// Items the job's own rules left out on purpose (e.g. an rss job's
+	// keep/drop filters): fetched, not written.
+	ItemsFiltered uint64 `protobuf:"varint,7,opt,name=items_filtered,json=itemsFiltered,proto3" json:"items_filtered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +671,13 @@ func (x *JobCounters) GetRuns() uint64 {
 func (x *JobCounters) GetRunsFailed() uint64 {
 	if x != nil {
 		return x.RunsFailed
+	}
+	return 0
+}
+
+func (x *JobCounters) GetItemsFiltered() uint64 {
+	if x != nil {
+		return x.ItemsFiltered
 	}
 	return 0
 }
@@ -2593,7 +2603,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\fcursor_bytes\x18\x01 \x01(\x04R\vcursorBytes\x12%\n" +
-	"\x0ecursor_preview\x18\x02 \x01(\tR\rcursorPreview\"\xd4\x01\n" +
+	"\x0ecursor_preview\x18\x02 \x01(\tR\rcursorPreview\"\xfb\x01\n" +
 	"\vJobCounters\x12#\n" +
 	"\ritems_fetched\x18\x01 \x01(\x04R\fitemsFetched\x12#\n" +
 	"\ritems_written\x18\x02 \x01(\x04R\fitemsWritten\x12!\n" +
@@ -2601,7 +2611,8 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\rbytes_fetched\x18\x04 \x01(\x04R\fbytesFetched\x12\x12\n" +
 	"\x04runs\x18\x05 \x01(\x04R\x04runs\x12\x1f\n" +
 	"\vruns_failed\x18\x06 \x01(\x04R\n" +
-	"runsFailed\"T\n" +
+	"runsFailed\x12%\n" +
+	"\x0eitems_filtered\x18\a \x01(\x04R\ritemsFiltered\"T\n" +
 	"\bJobError\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"p\n" +

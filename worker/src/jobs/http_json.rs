@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport};
+use super::{HEADER_LINE, Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport, header_lines};
 use crate::fetch::{FetchError, Request};
 
 pub const NAME: &str = "http_json";
@@ -116,14 +116,7 @@ impl JobType for HttpJson {
 
     fn build(_job_id: &str, params: HttpJsonParams) -> Result<Self, String> {
         let body = (params.method == Method::Post).then(|| params.body.map_or_else(|| "{}".to_string(), |body| body.0));
-        let mut headers = Vec::new();
-        for line in params.headers.unwrap_or_default() {
-            let (name, value) =
-                line.split_once(':').ok_or_else(|| format!("headers: '{line}' is not \"Name: value\""))?;
-            let name =
-                HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("headers: bad name in '{line}'"))?;
-            headers.push((name, value.trim().to_string()));
-        }
+        let mut headers = header_lines(&params.headers.unwrap_or_default())?;
         if let Some(secret) = params.auth_value {
             let name = HeaderName::from_bytes(params.auth_header.as_bytes())
                 .map_err(|_| "auth_header: not a header name".to_string())?;
@@ -201,10 +194,6 @@ struct HttpJsonCursor {
     #[serde(default)]
     cursor: Option<String>,
 }
-
-/// A header line `build` can send: a token name, a colon, then a value
-/// without control characters (tab allowed).
-const HEADER_LINE: &str = r"\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*:[^\x00-\x08\x0A-\x1F\x7F]*";
 
 #[async_trait]
 impl Job for HttpJson {

@@ -28,6 +28,8 @@ pub struct RunReport {
     pub items_written: u64,
     pub items_failed: u64,
     pub bytes_fetched: u64,
+    /// Items the job's own rules left out (fetched, not written).
+    pub items_filtered: u64,
 }
 
 /// When to run next, as a reconciler would say it.
@@ -217,6 +219,28 @@ impl CursorFormat {
         }
         Ok(cursor)
     }
+}
+
+/// One line of text that is not blank, without control characters.
+pub const ONE_LINE: &str = r"[^\x00-\x1F\x7F]*[^\s\x00-\x1F\x7F][^\x00-\x1F\x7F]*";
+
+/// A header line a job can send: a token name, a colon, then a value
+/// without control characters (tab allowed). The spec checks it, so
+/// control refuses a line `header_lines` could not send.
+pub const HEADER_LINE: &str = r"\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*:[^\x00-\x08\x0A-\x1F\x7F]*";
+
+/// `Name: value` lines as headers.
+pub fn header_lines(lines: &[String]) -> Result<Vec<(http::HeaderName, String)>, String> {
+    lines
+        .iter()
+        .map(|line| {
+            let (name, value) =
+                line.split_once(':').ok_or_else(|| format!("headers: '{line}' is not \"Name: value\""))?;
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("headers: bad name in '{line}'"))?;
+            Ok((name, value.trim().to_string()))
+        })
+        .collect()
 }
 
 /// A URL parameter used as a base for relative paths: it ends in `/`.

@@ -17,17 +17,19 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport};
+use super::{HEADER_LINE, Job, JobError, JobType, NextRun, ONE_LINE, RunContext, RunOutcome, RunReport, header_lines};
 use crate::cpu;
 use crate::fetch::Request;
 
 pub mod article;
 pub mod dates;
 pub mod feed;
+pub mod filters;
 pub mod html;
 pub mod nesting;
 
 use feed::{Entry, Feed};
+use filters::Filters;
 
 pub const NAME: &str = "rss";
 
@@ -45,6 +47,9 @@ pub struct Rss {
     url: Url,
     /// Pages to extract per run (0: none).
     articles: usize,
+    /// Headers of the feed's request (User-Agent included).
+    headers: Vec<(http::HeaderName, String)>,
+    filters: Filters,
 }
 
 #[derive(Debug, Deserialize, JobParams)]
@@ -57,6 +62,19 @@ pub struct RssParams {
     /// Pages fetched per run at most, when extracting.
     #[param(default = 20, min = 1, max = 200)]
     max_articles: usize,
+    /// User-Agent sent to the feed's site (some sites want their own); default: the worker's.
+    #[param(max_length = 200, pattern = ONE_LINE)]
+    user_agent: Option<String>,
+    /// Extra headers sent with the feed's request, each "Name: value" (not secret).
+    #[param(max_length = 20, pattern = HEADER_LINE)]
+    headers: Option<Vec<String>>,
+    /// Keep only entries matching one of these rules: "text" (anywhere) or "title:", "content:", "author:" or
+    /// "category:" then text; case-insensitive contains. Entries left out count as filtered.
+    #[param(max_length = 50)]
+    keep: Option<Vec<String>>,
+    /// Leave out entries matching any of these rules (same form as keep).
+    #[param(max_length = 50)]
+    drop: Option<Vec<String>>,
 }
 
 impl JobType for Rss {
@@ -86,7 +104,16 @@ impl JobType for Rss {
     }
 
     fn build(_job_id: &str, params: RssParams) -> Result<Self, String> {
-        Ok(Rss { url: params.url, articles: if params.extract_articles { params.max_articles } else { 0 } })
+        let mut headers = header_lines(&params.headers.unwrap_or_default())?;
+        if let Some(agent) = params.user_agent {
+            headers.push((http::header::USER_AGENT, agent.trim().to_string()));
+        }
+        Ok(Rss {
+            url: params.url,
+            articles: if params.extract_articles { params.max_articles } else { 0 },
+            headers,
+            filters: Filters::new(&params.keep.unwrap_or_default(), &params.drop.unwrap_or_default()),
+        })
     }
 }
 
@@ -107,6 +134,9 @@ impl Job for Rss {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
         let cursor: Cursor = super::read_cursor(ctx.cursor)?;
         let mut request = Request::get(self.url.clone(), ACCEPT);
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value)?;
+        }
         request.etag = cursor.etag.clone();
         request.last_modified = cursor.last_modified.clone();
         let response = ctx.fetch.get(&request).await?;
@@ -143,11 +173,15 @@ impl Job for Rss {
             let id = entry_id(&self.url, entry);
             let mark = seen_mark(&id, entry);
             if !seen.contains(mark.as_str()) {
-                items.push(item(&feed, entry, &self.url, id));
+                report.items_fetched += 1;
+                if self.filters.admits(entry) {
+                    items.push(item(&feed, entry, &self.url, id));
+                } else {
+                    report.items_filtered += 1;
+                }
             }
             now_seen.push(mark);
         }
-        report.items_fetched = items.len() as u64;
         for item in items.iter_mut().take(self.articles) {
             add_article(ctx, item, &mut report).await.map_err(|e| JobError { report, ..e })?;
         }

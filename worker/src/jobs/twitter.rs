@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use url::Url;
 
-use super::{Job, JobError, JobType, NextRun, RunContext, RunOutcome, RunReport, base_url};
+use super::{Job, JobError, JobType, NextRun, ONE_LINE, RunContext, RunOutcome, RunReport, base_url};
 use crate::fetch::{FencedFetcher, FetchError, Request, Response};
 
 pub const NAME: &str = "twitter";
@@ -77,7 +77,7 @@ pub struct TwitterParams {
     #[param(default = "search")]
     mode: Mode,
     /// Search query, e.g. "from:rustlang -is:retweet" (one line, not blank).
-    #[param(max_length = 4096, pattern = r"[^\x00-\x1F\x7F]*[^\s\x00-\x1F\x7F][^\x00-\x1F\x7F]*")]
+    #[param(max_length = 4096, pattern = ONE_LINE)]
     query: Option<String>,
     /// Numeric id of the user whose timeline is read.
     #[param(max_length = 19, pattern = "[0-9]{1,19}")]

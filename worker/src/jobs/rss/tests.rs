@@ -150,7 +150,7 @@ async fn polls_conditionally_and_indexes_each_entry_once() {
         Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
     let fetcher = FencedFetcher::new(std::sync::Arc::new(fetcher), Fence::unbounded());
     let url: Url = format!("http://{addr}/feed").parse().unwrap();
-    let mut job = Rss { url, articles: 0 };
+    let mut job = Rss { url, articles: 0, headers: Vec::new(), filters: Filters::default() };
     let mut cursor = Value::Null;
     macro_rules! run {
         ($cursor:expr) => {{
@@ -223,7 +223,8 @@ async fn serve_site() -> std::net::SocketAddr {
 async fn articles_are_extracted_and_archived_and_a_missing_page_is_noted() {
     let addr = serve_site().await;
     let mut harness = crate::jobs::testing::Harness::new(NAME);
-    let mut job = Rss { url: format!("http://{addr}/feed").parse().unwrap(), articles: 10 };
+    let url = format!("http://{addr}/feed").parse().unwrap();
+    let mut job = Rss { url, articles: 10, headers: Vec::new(), filters: Filters::default() };
     let outcome = harness.run(&mut job).await.unwrap();
     assert_eq!(outcome.report.items_written, 2);
     let docs = harness.documents();
@@ -239,4 +240,38 @@ async fn articles_are_extracted_and_archived_and_a_missing_page_is_noted() {
     let gone = &docs[1]["_source"];
     assert!(gone["article_error"].as_str().unwrap().contains("404"), "{gone}");
     assert!(gone.get("article_text").is_none());
+}
+
+/// A job's own User-Agent and headers reach the feed's site; its drop rule
+/// leaves an entry out, counted as filtered and never delivered, and the
+/// next read does not count it again.
+#[tokio::test]
+async fn user_agent_headers_and_filters_apply() {
+    let seen: Arc<Mutex<Vec<AxumHeaders>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/feed",
+            get(|State(seen): State<Arc<Mutex<Vec<AxumHeaders>>>>, headers: AxumHeaders| async move {
+                seen.lock().unwrap().push(headers);
+                ([("content-type", "application/rss+xml")], RSS2).into_response()
+            }),
+        )
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let params = json!({"url": format!("http://{addr}/feed"), "user_agent": "MyReader/1.0 (+https://example.org)",
+        "headers": ["X-Token: abc", "Accept-Language: de"], "drop": ["title:no guid"]});
+    let mut job = crate::jobs::testing::build::<Rss>(params, &Default::default()).unwrap();
+    let mut harness = crate::jobs::testing::Harness::new(NAME);
+    let first = harness.run(job.as_mut()).await.unwrap();
+    assert_eq!((first.report.items_fetched, first.report.items_filtered, first.report.items_written), (2, 1, 1));
+    let docs = harness.documents();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["_source"]["guid"], "story-1");
+    let headers = seen.lock().unwrap()[0].clone();
+    assert_eq!(headers["user-agent"], "MyReader/1.0 (+https://example.org)");
+    assert_eq!((headers["x-token"].to_str().unwrap(), headers["accept-language"].to_str().unwrap()), ("abc", "de"));
+    let again = harness.run(job.as_mut()).await.unwrap();
+    assert_eq!((again.report.items_fetched, again.report.items_filtered), (0, 0), "seen, filtered or not");
 }

@@ -128,20 +128,22 @@ class Checkpoint(_message.Message):
     def __init__(self, cursor_bytes: _Optional[int] = ..., cursor_preview: _Optional[str] = ...) -> None: ...
 
 class JobCounters(_message.Message):
-    __slots__ = ("items_fetched", "items_written", "items_failed", "bytes_fetched", "runs", "runs_failed")
+    __slots__ = ("items_fetched", "items_written", "items_failed", "bytes_fetched", "runs", "runs_failed", "items_filtered")
     ITEMS_FETCHED_FIELD_NUMBER: _ClassVar[int]
     ITEMS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FAILED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FETCHED_FIELD_NUMBER: _ClassVar[int]
     RUNS_FIELD_NUMBER: _ClassVar[int]
     RUNS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FILTERED_FIELD_NUMBER: _ClassVar[int]
     items_fetched: int
     items_written: int
     items_failed: int
     bytes_fetched: int
     runs: int
     runs_failed: int
-    def __init__(self, items_fetched: _Optional[int] = ..., items_written: _Optional[int] = ..., items_failed: _Optional[int] = ..., bytes_fetched: _Optional[int] = ..., runs: _Optional[int] = ..., runs_failed: _Optional[int] = ...) -> None: ...
+    items_filtered: int
+    def __init__(self, items_fetched: _Optional[int] = ..., items_written: _Optional[int] = ..., items_failed: _Optional[int] = ..., bytes_fetched: _Optional[int] = ..., runs: _Optional[int] = ..., runs_failed: _Optional[int] = ..., items_filtered: _Optional[int] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("time", "message")

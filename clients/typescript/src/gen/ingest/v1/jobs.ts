@@ -365,6 +365,11 @@ export interface JobCounters {
    * refused).
    */
   runsFailed: string;
+  /**
+   * Items the job's own rules left out on purpose (e.g. an rss job's
+   * keep/drop filters): fetched, not written.
+   */
+  itemsFiltered: string;
 }
 
 /** The last error a job hit. */
@@ -1204,7 +1209,15 @@ export const Checkpoint: MessageFns<Checkpoint> = {
 };
 
 function createBaseJobCounters(): JobCounters {
-  return { itemsFetched: "0", itemsWritten: "0", itemsFailed: "0", bytesFetched: "0", runs: "0", runsFailed: "0" };
+  return {
+    itemsFetched: "0",
+    itemsWritten: "0",
+    itemsFailed: "0",
+    bytesFetched: "0",
+    runs: "0",
+    runsFailed: "0",
+    itemsFiltered: "0",
+  };
 }
 
 export const JobCounters: MessageFns<JobCounters> = {
@@ -1226,6 +1239,9 @@ export const JobCounters: MessageFns<JobCounters> = {
     }
     if (message.runsFailed !== "0") {
       writer.uint32(48).uint64(message.runsFailed);
+    }
+    if (message.itemsFiltered !== "0") {
+      writer.uint32(56).uint64(message.itemsFiltered);
     }
     return writer;
   },
@@ -1291,6 +1307,14 @@ export const JobCounters: MessageFns<JobCounters> = {
             message.runsFailed = reader.uint64().toString();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.itemsFiltered = reader.uint64().toString();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1331,6 +1355,11 @@ export const JobCounters: MessageFns<JobCounters> = {
         : isSet(object.runs_failed)
         ? globalThis.String(object.runs_failed)
         : "0",
+      itemsFiltered: isSet(object.itemsFiltered)
+        ? globalThis.String(object.itemsFiltered)
+        : isSet(object.items_filtered)
+        ? globalThis.String(object.items_filtered)
+        : "0",
     };
   },
 
@@ -1354,6 +1383,9 @@ export const JobCounters: MessageFns<JobCounters> = {
     if (message.runsFailed !== "0") {
       obj.runsFailed = message.runsFailed;
     }
+    if (message.itemsFiltered !== "0") {
+      obj.itemsFiltered = message.itemsFiltered;
+    }
     return obj;
   },
 
@@ -1368,6 +1400,7 @@ export const JobCounters: MessageFns<JobCounters> = {
     message.bytesFetched = object.bytesFetched ?? "0";
     message.runs = object.runs ?? "0";
     message.runsFailed = object.runsFailed ?? "0";
+    message.itemsFiltered = object.itemsFiltered ?? "0";
     return message;
   },
 };
