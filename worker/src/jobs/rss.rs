@@ -6,7 +6,7 @@
 //! in the last read are skipped. The fetched feed is archived as the raw
 //! payload of its documents.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ use url::Url;
 
 use super::{HEADER_LINE, Job, JobError, JobType, NextRun, ONE_LINE, RunContext, RunOutcome, RunReport, header_lines};
 use crate::cpu;
-use crate::fetch::Request;
+use crate::fetch::{FetchError, Request};
 
 pub mod article;
 pub mod dates;
@@ -127,7 +127,26 @@ struct Cursor {
     /// Short hashes of the entries (id and update time) of the last read.
     #[serde(default)]
     seen: Vec<String>,
+    /// Entries indexed without their page yet (more than `max_articles`
+    /// came at once, or the page failed): extracted in later runs while the
+    /// feed still lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    articles: Vec<PendingArticle>,
 }
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct PendingArticle {
+    /// The entry's `_id`.
+    id: String,
+    /// Failed attempts so far.
+    #[serde(default)]
+    tries: u32,
+}
+
+/// Attempts at an entry's page before it is left without one.
+const ARTICLE_TRIES: u32 = 3;
+/// Entries waiting for their page, at most.
+const MAX_PENDING_ARTICLES: usize = 500;
 
 #[async_trait]
 impl Job for Rss {
@@ -137,8 +156,12 @@ impl Job for Rss {
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value)?;
         }
-        request.etag = cursor.etag.clone();
-        request.last_modified = cursor.last_modified.clone();
+        // Conditional only when no page waits: a 304 holds no entries to
+        // extract.
+        if cursor.articles.is_empty() {
+            request.etag = cursor.etag.clone();
+            request.last_modified = cursor.last_modified.clone();
+        }
         let response = ctx.fetch.get(&request).await?;
         let mut report = RunReport { bytes_fetched: response.body.len() as u64, ..RunReport::default() };
         let max_age = response.max_age();
@@ -167,24 +190,58 @@ impl Job for Rss {
             metrics::counter!(ingest_runtime::metrics::FEED_PROBLEMS, "problem" => *problem).increment(1);
         }
         let seen: HashSet<&str> = cursor.seen.iter().map(String::as_str).collect();
+        let waiting: HashMap<&str, u32> = cursor.articles.iter().map(|p| (p.id.as_str(), p.tries)).collect();
         let mut now_seen = Vec::new();
         let mut items = Vec::new();
+        // Entries indexed before whose page is still to be had: first in line.
+        let mut retries = Vec::new();
         for entry in feed.entries.iter().take(MAX_ENTRIES) {
             let id = entry_id(&self.url, entry);
             let mark = seen_mark(&id, entry);
             if !seen.contains(mark.as_str()) {
                 report.items_fetched += 1;
                 if self.filters.admits(entry) {
-                    items.push(item(&feed, entry, &self.url, id));
+                    items.push((item(&feed, entry, &self.url, id), 0));
                 } else {
                     report.items_filtered += 1;
                 }
+            } else if let Some(tries) = waiting.get(id.as_str()).filter(|_| self.articles > 0) {
+                retries.push((item(&feed, entry, &self.url, id), *tries));
             }
             now_seen.push(mark);
         }
-        for item in items.iter_mut().take(self.articles) {
-            add_article(ctx, item, &mut report).await.map_err(|e| JobError { report, ..e })?;
+        // Pages, within this run's budget: waiting entries first, then new
+        // ones; an entry past the budget is indexed now and waits for its page.
+        let mut pending = Vec::new();
+        let mut budget = self.articles;
+        let mut redone = Vec::new();
+        for (mut item, tries) in retries {
+            if budget == 0 {
+                pending.push(PendingArticle { id: item.id, tries });
+                continue;
+            }
+            budget -= 1;
+            match add_article(ctx, &mut item, &mut report).await.map_err(|e| e.with_report(report))? {
+                Article::Failed if tries + 1 < ARTICLE_TRIES => {
+                    pending.push(PendingArticle { id: item.id, tries: tries + 1 })
+                }
+                _ => redone.push(item),
+            }
         }
+        if self.articles > 0 {
+            for (item, _) in &mut items {
+                if budget == 0 {
+                    pending.push(PendingArticle { id: item.id.clone(), tries: 0 });
+                    continue;
+                }
+                budget -= 1;
+                if add_article(ctx, item, &mut report).await.map_err(|e| e.with_report(report))? == Article::Failed {
+                    pending.push(PendingArticle { id: item.id.clone(), tries: 1 });
+                }
+            }
+        }
+        pending.truncate(MAX_PENDING_ARTICLES);
+        let mut items: Vec<Item> = items.into_iter().map(|(item, _)| item).chain(redone).collect();
         let mut warning = None;
         let mut notes: Vec<String> = problems.into_iter().map(|(_, note)| note).collect();
         if !items.is_empty() {
@@ -205,25 +262,37 @@ impl Job for Rss {
             etag: response.header("etag").map(String::from),
             last_modified: response.header("last-modified").map(String::from),
             seen: now_seen,
+            articles: pending,
         };
         *ctx.cursor = serde_json::to_value(next).unwrap_or(Value::Null);
         Ok(RunOutcome { report, next: next_run(feed.ttl, max_age), warning })
     }
 }
 
+/// What became of an entry's page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Article {
+    /// Extracted (or there is no page to extract).
+    Done,
+    /// The page could not be had or read: noted in the document, tried again
+    /// in a later run (a bounded number of times).
+    Failed,
+}
+
 /// Fetches the entry's page and adds its main text and top image to the
 /// document, archiving both. A page that cannot be had is noted in the
 /// document (`article_error`), not a failure of the run; only the sinks
 /// failing fails it.
-async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut RunReport) -> Result<(), JobError> {
+async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut RunReport) -> Result<Article, JobError> {
     let Some(link) = item.doc.get("link").and_then(Value::as_str).and_then(|l| Url::parse(l).ok()) else {
-        return Ok(());
+        return Ok(Article::Done);
     };
     let page = match ctx.fetch.get(&Request::get(link.clone(), "text/html, application/xhtml+xml;q=0.9")).await {
         Ok(page) => page,
+        Err(FetchError::LeaseExpired) => return Err(FetchError::LeaseExpired.into()),
         Err(error) => {
             item.doc.insert("article_error".into(), json!(error.to_string()));
-            return Ok(());
+            return Ok(Article::Failed);
         }
     };
     report.bytes_fetched += page.body.len() as u64;
@@ -232,11 +301,11 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
         Ok(Ok(found)) => found,
         Ok(Err(refused)) => {
             item.doc.insert("article_error".into(), json!(refused));
-            return Ok(());
+            return Ok(Article::Failed);
         }
         Err(error) => {
             item.doc.insert("article_error".into(), json!(error.to_string()));
-            return Ok(());
+            return Ok(Article::Failed);
         }
     };
     let html_key = ctx.output.put_raw(&page.body, "html").await?;
@@ -245,7 +314,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
     if let Some(title) = found.title {
         item.doc.insert("article_title".into(), json!(title));
     }
-    let Some(image_url) = found.image else { return Ok(()) };
+    let Some(image_url) = found.image else { return Ok(Article::Done) };
     item.doc.insert("article_image".into(), json!(image_url.as_str()));
     match ctx.fetch.get(&Request::get(image_url, "image/*")).await {
         Ok(image) => {
@@ -258,7 +327,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
             item.doc.insert("article_error".into(), json!(format!("top image: {error}")));
         }
     }
-    Ok(())
+    Ok(Article::Done)
 }
 
 /// Parses a feed (`feed.rs`); relative links resolve against `base`.

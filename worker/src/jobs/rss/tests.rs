@@ -275,3 +275,66 @@ async fn user_agent_headers_and_filters_apply() {
     let again = harness.run(job.as_mut()).await.unwrap();
     assert_eq!((again.report.items_fetched, again.report.items_filtered), (0, 0), "seen, filtered or not");
 }
+
+/// More new entries than `max_articles`: all are indexed at once, and the
+/// pages of the rest follow in later runs (their documents replaced, same
+/// `_id`); a page that keeps failing is tried three times, then its entry
+/// stays with the error. Nothing waits once every page is had.
+#[tokio::test]
+async fn pages_past_the_budget_follow_in_later_runs_and_failures_are_retried_a_few_times() {
+    let missing_requests = Arc::new(Mutex::new(0u32));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let items: String = ["story?n=1", "missing", "story?n=3", "story?n=4"]
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            format!("<item><title>Entry {i}</title><link>http://{addr}/{path}</link><guid>p{i}</guid></item>")
+        })
+        .collect();
+    let feed =
+        format!(r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Site</title>{items}</channel></rss>"#);
+    let app = Router::new()
+        .route("/feed", get(move || async move { feed }))
+        .route(
+            "/story",
+            get(|| async {
+                axum::response::Html("<html><body><article><h1>News</h1><p>Main text here.</p></article></body></html>")
+            }),
+        )
+        .route(
+            "/missing",
+            get(|State(count): State<Arc<Mutex<u32>>>| async move {
+                *count.lock().unwrap() += 1;
+                axum::http::StatusCode::NOT_FOUND
+            }),
+        )
+        .with_state(missing_requests.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut harness = crate::jobs::testing::Harness::new(NAME);
+    let url = format!("http://{addr}/feed").parse().unwrap();
+    let mut job = Rss { url, articles: 1, headers: Vec::new(), filters: Filters::default() };
+    let latest = |harness: &crate::jobs::testing::Harness| {
+        let mut by_guid = std::collections::BTreeMap::new();
+        for doc in harness.documents() {
+            by_guid.insert(doc["_source"]["guid"].as_str().unwrap_or_default().to_string(), doc["_source"].clone());
+        }
+        by_guid
+    };
+    let first = harness.run(&mut job).await.unwrap();
+    assert_eq!(first.report.items_written, 4, "every entry indexed at once");
+    let docs = latest(&harness);
+    assert!(docs["p0"]["article_text"].is_string());
+    assert!(docs["p2"].get("article_text").is_none() && docs["p3"].get("article_text").is_none());
+    assert_eq!(harness.cursor["articles"].as_array().map(Vec::len), Some(3), "{}", harness.cursor);
+    for _ in 0..5 {
+        harness.run(&mut job).await.unwrap();
+    }
+    let docs = latest(&harness);
+    for guid in ["p0", "p2", "p3"] {
+        assert_eq!(docs[guid]["article_text"], "News\n\nMain text here.", "{guid}");
+    }
+    assert!(docs["p1"]["article_error"].as_str().unwrap_or_default().contains("404"), "{}", docs["p1"]);
+    assert_eq!(*missing_requests.lock().unwrap(), 3, "three tries, then the entry stays without its page");
+    assert!(harness.cursor.get("articles").is_none(), "nothing waits: {}", harness.cursor);
+}
