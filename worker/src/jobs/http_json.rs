@@ -32,6 +32,10 @@ pub struct HttpJson {
     id_pointer: String,
     time_pointer: Option<String>,
     cursor: Option<(String, String)>,
+    paging: Paging,
+    page_param: String,
+    page_start: u64,
+    start: Start,
     max_pages: usize,
     /// Prefix of document ids (`<scope>:<item id>`); `None`: raw ids.
     id_scope: Option<String>,
@@ -44,6 +48,32 @@ pub enum Method {
     Get,
     #[serde(rename = "POST")]
     Post,
+}
+
+/// How the next page is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Paging {
+    /// A value from the answer (`cursor_pointer`) in a query parameter
+    /// (`cursor_param`); one page when they are not given.
+    Cursor,
+    /// A page number in `page_param`, from `page_start`, until a page is empty.
+    Page,
+    /// An item offset in `page_param`, from 0, until a page is empty.
+    Offset,
+    /// The `Link: <…>; rel="next"` header of each answer (RFC 8288).
+    Link,
+}
+
+/// Where a run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ParamEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// Where the last run stopped (the last page is read again, for what
+    /// was added to it).
+    Resume,
+    /// At the first page, every run: for APIs that list the newest first.
+    Head,
 }
 
 /// How a document's `_id` comes from its item's id.
@@ -91,6 +121,20 @@ pub struct HttpJsonParams {
     /// JSON Pointer to the next cursor in an answer (optional).
     #[param(max_length = 500, pattern = POINTER)]
     cursor_pointer: Option<String>,
+    /// How the next page is asked for: cursor (cursor_param and cursor_pointer), page (a page number), offset
+    /// (an item offset) or link (the Link rel="next" header).
+    #[param(default = "cursor")]
+    paging: Paging,
+    /// Query parameter of the page number or offset (paging page or offset).
+    #[param(default = "page", max_length = 100, pattern = "[A-Za-z0-9_.~-]+")]
+    page_param: String,
+    /// The first page's number (paging page).
+    #[param(default = 1, min = 0, max = 1_000_000)]
+    page_start: u64,
+    /// Where each run starts: resume (where the last one stopped) or head (the first page: APIs that list the
+    /// newest first).
+    #[param(default = "resume")]
+    start: Start,
     /// Pages followed per run.
     #[param(default = 10, min = 1, max = 100)]
     max_pages: usize,
@@ -139,18 +183,34 @@ impl JobType for HttpJson {
             time_pointer: params.time_pointer,
             id_scope,
             cursor,
+            paging: params.paging,
+            page_param: params.page_param,
+            page_start: params.page_start,
+            start: params.start,
             max_pages: params.max_pages,
         })
     }
 }
 
 impl HttpJson {
-    fn request(&self, cursor: Option<&str>) -> Result<Request, JobError> {
+    /// The request for the page at `at`.
+    fn request(&self, at: &HttpJsonCursor) -> Result<Request, JobError> {
         let mut url = self.url.clone();
-        if let (Some((param, _)), Some(value)) = (&self.cursor, cursor) {
+        let param = match self.paging {
+            Paging::Cursor => self.cursor.as_ref().zip(at.cursor.clone()).map(|((param, _), value)| (param, value)),
+            Paging::Page => Some((&self.page_param, at.page.unwrap_or(self.page_start).to_string())),
+            Paging::Offset => Some((&self.page_param, at.offset.unwrap_or(0).to_string())),
+            Paging::Link => {
+                if let Some(next) = &at.next {
+                    url = Url::parse(next).map_err(|e| JobError::new(format!("the stored next link {next}: {e}")))?;
+                }
+                None
+            }
+        };
+        if let Some((param, value)) = param {
             let kept: Vec<(String, String)> =
                 url.query_pairs().filter(|(k, _)| k != param).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-            url.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, value);
+            url.query_pairs_mut().clear().extend_pairs(kept).append_pair(param, &value);
         }
         let mut request = Request::get(url, "application/json");
         request.body = self.body.clone().map(|b| ("application/json", b));
@@ -189,10 +249,40 @@ impl HttpJson {
 }
 
 /// The page to continue from (the API's own cursor value).
-#[derive(Debug, Default, serde::Deserialize)]
+/// Where the next run resumes; one field, by the paging in use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct HttpJsonCursor {
-    #[serde(default)]
+    /// The API's own cursor value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    /// The next link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), resolved against
+/// the answer's URL.
+fn next_link(response: &crate::fetch::Response) -> Option<String> {
+    for header in response.headers.get_all(http::header::LINK) {
+        let Ok(header) = header.to_str() else { continue };
+        for link in header.split(',') {
+            let (target, params) = link.split_once(';').unwrap_or((link, ""));
+            let Some(target) = target.trim().strip_prefix('<').and_then(|t| t.strip_suffix('>')) else { continue };
+            let next = params.split(';').any(|p| {
+                let (name, value) = p.split_once('=').unwrap_or((p, ""));
+                name.trim().eq_ignore_ascii_case("rel")
+                    && value.trim().trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next"))
+            });
+            if next {
+                return response.url.join(target).ok().map(String::from);
+            }
+        }
+    }
+    None
 }
 
 #[async_trait]
@@ -200,9 +290,11 @@ impl Job for HttpJson {
     async fn run(&mut self, ctx: &mut RunContext<'_>) -> Result<RunOutcome, JobError> {
         let mut report = RunReport::default();
         let mut warning = None;
+        // Head: every run from the first page, nothing kept between runs.
+        let mut at: HttpJsonCursor =
+            if self.start == Start::Head { HttpJsonCursor::default() } else { super::read_cursor(ctx.cursor)? };
         for _page in 0..self.max_pages {
-            let HttpJsonCursor { cursor } = super::read_cursor(ctx.cursor)?;
-            let request = self.request(cursor.as_deref())?;
+            let request = self.request(&at)?;
             let response = ctx.fetch.get(&request).await.map_err(|e| match e {
                 FetchError::Status { status: 401 | 403, .. } => {
                     JobError { report, ..JobError::new(format!("{e}: check auth_value (and auth_header)")) }
@@ -224,16 +316,38 @@ impl Job for HttpJson {
                 .map(|(i, v)| self.item(i, v, Bytes::from(v.to_string())))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| JobError { report, ..e })?;
-            report.items_fetched += items.len() as u64;
+            let count = items.len() as u64;
+            report.items_fetched += count;
             warning = ctx.deliver(items, &mut report).await?.or(warning);
-            let next = self.cursor.as_ref().and_then(|(_, pointer)| match answer.pointer(pointer) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            });
-            match next {
-                Some(next) if Some(&next) != cursor.as_ref() => *ctx.cursor = json!({"cursor": next}),
-                _ => break,
+            // The next page, if there is one; the cursor moves only past
+            // delivered pages.
+            let next = match self.paging {
+                Paging::Cursor => {
+                    let next = self.cursor.as_ref().and_then(|(_, pointer)| match answer.pointer(pointer) {
+                        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                        Some(Value::Number(n)) => Some(n.to_string()),
+                        _ => None,
+                    });
+                    next.filter(|n| Some(n) != at.cursor.as_ref())
+                        .map(|cursor| HttpJsonCursor { cursor: Some(cursor), ..HttpJsonCursor::default() })
+                }
+                // An empty page ends the pass; the next run asks for it again.
+                Paging::Page => (count > 0).then(|| HttpJsonCursor {
+                    page: Some(at.page.unwrap_or(self.page_start) + 1),
+                    ..HttpJsonCursor::default()
+                }),
+                Paging::Offset => (count > 0).then(|| HttpJsonCursor {
+                    offset: Some(at.offset.unwrap_or(0) + count),
+                    ..HttpJsonCursor::default()
+                }),
+                Paging::Link => next_link(&response)
+                    .filter(|n| Some(n) != at.next.as_ref())
+                    .map(|next| HttpJsonCursor { next: Some(next), ..HttpJsonCursor::default() }),
+            };
+            let Some(next) = next else { break };
+            at = next;
+            if self.start == Start::Resume {
+                *ctx.cursor = serde_json::to_value(&at).unwrap_or(Value::Null);
             }
         }
         Ok(RunOutcome { report, next: NextRun::Interval, warning })

@@ -1,5 +1,7 @@
 //! http_json against a fixture API with paging, a bearer token and faults.
 
+use std::sync::{Arc, Mutex};
+
 use axum::Router;
 use axum::extract::Query;
 use axum::http::{HeaderMap as AxumHeaders, StatusCode};
@@ -44,6 +46,10 @@ fn job(addr: std::net::SocketAddr, token: &str) -> HttpJson {
         id_pointer: "/id".into(),
         time_pointer: Some("/created".into()),
         cursor: Some(("after".into(), "/next".into())),
+        paging: Paging::Cursor,
+        page_param: "page".into(),
+        page_start: 1,
+        start: Start::Resume,
         max_pages: 10,
         id_scope: None,
     }
@@ -139,4 +145,100 @@ fn header_lines_are_checked_by_the_spec_as_build_reads_them() {
         let (accepted, _) = check(bad);
         assert_eq!(accepted, Err("params.headers".to_string()), "{bad:?}");
     }
+}
+
+/// An API of 5 items, 2 per page, paged three ways: `?page=N` (from 1),
+/// `?offset=K`, and `Link: <…>; rel="next"` headers. Requests are counted.
+async fn serve_pages() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let page_of = |from: usize| -> Value {
+        let items: Vec<Value> =
+            (from..(from + 2).min(5)).map(|i| json!({"id": i, "name": format!("item {i}")})).collect();
+        json!({"items": items})
+    };
+    let app = Router::new()
+        .route(
+            "/paged",
+            get(move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+                axum::Json(page_of((page - 1) * 2))
+            }),
+        )
+        .route(
+            "/offset",
+            get(move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                axum::Json(page_of(q.get("offset").and_then(|p| p.parse().ok()).unwrap_or(0)))
+            }),
+        )
+        .route(
+            "/linked",
+            get(move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                let page: usize = q.get("p").and_then(|p| p.parse().ok()).unwrap_or(1);
+                let mut response = axum::Json(page_of((page - 1) * 2)).into_response();
+                if page < 3 {
+                    let link = format!("</linked?p={}>; rel=\"next\", </linked?p=1>; rel=\"first\"", page + 1);
+                    response.headers_mut().insert("link", link.parse().unwrap());
+                }
+                response
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(requests.clone(), record));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, requests)
+}
+
+async fn record(
+    axum::extract::State(requests): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    requests.lock().unwrap().push(request.uri().to_string());
+    next.run(request).await
+}
+
+fn paged(addr: std::net::SocketAddr, path: &str, paging: &str, start: &str) -> Box<dyn Job> {
+    let params = json!({"url": format!("http://{addr}{path}"), "items_pointer": "/items", "id_pointer": "/id",
+        "paging": paging, "page_param": if paging == "offset" { "offset" } else { "page" }, "start": start});
+    build::<HttpJson>(params, &Default::default()).unwrap()
+}
+
+/// Page numbers, offsets and next links are followed until the API has no
+/// more; every item lands once; a resumed run asks for the page after the
+/// last full one again (new items show up there), not for page one.
+#[tokio::test]
+async fn pages_offsets_and_next_links_are_followed_to_the_end() {
+    let (addr, requests) = serve_pages().await;
+    for (path, paging, resume_asks) in [
+        ("/paged", "page", "/paged?page=4"),
+        ("/offset", "offset", "/offset?offset=5"),
+        ("/linked", "link", "/linked?p=3"),
+    ] {
+        let mut harness = Harness::new(NAME);
+        let mut job = paged(addr, path, paging, "resume");
+        let first = harness.run(job.as_mut()).await.unwrap();
+        assert_eq!(first.report.items_written, 5, "{paging}");
+        let ids: std::collections::BTreeSet<String> =
+            harness.documents().iter().map(|d| d["_source"]["item_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ids.len(), 5, "{paging}: every item once");
+        requests.lock().unwrap().clear();
+        harness.run(job.as_mut()).await.unwrap();
+        let asked = requests.lock().unwrap().clone();
+        assert_eq!(asked.first().map(String::as_str), Some(resume_asks), "{paging}: {asked:?}");
+    }
+}
+
+/// Head: each run starts at the first page again (newest-first APIs), and
+/// nothing is kept between runs.
+#[tokio::test]
+async fn head_start_reads_from_the_first_page_every_run() {
+    let (addr, requests) = serve_pages().await;
+    let mut harness = Harness::new(NAME);
+    let mut job = paged(addr, "/paged", "page", "head");
+    harness.run(job.as_mut()).await.unwrap();
+    requests.lock().unwrap().clear();
+    harness.run(job.as_mut()).await.unwrap();
+    assert_eq!(requests.lock().unwrap().first().map(String::as_str), Some("/paged?page=1"));
+    assert_eq!(harness.cursor, Value::Null, "nothing kept");
 }
