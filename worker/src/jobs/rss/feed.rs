@@ -88,11 +88,12 @@ pub struct Enclosure {
 /// Parses a feed (XML of any dialect, or JSON Feed); relative links resolve
 /// against `base`. Err only when nothing can be read at all.
 pub fn parse(body: &[u8], base: &Url) -> Result<Feed, String> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
-    match start.map(|at| body[at]) {
-        Some(b'{') => json_feed(body, base),
-        Some(b'<') => {
-            let tree = read_tree(body, base)?;
+    let text = decode(body);
+    let start = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    match start.chars().next() {
+        Some('{') => json_feed(start.as_bytes(), base),
+        Some('<') => {
+            let tree = read_tree(start, base)?;
             let feed = interpret(&tree.node, tree.trouble)?;
             match &feed.trouble {
                 Some(trouble) if feed.entries.is_empty() => Err(trouble.clone()),
@@ -267,8 +268,10 @@ impl Node {
             }
             out.push_str(&format!(" {attr}=\"{}\"", escape(value).replace('"', "&quot;")));
         }
-        if self.children.is_empty() && VOID.contains(&name.to_ascii_lowercase().as_str()) {
+        if VOID.contains(&name.to_ascii_lowercase().as_str()) {
+            // What an unclosed `<br>` swallowed follows it.
             out.push('>');
+            self.inner_markup(out);
             return;
         }
         out.push('>');
@@ -307,9 +310,8 @@ fn escape(text: &str) -> String {
 /// Reads the document into a tree, tolerating what can be tolerated: stray
 /// `&`, unknown entities, end tags that do not match. Reading stops at the
 /// first error it cannot pass; what was read stays.
-fn read_tree(body: &[u8], base: &Url) -> Result<Tree, String> {
-    let text = decode(body);
-    let mut reader = NsReader::from_str(&text);
+fn read_tree(text: &str, base: &Url) -> Result<Tree, String> {
+    let mut reader = NsReader::from_str(text);
     let config = reader.config_mut();
     config.expand_empty_elements = true;
     config.allow_dangling_amp = true;
@@ -363,11 +365,20 @@ fn read_tree(body: &[u8], base: &Url) -> Result<Tree, String> {
                 };
                 stack.push(Node { ns, name, qname, attrs, children: Vec::new(), base, complete: false });
             }
-            Event::End(_) if stack.len() > 1 => {
-                let mut node = stack.pop().unwrap_or_default();
-                node.complete = true;
-                if let Some(parent) = stack.last_mut() {
-                    parent.children.push(Child::Element(node));
+            // An end tag closes its element and whatever was left open in
+            // it (`<br>` in unescaped HTML); one that closes nothing open is
+            // ignored, so a stray tag cannot shift the rest of the feed.
+            Event::End(end) => {
+                let name = end.name();
+                let Some(at) = stack.iter().rposition(|n| n.qname == name.as_ref()).filter(|at| *at > 0) else {
+                    continue;
+                };
+                while stack.len() > at {
+                    let mut node = stack.pop().unwrap_or_default();
+                    node.complete = true;
+                    if let Some(parent) = stack.last_mut() {
+                        parent.children.push(Child::Element(node));
+                    }
                 }
             }
             Event::Text(text) => push_text(&mut stack, &text.xml10_content()),
