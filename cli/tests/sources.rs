@@ -323,6 +323,14 @@ async fn every_source_lands_in_the_real_sinks(engine: Engine) {
     let body = photo.body.collect().await.expect("photo body").into_bytes();
     assert_eq!(&body[..], b"\x89PNG fixture");
 
+    // An API's items are searchable by their own fields (flattened on
+    // Elasticsearch, flat_object on OpenSearch), their raw ids kept beside.
+    let hit = tokio::task::block_in_place(|| {
+        index.json("POST", "/ingest-http_json/_search", Some(&json!({"query": {"term": {"data.v": "b"}}})))
+    });
+    assert_eq!(hit["hits"]["hits"].as_array().map(Vec::len), Some(1), "{hit}");
+    assert_eq!(hit["hits"]["hits"][0]["_source"]["item_id"], "8", "{hit}");
+
     check_metrics(&cluster, &metrics).await;
     cluster.stop();
 }

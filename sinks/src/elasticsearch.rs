@@ -131,10 +131,11 @@ impl ElasticsearchSink {
 
     async fn put_template(&self, spec: &IndexSpec) -> Result<(), SinkError> {
         let name = format!("ingest-{}", spec.job_type);
+        let mappings = self.server().await?.mapping(&spec.mapping);
         let body = json!({
             "index_patterns": [name.clone(), format!("{name}-*")],
             "priority": 200,
-            "template": { "mappings": *spec.mapping },
+            "template": { "mappings": mappings },
             "_meta": { "managed_by": "ingest", "job_type": spec.job_type },
         });
         let (response, url) = self
@@ -158,7 +159,7 @@ impl ElasticsearchSink {
     }
 
     async fn create_index(&self, spec: &IndexSpec) -> Result<(), SinkError> {
-        let body = json!({ "mappings": *spec.mapping });
+        let body = json!({ "mappings": self.server().await?.mapping(&spec.mapping) });
         let (response, url) = self
             .nodes
             .send(|client: Elasticsearch| {

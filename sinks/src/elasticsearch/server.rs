@@ -32,6 +32,25 @@ impl fmt::Display for Server {
 }
 
 impl Server {
+    /// `mapping` in this server's words: a `flattened` field (Elasticsearch
+    /// 7.3+) is a `flat_object` on OpenSearch 2.7+ (which takes no
+    /// parameters), and a stored, unindexed object on older OpenSearch.
+    pub fn mapping(&self, mapping: &Value) -> Value {
+        match mapping {
+            Value::Object(fields) if fields.get("type").and_then(Value::as_str) == Some("flattened") => {
+                match self.product {
+                    Product::Elasticsearch => mapping.clone(),
+                    Product::OpenSearch if self.version >= (2, 7, 0) => serde_json::json!({"type": "flat_object"}),
+                    Product::OpenSearch => serde_json::json!({"type": "object", "enabled": false}),
+                }
+            }
+            Value::Object(fields) => {
+                Value::Object(fields.iter().map(|(k, v)| (k.clone(), self.mapping(v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
     /// From the answer to `GET /` (`{"version": {"number", "distribution"}}`)
     /// or to `GET /_nodes/_local` (`{"nodes": {<id>: {"version"}}}`), and the
     /// `X-Elastic-Product` header Elasticsearch 7.14+ sends with every answer.
@@ -88,6 +107,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn flattened_fields_speak_each_servers_language() {
+        let mapping = serde_json::json!({"properties": {"data": {"type": "flattened", "ignore_above": 8191},
+            "name": {"type": "keyword"}}});
+        let server = |product, version| Server { product, version };
+        assert_eq!(server(Product::Elasticsearch, (9, 1, 0)).mapping(&mapping), mapping);
+        let opensearch = server(Product::OpenSearch, (2, 19, 6)).mapping(&mapping);
+        assert_eq!(opensearch["properties"]["data"], serde_json::json!({"type": "flat_object"}));
+        assert_eq!(opensearch["properties"]["name"], serde_json::json!({"type": "keyword"}));
+        let old = server(Product::OpenSearch, (2, 5, 0)).mapping(&mapping);
+        assert_eq!(old["properties"]["data"], serde_json::json!({"type": "object", "enabled": false}));
+    }
 
     #[test]
     fn tells_the_products_and_versions_apart() {

@@ -154,7 +154,8 @@ impl JobType for HttpJson {
     fn properties() -> Value {
         json!({
             "item_id": {"type": "keyword"}, "source_url": {"type": "keyword"}, "item_time": {"type": "date"},
-            "data": {"type": "object", "enabled": false},
+            // Searchable by path (`data.name: one`), every leaf a keyword.
+            "data": {"type": "flattened", "ignore_above": 8191},
         })
     }
 
@@ -239,7 +240,10 @@ impl HttpJson {
         if let Some(time) = time {
             doc.insert("item_time".into(), json!(time.to_rfc3339()));
         }
-        doc.insert("data".into(), value.clone());
+        // An object as it is; another value (an API listing plain ids or
+        // strings) under `value`, so `data` is always an object.
+        let data = if value.is_object() { value.clone() } else { json!({"value": value}) };
+        doc.insert("data".into(), data);
         let id = match &self.id_scope {
             Some(scope) => format!("{scope}:{id}"),
             None => id,
