@@ -44,9 +44,7 @@ impl Server {
                     Product::OpenSearch => serde_json::json!({"type": "object", "enabled": false}),
                 }
             }
-            Value::Object(fields) => {
-                Value::Object(fields.iter().map(|(k, v)| (k.clone(), self.mapping(v))).collect())
-            }
+            Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), self.mapping(v))).collect()),
             other => other.clone(),
         }
     }
