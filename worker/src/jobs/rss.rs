@@ -99,6 +99,8 @@ impl JobType for Rss {
             "feed_title": {"type": "text", "fields": {"raw": {"type": "keyword", "ignore_above": 512}}},
             "feed_url": keyword,
             "article_text": text, "article_title": text, "article_image": keyword,
+            "article_byline": text, "article_excerpt": text, "article_language": keyword,
+            "article_published": {"type": "date"},
             "article_html_key": keyword, "article_image_key": keyword,
         })
     }
@@ -222,7 +224,7 @@ impl Job for Rss {
             }
             budget -= 1;
             match add_article(ctx, &mut item, &mut report).await.map_err(|e| e.with_report(report))? {
-                Article::Failed if tries + 1 < ARTICLE_TRIES => {
+                Page::Failed if tries + 1 < ARTICLE_TRIES => {
                     pending.push(PendingArticle { id: item.id, tries: tries + 1 })
                 }
                 _ => redone.push(item),
@@ -235,7 +237,7 @@ impl Job for Rss {
                     continue;
                 }
                 budget -= 1;
-                if add_article(ctx, item, &mut report).await.map_err(|e| e.with_report(report))? == Article::Failed {
+                if add_article(ctx, item, &mut report).await.map_err(|e| e.with_report(report))? == Page::Failed {
                     pending.push(PendingArticle { id: item.id.clone(), tries: 1 });
                 }
             }
@@ -271,7 +273,7 @@ impl Job for Rss {
 
 /// What became of an entry's page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Article {
+enum Page {
     /// Extracted (or there is no page to extract).
     Done,
     /// The page could not be had or read: noted in the document, tried again
@@ -283,16 +285,16 @@ enum Article {
 /// document, archiving both. A page that cannot be had is noted in the
 /// document (`article_error`), not a failure of the run; only the sinks
 /// failing fails it.
-async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut RunReport) -> Result<Article, JobError> {
+async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut RunReport) -> Result<Page, JobError> {
     let Some(link) = item.doc.get("link").and_then(Value::as_str).and_then(|l| Url::parse(l).ok()) else {
-        return Ok(Article::Done);
+        return Ok(Page::Done);
     };
     let page = match ctx.fetch.get(&Request::get(link.clone(), "text/html, application/xhtml+xml;q=0.9")).await {
         Ok(page) => page,
         Err(FetchError::LeaseExpired) => return Err(FetchError::LeaseExpired.into()),
         Err(error) => {
             item.doc.insert("article_error".into(), json!(error.to_string()));
-            return Ok(Article::Failed);
+            return Ok(Page::Failed);
         }
     };
     report.bytes_fetched += page.body.len() as u64;
@@ -301,20 +303,29 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
         Ok(Ok(found)) => found,
         Ok(Err(refused)) => {
             item.doc.insert("article_error".into(), json!(refused));
-            return Ok(Article::Failed);
+            return Ok(Page::Failed);
         }
         Err(error) => {
             item.doc.insert("article_error".into(), json!(error.to_string()));
-            return Ok(Article::Failed);
+            return Ok(Page::Failed);
         }
     };
     let html_key = ctx.output.put_raw(&page.body, "html").await?;
     item.doc.insert("article_html_key".into(), json!(html_key));
     item.doc.insert("article_text".into(), json!(found.text));
-    if let Some(title) = found.title {
-        item.doc.insert("article_title".into(), json!(title));
+    let published = found.published.as_deref().and_then(dates::parse_date).map(|t| t.to_rfc3339());
+    for (field, value) in [
+        ("article_title", found.title),
+        ("article_byline", found.byline),
+        ("article_excerpt", found.excerpt),
+        ("article_language", found.language),
+        ("article_published", published),
+    ] {
+        if let Some(value) = value {
+            item.doc.insert(field.into(), json!(value));
+        }
     }
-    let Some(image_url) = found.image else { return Ok(Article::Done) };
+    let Some(image_url) = found.image else { return Ok(Page::Done) };
     item.doc.insert("article_image".into(), json!(image_url.as_str()));
     match ctx.fetch.get(&Request::get(image_url, "image/*")).await {
         Ok(image) => {
@@ -327,7 +338,7 @@ async fn add_article(ctx: &mut RunContext<'_>, item: &mut Item, report: &mut Run
             item.doc.insert("article_error".into(), json!(format!("top image: {error}")));
         }
     }
-    Ok(Article::Done)
+    Ok(Page::Done)
 }
 
 /// Parses a feed (`feed.rs`); relative links resolve against `base`.

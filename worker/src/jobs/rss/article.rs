@@ -1,9 +1,12 @@
-//! Article extraction for feed entries, as the service this one replaces
-//! did: the linked page's main text and top image. The page's HTML (gzipped)
-//! and the image are archived through the object sink; the document gets
-//! the text and the keys.
+//! Article extraction for feed entries: the linked page's main text, title,
+//! byline, excerpt, language, publication time and top image, by Mozilla's
+//! Readability algorithm (the dom_smoothie port). It replaced a hand-written
+//! heuristic after both ran over `worker/tests/articles` (a dozen layouts):
+//! Readability kept 100 % of the article sentences and kept out 76 % of the
+//! boilerplate, the heuristic 92 % and 60 %. The page's HTML (gzipped) and
+//! the image are archived through the object sink; the document gets the
+//! text, the metadata and the keys.
 
-use scraper::{ElementRef, Html, Selector};
 use url::Url;
 
 use super::nesting::{self, Dialect};
@@ -12,6 +15,8 @@ use super::nesting::{self, Dialect};
 const MAX_TEXT: usize = 100_000;
 /// Most bytes of a page read for extraction (the main text comes early).
 pub const MAX_HTML_BYTES: usize = 2 * 1024 * 1024;
+/// Most elements Readability looks at.
+const MAX_ELEMENTS: usize = 50_000;
 
 /// What a page yields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,18 +25,17 @@ pub struct Article {
     pub text: String,
     /// Absolute URL of the top image.
     pub image: Option<Url>,
+    pub byline: Option<String>,
+    pub excerpt: Option<String>,
+    pub language: Option<String>,
+    /// As the page states it (`article:published_time`, JSON-LD …).
+    pub published: Option<String>,
 }
 
-fn selector(css: &str) -> Option<Selector> {
-    Selector::parse(css).ok()
-}
-
-/// Extracts the main text and top image of an HTML page. The main text is
-/// that of the `<article>` (else `<main>`, else the body) paragraphs and
-/// headings; the top image is `og:image` / `twitter:image`, else the first
-/// image of the main element. Only the first [`MAX_HTML_BYTES`] are read;
-/// a page nesting deeper than [`nesting::MAX_DEPTH`] elements is refused
-/// (parsing it would take seconds). CPU-heavy: call it through `crate::cpu`.
+/// Extracts the article of an HTML page. Only the first [`MAX_HTML_BYTES`]
+/// are read; a page nesting deeper than [`nesting::MAX_DEPTH`] elements is
+/// refused (parsing it would take seconds), and Readability looks at
+/// [`MAX_ELEMENTS`] at most. CPU-heavy: call it through `crate::cpu`.
 pub fn extract(html: &[u8], page: &Url) -> Result<Article, String> {
     let html = &html[..html.len().min(MAX_HTML_BYTES)];
     if let Err(depth) = nesting::check(html, Dialect::Html, nesting::MAX_DEPTH) {
@@ -41,107 +45,54 @@ pub fn extract(html: &[u8], page: &Url) -> Result<Article, String> {
         ));
     }
     let html = String::from_utf8_lossy(html);
-    let document = Html::parse_document(&html);
-    let main = ["article", "main", "[role=main]", "body"]
-        .iter()
-        .filter_map(|css| selector(css))
-        .find_map(|s| document.select(&s).next());
-    let text = main.map(main_text).unwrap_or_default();
-    let meta_image = ["meta[property='og:image']", "meta[name='twitter:image']", "meta[property='twitter:image']"]
-        .iter()
-        .filter_map(|css| selector(css))
-        .find_map(|s| document.select(&s).find_map(|m| m.value().attr("content").map(str::to_string)));
-    let first_image = || {
-        let img = selector("img[src]")?;
-        main?.select(&img).find_map(|i| i.value().attr("src").map(str::to_string))
-    };
-    let image = meta_image
-        .or_else(first_image)
-        .and_then(|src| page.join(src.trim()).ok())
-        .filter(|u| matches!(u.scheme(), "http" | "https"));
-    let title = selector("meta[property='og:title']")
-        .and_then(|s| document.select(&s).find_map(|m| m.value().attr("content").map(str::to_string)))
-        .or_else(|| {
-            let s = selector("title")?;
-            document.select(&s).next().map(|t| t.text().collect::<String>())
-        })
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty());
-    Ok(Article { title, text, image })
-}
-
-/// The text of the block elements under `main`, in document order, each
-/// block once (a `<p>` inside an `<li>` is part of the `<li>`). One walk
-/// of the tree: linear in its size whatever the nesting.
-fn main_text(main: ElementRef<'_>) -> String {
-    let mut text = String::new();
-    let mut pending: Vec<_> = main.children().rev().collect();
-    while let Some(node) = pending.pop() {
-        let Some(element) = ElementRef::wrap(node) else { continue };
-        if !is_block(&element) {
-            pending.extend(node.children().rev());
-            continue;
-        }
-        let words: Vec<&str> = element.text().flat_map(str::split_whitespace).collect();
-        if words.is_empty() {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        text.push_str(&words.join(" "));
-        if text.len() > MAX_TEXT {
-            let mut end = MAX_TEXT;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-            break;
-        }
-    }
-    text
-}
-
-fn is_block(element: &ElementRef<'_>) -> bool {
-    matches!(element.value().name(), "p" | "h1" | "h2" | "h3" | "h4" | "li" | "blockquote" | "pre")
+    let config = dom_smoothie::Config { max_elements_to_parse: MAX_ELEMENTS, ..Default::default() };
+    let mut readability = dom_smoothie::Readability::new(html.as_ref(), Some(page.as_str()), Some(config))
+        .map_err(|e| format!("the page cannot be read: {e}"))?;
+    let article = readability.parse().map_err(|e| format!("no article found in the page: {e}"))?;
+    let text = super::html::paragraphs(&article.content);
+    let clean = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    Ok(Article {
+        title: clean(Some(article.title.clone())),
+        text: text.chars().take(MAX_TEXT).collect(),
+        image: article
+            .image
+            .as_deref()
+            .and_then(|src| page.join(src.trim()).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https")),
+        byline: clean(article.byline),
+        excerpt: clean(article.excerpt),
+        language: clean(article.lang),
+        published: clean(article.published_time),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PAGE: &str = r#"<!doctype html><html><head><title>Fallback title</title>
-        <meta property="og:image" content="/images/top.jpg"><script>var tracking = 1;</script></head>
+    const PAGE: &str = r#"<!doctype html><html lang="en"><head><title>Fallback title</title>
+        <meta property="og:image" content="/images/top.jpg"><meta name="author" content="Ada Writer">
+        <meta property="article:published_time" content="2026-11-02T10:00:00Z"><script>var tracking = 1;</script></head>
         <body><nav><p>Home | About</p></nav>
-        <article><h1>The headline</h1><p>First   paragraph,
-        with words.</p><ul><li><p>Nested item</p></li></ul><script>ignored()</script>
-        <p>Second paragraph &amp; more.</p><img src="inline.png"></article>
+        <article><h1>The headline</h1><p>First   paragraph, with words enough to be an article paragraph of
+        its own, the kind a reader comes for.</p><ul><li><p>Nested item of the list in the article.</p></li></ul>
+        <script>ignored()</script><p>Second paragraph &amp; more, long enough to count as text, with commas,
+        and more words after them.</p><img src="inline.png"></article>
         <footer><p>Copyright</p></footer></body></html>"#;
 
     #[test]
-    fn takes_the_article_text_and_the_top_image() {
+    fn takes_the_article_its_metadata_and_the_top_image() {
         let page: Url = "https://example.org/news/story.html".parse().unwrap();
         let article = extract(PAGE.as_bytes(), &page).unwrap();
-        assert_eq!(
-            article.text,
-            "The headline\n\nFirst paragraph, with words.\n\nNested item\n\nSecond paragraph & more."
-        );
+        assert!(article.text.contains("First paragraph, with words enough"), "{}", article.text);
+        assert!(article.text.contains("Second paragraph & more"), "{}", article.text);
+        assert!(!article.text.contains("ignored()") && !article.text.contains("Copyright"), "{}", article.text);
         assert_eq!(article.image.unwrap().as_str(), "https://example.org/images/top.jpg");
-        assert_eq!(article.title.as_deref(), Some("Fallback title"));
+        assert_eq!(article.byline.as_deref(), Some("Ada Writer"));
+        assert_eq!(article.language.as_deref(), Some("en"));
+        assert_eq!(article.published.as_deref(), Some("2026-11-02T10:00:00Z"));
     }
 
-    #[test]
-    fn falls_back_to_the_first_image_and_the_body() {
-        let page: Url = "https://example.org/a/".parse().unwrap();
-        let article =
-            extract(b"<html><body><p>Only text</p><img src='pic.png'><img src='b.png'></body></html>", &page).unwrap();
-        assert_eq!(article.text, "Only text");
-        assert_eq!(article.image.unwrap().as_str(), "https://example.org/a/pic.png");
-        let none = extract(b"<html><body><img src='javascript:alert(1)'></body></html>", &page).unwrap();
-        assert_eq!((none.text.as_str(), none.image), ("", None));
-    }
-
-    /// Pages built to be slow: each is refused or extracted within a second.
     #[test]
     fn hostile_pages_cost_little() {
         let page: Url = "https://example.org/".parse().unwrap();
@@ -154,11 +105,81 @@ mod tests {
             let result = extract(html.as_bytes(), &page);
             let took = started.elapsed();
             assert!(took < std::time::Duration::from_secs(3), "{name}: {took:?}");
-            match name {
-                "deep" => assert!(result.unwrap_err().contains("nests elements more than 512 deep")),
-                "huge" => assert!(result.unwrap().text.len() <= MAX_TEXT),
-                _ => assert!(!result.unwrap().text.is_empty(), "{name}"),
+            match (name, result) {
+                ("deep", result) => assert!(result.unwrap_err().contains("nests elements more than 512 deep")),
+                (_, Ok(article)) => assert!(article.text.chars().count() <= MAX_TEXT, "{name}"),
+                // Refused with a reason (too many elements, no article): noted on the document.
+                (_, Err(reason)) => {
+                    assert!(reason.starts_with("no article") || reason.contains("cannot"), "{name}: {reason}")
+                }
             }
+        }
+    }
+}
+
+/// The article corpus of `worker/tests/articles`: a dozen pages of different
+/// layouts, each with the sentences of its article (`must`) and the
+/// boilerplate around it (`must_not`).
+#[cfg(test)]
+mod corpus {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    fn normal(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// (kept of the article's sentences, kept out of the boilerplate) per page.
+    fn score(extract: fn(&[u8], &url::Url) -> Result<super::Article, String>) -> Vec<(String, f64, f64)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/articles");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("corpus")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".html").map(String::from))
+            .collect();
+        names.sort();
+        let page = url::Url::parse("https://news.example/2026/11/story").expect("url");
+        names
+            .into_iter()
+            .map(|name| {
+                let html = std::fs::read(dir.join(format!("{name}.html"))).expect("page");
+                let expected: Value =
+                    serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).expect("json"))
+                        .expect("json");
+                let text = extract(&html, &page).map(|a| normal(&a.text)).unwrap_or_default();
+                let share = |key: &str, present: bool| {
+                    let lines: Vec<&str> =
+                        expected[key].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    let hits = lines.iter().filter(|l| text.contains(&normal(l)) == present).count();
+                    hits as f64 / lines.len().max(1) as f64
+                };
+                (name, share("must", true), share("must_not", false))
+            })
+            .collect()
+    }
+
+    /// Readability on the corpus: every article sentence kept, most of the
+    /// boilerplate kept out (76 % when it replaced the heuristic's 60 %),
+    /// and the metadata the pages state.
+    #[test]
+    fn the_corpus_reads_as_its_articles() {
+        let scores = score(super::extract);
+        let n = scores.len() as f64;
+        let kept: f64 = scores.iter().map(|s| s.1).sum::<f64>() / n;
+        let clean: f64 = scores.iter().map(|s| s.2).sum::<f64>() / n;
+        assert_eq!(kept, 1.0, "{scores:?}");
+        assert!(clean >= 0.75, "boilerplate kept out {clean}: {scores:?}");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/articles");
+        let page = url::Url::parse("https://news.example/2026/11/story").expect("url");
+        for name in ["news-article-tag", "json-ld-german"] {
+            let html = std::fs::read(dir.join(format!("{name}.html"))).expect("page");
+            let expected: Value =
+                serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).expect("json")).expect("json");
+            let article = super::extract(&html, &page).expect("article");
+            assert_eq!(article.title.as_deref(), expected["title"].as_str(), "{name}");
+            assert_eq!(article.byline.as_deref(), expected["byline"].as_str(), "{name}");
+            let published = article.published.unwrap_or_default();
+            assert!(published.starts_with(expected["published"].as_str().unwrap_or("-")), "{name}: {published}");
         }
     }
 }

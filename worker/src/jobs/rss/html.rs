@@ -11,15 +11,39 @@ pub fn safe(html: &str) -> String {
     ammonia::clean(html)
 }
 
+/// The text of `html` in paragraphs: block elements (`p`, headings, list
+/// items, `br`, …) end one, paragraphs are separated by a blank line.
+pub fn paragraphs(html: &str) -> String {
+    scan(html, true).split('\n').map(collapse).filter(|p| !p.is_empty()).collect::<Vec<_>>().join("\n\n")
+}
+
 /// The text of `html`: tags dropped (and the contents of scripts, styles
 /// and templates), character references decoded, white space collapsed. A
 /// linear scan, not a parse: text is for searching and previews, `safe` is
 /// what gets shown as HTML.
 pub fn text(html: &str) -> String {
+    collapse(&scan(html, false))
+}
+
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Tags out, references decoded; `blocks`: a block element's tag becomes a
+/// line break (else a space).
+fn scan(html: &str, blocks: bool) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
+    // Only tags break lines when `blocks`: line breaks in the text are spaces.
+    let push_text = |out: &mut String, text: &str| {
+        if blocks {
+            out.extend(text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }));
+        } else {
+            out.push_str(text);
+        }
+    };
     while let Some(at) = rest.find(['<', '&']) {
-        out.push_str(&rest[..at]);
+        push_text(&mut out, &rest[..at]);
         rest = &rest[at..];
         if rest.starts_with('&') {
             let (decoded, used) = reference(rest);
@@ -37,25 +61,31 @@ pub fn text(html: &str) -> String {
         let end =
             if rest.starts_with("<!--") { rest.find("-->").map(|e| e + 3) } else { rest.find('>').map(|e| e + 1) };
         let Some(end) = end else {
-            out.push_str(rest);
+            push_text(&mut out, rest);
             rest = "";
             break;
         };
         let tag = rest[1..end - 1].trim_start().to_ascii_lowercase();
         rest = &rest[end..];
-        let name: String = tag.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
-        if ["script", "style", "template", "noscript"].contains(&name.as_str()) {
+        let closing = tag.starts_with('/');
+        let name: String = tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        if !closing && ["script", "style", "template", "noscript"].contains(&name.as_str()) {
             let close = format!("</{name}");
             let lower = rest.to_ascii_lowercase();
             rest = lower.find(&close).map_or("", |at| &rest[at..]);
             continue;
         }
-        // Block ends and breaks separate words.
-        out.push(' ');
+        // Block ends and breaks separate words (or paragraphs).
+        let block = BREAKS.contains(&name.as_str()) || super::nesting::CLOSES_P.contains(&name.as_str());
+        out.push(if blocks && block { '\n' } else { ' ' });
     }
-    out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    push_text(&mut out, rest);
+    out
 }
+
+/// Tags that end a paragraph: the HTML block elements (those that close an
+/// open `<p>`), and these.
+const BREAKS: &[&str] = &["p", "br", "li", "tr", "dd", "dt", "figcaption"];
 
 /// The character reference at the start of `text` and the bytes it takes;
 /// `None` when it is none (a lone `&`).
@@ -98,6 +128,10 @@ mod tests {
         );
         assert_eq!(text("a <b>unclosed"), "a unclosed");
         assert_eq!(text("a < b and c > d"), "a < b and c > d");
+        assert_eq!(
+            paragraphs("<h1>Title</h1><p>One  <b>bold</b>\n word.</p><ul><li>A</li><li>B</li></ul>x<br>y"),
+            "Title\n\nOne bold word.\n\nA\n\nB\n\nx\n\ny"
+        );
         assert_eq!(text("  plain\n text "), "plain text");
         assert_eq!(safe("plain"), "plain");
     }

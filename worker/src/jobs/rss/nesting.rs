@@ -31,7 +31,7 @@ const RAW_TEXT: &[&str] =
 const SELF_CLOSING_SIBLINGS: &[&str] =
     &["p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "rb", "rt", "rp", "tbody", "thead", "tfoot"];
 /// Elements whose start closes an open `<p>`.
-const CLOSES_P: &[&str] = &[
+pub(super) const CLOSES_P: &[&str] = &[
     "address",
     "article",
     "aside",

@@ -229,7 +229,8 @@ async fn articles_are_extracted_and_archived_and_a_missing_page_is_noted() {
     assert_eq!(outcome.report.items_written, 2);
     let docs = harness.documents();
     let story = &docs[0]["_source"];
-    assert_eq!(story["article_text"], "Big news\n\nMain text here.");
+    let text = story["article_text"].as_str().unwrap();
+    assert!(text.contains("Big news") && text.contains("Main text here."), "{text}");
     assert_eq!(story["article_image"], format!("http://{addr}/top.png"));
     let objects = harness.dir.path().join("objects");
     let image_key = story["article_image_key"].as_str().unwrap();
@@ -332,7 +333,8 @@ async fn pages_past_the_budget_follow_in_later_runs_and_failures_are_retried_a_f
     }
     let docs = latest(&harness);
     for guid in ["p0", "p2", "p3"] {
-        assert_eq!(docs[guid]["article_text"], "News\n\nMain text here.", "{guid}");
+        let text = docs[guid]["article_text"].as_str().unwrap_or_default();
+        assert!(text.contains("Main text here."), "{guid}: {text}");
     }
     assert!(docs["p1"]["article_error"].as_str().unwrap_or_default().contains("404"), "{}", docs["p1"]);
     assert_eq!(*missing_requests.lock().unwrap(), 3, "three tries, then the entry stays without its page");
