@@ -474,6 +474,15 @@ fn interpret(root: &Node, trouble: Option<String>) -> Result<Feed, String> {
             (channel, items)
         }
     };
+    // Entries where no dialect puts them (RSS 1.1's <items>, a wrapper
+    // element): found anywhere rather than read as an empty feed.
+    let entries = if entries.is_empty() {
+        let mut found = Vec::new();
+        descendant_entries(root, &mut found);
+        found
+    } else {
+        entries
+    };
     let known = ["rss", "rdf", "feed", "channel", "entry", "item"].contains(&root_name.as_str());
     if !known && std::ptr::eq(channel, root) && entries.is_empty() {
         return Err(format!("the document is <{}>, not a feed", root.qname));
@@ -492,6 +501,18 @@ fn interpret(root: &Node, trouble: Option<String>) -> Result<Feed, String> {
         entries: entries.into_iter().filter(|e| e.complete).map(entry).collect(),
         trouble,
     })
+}
+
+/// The `item` and `entry` elements under `node`, outermost only.
+fn descendant_entries<'a>(node: &'a Node, found: &mut Vec<&'a Node>) {
+    for child in node.elements() {
+        let entry = ["item", "entry"].iter().any(|n| child.name.eq_ignore_ascii_case(n));
+        if entry && matches!(child.ns(), Ns::Rss | Ns::Atom) {
+            found.push(child);
+        } else {
+            descendant_entries(child, found);
+        }
+    }
 }
 
 fn text_of(node: &Node, ns: Ns, name: &str) -> Option<String> {
