@@ -13,6 +13,8 @@
 //! HTML names feeds use (`&nbsp;`, `&mdash;` …); any other is kept as
 //! written, never expanded.
 
+use std::rc::Rc;
+
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use quick_xml::events::Event;
@@ -24,6 +26,9 @@ use super::dates::parse_date;
 
 /// Deepest element nesting read (feeds need a handful).
 const MAX_DEPTH: usize = 256;
+/// Most elements read: a feed of 5 000 entries of 40 elements each fits;
+/// a body of millions of empty elements stops here, its memory bounded.
+const MAX_ELEMENTS: usize = 200_000;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Feed {
@@ -168,8 +173,8 @@ struct Node {
     /// Attributes by local name (`xml:base` as such), values unescaped.
     attrs: Vec<(String, String)>,
     children: Vec<Child>,
-    /// `xml:base` in force here.
-    base: Option<Url>,
+    /// `xml:base` in force here (shared with the elements it covers).
+    base: Option<Rc<Url>>,
     /// Its end tag was read (not closed by a document that stopped early).
     complete: bool,
 }
@@ -317,7 +322,8 @@ fn read_tree(text: &str, base: &Url) -> Result<Tree, String> {
     config.allow_dangling_amp = true;
     config.check_end_names = false;
     config.allow_unmatched_ends = true;
-    let mut stack: Vec<Node> = vec![Node { base: Some(base.clone()), ..Node::default() }];
+    let mut stack: Vec<Node> = vec![Node { base: Some(Rc::new(base.clone())), ..Node::default() }];
+    let mut elements = 0usize;
     let mut trouble = None;
     loop {
         let (resolved, event) = match reader.read_resolved_event() {
@@ -331,6 +337,11 @@ fn read_tree(text: &str, base: &Url) -> Result<Tree, String> {
             Event::Start(start) => {
                 if stack.len() > MAX_DEPTH {
                     trouble = Some(format!("elements nest more than {MAX_DEPTH} deep"));
+                    break;
+                }
+                elements += 1;
+                if elements > MAX_ELEMENTS {
+                    trouble = Some(format!("more than {MAX_ELEMENTS} elements"));
                     break;
                 }
                 let qname = start.name().as_ref().to_string();
@@ -358,8 +369,8 @@ fn read_tree(text: &str, base: &Url) -> Result<Tree, String> {
                 let parent_base = stack.last().and_then(|p| p.base.clone());
                 let base = match attrs.iter().find(|(n, _)| n == "xml:base") {
                     Some((_, value)) => match &parent_base {
-                        Some(parent) => parent.join(value.trim()).ok().or(Some(parent.clone())),
-                        None => Url::parse(value.trim()).ok(),
+                        Some(parent) => parent.join(value.trim()).ok().map(Rc::new).or(Some(parent.clone())),
+                        None => Url::parse(value.trim()).ok().map(Rc::new),
                     },
                     None => parent_base,
                 };
@@ -617,15 +628,15 @@ fn entry(node: &Node) -> Entry {
         link,
         authors: authors(node),
         categories: categories(node),
-        summary: summary.map(|html| absolute_links(html, node.base.as_ref())),
-        content: content.map(|html| absolute_links(html, node.base.as_ref())),
+        summary: summary.map(|html| absolute_links(html, node.base.as_deref())),
+        content: content.map(|html| absolute_links(html, node.base.as_deref())),
         published,
         updated,
         enclosures,
         thumbnails,
         image,
         duration: text_of(node, Ns::Itunes, "duration"),
-        base: node.base.as_ref().map(Url::to_string),
+        base: node.base.as_deref().map(Url::to_string),
     }
 }
 

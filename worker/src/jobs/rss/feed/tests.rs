@@ -130,3 +130,19 @@ fn relative_links_in_html_become_absolute_and_nothing_else_changes() {
     );
     assert_eq!(super::absolute_links("no links".to_string(), Some(&base)), "no links");
 }
+
+/// Millions of tiny elements (a 15 MB body of `<a/>`) cost bounded memory
+/// and time: reading stops at the element cap, the entries before it stay.
+#[test]
+fn a_flood_of_elements_is_cut_off() {
+    let mut body = String::from(
+        "<rss version=\"2.0\"><channel><title>t</title><item><title>kept</title><guid>1</guid></item><item>",
+    );
+    body.push_str(&"<a/>".repeat(3_000_000));
+    body.push_str("</item></channel></rss>");
+    let started = std::time::Instant::now();
+    let feed = parse(body.as_bytes(), &base()).expect("read up to the cap");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(feed.entries.len(), 1);
+    assert!(feed.trouble.as_deref().unwrap_or_default().contains("elements"), "{:?}", feed.trouble);
+}
