@@ -282,8 +282,12 @@ impl Bench<'_> {
     /// Writes the demo type and `jobs` demo jobs; returns every job id with
     /// the mod revision of its spec (what a worker's claim compares).
     async fn create_jobs(&self, control: &Control, concurrency: usize) -> anyhow::Result<Vec<(String, Revision)>> {
-        let publisher =
-            WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+        let publisher = WorkerConfig {
+            name: "ingest-bench".to_string(),
+            weight: 1.0,
+            lease_ttl: Duration::from_secs(10),
+            job_types: Vec::new(),
+        };
         Membership::new(self.store.clone(), control.service.keys().clone(), publisher, catalogue::job_types())
             .publish_types()
             .await

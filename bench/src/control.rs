@@ -164,8 +164,12 @@ impl Control {
             async move { serve(service, &args, listeners, shutdown).await }
         });
         // Workers publish the job types CreateJob validates against.
-        let publisher =
-            WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+        let publisher = WorkerConfig {
+            name: "ingest-bench".to_string(),
+            weight: 1.0,
+            lease_ttl: Duration::from_secs(10),
+            job_types: Vec::new(),
+        };
         Membership::new(store.clone(), keys.clone(), publisher, catalogue::job_types())
             .publish_types()
             .await
@@ -526,7 +530,12 @@ async fn breakdown_create(control: &Control) -> anyhow::Result<()> {
     const CREATES: usize = 100;
     let keys = Keys::new("/ingest-bench/breakdown/");
     let counting = Arc::new(CountingStore::new(control.store.clone(), keys.root()));
-    let publisher = WorkerConfig { name: "ingest-bench".to_string(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+    let publisher = WorkerConfig {
+        name: "ingest-bench".to_string(),
+        weight: 1.0,
+        lease_ttl: Duration::from_secs(10),
+        job_types: Vec::new(),
+    };
     Membership::new(control.store.clone(), keys.clone(), publisher, catalogue::job_types())
         .publish_types()
         .await

@@ -276,7 +276,8 @@ async fn pipeline(opensearch: &SearchServer, urls: &[String]) -> anyhow::Result<
         ),
         secrets_keys: None,
     };
-    let config = WorkerConfig { name: "bench".into(), weight: 1.0, lease_ttl: Duration::from_secs(10) };
+    let config =
+        WorkerConfig { name: "bench".into(), weight: 1.0, lease_ttl: Duration::from_secs(10), job_types: Vec::new() };
     let worker = tokio::spawn(run_worker(
         store.clone(),
         keys.clone(),

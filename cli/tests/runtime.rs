@@ -26,10 +26,11 @@ struct Node {
 
 impl Node {
     async fn start() -> Node {
-        Self::start_with(FetchArgs::default()).await
+        Self::start_with(FetchArgs::default(), &[]).await
     }
 
-    async fn start_with(fetch: FetchArgs) -> Node {
+    /// A node whose worker runs only `job_types` (all when empty).
+    async fn start_with(fetch: FetchArgs, job_types: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
         let keys = Keys::default();
@@ -42,7 +43,8 @@ impl Node {
             let (control, shutdown) = (control.clone(), shutdown.clone());
             async move { serve(control, &args, listeners, shutdown).await }
         });
-        let config = WorkerConfig { name: "solo".into(), weight: 1.0, lease_ttl: Duration::from_secs(3) };
+        let job_types = job_types.iter().map(|t| t.to_string()).collect();
+        let config = WorkerConfig { name: "solo".into(), weight: 1.0, lease_ttl: Duration::from_secs(3), job_types };
         let worker = tokio::spawn(run_worker(
             store.clone(),
             keys.clone(),
@@ -172,7 +174,7 @@ async fn a_secret_echoed_by_upstream_never_reaches_the_last_error() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let fetch = FetchArgs { fetch_allow: "127.0.0.1".parse().expect("allowlist"), ..FetchArgs::default() };
-    let node = Node::start_with(fetch).await;
+    let node = Node::start_with(fetch, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while node.store.get(&node.keys.job_type("http_json")).await.expect("get").is_none() {
         assert!(Instant::now() < deadline, "http_json type not published");
@@ -337,6 +339,37 @@ async fn a_job_that_cannot_be_built_counts_failed_runs() {
     let error = view.status.stats.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
     assert!(error.contains("url"), "{error}");
     assert_eq!(view.status.state, ingest_model::JobState::Failing, "{:?}", view.status);
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+}
+
+/// A worker started with `--job-types demo` publishes and runs only that
+/// type: an rss job (its type published by another worker, long gone)
+/// stays unowned and unschedulable while a demo job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_only_the_job_types_it_is_given() {
+    let node = Node::start_with(FetchArgs::default(), &["demo"]).await;
+    node.create_demo("only-demo", 5, Duration::from_secs(3600), false).await;
+    node.wait_next_seq("only-demo", 5).await;
+    assert!(node.store.get(&node.keys.job_type("rss")).await.expect("get").is_none(), "rss not published");
+    // The rss type as a worker running it publishes it.
+    let rss = ingest_worker::catalogue::runs(&["rss".into()]).expect("rss").remove(0).full_spec();
+    let spec = serde_json::to_vec(&rss).expect("encode");
+    node.store.put(&node.keys.job_type("rss"), spec, 0).await.expect("publish rss");
+    let params = serde_json::json!({"url": "http://127.0.0.1:9/feed.xml"}).as_object().cloned().unwrap_or_default();
+    let new = NewJob {
+        id: Some("a-feed".into()),
+        name: "a-feed".into(),
+        job_type: "rss".into(),
+        params,
+        interval: Some(Duration::from_secs(60)),
+        paused: false,
+    };
+    node.control.create_job(new, false).await.expect("create the rss job");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(node.owner("a-feed").await, None, "nothing of another type lands here");
+    let view = node.control.get_job("a-feed").await.expect("get job");
+    assert_eq!(view.status.state, ingest_model::JobState::Unschedulable, "{:?}", view.status);
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }

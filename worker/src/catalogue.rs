@@ -22,6 +22,20 @@ pub fn catalogue() -> Vec<JobTypeEntry> {
     ]
 }
 
+/// The catalogue's entries named in `only` (all when it is empty); a name
+/// that is no job type is an error listing the ones there are.
+pub fn runs(only: &[String]) -> Result<Vec<JobTypeEntry>, String> {
+    let all = catalogue();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    let names: Vec<String> = all.iter().map(|e| (e.spec)().name).collect();
+    if let Some(unknown) = only.iter().find(|t| !names.contains(t)) {
+        return Err(format!("--job-types: no job type '{unknown}'; there are: {}", names.join(", ")));
+    }
+    Ok(all.into_iter().filter(|e| only.contains(&(e.spec)().name)).collect())
+}
+
 /// A job type as the worker holds it: its spec, the mapping of its
 /// documents, and how to build a job of it from stored parameters.
 pub struct JobTypeEntry {
@@ -111,6 +125,16 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
 
     use super::*;
+
+    #[test]
+    fn a_worker_runs_the_types_it_is_given_and_refuses_unknown_ones() {
+        assert_eq!(runs(&[]).expect("all").len(), catalogue().len());
+        let only: Vec<String> =
+            runs(&["rss".into(), "demo".into()]).expect("two").iter().map(|e| (e.spec)().name).collect();
+        assert_eq!(only, ["demo", "rss"]);
+        let error = runs(&["rss".into(), "gopher".into()]).err().unwrap_or_default();
+        assert!(error.contains("'gopher'") && error.contains("http_json"), "{error}");
+    }
 
     #[test]
     fn names_are_unique_and_defaults_validate_and_build() {

@@ -51,12 +51,17 @@ pub struct WorkerArgs {
     /// Lease time to live, e.g. "10s": how long a dead worker keeps its jobs.
     #[arg(long, env = "INGEST_LEASE_TTL", default_value = "10s", value_parser = parse_ttl)]
     pub lease_ttl: Duration,
+    /// Job types this worker runs, comma-separated (default: all); jobs of
+    /// other types never land on it.
+    #[arg(long, env = "INGEST_JOB_TYPES", value_delimiter = ',')]
+    pub job_types: Vec<String>,
 }
 
 impl WorkerArgs {
     pub fn config(&self) -> WorkerConfig {
         let name = self.name.clone().unwrap_or_else(default_name);
-        WorkerConfig { name, weight: self.weight, lease_ttl: self.lease_ttl }
+        let job_types = self.job_types.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        WorkerConfig { name, weight: self.weight, lease_ttl: self.lease_ttl, job_types }
     }
 }
 
@@ -105,7 +110,7 @@ pub async fn run_worker(
 ) -> anyhow::Result<()> {
     tracing::info!(worker = %config.name, sinks = %services.sinks.describe(), "sinks");
     services.sinks.check_at_start(Duration::from_secs(10)).await.map_err(anyhow::Error::msg)?;
-    let types = Arc::new(scheduler::type_table(catalogue::catalogue()));
+    let types = Arc::new(scheduler::type_table(catalogue::runs(&config.job_types).map_err(anyhow::Error::msg)?));
     let specs = types.values().map(|(spec, _)| spec.clone()).collect();
     let membership = Arc::new(Membership::new(store.clone(), keys.clone(), config.clone(), specs));
     membership.publish_types().await?;

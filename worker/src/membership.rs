@@ -33,6 +33,8 @@ pub struct WorkerConfig {
     pub weight: f64,
     /// Lease time to live: a dead worker's jobs are free after this long.
     pub lease_ttl: Duration,
+    /// The job types it runs (empty: every type of the catalogue).
+    pub job_types: Vec<String>,
 }
 
 /// A worker's live membership in the cluster.
@@ -272,7 +274,8 @@ mod tests {
             failing_grants: AtomicUsize::new(0),
             grants: AtomicUsize::new(0),
         });
-        let config = WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(1) };
+        let config =
+            WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(1), job_types: Vec::new() };
         let membership = Arc::new(Membership::new(store.clone(), Keys::new("/t/"), config, Vec::new()));
         let (lease_tx, mut lease_rx) = watch::channel(None);
         let shutdown = CancellationToken::new();

@@ -200,7 +200,7 @@ impl Harness {
 }
 
 pub fn worker_config(name: &str) -> WorkerConfig {
-    WorkerConfig { name: name.to_string(), weight: 1.0, lease_ttl: Duration::from_secs(3) }
+    WorkerConfig { name: name.to_string(), weight: 1.0, lease_ttl: Duration::from_secs(3), job_types: Vec::new() }
 }
 
 /// A JSON object as a protobuf Struct.
