@@ -864,8 +864,14 @@ pub(super) fn html_entity(name: &str) -> Option<&'static str> {
 
 /// JSON Feed 1.0/1.1, read by feed-rs, in this model.
 fn json_feed(body: &[u8], base: &Url) -> Result<Feed, String> {
-    let feed =
-        feed_rs::parser::Builder::new().base_uri(Some(base.as_str())).build().parse(body).map_err(|e| e.to_string())?;
+    // An item without an id gets none here (not one made up by feed-rs):
+    // its document id then comes from its link or content, as for XML.
+    let feed = feed_rs::parser::Builder::new()
+        .base_uri(Some(base.as_str()))
+        .id_generator(|_, _, _| String::new())
+        .build()
+        .parse(body)
+        .map_err(|e| e.to_string())?;
     let text =
         |t: &Option<feed_rs::model::Text>| t.as_ref().map(|t| t.content.trim().to_string()).filter(|t| !t.is_empty());
     let entries = feed
