@@ -123,8 +123,11 @@ async fn a_lost_quorum_stops_runners_at_their_deadline_and_they_resume() {
     let back_ns = mono_now_ns();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let history = cluster.history(&WORKERS);
+    // Workers rebalance once the quorum is back: a job may be between two
+    // workers at that instant, for at most the cluster's hand-over gap.
+    let handover = Duration::from_millis(500).as_nanos() as u64;
     history
-        .check_all_running_at(back_ns + Duration::from_secs(7).as_nanos() as u64, &jobs)
+        .check_all_running_or_handed_over_at(back_ns + Duration::from_secs(7).as_nanos() as u64, &jobs, handover)
         .unwrap_or_else(|e| panic!("jobs not back after the quorum returned: {e}\n{}", cluster.log_tails()));
     history.check_well_formed().unwrap_or_else(|e| panic!("{e}"));
     history.check_single_owner().unwrap_or_else(|e| panic!("{e}"));

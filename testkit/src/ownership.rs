@@ -580,10 +580,30 @@ impl History {
 
     /// Every job in `jobs` is being run by some worker at `t`.
     pub fn check_all_running_at(&self, t: u64, jobs: &[String]) -> Result<(), CheckError> {
+        self.check_running_at(t, jobs, 0)
+    }
+
+    /// Every job in `jobs` is being run at `t`, or is being handed over
+    /// then: its run stopped at most `gap_ns` before `t` and the next started
+    /// at most `gap_ns` after (rebalancing goes on while a cluster settles).
+    pub fn check_all_running_or_handed_over_at(&self, t: u64, jobs: &[String], gap_ns: u64) -> Result<(), CheckError> {
+        self.check_running_at(t, jobs, gap_ns)
+    }
+
+    fn check_running_at(&self, t: u64, jobs: &[String], gap_ns: u64) -> Result<(), CheckError> {
         let o = self.origin_ns;
         let owners = self.owners_at(t);
         let mut problems = Vec::new();
-        for job in jobs.iter().filter(|job| !owners.contains_key(*job)) {
+        let handed_over = |job: &str| {
+            let runs = self.runs(job);
+            let stopped = runs
+                .iter()
+                .rfind(|r| r.start_ns <= t)
+                .is_some_and(|r| r.end == RunEnd::Stopped && r.end_ns.is_some_and(|end| end <= t && t - end <= gap_ns));
+            let next = runs.iter().find(|r| r.start_ns > t).is_some_and(|r| r.start_ns - t <= gap_ns);
+            gap_ns > 0 && stopped && next
+        };
+        for job in jobs.iter().filter(|job| !owners.contains_key(*job) && !handed_over(job)) {
             let runs = self.runs(job);
             let last =
                 runs.iter().rfind(|r| r.start_ns <= t).map_or("never ran before".to_string(), |r| describe(r, o));
@@ -829,6 +849,9 @@ mod tests {
         assert_eq!(error.problems.len(), 1, "{error}");
         assert!(error.to_string().contains("job j2: not running at t=1110.000ms"), "{error}");
         assert!(error.to_string().contains("next run: w3 (epoch 10"), "{error}");
+        // A hand-over in progress at t passes when its gap is within bounds.
+        h.check_all_running_or_handed_over_at(at(1110), &jobs, 50_000_000).unwrap();
+        assert!(h.check_all_running_or_handed_over_at(at(1110), &jobs, 5_000_000).is_err());
     }
 
     #[test]
