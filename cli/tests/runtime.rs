@@ -88,6 +88,7 @@ impl Node {
             params,
             interval: Some(interval),
             paused,
+            labels: Default::default(),
         };
         self.control.create_job(new, false).await.expect("create");
     }
@@ -189,6 +190,7 @@ async fn a_secret_echoed_by_upstream_never_reaches_the_last_error() {
         params: params.as_object().cloned().unwrap_or_default(),
         interval: Some(Duration::from_secs(3600)),
         paused: false,
+        labels: Default::default(),
     };
     node.control.create_job(new, false).await.expect("create");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -319,6 +321,7 @@ async fn a_job_that_cannot_be_built_counts_failed_runs() {
         params: params.as_object().cloned().unwrap_or_default(),
         interval: Some(Duration::from_secs(10)),
         paused: true,
+        labels: Default::default(),
     };
     node.control.create_job(new, false).await.expect("create");
     let kv = node.store.get(&node.keys.job("unbuildable")).await.expect("get").expect("record");
@@ -364,6 +367,7 @@ async fn a_worker_runs_only_the_job_types_it_is_given() {
         params,
         interval: Some(Duration::from_secs(60)),
         paused: false,
+        labels: Default::default(),
     };
     node.control.create_job(new, false).await.expect("create the rss job");
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -204,6 +204,8 @@ mod tests {
         }
         for method in
             ["CreateJob", "UpdateJob", "DeleteJob", "PauseJob", "ResumeJob", "RunJobNow", "ResetJobCursor", "NewMethod"]
+                .into_iter()
+                .chain(["PauseJobs", "ResumeJobs", "RunJobsNow", "DeleteJobs"])
         {
             assert_eq!(needed_role(&format!("/ingest.v1.JobService/{method}")), Some(Role::Admin), "{method}");
         }

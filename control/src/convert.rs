@@ -12,7 +12,7 @@ use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use crate::error::ControlError;
-use crate::service::{JobTypeView, WorkerView};
+use crate::service::{JobOutcome, JobTypeView, WorkerView};
 use crate::views::JobView;
 use crate::watch::{JobEvent, WatchUpdate};
 
@@ -121,6 +121,7 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
         revision,
         create_time: Some(timestamp(record.create_time)),
         update_time: Some(timestamp(record.update_time)),
+        labels: record.labels.into_iter().collect(),
         status: Some(pb::JobStatus {
             state: state_to_pb(status.state) as i32,
             state_reason: status.reason,
@@ -139,6 +140,21 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
                 .map(|c| pb::Checkpoint { cursor_bytes: c.cursor_bytes, cursor_preview: c.cursor_preview }),
         }),
     }
+}
+
+/// The proto of a bulk call's outcomes; a failure's code and message are
+/// the ones its own call would have answered.
+pub fn outcomes_to_pb(outcomes: Vec<JobOutcome>) -> Vec<pb::JobResult> {
+    outcomes
+        .into_iter()
+        .map(|JobOutcome { id, result }| match result {
+            Ok(revision) => pb::JobResult { id, code: 0, message: String::new(), revision },
+            Err(error) => {
+                let status = tonic::Status::from(error);
+                pb::JobResult { id, code: status.code() as i32, message: status.message().to_string(), revision: 0 }
+            }
+        })
+        .collect()
 }
 
 /// Longest worker name (a DNS name, as host names usually are).

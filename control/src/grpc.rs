@@ -15,16 +15,18 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, job_to_pb, job_type_to_pb, params_from_pb, state_filter_from_pb, watch_update_to_pb, worker_to_pb,
+    duration_from_pb, job_to_pb, job_type_to_pb, outcomes_to_pb, params_from_pb, state_filter_from_pb,
+    watch_update_to_pb, worker_to_pb,
 };
 use crate::error::{ControlError, code_name};
 use crate::progress::ProgressRecorder;
-use crate::service::{ControlService, JobChange, JobFilter, NewJob};
+use crate::service::{BulkAction, ControlService, JobChange, JobFilter, JobPick, NewJob};
 use crate::watch::watch_jobs;
+use ingest_model::Selector;
 use ingest_runtime::metrics as m;
 
 /// Update mask paths UpdateJob accepts.
-const UPDATABLE: [&str; 4] = ["name", "params", "interval", "paused"];
+const UPDATABLE: [&str; 5] = ["name", "params", "interval", "paused", "labels"];
 
 pub struct GrpcJobService {
     service: ControlService,
@@ -53,6 +55,7 @@ impl JobService for GrpcJobService {
                 params: params_from_pb(job.params.unwrap_or_default())?,
                 interval,
                 paused: job.paused,
+                labels: job.labels.into_iter().collect(),
             };
             let view = self.service.create_job(new, request.validate_only).await?;
             Ok(Response::new(pb::CreateJobResponse { job: Some(job_to_pb(view)) }))
@@ -83,6 +86,7 @@ impl JobService for GrpcJobService {
             let filter = JobFilter {
                 job_type: Some(request.r#type).filter(|t| !t.is_empty()),
                 state: state_filter_from_pb(request.state)?,
+                selector: selector_from_pb(&request.label_selector)?,
             };
             let page = self.service.list_jobs(&filter, request.page_size as usize, after).await?;
             Ok(Response::new(pb::ListJobsResponse {
@@ -119,6 +123,7 @@ impl JobService for GrpcJobService {
                 params: has("params").then(|| params_from_pb(job.params.unwrap_or_default())).transpose()?,
                 interval,
                 paused: has("paused").then_some(job.paused),
+                labels: has("labels").then(|| job.labels.into_iter().collect()),
             };
             let view = self.service.update_job(change).await?;
             Ok(Response::new(pb::UpdateJobResponse { job: Some(job_to_pb(view)) }))
@@ -183,8 +188,12 @@ impl JobService for GrpcJobService {
     async fn watch_jobs(&self, request: Request<pb::WatchJobsRequest>) -> Result<Self::WatchJobsStream> {
         observed("WatchJobs", async move {
             let request = request.into_inner();
-            let job_type = Some(request.r#type).filter(|t| !t.is_empty());
-            let rx = watch_jobs(&self.service, job_type, request.start_revision, self.shutdown.child_token()).await?;
+            let filter = JobFilter {
+                job_type: Some(request.r#type).filter(|t| !t.is_empty()),
+                state: None,
+                selector: selector_from_pb(&request.label_selector)?,
+            };
+            let rx = watch_jobs(&self.service, filter, request.start_revision, self.shutdown.child_token()).await?;
             let stream = ReceiverStream::new(rx).map(|item| item.map(watch_update_to_pb).map_err(Status::from));
             Ok(Response::new(Box::pin(stream) as Self::WatchJobsStream))
         })
@@ -198,6 +207,50 @@ impl JobService for GrpcJobService {
         })
         .await
     }
+
+    async fn pause_jobs(&self, request: Request<pb::PauseJobsRequest>) -> Result<pb::PauseJobsResponse> {
+        observed("PauseJobs", async move {
+            let pb::PauseJobsRequest { ids, label_selector } = request.into_inner();
+            let outcomes = self.service.bulk(JobPick { ids, label_selector }, BulkAction::Pause).await?;
+            Ok(Response::new(pb::PauseJobsResponse { results: outcomes_to_pb(outcomes) }))
+        })
+        .await
+    }
+
+    async fn resume_jobs(&self, request: Request<pb::ResumeJobsRequest>) -> Result<pb::ResumeJobsResponse> {
+        observed("ResumeJobs", async move {
+            let pb::ResumeJobsRequest { ids, label_selector } = request.into_inner();
+            let outcomes = self.service.bulk(JobPick { ids, label_selector }, BulkAction::Resume).await?;
+            Ok(Response::new(pb::ResumeJobsResponse { results: outcomes_to_pb(outcomes) }))
+        })
+        .await
+    }
+
+    async fn run_jobs_now(&self, request: Request<pb::RunJobsNowRequest>) -> Result<pb::RunJobsNowResponse> {
+        observed("RunJobsNow", async move {
+            let pb::RunJobsNowRequest { ids, label_selector } = request.into_inner();
+            let outcomes = self.service.bulk(JobPick { ids, label_selector }, BulkAction::RunNow).await?;
+            Ok(Response::new(pb::RunJobsNowResponse { results: outcomes_to_pb(outcomes) }))
+        })
+        .await
+    }
+
+    async fn delete_jobs(&self, request: Request<pb::DeleteJobsRequest>) -> Result<pb::DeleteJobsResponse> {
+        observed("DeleteJobs", async move {
+            let pb::DeleteJobsRequest { ids, label_selector } = request.into_inner();
+            let outcomes = self.service.bulk(JobPick { ids, label_selector }, BulkAction::Delete).await?;
+            Ok(Response::new(pb::DeleteJobsResponse { results: outcomes_to_pb(outcomes) }))
+        })
+        .await
+    }
+}
+
+/// A label selector from a request: `None` when empty.
+fn selector_from_pb(text: &str) -> std::result::Result<Option<Selector>, ControlError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Selector::parse(text).map(Some).map_err(|e| ControlError::invalid("label_selector", e))
 }
 
 /// Counts and times a JobService call (gRPC or HTTP/JSON) by method and code.

@@ -69,6 +69,10 @@ pub async fn call(
         "ResetJobCursor" => unary(&body, metadata, |r| jobs.reset_job_cursor(r)).await,
         "ListJobTypes" => unary(&body, metadata, |r| jobs.list_job_types(r)).await,
         "ListWorkers" => unary(&body, metadata, |r| jobs.list_workers(r)).await,
+        "PauseJobs" => unary(&body, metadata, |r| jobs.pause_jobs(r)).await,
+        "ResumeJobs" => unary(&body, metadata, |r| jobs.resume_jobs(r)).await,
+        "RunJobsNow" => unary(&body, metadata, |r| jobs.run_jobs_now(r)).await,
+        "DeleteJobs" => unary(&body, metadata, |r| jobs.delete_jobs(r)).await,
         "WatchJobs" => watch(jobs, &body, metadata).await,
         other => error_response(&Status::unimplemented(format!("ingest.v1.JobService has no method '{other}'"))),
     }

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use ingest_model::job::{MAX_INTERVAL, MAX_PARAMS_BYTES};
 use ingest_model::{
-    FieldViolation, JobRecord, JobState, JobTypeSpec, SecretsRecord, SplitParams, WorkerRecord, moved_origins,
-    now_millis, validate_job_id, validate_name, validate_params,
+    FieldViolation, JobRecord, JobState, JobTypeSpec, Labels, SecretsRecord, Selector, SplitParams, WorkerRecord,
+    moved_origins, now_millis, validate_job_id, validate_labels, validate_name, validate_params,
 };
 use ingest_runtime::secrets_key::{self, SecretsKeys};
 use ingest_store::keys::{KeyKind, Keys};
@@ -40,6 +41,7 @@ pub struct NewJob {
     /// `None`: the type's default interval.
     pub interval: Option<Duration>,
     pub paused: bool,
+    pub labels: Labels,
 }
 
 /// A change to a job; `None` fields are left as they are. No `Debug`: params
@@ -57,6 +59,7 @@ pub struct JobChange {
     /// `Some(None)`: back to the type's default.
     pub interval: Option<Option<Duration>>,
     pub paused: Option<bool>,
+    pub labels: Option<Labels>,
 }
 
 /// A published job type and the live workers that run it.
@@ -86,6 +89,43 @@ pub struct JobPage {
 pub struct JobFilter {
     pub job_type: Option<String>,
     pub state: Option<JobState>,
+    pub selector: Option<Selector>,
+}
+
+impl JobFilter {
+    /// Whether the spec passes the filters that do not need the job's status.
+    pub fn admits(&self, record: &JobRecord) -> bool {
+        self.job_type.as_ref().is_none_or(|t| *t == record.job_type)
+            && self.selector.as_ref().is_none_or(|s| s.matches(&record.labels))
+    }
+}
+
+/// The most jobs one bulk call acts on.
+pub const MAX_BULK: usize = 10_000;
+/// Jobs a bulk call changes at once.
+const BULK_CONCURRENCY: usize = 32;
+
+/// Which jobs a bulk call acts on: exactly one of the two.
+#[derive(Clone, Debug, Default)]
+pub struct JobPick {
+    pub ids: Vec<String>,
+    pub label_selector: String,
+}
+
+/// What a bulk call does to each job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkAction {
+    Pause,
+    Resume,
+    RunNow,
+    Delete,
+}
+
+/// What a bulk call did to one job: its new revision (0 when deleted).
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub id: String,
+    pub result: Result<Revision, ControlError>,
 }
 
 /// The control plane's operations. Cheap to clone.
@@ -130,6 +170,7 @@ impl ControlService {
         if let Err(e) = validate_name(&new.name) {
             violations.push(FieldViolation::new("job.name", e));
         }
+        violations.extend(validate_labels(&new.labels, "job.labels"));
         let spec = self.type_spec_or_violation(&new.job_type, &mut violations).await?;
         let Some(spec) = spec else {
             return Err(ControlError::Invalid(violations));
@@ -157,6 +198,7 @@ impl ControlService {
             paused: new.paused,
             run_now_seq: 0,
             cursor_reset_seq: 0,
+            labels: new.labels,
             create_time: now,
             update_time: now,
         };
@@ -207,7 +249,8 @@ impl ControlService {
         let mut jobs: Vec<JobView> = Vec::with_capacity(page_size);
         // Read one job beyond the page to know whether a next page exists;
         // with filters, read in larger chunks until the page is full.
-        let chunk = if filter.job_type.is_some() || filter.state.is_some() { FILTER_CHUNK } else { page_size + 1 };
+        let filtered = filter.job_type.is_some() || filter.state.is_some() || filter.selector.is_some();
+        let chunk = if filtered { FILTER_CHUNK } else { page_size + 1 };
         let range = |from: String| RangeRequest::new(KeyRange::between(from, end.clone())).limit(chunk as i64);
         // The workers are read once, alongside the first chunk.
         let (first, cluster) = futures::try_join!(
@@ -224,7 +267,7 @@ impl ControlService {
             let mut pieces = BTreeMap::new();
             for kv in &page.kvs {
                 let Some(record) = decode::<JobRecord>(kv) else { continue };
-                if filter.job_type.as_ref().is_none_or(|t| *t == record.job_type) {
+                if filter.admits(&record) {
                     pieces.insert(
                         record.id.clone(),
                         JobPieces { job: Some((record, kv.mod_revision)), ..Default::default() },
@@ -273,6 +316,9 @@ impl ControlService {
         {
             violations.push(FieldViolation::new("job.name", e));
         }
+        if let Some(labels) = &change.labels {
+            violations.extend(validate_labels(labels, "job.labels"));
+        }
         let spec = self.type_spec_or_violation(&record.job_type, &mut violations).await?;
         let Some(spec) = spec else {
             return Err(ControlError::Invalid(violations));
@@ -301,6 +347,9 @@ impl ControlService {
         }
         if let Some(paused) = change.paused {
             record.paused = paused;
+        }
+        if let Some(labels) = change.labels {
+            record.labels = labels;
         }
         let mut ops = Vec::new();
         if let Some(new_secrets) = new_secrets.filter(|s| !s.is_empty()) {
@@ -409,14 +458,24 @@ impl ControlService {
     /// anything.
     async fn modify(&self, id: &str, f: impl Fn(&mut JobRecord) -> bool) -> Result<JobView, ControlError> {
         check_id_field("id", id)?;
+        let (record, revision) = self.modify_record(id, f).await?;
+        self.view_of(record, revision).await
+    }
+
+    /// [`Self::modify`] without the view: the record and its revision.
+    async fn modify_record(
+        &self,
+        id: &str,
+        f: impl Fn(&mut JobRecord) -> bool,
+    ) -> Result<(JobRecord, Revision), ControlError> {
         for _ in 0..5 {
             let kv = self.store.get(&self.keys.job(id)).await?.ok_or_else(|| not_found(id))?;
             let mut record: JobRecord =
                 decode(&kv).ok_or_else(|| ControlError::Internal(format!("job '{id}' is unreadable")))?;
             if !f(&mut record) {
-                return self.view_of(record, kv.mod_revision).await;
+                return Ok((record, kv.mod_revision));
             }
-            match self.write_guarded(record, kv.mod_revision, Vec::new()).await {
+            match self.write_record(record, kv.mod_revision, Vec::new()).await {
                 Err(ControlError::Conflict { .. }) => continue,
                 other => return other,
             }
@@ -424,13 +483,121 @@ impl ControlService {
         Err(ControlError::Unavailable(format!("job '{id}' is being changed concurrently; retry")))
     }
 
+    /// Pauses, resumes, runs now or deletes every job `pick` names, each in
+    /// its own guarded transaction (a few at a time); one outcome per job,
+    /// in id order. Bad picks write nothing.
+    pub async fn bulk(&self, pick: JobPick, action: BulkAction) -> Result<Vec<JobOutcome>, ControlError> {
+        let ids = self.picked(pick).await?;
+        let mut outcomes: Vec<JobOutcome> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let result = match action {
+                    BulkAction::Delete => self.delete_job(&id, 0).await.map(|()| 0),
+                    BulkAction::Pause | BulkAction::Resume => {
+                        let paused = action == BulkAction::Pause;
+                        self.modify_record(&id, |record| std::mem::replace(&mut record.paused, paused) != paused)
+                            .await
+                            .map(|(_, revision)| revision)
+                    }
+                    BulkAction::RunNow => self
+                        .modify_record(&id, |record| {
+                            record.run_now_seq += 1;
+                            true
+                        })
+                        .await
+                        .map(|(_, revision)| revision),
+                };
+                JobOutcome { id, result }
+            })
+            .buffer_unordered(BULK_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+        tracing::info!(
+            ?action,
+            jobs = outcomes.len(),
+            failed = outcomes.iter().filter(|o| o.result.is_err()).count(),
+            "bulk change"
+        );
+        Ok(outcomes)
+    }
+
+    /// The ids a bulk call acts on, deduplicated and sorted.
+    async fn picked(&self, pick: JobPick) -> Result<Vec<String>, ControlError> {
+        let selector = pick.label_selector.trim();
+        match (pick.ids.is_empty(), selector.is_empty()) {
+            (true, true) => {
+                return Err(ControlError::invalid("ids", "give the jobs' ids, or a label_selector"));
+            }
+            (false, false) => {
+                return Err(ControlError::invalid("label_selector", "give either ids or a label_selector, not both"));
+            }
+            _ => {}
+        }
+        if !pick.ids.is_empty() {
+            if pick.ids.len() > MAX_BULK {
+                return Err(ControlError::invalid(
+                    "ids",
+                    format!("at most {MAX_BULK} ids per call, got {}", pick.ids.len()),
+                ));
+            }
+            let violations: Vec<FieldViolation> = pick
+                .ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| validate_job_id(id).err().map(|e| FieldViolation::new(format!("ids[{i}]"), e)))
+                .collect();
+            if !violations.is_empty() {
+                return Err(ControlError::Invalid(violations));
+            }
+            let mut ids = pick.ids;
+            ids.sort();
+            ids.dedup();
+            return Ok(ids);
+        }
+        let selector = Selector::parse(selector).map_err(|e| ControlError::invalid("label_selector", e))?;
+        let jobs_prefix = self.keys.prefix(KeyKind::Job);
+        let end = prefix_end(&jobs_prefix);
+        let mut from = jobs_prefix;
+        let mut ids = Vec::new();
+        loop {
+            let request = RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(FILTER_CHUNK as i64);
+            let page = self.store.range(request).await?;
+            for record in page.kvs.iter().filter_map(decode::<JobRecord>) {
+                if selector.matches(&record.labels) {
+                    if ids.len() == MAX_BULK {
+                        return Err(ControlError::invalid(
+                            "label_selector",
+                            format!("matches more than {MAX_BULK} jobs; narrow it (or act in several calls)"),
+                        ));
+                    }
+                    ids.push(record.id);
+                }
+            }
+            match page.kvs.last() {
+                Some(last) if page.more => from = format!("{}\0", last.key),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
     /// Writes `record` (and `extra` ops) if the job is still at `revision`.
     async fn write_guarded(
+        &self,
+        record: JobRecord,
+        revision: Revision,
+        extra: Vec<TxnOp>,
+    ) -> Result<JobView, ControlError> {
+        let (record, revision) = self.write_record(record, revision, extra).await?;
+        self.view_of(record, revision).await
+    }
+
+    /// [`Self::write_guarded`] without the view: the record and its new revision.
+    async fn write_record(
         &self,
         mut record: JobRecord,
         revision: Revision,
         extra: Vec<TxnOp>,
-    ) -> Result<JobView, ControlError> {
+    ) -> Result<(JobRecord, Revision), ControlError> {
         record.update_time = now_millis();
         let job_key = self.keys.job(&record.id);
         let mut ops = vec![TxnOp::put(job_key.clone(), encode(&record)?)];
@@ -453,7 +620,7 @@ impl ControlService {
             };
         }
         tracing::info!(job = %record.id, revision = response.revision, paused = record.paused, "job updated");
-        self.view_of(record, response.revision).await
+        Ok((record, response.revision))
     }
 
     /// The view of one job: its spec plus claim, counters and checkpoint.

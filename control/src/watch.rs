@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ControlError;
-use crate::service::ControlService;
+use crate::service::{ControlService, JobFilter};
 use crate::views::{JobPieces, JobView, decode, scan_prefix};
 
 /// Jobs per snapshot message.
@@ -44,12 +44,12 @@ pub struct WatchUpdate {
     pub synced: bool,
 }
 
-/// Starts a watch over the jobs (of `job_type` when given). With
+/// Starts a watch over the jobs `filter` admits (its state is not used). With
 /// `start_revision > 0`, no snapshot is sent and every change after that
 /// revision is.
 pub async fn watch_jobs(
     service: &ControlService,
-    job_type: Option<String>,
+    filter: JobFilter,
     start_revision: Revision,
     shutdown: CancellationToken,
 ) -> Result<mpsc::Receiver<Result<WatchUpdate, ControlError>>, ControlError> {
@@ -63,7 +63,7 @@ pub async fn watch_jobs(
             format!("revision {start_revision} is in the future (current revision {current})"),
         ));
     }
-    let mut view = JobsView::load(service, job_type, start_revision).await?;
+    let mut view = JobsView::load(service, filter, start_revision).await?;
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let result = view.run(&tx, shutdown).await;
@@ -77,7 +77,7 @@ pub async fn watch_jobs(
 struct JobsView {
     service: ControlService,
     keys: Keys,
-    job_type: Option<String>,
+    filter: JobFilter,
     start_revision: Revision,
     /// The highest revision the loaded view may reflect.
     loaded_at: Revision,
@@ -88,11 +88,7 @@ struct JobsView {
 }
 
 impl JobsView {
-    async fn load(
-        service: &ControlService,
-        job_type: Option<String>,
-        start_revision: Revision,
-    ) -> Result<Self, ControlError> {
+    async fn load(service: &ControlService, filter: JobFilter, start_revision: Revision) -> Result<Self, ControlError> {
         let store = service.store().as_ref();
         let keys = service.keys().clone();
         let before = store.current_revision().await?;
@@ -108,7 +104,7 @@ impl JobsView {
         let mut view = Self {
             service: service.clone(),
             keys: keys.clone(),
-            job_type,
+            filter,
             start_revision,
             loaded_at,
             // Changes after `before` may or may not be in what was read; the
@@ -201,7 +197,7 @@ impl JobsView {
 
     fn visible_view(&self, id: &str) -> Option<JobView> {
         let view = self.pieces.get(id)?.view(&self.live_types)?;
-        self.job_type.as_ref().is_none_or(|t| *t == view.record.job_type).then_some(view)
+        self.filter.admits(&view.record).then_some(view)
     }
 
     /// Applies a batch of store events and returns the job events it causes.
@@ -209,8 +205,10 @@ impl JobsView {
         // Resuming: changes up to the load were already folded into the view
         // but the client has not seen them, so they are sent regardless.
         let resuming = self.start_revision > 0;
-        // Job id -> (its type if known, whether its spec was deleted).
-        let mut touched: BTreeMap<String, (Option<String>, bool)> = BTreeMap::new();
+        // Job id -> whether the client may hold it (the spec it had before
+        // this batch passed the filter, or was unknown), and whether its spec
+        // was deleted or changed.
+        let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
         let mut workers_changed = false;
         for event in &batch.events {
             let Some((kind, id)) = self.keys.parse(&event.kv.key) else { continue };
@@ -226,12 +224,17 @@ impl JobsView {
                 }
                 KeyKind::Job | KeyKind::Owner | KeyKind::Stats | KeyKind::State => {
                     let entry = self.pieces.entry(id.to_string()).or_default();
-                    let previous_type = entry.job.as_ref().map(|(r, _)| r.job_type.clone());
+                    // A spec deleted before this watch knew it may be one the
+                    // client holds (resuming); a new one is not.
+                    let held = match &entry.job {
+                        Some((record, _)) => self.filter.admits(record),
+                        None => kind == KeyKind::Job && deleted,
+                    };
                     let applied = entry.apply(kind, &event.kv, deleted);
                     if applied || (resuming && event.kv.mod_revision <= self.loaded_at) {
-                        let slot = touched.entry(id.to_string()).or_default();
-                        slot.0 = slot.0.take().or(previous_type);
-                        slot.1 |= kind == KeyKind::Job && deleted;
+                        let slot = touched.entry(id.to_string()).or_insert(Touched { held, spec_changed: false });
+                        slot.held |= held;
+                        slot.spec_changed |= kind == KeyKind::Job;
                     }
                 }
                 KeyKind::Secret | KeyKind::Type => {}
@@ -244,13 +247,14 @@ impl JobsView {
                 if let Some((record, _)) = &piece.job
                     && flipped.contains(&record.job_type)
                 {
-                    touched.entry(id.clone()).or_default().0 = Some(record.job_type.clone());
+                    let held = self.filter.admits(record);
+                    touched.entry(id.clone()).or_insert(Touched { held, spec_changed: false });
                 }
             }
             self.live_types = live;
         }
         let mut events = Vec::new();
-        for (id, (known_type, spec_deleted)) in touched {
+        for (id, Touched { held, spec_changed }) in touched {
             let empty = match self.pieces.get(&id) {
                 Some(piece) => {
                     piece.job.is_none() && piece.owner.is_none() && piece.stats.is_none() && piece.state.is_none()
@@ -259,8 +263,8 @@ impl JobsView {
             };
             if let Some(view) = self.visible_view(&id) {
                 events.push(JobEvent::Upserted(Box::new(view)));
-            } else if spec_deleted && self.job_type.as_ref().is_none_or(|t| known_type.as_ref().is_none_or(|k| k == t))
-            {
+            } else if held && spec_changed {
+                // Deleted, or changed so that the filter drops it (labels).
                 events.push(JobEvent::Deleted(id.clone()));
             }
             if empty {
@@ -269,6 +273,15 @@ impl JobsView {
         }
         WatchUpdate { revision: batch.revision, events, snapshot: false, synced: false }
     }
+}
+
+/// A job a batch of events touched.
+struct Touched {
+    /// The client may hold it: a spec it had in the batch passed the filter
+    /// (or one it did not know was deleted).
+    held: bool,
+    /// Its spec was written or deleted.
+    spec_changed: bool,
 }
 
 fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {

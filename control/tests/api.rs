@@ -24,6 +24,8 @@ on_both_stores!(
     state_follows_the_live_workers,
     watch_sends_a_snapshot_then_changes_and_resumes,
     watch_from_compacted_history_is_out_of_range,
+    labels_pick_jobs_to_list_watch_and_change_in_bulk,
+    bad_labels_selectors_and_picks_write_nothing,
 );
 
 const SECRET: &str = "hunter2-very-secret";
@@ -639,4 +641,185 @@ impl tonic::codec::Decoder for RawCodec {
         bytes::Buf::copy_to_slice(src, &mut out);
         Ok(Some(out))
     }
+}
+
+fn labelled(name: &str, labels: &[(&str, &str)]) -> pb::Job {
+    pb::Job { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..probe_job(name) }
+}
+
+async fn listed(h: &mut Harness, selector: &str) -> Vec<String> {
+    let request = pb::ListJobsRequest { label_selector: selector.into(), ..Default::default() };
+    let page = h.client.list_jobs(request).await.expect("list").into_inner();
+    page.jobs.into_iter().map(|j| j.name).collect()
+}
+
+fn results(results: &[pb::JobResult]) -> Vec<(String, i32)> {
+    results.iter().map(|r| (r.id.clone(), r.code)).collect()
+}
+
+async fn labels_pick_jobs_to_list_watch_and_change_in_bulk(mut h: Harness) {
+    let a = create(&mut h.client, labelled("a", &[("team", "news"), ("env", "prod")])).await;
+    let b = create(&mut h.client, labelled("b", &[("team", "news"), ("env", "test")])).await;
+    let c = create(&mut h.client, labelled("c", &[("team", "sport"), ("example.com/tier", "")])).await;
+    assert_eq!(a.labels.get("team").map(String::as_str), Some("news"));
+    assert_eq!(listed(&mut h, "team=news").await, ["a", "b"]);
+    assert_eq!(listed(&mut h, "team=news,env!=test").await, ["a"]);
+    assert_eq!(listed(&mut h, "team in (sport, x),example.com/tier").await, ["c"]);
+    assert_eq!(listed(&mut h, "!env").await, ["c"]);
+    assert_eq!(listed(&mut h, "").await, ["a", "b", "c"]);
+
+    // A watch by selector: the snapshot holds the matching jobs; a job
+    // relabelled into the selection arrives, one relabelled out leaves.
+    let request = pb::WatchJobsRequest { label_selector: "team=news".into(), ..Default::default() };
+    let mut watch = h.client.watch_jobs(request).await.expect("watch").into_inner();
+    let mut snapshot = Vec::new();
+    loop {
+        let message = next_message(&mut watch).await;
+        snapshot.extend(message.events.into_iter().filter_map(|e| e.job.map(|j| j.name)));
+        if message.synced {
+            break;
+        }
+    }
+    assert_eq!(snapshot, ["a", "b"]);
+    let relabel = |job: &pb::Job, labels: &[(&str, &str)]| pb::UpdateJobRequest {
+        job: Some(pb::Job {
+            id: job.id.clone(),
+            revision: job.revision,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(pbjson_types::FieldMask { paths: vec!["labels".into()] }),
+    };
+    let moved_in = h.client.update_job(relabel(&c, &[("team", "news")])).await.expect("relabel c").into_inner();
+    assert_eq!(moved_in.job.as_ref().map(|j| j.name.as_str()), Some("c"), "only labels change");
+    let (_, event) = event_for(&mut watch, &c.id).await;
+    assert_eq!(event.r#type, pb::JobEventType::Upserted as i32);
+    h.client.update_job(relabel(&a, &[("team", "sport")])).await.expect("relabel a");
+    let (_, event) = event_for(&mut watch, &a.id).await;
+    assert_eq!(event.r#type, pb::JobEventType::Deleted as i32, "a left the selection");
+    // A job created outside the selection is not announced at all.
+    let d = create(&mut h.client, labelled("d", &[("team", "sport")])).await;
+    h.client.run_job_now(pb::RunJobNowRequest { id: b.id.clone() }).await.expect("touch b");
+    let (_, event) = event_for(&mut watch, &b.id).await;
+    assert_eq!(event.r#type, pb::JobEventType::Upserted as i32);
+
+    // Bulk changes by selector: one result per job, in id order.
+    let mut news = vec![b.id.clone(), c.id.clone()];
+    news.sort();
+    let paused = h
+        .client
+        .pause_jobs(pb::PauseJobsRequest { label_selector: "team=news".into(), ..Default::default() })
+        .await
+        .expect("pause by selector")
+        .into_inner();
+    assert_eq!(results(&paused.results), news.iter().map(|id| (id.clone(), 0)).collect::<Vec<_>>());
+    assert!(paused.results.iter().all(|r| r.revision > 0 && r.message.is_empty()));
+    for id in [&b.id, &c.id, &a.id, &d.id] {
+        let job = h.client.get_job(pb::GetJobRequest { id: id.clone() }).await.expect("get").into_inner().job;
+        assert_eq!(job.expect("job").paused, news.contains(id), "{id}");
+    }
+    // By ids; a missing job fails alone, a paused one is left as it is.
+    let mut ids = vec![b.id.clone(), "missing-job".to_string(), b.id.clone()];
+    let answer = h
+        .client
+        .pause_jobs(pb::PauseJobsRequest { ids: ids.clone(), ..Default::default() })
+        .await
+        .expect("pause by ids")
+        .into_inner();
+    ids.sort();
+    ids.dedup();
+    let mut expected: Vec<(String, i32)> =
+        ids.iter().map(|id| (id.clone(), if id == "missing-job" { Code::NotFound as i32 } else { 0 })).collect();
+    expected.sort();
+    assert_eq!(results(&answer.results), expected);
+    let b_result = answer.results.iter().find(|r| r.id == b.id).expect("b");
+    let b_paused = paused.results.iter().find(|r| r.id == b.id).expect("b");
+    assert_eq!(b_result.revision, b_paused.revision, "pausing a paused job writes nothing");
+    assert!(answer.results.iter().any(|r| r.message.contains("missing-job")), "{:?}", answer.results);
+
+    let before = h.revision().await;
+    let ran = h
+        .client
+        .run_jobs_now(pb::RunJobsNowRequest { label_selector: "team=sport".into(), ..Default::default() })
+        .await
+        .expect("run now")
+        .into_inner();
+    assert_eq!(ran.results.len(), 2, "a and d");
+    assert!(ran.results.iter().all(|r| r.code == 0 && r.revision > before), "{:?}", ran.results);
+    let resumed = h
+        .client
+        .resume_jobs(pb::ResumeJobsRequest { ids: news.clone(), ..Default::default() })
+        .await
+        .expect("resume")
+        .into_inner();
+    assert!(resumed.results.iter().all(|r| r.code == 0), "{:?}", resumed.results);
+
+    let deleted = h
+        .client
+        .delete_jobs(pb::DeleteJobsRequest { label_selector: "team=sport".into(), ..Default::default() })
+        .await
+        .expect("delete by selector")
+        .into_inner();
+    let mut sport = [a.id.clone(), d.id.clone()];
+    sport.sort();
+    assert_eq!(results(&deleted.results), sport.iter().map(|id| (id.clone(), 0)).collect::<Vec<_>>());
+    assert_eq!(listed(&mut h, "").await, ["b", "c"]);
+    let dump = h.dump().await;
+    assert!(!dump.iter().any(|(k, _)| k.ends_with(&a.id) || k.ends_with(&d.id)), "every key of a and d is gone");
+    h.stop().await;
+}
+
+async fn bad_labels_selectors_and_picks_write_nothing(mut h: Harness) {
+    let job = create(&mut h.client, labelled("ok", &[("team", "news")])).await;
+    let before = h.dump().await;
+    let bad = labelled("bad", &[("te am", "x"), ("env", "-prod"), ("fine", "yes")]);
+    let status = h
+        .client
+        .create_job(pb::CreateJobRequest { job: Some(bad), ..Default::default() })
+        .await
+        .expect_err("bad labels");
+    assert_eq!(violated_fields(&status), ["job.labels.env", "job.labels.te am"]);
+    let update = pb::UpdateJobRequest {
+        job: Some(pb::Job {
+            id: job.id.clone(),
+            revision: job.revision,
+            labels: [("x".repeat(64), String::new())].into_iter().collect(),
+            ..Default::default()
+        }),
+        update_mask: Some(pbjson_types::FieldMask { paths: vec!["labels".into()] }),
+    };
+    let status = h.client.update_job(update).await.expect_err("long key");
+    assert_eq!(violated_fields(&status), [format!("job.labels.{}", "x".repeat(64))]);
+
+    for selector in ["team in (a", "te am", "a,,b", "=x"] {
+        let list = pb::ListJobsRequest { label_selector: selector.into(), ..Default::default() };
+        let status = h.client.list_jobs(list).await.expect_err(selector);
+        assert_eq!(violated_fields(&status), ["label_selector"], "{selector}");
+        let watch = pb::WatchJobsRequest { label_selector: selector.into(), ..Default::default() };
+        let status = h.client.watch_jobs(watch).await.expect_err(selector);
+        assert_eq!(violated_fields(&status), ["label_selector"], "{selector}");
+    }
+    // "team=" selects jobs whose team label is empty: a valid selector.
+    assert_eq!(listed(&mut h, "team=").await, Vec::<String>::new());
+
+    let pick = |ids: Vec<&str>, selector: &str| pb::DeleteJobsRequest {
+        ids: ids.into_iter().map(String::from).collect(),
+        label_selector: selector.into(),
+    };
+    for (request, field) in [
+        (pick(vec![], ""), "ids"),
+        (pick(vec![], "  "), "ids"),
+        (pick(vec![&job.id], "team=news"), "label_selector"),
+        (pick(vec![&job.id, "Not An Id"], ""), "ids[1]"),
+        (pick(vec![], "team in (a"), "label_selector"),
+    ] {
+        let status = h.client.delete_jobs(request).await.expect_err(field);
+        assert_eq!(violated_fields(&status), [field]);
+    }
+    let too_many: Vec<String> = (0..10_001).map(|i| format!("j{i}")).collect();
+    let status =
+        h.client.pause_jobs(pb::PauseJobsRequest { ids: too_many, ..Default::default() }).await.expect_err("too many");
+    assert_eq!(violated_fields(&status), ["ids"]);
+    assert_eq!(h.dump().await, before, "nothing was written");
+    h.stop().await;
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::UnixMillis;
+use crate::labels::Labels;
 
 /// Longest job name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -39,6 +40,9 @@ pub struct JobRecord {
     /// checkpoint).
     #[serde(default)]
     pub cursor_reset_seq: u64,
+    /// Labels an operator attached (`team=news`), for selecting jobs.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
     pub create_time: UnixMillis,
     pub update_time: UnixMillis,
 }

@@ -3,6 +3,7 @@
 //! status is derived. Architecture invariant: this crate does no I/O.
 
 pub mod job;
+pub mod labels;
 pub mod ownership;
 pub mod params;
 pub mod records;
@@ -13,6 +14,7 @@ pub mod typed;
 extern crate self as ingest_model;
 
 pub use job::{JobRecord, validate_job_id, validate_name};
+pub use labels::{Labels, Selector, validate_labels};
 pub use params::{
     JobTypeSpec, MovedOrigin, ParamKind, ParamRule, ParamSpec, SplitParams, moved_origins, validate_params,
 };

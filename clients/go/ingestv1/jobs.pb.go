@@ -301,7 +301,13 @@ type Job struct {
 	// Output only.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// Output only: live status, filled in by the workers.
-	Status        *JobStatus `protobuf:"bytes,11,opt,name=status,proto3" json:"status,omitempty"`
+	Status *JobStatus `protobuf:"bytes,11,opt,name=status,proto3" json:"status,omitempty"`
+	// Labels for selecting jobs (ListJobs, WatchJobs and the bulk methods take
+	// a label_selector), e.g. {"team": "news"}. A key is a name, or
+	// prefix/name with a lowercase DNS prefix; a name and a value are at most
+	// 63 letters, digits, '-', '_' or '.', starting and ending with a letter or
+	// digit (a value may be empty). At most 64 labels.
+	Labels        map[string]string `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -409,6 +415,13 @@ func (x *Job) GetUpdateTime() *timestamppb.Timestamp {
 func (x *Job) GetStatus() *JobStatus {
 	if x != nil {
 		return x.Status
+	}
+	return nil
+}
+
+func (x *Job) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -940,7 +953,11 @@ type ListJobsRequest struct {
 	// Only jobs of this type, when set.
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// Only jobs in this state, when set.
-	State         JobState `protobuf:"varint,4,opt,name=state,proto3,enum=ingest.v1.JobState" json:"state,omitempty"`
+	State JobState `protobuf:"varint,4,opt,name=state,proto3,enum=ingest.v1.JobState" json:"state,omitempty"`
+	// Only jobs whose labels match, when set. Comma-separated requirements,
+	// all of which must hold: key=value (or key==value), key!=value,
+	// key in (a,b), key notin (a,b), key (has the label), !key (has not).
+	LabelSelector string `protobuf:"bytes,5,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1003,6 +1020,13 @@ func (x *ListJobsRequest) GetState() JobState {
 	return JobState_JOB_STATE_UNSPECIFIED
 }
 
+func (x *ListJobsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Jobs  []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
@@ -1060,8 +1084,8 @@ type UpdateJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job with id and revision set, and the new values.
 	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	// Fields to replace among name, params, interval and paused; all of them
-	// when empty. SECRET parameters missing from params keep their value.
+	// Fields to replace among name, params, interval, paused and labels; all
+	// of them when empty. SECRET parameters missing from params keep their value.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2211,6 +2235,10 @@ type WatchJobsRequest struct {
 	// When non-zero, skip the snapshot and send every change after this
 	// revision. Fails with OUT_OF_RANGE if that history has been compacted.
 	StartRevision int64 `protobuf:"varint,2,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
+	// Only jobs whose labels match, when set (the syntax of
+	// ListJobsRequest.label_selector). A job whose labels change so that it
+	// no longer matches is sent as DELETED.
+	LabelSelector string `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2257,6 +2285,13 @@ func (x *WatchJobsRequest) GetStartRevision() int64 {
 		return x.StartRevision
 	}
 	return 0
+}
+
+func (x *WatchJobsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
 }
 
 type WatchJobsResponse struct {
@@ -2567,11 +2602,473 @@ func (x *Worker) GetCounters() *JobCounters {
 	return nil
 }
 
+// The bulk methods pick jobs by exactly one of ids or label_selector: at most
+// 10 000 jobs per call.
+type PauseJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The jobs' ids.
+	Ids []string `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	// A label selector (see ListJobsRequest.label_selector); not empty.
+	LabelSelector string `protobuf:"bytes,2,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseJobsRequest) Reset() {
+	*x = PauseJobsRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseJobsRequest) ProtoMessage() {}
+
+func (x *PauseJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseJobsRequest.ProtoReflect.Descriptor instead.
+func (*PauseJobsRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *PauseJobsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *PauseJobsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+type PauseJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per job, in id order.
+	Results       []*JobResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseJobsResponse) Reset() {
+	*x = PauseJobsResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseJobsResponse) ProtoMessage() {}
+
+func (x *PauseJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseJobsResponse.ProtoReflect.Descriptor instead.
+func (*PauseJobsResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PauseJobsResponse) GetResults() []*JobResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ResumeJobsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	LabelSelector string                 `protobuf:"bytes,2,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobsRequest) Reset() {
+	*x = ResumeJobsRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobsRequest) ProtoMessage() {}
+
+func (x *ResumeJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobsRequest.ProtoReflect.Descriptor instead.
+func (*ResumeJobsRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ResumeJobsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ResumeJobsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+type ResumeJobsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*JobResult           `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobsResponse) Reset() {
+	*x = ResumeJobsResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobsResponse) ProtoMessage() {}
+
+func (x *ResumeJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobsResponse.ProtoReflect.Descriptor instead.
+func (*ResumeJobsResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ResumeJobsResponse) GetResults() []*JobResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type RunJobsNowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	LabelSelector string                 `protobuf:"bytes,2,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobsNowRequest) Reset() {
+	*x = RunJobsNowRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobsNowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobsNowRequest) ProtoMessage() {}
+
+func (x *RunJobsNowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobsNowRequest.ProtoReflect.Descriptor instead.
+func (*RunJobsNowRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RunJobsNowRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *RunJobsNowRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+type RunJobsNowResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*JobResult           `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunJobsNowResponse) Reset() {
+	*x = RunJobsNowResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunJobsNowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunJobsNowResponse) ProtoMessage() {}
+
+func (x *RunJobsNowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunJobsNowResponse.ProtoReflect.Descriptor instead.
+func (*RunJobsNowResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RunJobsNowResponse) GetResults() []*JobResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type DeleteJobsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	LabelSelector string                 `protobuf:"bytes,2,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobsRequest) Reset() {
+	*x = DeleteJobsRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobsRequest) ProtoMessage() {}
+
+func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteJobsRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DeleteJobsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *DeleteJobsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+type DeleteJobsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*JobResult           `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteJobsResponse) Reset() {
+	*x = DeleteJobsResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteJobsResponse) ProtoMessage() {}
+
+func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteJobsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteJobsResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *DeleteJobsResponse) GetResults() []*JobResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// What a bulk method did to one job.
+type JobResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The outcome as a google.rpc.Code number: 0 OK, 5 NOT_FOUND (no such
+	// job, e.g. deleted meanwhile), 14 UNAVAILABLE (the store; retry), …
+	Code int32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// Why it failed; empty when code is 0.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// The job's revision after the change (0 for a deleted or failed job).
+	Revision      int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobResult) Reset() {
+	*x = JobResult{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobResult) ProtoMessage() {}
+
+func (x *JobResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
+func (*JobResult) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *JobResult) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JobResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *JobResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JobResult) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 var File_ingest_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x14ingest/v1/jobs.proto\x12\tingest.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x03\n" +
+	"\x14ingest/v1/jobs.proto\x12\tingest.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x04\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2586,7 +3083,11 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12,\n" +
-	"\x06status\x18\v \x01(\v2\x14.ingest.v1.JobStatusR\x06status\"\xac\x03\n" +
+	"\x06status\x18\v \x01(\v2\x14.ingest.v1.JobStatusR\x06status\x122\n" +
+	"\x06labels\x18\f \x03(\v2\x1a.ingest.v1.Job.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x03\n" +
 	"\tJobStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.ingest.v1.JobStateR\x05state\x12!\n" +
 	"\fstate_reason\x18\x02 \x01(\tR\vstateReason\x12\x14\n" +
@@ -2625,13 +3126,14 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"2\n" +
 	"\x0eGetJobResponse\x12 \n" +
-	"\x03job\x18\x01 \x01(\v2\x0e.ingest.v1.JobR\x03job\"\x8c\x01\n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.ingest.v1.JobR\x03job\"\xb3\x01\n" +
 	"\x0fListJobsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12)\n" +
-	"\x05state\x18\x04 \x01(\x0e2\x13.ingest.v1.JobStateR\x05state\"^\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x13.ingest.v1.JobStateR\x05state\x12%\n" +
+	"\x0elabel_selector\x18\x05 \x01(\tR\rlabelSelector\"^\n" +
 	"\x10ListJobsResponse\x12\"\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0e.ingest.v1.JobR\x04jobs\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"q\n" +
@@ -2710,10 +3212,11 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\b_maximumB\r\n" +
 	"\v_max_lengthB\n" +
 	"\n" +
-	"\b_pattern\"M\n" +
+	"\b_pattern\"t\n" +
 	"\x10WatchJobsRequest\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12%\n" +
-	"\x0estart_revision\x18\x02 \x01(\x03R\rstartRevision\"\x90\x01\n" +
+	"\x0estart_revision\x18\x02 \x01(\x03R\rstartRevision\x12%\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\"\x90\x01\n" +
 	"\x11WatchJobsResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12+\n" +
 	"\x06events\x18\x02 \x03(\v2\x13.ingest.v1.JobEventR\x06events\x12\x1a\n" +
@@ -2735,7 +3238,32 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1d\n" +
 	"\n" +
 	"jobs_owned\x18\a \x01(\rR\tjobsOwned\x122\n" +
-	"\bcounters\x18\b \x01(\v2\x16.ingest.v1.JobCountersR\bcounters*\x9d\x01\n" +
+	"\bcounters\x18\b \x01(\v2\x16.ingest.v1.JobCountersR\bcounters\"K\n" +
+	"\x10PauseJobsRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12%\n" +
+	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\"C\n" +
+	"\x11PauseJobsResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.ingest.v1.JobResultR\aresults\"L\n" +
+	"\x11ResumeJobsRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12%\n" +
+	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\"D\n" +
+	"\x12ResumeJobsResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.ingest.v1.JobResultR\aresults\"L\n" +
+	"\x11RunJobsNowRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12%\n" +
+	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\"D\n" +
+	"\x12RunJobsNowResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.ingest.v1.JobResultR\aresults\"L\n" +
+	"\x11DeleteJobsRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\x12%\n" +
+	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\"D\n" +
+	"\x12DeleteJobsResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.ingest.v1.JobResultR\aresults\"e\n" +
+	"\tJobResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision*\x9d\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -2763,7 +3291,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15WORKER_STATE_DRAINING\x10\x022\xfd\x06\n" +
+	"\x15WORKER_STATE_DRAINING\x10\x022\xa6\t\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tCreateJob\x12\x1b.ingest.v1.CreateJobRequest\x1a\x1c.ingest.v1.CreateJobResponse\x12=\n" +
@@ -2777,7 +3305,14 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x0eResetJobCursor\x12 .ingest.v1.ResetJobCursorRequest\x1a!.ingest.v1.ResetJobCursorResponse\x12O\n" +
 	"\fListJobTypes\x12\x1e.ingest.v1.ListJobTypesRequest\x1a\x1f.ingest.v1.ListJobTypesResponse\x12H\n" +
 	"\tWatchJobs\x12\x1b.ingest.v1.WatchJobsRequest\x1a\x1c.ingest.v1.WatchJobsResponse0\x01\x12L\n" +
-	"\vListWorkers\x12\x1d.ingest.v1.ListWorkersRequest\x1a\x1e.ingest.v1.ListWorkersResponseb\x06proto3"
+	"\vListWorkers\x12\x1d.ingest.v1.ListWorkersRequest\x1a\x1e.ingest.v1.ListWorkersResponse\x12F\n" +
+	"\tPauseJobs\x12\x1b.ingest.v1.PauseJobsRequest\x1a\x1c.ingest.v1.PauseJobsResponse\x12I\n" +
+	"\n" +
+	"ResumeJobs\x12\x1c.ingest.v1.ResumeJobsRequest\x1a\x1d.ingest.v1.ResumeJobsResponse\x12I\n" +
+	"\n" +
+	"RunJobsNow\x12\x1c.ingest.v1.RunJobsNowRequest\x1a\x1d.ingest.v1.RunJobsNowResponse\x12I\n" +
+	"\n" +
+	"DeleteJobs\x12\x1c.ingest.v1.DeleteJobsRequest\x1a\x1d.ingest.v1.DeleteJobsResponseb\x06proto3"
 
 var (
 	file_ingest_v1_jobs_proto_rawDescOnce sync.Once
@@ -2792,7 +3327,7 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_ingest_v1_jobs_proto_goTypes = []any{
 	(JobState)(0),                  // 0: ingest.v1.JobState
 	(ParamKind)(0),                 // 1: ingest.v1.ParamKind
@@ -2836,84 +3371,107 @@ var file_ingest_v1_jobs_proto_goTypes = []any{
 	(*ListWorkersRequest)(nil),     // 39: ingest.v1.ListWorkersRequest
 	(*ListWorkersResponse)(nil),    // 40: ingest.v1.ListWorkersResponse
 	(*Worker)(nil),                 // 41: ingest.v1.Worker
-	(*structpb.Struct)(nil),        // 42: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 44: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 45: google.protobuf.FieldMask
-	(*structpb.Value)(nil),         // 46: google.protobuf.Value
+	(*PauseJobsRequest)(nil),       // 42: ingest.v1.PauseJobsRequest
+	(*PauseJobsResponse)(nil),      // 43: ingest.v1.PauseJobsResponse
+	(*ResumeJobsRequest)(nil),      // 44: ingest.v1.ResumeJobsRequest
+	(*ResumeJobsResponse)(nil),     // 45: ingest.v1.ResumeJobsResponse
+	(*RunJobsNowRequest)(nil),      // 46: ingest.v1.RunJobsNowRequest
+	(*RunJobsNowResponse)(nil),     // 47: ingest.v1.RunJobsNowResponse
+	(*DeleteJobsRequest)(nil),      // 48: ingest.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),     // 49: ingest.v1.DeleteJobsResponse
+	(*JobResult)(nil),              // 50: ingest.v1.JobResult
+	nil,                            // 51: ingest.v1.Job.LabelsEntry
+	(*structpb.Struct)(nil),        // 52: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 53: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 54: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 55: google.protobuf.FieldMask
+	(*structpb.Value)(nil),         // 56: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	42, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	43, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	44, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	44, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	52, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	53, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	54, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	54, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
-	0,  // 5: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
-	7,  // 6: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	44, // 7: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
-	8,  // 8: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	44, // 9: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
-	6,  // 10: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	44, // 11: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	4,  // 12: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
-	4,  // 13: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 14: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
-	0,  // 15: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
-	4,  // 16: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
-	4,  // 17: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	45, // 18: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 19: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 20: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 21: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 22: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
-	4,  // 23: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
-	29, // 24: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	35, // 25: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	43, // 26: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	43, // 27: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	30, // 28: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	32, // 29: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	33, // 30: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	31, // 31: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
-	34, // 32: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
-	1,  // 33: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	46, // 34: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	38, // 35: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
-	2,  // 36: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	4,  // 37: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	41, // 38: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
-	3,  // 39: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	44, // 40: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 41: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	9,  // 42: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	11, // 43: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	13, // 44: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	15, // 45: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	17, // 46: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	19, // 47: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	21, // 48: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	23, // 49: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	25, // 50: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
-	27, // 51: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	36, // 52: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	39, // 53: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	10, // 54: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	12, // 55: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	14, // 56: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	16, // 57: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	18, // 58: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	20, // 59: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	22, // 60: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	24, // 61: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	26, // 62: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
-	28, // 63: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	37, // 64: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	40, // 65: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	51, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
+	0,  // 6: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
+	7,  // 7: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
+	54, // 8: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	8,  // 9: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
+	54, // 10: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	6,  // 11: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
+	54, // 12: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	4,  // 13: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
+	4,  // 14: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
+	4,  // 15: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
+	0,  // 16: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
+	4,  // 17: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
+	4,  // 18: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
+	55, // 19: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 20: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
+	4,  // 21: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
+	4,  // 22: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
+	4,  // 23: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
+	4,  // 24: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
+	29, // 25: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
+	35, // 26: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	53, // 27: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	53, // 28: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	30, // 29: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	32, // 30: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	33, // 31: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	31, // 32: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
+	34, // 33: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	1,  // 34: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
+	56, // 35: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	38, // 36: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	2,  // 37: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
+	4,  // 38: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	41, // 39: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	3,  // 40: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
+	54, // 41: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	7,  // 42: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	50, // 43: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
+	50, // 44: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
+	50, // 45: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
+	50, // 46: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
+	9,  // 47: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	11, // 48: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	13, // 49: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	15, // 50: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	17, // 51: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	19, // 52: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	21, // 53: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	23, // 54: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	25, // 55: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	27, // 56: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	36, // 57: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	39, // 58: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	42, // 59: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
+	44, // 60: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
+	46, // 61: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
+	48, // 62: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
+	10, // 63: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	12, // 64: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	14, // 65: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	16, // 66: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	18, // 67: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	20, // 68: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	22, // 69: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	24, // 70: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	26, // 71: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	28, // 72: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	37, // 73: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	40, // 74: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	43, // 75: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
+	45, // 76: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
+	47, // 77: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
+	49, // 78: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
+	63, // [63:79] is the sub-list for method output_type
+	47, // [47:63] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -2933,7 +3491,7 @@ func file_ingest_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   38,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

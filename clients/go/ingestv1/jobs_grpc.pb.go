@@ -31,6 +31,10 @@ const (
 	JobService_ListJobTypes_FullMethodName   = "/ingest.v1.JobService/ListJobTypes"
 	JobService_WatchJobs_FullMethodName      = "/ingest.v1.JobService/WatchJobs"
 	JobService_ListWorkers_FullMethodName    = "/ingest.v1.JobService/ListWorkers"
+	JobService_PauseJobs_FullMethodName      = "/ingest.v1.JobService/PauseJobs"
+	JobService_ResumeJobs_FullMethodName     = "/ingest.v1.JobService/ResumeJobs"
+	JobService_RunJobsNow_FullMethodName     = "/ingest.v1.JobService/RunJobsNow"
+	JobService_DeleteJobs_FullMethodName     = "/ingest.v1.JobService/DeleteJobs"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -73,6 +77,17 @@ type JobServiceClient interface {
 	WatchJobs(ctx context.Context, in *WatchJobsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchJobsResponse], error)
 	// Lists the live workers.
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
+	// Pauses the jobs picked by ids or by a label selector; each job is its
+	// own guarded change, and the answer has one result per job.
+	PauseJobs(ctx context.Context, in *PauseJobsRequest, opts ...grpc.CallOption) (*PauseJobsResponse, error)
+	// Resumes the jobs picked by ids or by a label selector.
+	ResumeJobs(ctx context.Context, in *ResumeJobsRequest, opts ...grpc.CallOption) (*ResumeJobsResponse, error)
+	// Asks the owners of the jobs picked by ids or by a label selector to run
+	// them once, now.
+	RunJobsNow(ctx context.Context, in *RunJobsNowRequest, opts ...grpc.CallOption) (*RunJobsNowResponse, error)
+	// Deletes the jobs picked by ids or by a label selector, each with its
+	// secrets, checkpoint and counters.
+	DeleteJobs(ctx context.Context, in *DeleteJobsRequest, opts ...grpc.CallOption) (*DeleteJobsResponse, error)
 }
 
 type jobServiceClient struct {
@@ -212,6 +227,46 @@ func (c *jobServiceClient) ListWorkers(ctx context.Context, in *ListWorkersReque
 	return out, nil
 }
 
+func (c *jobServiceClient) PauseJobs(ctx context.Context, in *PauseJobsRequest, opts ...grpc.CallOption) (*PauseJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseJobsResponse)
+	err := c.cc.Invoke(ctx, JobService_PauseJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ResumeJobs(ctx context.Context, in *ResumeJobsRequest, opts ...grpc.CallOption) (*ResumeJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeJobsResponse)
+	err := c.cc.Invoke(ctx, JobService_ResumeJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) RunJobsNow(ctx context.Context, in *RunJobsNowRequest, opts ...grpc.CallOption) (*RunJobsNowResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunJobsNowResponse)
+	err := c.cc.Invoke(ctx, JobService_RunJobsNow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) DeleteJobs(ctx context.Context, in *DeleteJobsRequest, opts ...grpc.CallOption) (*DeleteJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteJobsResponse)
+	err := c.cc.Invoke(ctx, JobService_DeleteJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -252,6 +307,17 @@ type JobServiceServer interface {
 	WatchJobs(*WatchJobsRequest, grpc.ServerStreamingServer[WatchJobsResponse]) error
 	// Lists the live workers.
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
+	// Pauses the jobs picked by ids or by a label selector; each job is its
+	// own guarded change, and the answer has one result per job.
+	PauseJobs(context.Context, *PauseJobsRequest) (*PauseJobsResponse, error)
+	// Resumes the jobs picked by ids or by a label selector.
+	ResumeJobs(context.Context, *ResumeJobsRequest) (*ResumeJobsResponse, error)
+	// Asks the owners of the jobs picked by ids or by a label selector to run
+	// them once, now.
+	RunJobsNow(context.Context, *RunJobsNowRequest) (*RunJobsNowResponse, error)
+	// Deletes the jobs picked by ids or by a label selector, each with its
+	// secrets, checkpoint and counters.
+	DeleteJobs(context.Context, *DeleteJobsRequest) (*DeleteJobsResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -297,6 +363,18 @@ func (UnimplementedJobServiceServer) WatchJobs(*WatchJobsRequest, grpc.ServerStr
 }
 func (UnimplementedJobServiceServer) ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListWorkers not implemented")
+}
+func (UnimplementedJobServiceServer) PauseJobs(context.Context, *PauseJobsRequest) (*PauseJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseJobs not implemented")
+}
+func (UnimplementedJobServiceServer) ResumeJobs(context.Context, *ResumeJobsRequest) (*ResumeJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeJobs not implemented")
+}
+func (UnimplementedJobServiceServer) RunJobsNow(context.Context, *RunJobsNowRequest) (*RunJobsNowResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunJobsNow not implemented")
+}
+func (UnimplementedJobServiceServer) DeleteJobs(context.Context, *DeleteJobsRequest) (*DeleteJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteJobs not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -528,6 +606,78 @@ func _JobService_ListWorkers_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_PauseJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).PauseJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_PauseJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).PauseJobs(ctx, req.(*PauseJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ResumeJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ResumeJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ResumeJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ResumeJobs(ctx, req.(*ResumeJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_RunJobsNow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunJobsNowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).RunJobsNow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_RunJobsNow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).RunJobsNow(ctx, req.(*RunJobsNowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_DeleteJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).DeleteJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_DeleteJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).DeleteJobs(ctx, req.(*DeleteJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -578,6 +728,22 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListWorkers",
 			Handler:    _JobService_ListWorkers_Handler,
+		},
+		{
+			MethodName: "PauseJobs",
+			Handler:    _JobService_PauseJobs_Handler,
+		},
+		{
+			MethodName: "ResumeJobs",
+			Handler:    _JobService_ResumeJobs_Handler,
+		},
+		{
+			MethodName: "RunJobsNow",
+			Handler:    _JobService_RunJobsNow_Handler,
+		},
+		{
+			MethodName: "DeleteJobs",
+			Handler:    _JobService_DeleteJobs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -35,6 +35,7 @@ fn record(id: &str) -> JobRecord {
         paused: false,
         run_now_seq: 0,
         cursor_reset_seq: 0,
+        labels: Default::default(),
         create_time: 0,
         update_time: 0,
     }
@@ -126,12 +127,14 @@ fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_ar
         claim(&mut view, &format!("job-{i}"), ME);
     }
     // job-0: claimed, no runner → resume. job-1: paused → release.
-    // job-2: only a run-now request changed → told. job-3: params changed → release.
+    // job-2: only a run-now request and its labels changed → told (no
+    // restart). job-3: params changed → release.
     view.jobs.get_mut("job-1").expect("job").0.paused = true;
     let mut runners = HashMap::new();
     let mut asked = record("job-2");
     asked.run_now_seq = 1;
     asked.update_time = 5;
+    asked.labels.insert("team".into(), "news".into());
     view.jobs.insert("job-2".into(), (asked, 11));
     runners.insert("job-2".to_string(), Runs(10, record("job-2")));
     let mut changed = record("job-3");

@@ -72,7 +72,14 @@ WORKER_STATE_ACTIVE: WorkerState
 WORKER_STATE_DRAINING: WorkerState
 
 class Job(_message.Message):
-    __slots__ = ("id", "name", "type", "params", "secret_params_set", "interval", "paused", "revision", "create_time", "update_time", "status")
+    __slots__ = ("id", "name", "type", "params", "secret_params_set", "interval", "paused", "revision", "create_time", "update_time", "status", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +91,7 @@ class Job(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type: str
@@ -95,7 +103,8 @@ class Job(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     status: JobStatus
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., secret_params_set: _Optional[_Iterable[str]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., paused: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., secret_params_set: _Optional[_Iterable[str]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., paused: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class JobStatus(_message.Message):
     __slots__ = ("state", "state_reason", "owner", "epoch", "counters", "last_success_time", "last_error", "next_run_time", "checkpoint")
@@ -182,16 +191,18 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "type", "state")
+    __slots__ = ("page_size", "page_token", "type", "state", "label_selector")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     type: str
     state: JobState
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ...) -> None: ...
+    label_selector: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., label_selector: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")
@@ -368,12 +379,14 @@ class ParamSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ParamKind, str]] = ..., required: _Optional[bool] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., description: _Optional[str] = ..., allowed_values: _Optional[_Iterable[str]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., max_length: _Optional[int] = ..., pattern: _Optional[str] = ...) -> None: ...
 
 class WatchJobsRequest(_message.Message):
-    __slots__ = ("type", "start_revision")
+    __slots__ = ("type", "start_revision", "label_selector")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     START_REVISION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     type: str
     start_revision: int
-    def __init__(self, type: _Optional[str] = ..., start_revision: _Optional[int] = ...) -> None: ...
+    label_selector: str
+    def __init__(self, type: _Optional[str] = ..., start_revision: _Optional[int] = ..., label_selector: _Optional[str] = ...) -> None: ...
 
 class WatchJobsResponse(_message.Message):
     __slots__ = ("revision", "events", "snapshot", "synced")
@@ -424,3 +437,71 @@ class Worker(_message.Message):
     jobs_owned: int
     counters: JobCounters
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., weight: _Optional[float] = ..., job_types: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs_owned: _Optional[int] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ...) -> None: ...
+
+class PauseJobsRequest(_message.Message):
+    __slots__ = ("ids", "label_selector")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    label_selector: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., label_selector: _Optional[str] = ...) -> None: ...
+
+class PauseJobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[JobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
+
+class ResumeJobsRequest(_message.Message):
+    __slots__ = ("ids", "label_selector")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    label_selector: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., label_selector: _Optional[str] = ...) -> None: ...
+
+class ResumeJobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[JobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
+
+class RunJobsNowRequest(_message.Message):
+    __slots__ = ("ids", "label_selector")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    label_selector: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., label_selector: _Optional[str] = ...) -> None: ...
+
+class RunJobsNowResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[JobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
+
+class DeleteJobsRequest(_message.Message):
+    __slots__ = ("ids", "label_selector")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    label_selector: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., label_selector: _Optional[str] = ...) -> None: ...
+
+class DeleteJobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[JobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
+
+class JobResult(_message.Message):
+    __slots__ = ("id", "code", "message", "revision")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    code: int
+    message: str
+    revision: int
+    def __init__(self, id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...

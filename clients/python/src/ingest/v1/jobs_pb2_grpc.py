@@ -98,6 +98,26 @@ class JobServiceStub:
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=ingest_dot_v1_dot_jobs__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.PauseJobs = channel.unary_unary(
+                '/ingest.v1.JobService/PauseJobs',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.PauseJobsRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.PauseJobsResponse.FromString,
+                _registered_method=True)
+        self.ResumeJobs = channel.unary_unary(
+                '/ingest.v1.JobService/ResumeJobs',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ResumeJobsRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ResumeJobsResponse.FromString,
+                _registered_method=True)
+        self.RunJobsNow = channel.unary_unary(
+                '/ingest.v1.JobService/RunJobsNow',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.RunJobsNowRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.RunJobsNowResponse.FromString,
+                _registered_method=True)
+        self.DeleteJobs = channel.unary_unary(
+                '/ingest.v1.JobService/DeleteJobs',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -198,6 +218,37 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseJobs(self, request, context):
+        """Pauses the jobs picked by ids or by a label selector; each job is its
+        own guarded change, and the answer has one result per job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeJobs(self, request, context):
+        """Resumes the jobs picked by ids or by a label selector.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunJobsNow(self, request, context):
+        """Asks the owners of the jobs picked by ids or by a label selector to run
+        them once, now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJobs(self, request, context):
+        """Deletes the jobs picked by ids or by a label selector, each with its
+        secrets, checkpoint and counters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +311,26 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=ingest_dot_v1_dot_jobs__pb2.ListWorkersRequest.FromString,
                     response_serializer=ingest_dot_v1_dot_jobs__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'PauseJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseJobs,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.PauseJobsRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.PauseJobsResponse.SerializeToString,
+            ),
+            'ResumeJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeJobs,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ResumeJobsRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ResumeJobsResponse.SerializeToString,
+            ),
+            'RunJobsNow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunJobsNow,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.RunJobsNowRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.RunJobsNowResponse.SerializeToString,
+            ),
+            'DeleteJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJobs,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -590,6 +661,114 @@ class JobService:
             '/ingest.v1.JobService/ListWorkers',
             ingest_dot_v1_dot_jobs__pb2.ListWorkersRequest.SerializeToString,
             ingest_dot_v1_dot_jobs__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/PauseJobs',
+            ingest_dot_v1_dot_jobs__pb2.PauseJobsRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.PauseJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ResumeJobs',
+            ingest_dot_v1_dot_jobs__pb2.ResumeJobsRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ResumeJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunJobsNow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/RunJobsNow',
+            ingest_dot_v1_dot_jobs__pb2.RunJobsNowRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.RunJobsNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/DeleteJobs',
+            ingest_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -313,7 +313,22 @@ export interface Job {
     | Date
     | undefined;
   /** Output only: live status, filled in by the workers. */
-  status: JobStatus | undefined;
+  status:
+    | JobStatus
+    | undefined;
+  /**
+   * Labels for selecting jobs (ListJobs, WatchJobs and the bulk methods take
+   * a label_selector), e.g. {"team": "news"}. A key is a name, or
+   * prefix/name with a lowercase DNS prefix; a name and a value are at most
+   * 63 letters, digits, '-', '_' or '.', starting and ending with a letter or
+   * digit (a value may be empty). At most 64 labels.
+   */
+  labels: { [key: string]: string };
+}
+
+export interface Job_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 /** The observed state of a job. */
@@ -413,6 +428,12 @@ export interface ListJobsRequest {
   type: string;
   /** Only jobs in this state, when set. */
   state: JobState;
+  /**
+   * Only jobs whose labels match, when set. Comma-separated requirements,
+   * all of which must hold: key=value (or key==value), key!=value,
+   * key in (a,b), key notin (a,b), key (has the label), !key (has not).
+   */
+  labelSelector: string;
 }
 
 export interface ListJobsResponse {
@@ -427,8 +448,8 @@ export interface UpdateJobRequest {
     | Job
     | undefined;
   /**
-   * Fields to replace among name, params, interval and paused; all of them
-   * when empty. SECRET parameters missing from params keep their value.
+   * Fields to replace among name, params, interval, paused and labels; all
+   * of them when empty. SECRET parameters missing from params keep their value.
    */
   updateMask: string[] | undefined;
 }
@@ -585,6 +606,12 @@ export interface WatchJobsRequest {
    * revision. Fails with OUT_OF_RANGE if that history has been compacted.
    */
   startRevision: string;
+  /**
+   * Only jobs whose labels match, when set (the syntax of
+   * ListJobsRequest.label_selector). A job whose labels change so that it
+   * no longer matches is sent as DELETED.
+   */
+  labelSelector: string;
 }
 
 export interface WatchJobsResponse {
@@ -629,6 +656,63 @@ export interface Worker {
   counters: JobCounters | undefined;
 }
 
+/**
+ * The bulk methods pick jobs by exactly one of ids or label_selector: at most
+ * 10 000 jobs per call.
+ */
+export interface PauseJobsRequest {
+  /** The jobs' ids. */
+  ids: string[];
+  /** A label selector (see ListJobsRequest.label_selector); not empty. */
+  labelSelector: string;
+}
+
+export interface PauseJobsResponse {
+  /** One result per job, in id order. */
+  results: JobResult[];
+}
+
+export interface ResumeJobsRequest {
+  ids: string[];
+  labelSelector: string;
+}
+
+export interface ResumeJobsResponse {
+  results: JobResult[];
+}
+
+export interface RunJobsNowRequest {
+  ids: string[];
+  labelSelector: string;
+}
+
+export interface RunJobsNowResponse {
+  results: JobResult[];
+}
+
+export interface DeleteJobsRequest {
+  ids: string[];
+  labelSelector: string;
+}
+
+export interface DeleteJobsResponse {
+  results: JobResult[];
+}
+
+/** What a bulk method did to one job. */
+export interface JobResult {
+  id: string;
+  /**
+   * The outcome as a google.rpc.Code number: 0 OK, 5 NOT_FOUND (no such
+   * job, e.g. deleted meanwhile), 14 UNAVAILABLE (the store; retry), …
+   */
+  code: number;
+  /** Why it failed; empty when code is 0. */
+  message: string;
+  /** The job's revision after the change (0 for a deleted or failed job). */
+  revision: string;
+}
+
 function createBaseJob(): Job {
   return {
     id: "",
@@ -642,6 +726,7 @@ function createBaseJob(): Job {
     createTime: undefined,
     updateTime: undefined,
     status: undefined,
+    labels: {},
   };
 }
 
@@ -680,6 +765,9 @@ export const Job: MessageFns<Job> = {
     if (message.status !== undefined) {
       JobStatus.encode(message.status, writer.uint32(90).fork()).join();
     }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      Job_LabelsEntry.encode({ key: key as any, value }, writer.uint32(98).fork()).join();
+    });
     return writer;
   },
 
@@ -784,6 +872,17 @@ export const Job: MessageFns<Job> = {
             message.status = JobStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            const entry12 = Job_LabelsEntry.decode(reader, reader.uint32());
+            if (entry12.value !== undefined) {
+              message.labels[entry12.key] = entry12.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -821,6 +920,20 @@ export const Job: MessageFns<Job> = {
         ? fromJsonTimestamp(object.update_time)
         : undefined,
       status: isSet(object.status) ? JobStatus.fromJSON(object.status) : undefined,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -859,6 +972,15 @@ export const Job: MessageFns<Job> = {
     if (message.status !== undefined) {
       obj.status = JobStatus.toJSON(message.status);
     }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -882,6 +1004,100 @@ export const Job: MessageFns<Job> = {
     message.status = (object.status !== undefined && object.status !== null)
       ? JobStatus.fromPartial(object.status)
       : undefined;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseJob_LabelsEntry(): Job_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Job_LabelsEntry: MessageFns<Job_LabelsEntry> = {
+  encode(message: Job_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Job_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJob_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Job_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Job_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Job_LabelsEntry>, I>>(base?: I): Job_LabelsEntry {
+    return Job_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Job_LabelsEntry>, I>>(object: I): Job_LabelsEntry {
+    const message = createBaseJob_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -1801,7 +2017,7 @@ export const GetJobResponse: MessageFns<GetJobResponse> = {
 };
 
 function createBaseListJobsRequest(): ListJobsRequest {
-  return { pageSize: 0, pageToken: "", type: "", state: 0 };
+  return { pageSize: 0, pageToken: "", type: "", state: 0, labelSelector: "" };
 }
 
 export const ListJobsRequest: MessageFns<ListJobsRequest> = {
@@ -1817,6 +2033,9 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     }
     if (message.state !== 0) {
       writer.uint32(32).int32(message.state);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(42).string(message.labelSelector);
     }
     return writer;
   },
@@ -1866,6 +2085,14 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
             message.state = reader.int32() as any;
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1892,6 +2119,11 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
         : "",
       type: isSet(object.type) ? globalThis.String(object.type) : "",
       state: isSet(object.state) ? jobStateFromJSON(object.state) : 0,
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
     };
   },
 
@@ -1909,6 +2141,9 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     if (message.state !== 0) {
       obj.state = jobStateToJSON(message.state);
     }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
     return obj;
   },
 
@@ -1921,6 +2156,7 @@ export const ListJobsRequest: MessageFns<ListJobsRequest> = {
     message.pageToken = object.pageToken ?? "";
     message.type = object.type ?? "";
     message.state = object.state ?? 0;
+    message.labelSelector = object.labelSelector ?? "";
     return message;
   },
 };
@@ -3833,7 +4069,7 @@ export const ParamSpec: MessageFns<ParamSpec> = {
 };
 
 function createBaseWatchJobsRequest(): WatchJobsRequest {
-  return { type: "", startRevision: "0" };
+  return { type: "", startRevision: "0", labelSelector: "" };
 }
 
 export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
@@ -3843,6 +4079,9 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
     }
     if (message.startRevision !== "0") {
       writer.uint32(16).int64(message.startRevision);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(26).string(message.labelSelector);
     }
     return writer;
   },
@@ -3876,6 +4115,14 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
             message.startRevision = reader.int64().toString();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3896,6 +4143,11 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
         : isSet(object.start_revision)
         ? globalThis.String(object.start_revision)
         : "0",
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
     };
   },
 
@@ -3907,6 +4159,9 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
     if (message.startRevision !== "0") {
       obj.startRevision = message.startRevision;
     }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
     return obj;
   },
 
@@ -3917,6 +4172,7 @@ export const WatchJobsRequest: MessageFns<WatchJobsRequest> = {
     const message = createBaseWatchJobsRequest();
     message.type = object.type ?? "";
     message.startRevision = object.startRevision ?? "0";
+    message.labelSelector = object.labelSelector ?? "";
     return message;
   },
 };
@@ -4448,6 +4704,755 @@ export const Worker: MessageFns<Worker> = {
   },
 };
 
+function createBasePauseJobsRequest(): PauseJobsRequest {
+  return { ids: [], labelSelector: "" };
+}
+
+export const PauseJobsRequest: MessageFns<PauseJobsRequest> = {
+  encode(message: PauseJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ids) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(18).string(message.labelSelector);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ids.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseJobsRequest {
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.String(e)) : [],
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+    };
+  },
+
+  toJSON(message: PauseJobsRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids;
+    }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseJobsRequest>, I>>(base?: I): PauseJobsRequest {
+    return PauseJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseJobsRequest>, I>>(object: I): PauseJobsRequest {
+    const message = createBasePauseJobsRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    message.labelSelector = object.labelSelector ?? "";
+    return message;
+  },
+};
+
+function createBasePauseJobsResponse(): PauseJobsResponse {
+  return { results: [] };
+}
+
+export const PauseJobsResponse: MessageFns<PauseJobsResponse> = {
+  encode(message: PauseJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      JobResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PauseJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePauseJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(JobResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PauseJobsResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => JobResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: PauseJobsResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => JobResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PauseJobsResponse>, I>>(base?: I): PauseJobsResponse {
+    return PauseJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PauseJobsResponse>, I>>(object: I): PauseJobsResponse {
+    const message = createBasePauseJobsResponse();
+    message.results = object.results?.map((e) => JobResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseResumeJobsRequest(): ResumeJobsRequest {
+  return { ids: [], labelSelector: "" };
+}
+
+export const ResumeJobsRequest: MessageFns<ResumeJobsRequest> = {
+  encode(message: ResumeJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ids) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(18).string(message.labelSelector);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ids.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeJobsRequest {
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.String(e)) : [],
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+    };
+  },
+
+  toJSON(message: ResumeJobsRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids;
+    }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeJobsRequest>, I>>(base?: I): ResumeJobsRequest {
+    return ResumeJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeJobsRequest>, I>>(object: I): ResumeJobsRequest {
+    const message = createBaseResumeJobsRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    message.labelSelector = object.labelSelector ?? "";
+    return message;
+  },
+};
+
+function createBaseResumeJobsResponse(): ResumeJobsResponse {
+  return { results: [] };
+}
+
+export const ResumeJobsResponse: MessageFns<ResumeJobsResponse> = {
+  encode(message: ResumeJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      JobResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(JobResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeJobsResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => JobResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ResumeJobsResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => JobResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeJobsResponse>, I>>(base?: I): ResumeJobsResponse {
+    return ResumeJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeJobsResponse>, I>>(object: I): ResumeJobsResponse {
+    const message = createBaseResumeJobsResponse();
+    message.results = object.results?.map((e) => JobResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRunJobsNowRequest(): RunJobsNowRequest {
+  return { ids: [], labelSelector: "" };
+}
+
+export const RunJobsNowRequest: MessageFns<RunJobsNowRequest> = {
+  encode(message: RunJobsNowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ids) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(18).string(message.labelSelector);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunJobsNowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunJobsNowRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ids.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunJobsNowRequest {
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.String(e)) : [],
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+    };
+  },
+
+  toJSON(message: RunJobsNowRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids;
+    }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RunJobsNowRequest>, I>>(base?: I): RunJobsNowRequest {
+    return RunJobsNowRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RunJobsNowRequest>, I>>(object: I): RunJobsNowRequest {
+    const message = createBaseRunJobsNowRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    message.labelSelector = object.labelSelector ?? "";
+    return message;
+  },
+};
+
+function createBaseRunJobsNowResponse(): RunJobsNowResponse {
+  return { results: [] };
+}
+
+export const RunJobsNowResponse: MessageFns<RunJobsNowResponse> = {
+  encode(message: RunJobsNowResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      JobResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunJobsNowResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunJobsNowResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(JobResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunJobsNowResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => JobResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RunJobsNowResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => JobResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<RunJobsNowResponse>, I>>(base?: I): RunJobsNowResponse {
+    return RunJobsNowResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RunJobsNowResponse>, I>>(object: I): RunJobsNowResponse {
+    const message = createBaseRunJobsNowResponse();
+    message.results = object.results?.map((e) => JobResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteJobsRequest(): DeleteJobsRequest {
+  return { ids: [], labelSelector: "" };
+}
+
+export const DeleteJobsRequest: MessageFns<DeleteJobsRequest> = {
+  encode(message: DeleteJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ids) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.labelSelector !== "") {
+      writer.uint32(18).string(message.labelSelector);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ids.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteJobsRequest {
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.String(e)) : [],
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteJobsRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids;
+    }
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteJobsRequest>, I>>(base?: I): DeleteJobsRequest {
+    return DeleteJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteJobsRequest>, I>>(object: I): DeleteJobsRequest {
+    const message = createBaseDeleteJobsRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    message.labelSelector = object.labelSelector ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteJobsResponse(): DeleteJobsResponse {
+  return { results: [] };
+}
+
+export const DeleteJobsResponse: MessageFns<DeleteJobsResponse> = {
+  encode(message: DeleteJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      JobResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(JobResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteJobsResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => JobResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: DeleteJobsResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => JobResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteJobsResponse>, I>>(base?: I): DeleteJobsResponse {
+    return DeleteJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteJobsResponse>, I>>(object: I): DeleteJobsResponse {
+    const message = createBaseDeleteJobsResponse();
+    message.results = object.results?.map((e) => JobResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseJobResult(): JobResult {
+  return { id: "", code: 0, message: "", revision: "0" };
+}
+
+export const JobResult: MessageFns<JobResult> = {
+  encode(message: JobResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    if (message.revision !== "0") {
+      writer.uint32(32).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.revision = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobResult {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      revision: isSet(object.revision) ? globalThis.String(object.revision) : "0",
+    };
+  },
+
+  toJSON(message: JobResult): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.revision !== "0") {
+      obj.revision = message.revision;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JobResult>, I>>(base?: I): JobResult {
+    return JobResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobResult>, I>>(object: I): JobResult {
+    const message = createBaseJobResult();
+    message.id = object.id ?? "";
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    message.revision = object.revision ?? "0";
+    return message;
+  },
+};
+
 /**
  * JobService manages long-lived ingestion jobs. Every write is validated
  * against the parameter spec that workers publish for the job's type; bad
@@ -4596,6 +5601,55 @@ export const JobServiceService = {
     responseSerialize: (value: ListWorkersResponse): Buffer => Buffer.from(ListWorkersResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListWorkersResponse => ListWorkersResponse.decode(value),
   },
+  /**
+   * Pauses the jobs picked by ids or by a label selector; each job is its
+   * own guarded change, and the answer has one result per job.
+   */
+  pauseJobs: {
+    path: "/ingest.v1.JobService/PauseJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PauseJobsRequest): Buffer => Buffer.from(PauseJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PauseJobsRequest => PauseJobsRequest.decode(value),
+    responseSerialize: (value: PauseJobsResponse): Buffer => Buffer.from(PauseJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PauseJobsResponse => PauseJobsResponse.decode(value),
+  },
+  /** Resumes the jobs picked by ids or by a label selector. */
+  resumeJobs: {
+    path: "/ingest.v1.JobService/ResumeJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResumeJobsRequest): Buffer => Buffer.from(ResumeJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResumeJobsRequest => ResumeJobsRequest.decode(value),
+    responseSerialize: (value: ResumeJobsResponse): Buffer => Buffer.from(ResumeJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResumeJobsResponse => ResumeJobsResponse.decode(value),
+  },
+  /**
+   * Asks the owners of the jobs picked by ids or by a label selector to run
+   * them once, now.
+   */
+  runJobsNow: {
+    path: "/ingest.v1.JobService/RunJobsNow" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RunJobsNowRequest): Buffer => Buffer.from(RunJobsNowRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RunJobsNowRequest => RunJobsNowRequest.decode(value),
+    responseSerialize: (value: RunJobsNowResponse): Buffer => Buffer.from(RunJobsNowResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RunJobsNowResponse => RunJobsNowResponse.decode(value),
+  },
+  /**
+   * Deletes the jobs picked by ids or by a label selector, each with its
+   * secrets, checkpoint and counters.
+   */
+  deleteJobs: {
+    path: "/ingest.v1.JobService/DeleteJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteJobsRequest): Buffer => Buffer.from(DeleteJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteJobsRequest => DeleteJobsRequest.decode(value),
+    responseSerialize: (value: DeleteJobsResponse): Buffer => Buffer.from(DeleteJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteJobsResponse => DeleteJobsResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -4640,6 +5694,23 @@ export interface JobServiceServer extends UntypedServiceImplementation {
   watchJobs: handleServerStreamingCall<WatchJobsRequest, WatchJobsResponse>;
   /** Lists the live workers. */
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
+  /**
+   * Pauses the jobs picked by ids or by a label selector; each job is its
+   * own guarded change, and the answer has one result per job.
+   */
+  pauseJobs: handleUnaryCall<PauseJobsRequest, PauseJobsResponse>;
+  /** Resumes the jobs picked by ids or by a label selector. */
+  resumeJobs: handleUnaryCall<ResumeJobsRequest, ResumeJobsResponse>;
+  /**
+   * Asks the owners of the jobs picked by ids or by a label selector to run
+   * them once, now.
+   */
+  runJobsNow: handleUnaryCall<RunJobsNowRequest, RunJobsNowResponse>;
+  /**
+   * Deletes the jobs picked by ids or by a label selector, each with its
+   * secrets, checkpoint and counters.
+   */
+  deleteJobs: handleUnaryCall<DeleteJobsRequest, DeleteJobsResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -4842,6 +5913,79 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Pauses the jobs picked by ids or by a label selector; each job is its
+   * own guarded change, and the answer has one result per job.
+   */
+  pauseJobs(
+    request: PauseJobsRequest,
+    callback: (error: ServiceError | null, response: PauseJobsResponse) => void,
+  ): ClientUnaryCall;
+  pauseJobs(
+    request: PauseJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PauseJobsResponse) => void,
+  ): ClientUnaryCall;
+  pauseJobs(
+    request: PauseJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PauseJobsResponse) => void,
+  ): ClientUnaryCall;
+  /** Resumes the jobs picked by ids or by a label selector. */
+  resumeJobs(
+    request: ResumeJobsRequest,
+    callback: (error: ServiceError | null, response: ResumeJobsResponse) => void,
+  ): ClientUnaryCall;
+  resumeJobs(
+    request: ResumeJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResumeJobsResponse) => void,
+  ): ClientUnaryCall;
+  resumeJobs(
+    request: ResumeJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResumeJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Asks the owners of the jobs picked by ids or by a label selector to run
+   * them once, now.
+   */
+  runJobsNow(
+    request: RunJobsNowRequest,
+    callback: (error: ServiceError | null, response: RunJobsNowResponse) => void,
+  ): ClientUnaryCall;
+  runJobsNow(
+    request: RunJobsNowRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RunJobsNowResponse) => void,
+  ): ClientUnaryCall;
+  runJobsNow(
+    request: RunJobsNowRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RunJobsNowResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes the jobs picked by ids or by a label selector, each with its
+   * secrets, checkpoint and counters.
+   */
+  deleteJobs(
+    request: DeleteJobsRequest,
+    callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
+  ): ClientUnaryCall;
+  deleteJobs(
+    request: DeleteJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
+  ): ClientUnaryCall;
+  deleteJobs(
+    request: DeleteJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
   ): ClientUnaryCall;
 }
 
