@@ -1,7 +1,8 @@
 // The web UI end to end in headless Chromium (Debian's, driven by
 // playwright-core): token prompt, live jobs table, workers, the generated
 // add-job form with a client-side and a server-side field error, a job's
-// counter rising, pause, resume, cursor reset, edit, delete; then, with a read token in
+// counter rising, filters by state and by labels, a bulk pause and resume of
+// the selected jobs, pause, resume, cursor reset, edit, delete; then, with a read token in
 // another tab, the same jobs without anything that changes them. A
 // screenshot of each step goes to the artifacts directory.
 //
@@ -162,11 +163,23 @@ try {
     await page.unroute('**/api/ingest.v1.JobService/ListJobTypes');
   });
 
+  await check('label field error', async () => {
+    await page.goto(`${url}#/new?type=demo`);
+    await page.getByLabel('Name').fill('bad labels');
+    await page.getByLabel('Labels').fill('team=ui\nbad key=x');
+    await page.getByRole('button', {name: 'Create job'}).click();
+    const error = page.locator('.field-error[data-field="job.labels"]');
+    await error.waitFor();
+    const text = await error.innerText();
+    if (!text.includes('bad key: label key') || !text.includes('not allowed')) throw new Error(text);
+  });
+
   await check('job created', async () => {
     await page.goto(`${url}#/new?type=demo`);
     await page.getByLabel('Job id').fill('ui-demo');
     await page.getByLabel('Name').fill('UI demo');
     await page.getByLabel('Interval').fill('1s');
+    await page.getByLabel('Labels').fill('team=ui\nenv=test');
     await page.getByLabel('items_per_run').fill('5');
     await page.getByRole('button', {name: 'Create job'}).click();
     await page.getByRole('heading', {name: 'UI demo'}).waitFor();
@@ -189,6 +202,43 @@ try {
     await page.locator('#filter-state').selectOption('paused');
     await until('no paused job', () => row('ui-demo').count(), (n) => n === 0);
     await page.locator('#filter-state').selectOption('');
+  });
+
+  await check('filtered by labels', async () => {
+    // The background jobs carry no labels: only ui-demo matches.
+    await page.locator('#filter-labels').fill('team=ui,env in (test)');
+    await page.locator('#filter-labels').press('Enter');
+    await until('only ui-demo listed', () => page.locator('tbody tr[data-job]').count(), (n) => n === 1);
+    await row('ui-demo').waitFor();
+    const chips = await row('ui-demo').locator('.label-chip').allInnerTexts();
+    if (chips.join(' ') !== 'env=test team=ui') throw new Error(`labels shown: ${chips}`);
+  });
+
+  await check('bad label filter', async () => {
+    await page.locator('#filter-labels').fill('team in (ui');
+    await page.locator('#filter-labels').press('Enter');
+    const error = page.locator('#filter-labels-error');
+    await error.waitFor();
+    if (!(await error.innerText()).includes("without ')'")) throw new Error(await error.innerText());
+    await page.locator('#filter-labels').fill('team=ui');
+    await page.locator('#filter-labels').press('Enter');
+    await row('ui-demo').waitFor();
+  });
+
+  await check('bulk pause and resume', async () => {
+    await page.getByRole('checkbox', {name: 'Select all shown jobs'}).check();
+    await page.getByText('1 selected').waitFor();
+    const bar = page.getByRole('group', {name: 'Selected jobs'});
+    await bar.getByRole('button', {name: 'Pause'}).click();
+    await bar.getByText('1 of 1 paused.').waitFor();
+    await row('ui-demo').locator('.state-paused').waitFor();
+    await bar.getByRole('button', {name: 'Resume'}).click();
+    await bar.getByText('1 of 1 resumed.').waitFor();
+    await until('ui-demo running again', () => row('ui-demo').locator('.state-paused').count(), (n) => n === 0);
+    await page.getByRole('checkbox', {name: 'Select all shown jobs'}).uncheck();
+    await page.locator('#filter-labels').fill('');
+    await page.locator('#filter-labels').press('Enter');
+    await until('every job listed again', () => page.locator('tbody tr[data-job]').count(), (n) => n > 1);
   });
 
   await check('paused', async () => {

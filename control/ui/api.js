@@ -68,13 +68,15 @@ export async function call(method, request = {}) {
 }
 
 /**
- * Follows WatchJobs until stopped: `onUpdate(message, fresh)` for every
+ * Follows WatchJobs (`request`: e.g. a labelSelector) until stopped:
+ * `onUpdate(message, fresh)` for every
  * message (`fresh` when a new snapshot starts: forget what you hold),
- * `onStatus('live' | 'connecting' | 'error', detail)` as the stream comes and
- * goes. Reconnects from the last revision seen, or with a fresh snapshot
+ * `onStatus('live' | 'connecting' | 'error' | 'invalid', detail)` as the
+ * stream comes and goes ('invalid': the request was refused, e.g. a bad
+ * selector; no retry). Reconnects from the last revision seen, or with a fresh snapshot
  * when that revision is gone. Returns a function that stops it.
  */
-export function watchJobs(onUpdate, onStatus) {
+export function watchJobs(request, onUpdate, onStatus) {
   const controller = new AbortController();
   let revision = 0;
   let synced = false;
@@ -83,7 +85,7 @@ export function watchJobs(onUpdate, onStatus) {
     const fresh = !(synced && revision > 0);
     const response = await fetch('/api/ingest.v1.JobService/WatchJobs', {
       method: 'POST', headers: headers(), signal: controller.signal,
-      body: JSON.stringify(fresh ? {} : {startRevision: String(revision)}),
+      body: JSON.stringify(fresh ? request : {...request, startRevision: String(revision)}),
     });
     if (!response.ok) throw await failure(response);
     let first = fresh;
@@ -121,6 +123,10 @@ export function watchJobs(onUpdate, onStatus) {
       } catch (e) {
         if (controller.signal.aborted) return;
         if (e.code === 'OUT_OF_RANGE') synced = false; // compacted: start over
+        if (e.code === 'INVALID_ARGUMENT') {
+          onStatus('invalid', e);
+          return;
+        }
         onStatus('error', e.message);
         if (e.code === 'UNAUTHENTICATED') return; // resumed after a token is given
       }

@@ -10,7 +10,10 @@ import {renderWorkers} from './workers.js';
 /** Counter samples kept per job for its page. */
 const HISTORY = 60;
 
-const store = {jobs: new Map(), history: new Map(), types: [], synced: false, role: 'admin'};
+// `selector`: the label selector the watch was opened with (the jobs
+// table's label filter); `selectorError`: why the server refused it.
+const store = {jobs: new Map(), history: new Map(), types: [], synced: false, role: 'admin', selector: '',
+  selectorError: ''};
 const main = document.getElementById('main');
 const connection = document.getElementById('connection');
 let redraw = () => {};
@@ -66,7 +69,19 @@ function showConnection(status, detail) {
 
 function startWatch() {
   stopWatch();
-  stopWatch = watchJobs(apply, showConnection);
+  store.selectorError = '';
+  const request = store.selector ? {labelSelector: store.selector} : {};
+  stopWatch = watchJobs(request, apply, (status, detail) => {
+    if (status === 'invalid') {
+      store.selectorError = detail.message;
+      store.jobs.clear();
+      store.synced = true;
+      showConnection('error', detail.message);
+      schedule();
+      return;
+    }
+    showConnection(status, detail);
+  });
   call('ListJobTypes').then((answer) => {
     store.types = answer.jobTypes || [];
     schedule();
@@ -104,6 +119,13 @@ function route() {
   for (const link of document.querySelectorAll('nav a')) {
     link.classList.toggle('current', link.dataset.view === (parts[0] || 'jobs'));
   }
+  // The jobs table's label filter is applied by the server, through the
+  // watch; other views see every job.
+  const selector = !parts[0] ? (query.get('labels') || '').trim() : '';
+  if (selector !== store.selector) {
+    store.selector = selector;
+    startWatch();
+  }
   const editing = parts[0] === 'new' || (parts[0] === 'jobs' && parts[1] && parts[2] === 'edit');
   if (editing && store.role !== 'admin') {
     document.title = 'Read only · ingest';
@@ -128,7 +150,7 @@ function route() {
     redraw();
   } else {
     document.title = 'Jobs · ingest';
-    const filter = {type: query.get('type') || '', state: query.get('state') || ''};
+    const filter = {type: query.get('type') || '', state: query.get('state') || '', labels: selector};
     redraw = renderJobs(main, store, filter, (next) => {
       const params = new URLSearchParams(Object.entries(next).filter(([, v]) => v));
       navigate(`#/${params.size ? `?${params}` : ''}`);

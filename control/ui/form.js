@@ -48,6 +48,8 @@ export async function renderForm(main, {job, typeName, done}) {
   const intervalInput = h('input', {id: 'f-interval', name: 'interval', autocomplete: 'off',
     value: editing ? durationText(durationSeconds(job.interval)) : ''});
   const pausedInput = h('input', {id: 'f-paused', name: 'paused', type: 'checkbox', checked: editing && job.paused});
+  const labelsInput = h('textarea', {id: 'f-labels', name: 'labels', rows: 2, placeholder: 'team=news'});
+  labelsInput.value = Object.entries(editing ? job.labels || {} : {}).map(([k, v]) => `${k}=${v}`).join('\n');
 
   form.append(
     summary,
@@ -57,6 +59,8 @@ export async function renderForm(main, {job, typeName, done}) {
     field('Name', 'job.name', nameInput, null, true),
     field('Interval', 'job.interval', intervalInput, h('span', {class: 'help', id: 'interval-help'})),
     field('Start paused', 'job.paused', pausedInput),
+    field('Labels', 'job.labels', labelsInput,
+      h('span', {class: 'help'}, 'One key=value per line, e.g. team=news; for filtering and acting on many jobs.')),
     typeField,
     h('div', {class: 'actions'},
       h('button', {type: 'submit', class: 'primary'}, editing ? 'Save' : 'Create job'),
@@ -102,6 +106,12 @@ export async function renderForm(main, {job, typeName, done}) {
         errors['job.interval'] = e.message;
       }
     }
+    let labels = {};
+    try {
+      labels = readLabels(labelsInput.value);
+    } catch (e) {
+      errors['job.labels'] = e.message;
+    }
     const values = {};
     for (const param of params) {
       try {
@@ -121,15 +131,15 @@ export async function renderForm(main, {job, typeName, done}) {
     try {
       let saved;
       if (editing) {
-        const paths = ['name', 'params'];
-        const body = {id: job.id, revision: job.revision, type: job.type, name, params: values};
+        const paths = ['name', 'params', 'labels'];
+        const body = {id: job.id, revision: job.revision, type: job.type, name, params: values, labels};
         if (interval) {
           body.interval = interval;
           paths.push('interval');
         }
         saved = (await call('UpdateJob', {job: body, updateMask: {paths}})).job;
       } else {
-        const body = {name, type: type.name, params: values, paused: pausedInput.checked};
+        const body = {name, type: type.name, params: values, paused: pausedInput.checked, labels};
         if (interval) body.interval = interval;
         saved = (await call('CreateJob', {jobId: id, job: body})).job;
       }
@@ -188,6 +198,20 @@ function checkRules(type, values, kept, errors) {
   }
 }
 
+/** `key=value` lines as a labels object; the server checks the characters. */
+function readLabels(text) {
+  const labels = {};
+  text.split('\n').map((line) => line.trim()).forEach((line, i) => {
+    if (!line) return;
+    const at = line.indexOf('=');
+    if (at <= 0) throw new Error(`line ${i + 1}: write key=value (the value may be empty), got "${line}"`);
+    const key = line.slice(0, at).trim();
+    if (key in labels) throw new Error(`line ${i + 1}: the label ${key} is given twice`);
+    labels[key] = line.slice(at + 1).trim();
+  });
+  return labels;
+}
+
 /** A labelled field with its help and an error slot for `path`. */
 function field(label, path, input, help, required = false) {
   const error = h('div', {class: 'field-error', 'data-field': path, id: `err-${path}`, hidden: true});
@@ -211,10 +235,14 @@ function clearErrors(form, summary) {
 function showErrors(form, summary, violations) {
   const unplaced = [];
   for (const v of violations) {
-    const slot = [...form.querySelectorAll('.field-error')].find((s) => s.dataset.field === v.field);
+    // A bad label (job.labels.<key>) is shown by the labels field.
+    const label = v.field.startsWith('job.labels.') ? v.field.slice('job.labels.'.length) : null;
+    const path = label === null ? v.field : 'job.labels';
+    const slot = [...form.querySelectorAll('.field-error')].find((s) => s.dataset.field === path);
     if (slot) {
       slot.hidden = false;
-      replace(slot, v.description);
+      const text = label === null ? v.description : `${label}: ${v.description}`;
+      replace(slot, slot.textContent ? `${slot.textContent}; ${text}` : text);
       slot.closest('.field')?.querySelector('input, select, textarea')?.setAttribute('aria-invalid', 'true');
     } else {
       unplaced.push(`${v.field}: ${v.description}`);

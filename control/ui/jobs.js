@@ -7,8 +7,29 @@ import {
   stateName,
 } from './dom.js';
 
+/** Ids of the jobs ticked in the table (kept across redraws and filters). */
+const selected = new Set();
+
+const BULK = [
+  {label: 'Pause', method: 'PauseJobs', done: 'paused'},
+  {label: 'Resume', method: 'ResumeJobs', done: 'resumed'},
+  {label: 'Run now', method: 'RunJobsNow', done: 'asked to run'},
+  {label: 'Delete', method: 'DeleteJobs', done: 'deleted', confirm: true},
+];
+
 /** The jobs table with its filters; returns a function that redraws it. */
 export function renderJobs(main, store, filter, setFilter) {
+  const labelsInput = h('input', {id: 'filter-labels', type: 'search', value: filter.labels, size: 28,
+    placeholder: 'team=news,env!=test', 'aria-describedby': 'filter-labels-error',
+    onchange: () => setFilter({...filter, labels: labelsInput.value.trim()})});
+  const labelsError = h('div', {class: 'field-error', id: 'filter-labels-error', role: 'alert', hidden: true});
+  const allBox = h('input', {type: 'checkbox', 'aria-label': 'Select all shown jobs', class: 'admin-only'});
+  const outcome = h('div', {class: 'bulk-outcome', role: 'status', id: 'bulk-outcome'});
+  const bulkButtons = BULK.map((action) => h('button', {type: 'button', class: action.confirm ? 'danger' : null,
+    onclick: () => bulk(action)}, action.label));
+  const bulkBar = h('div', {class: 'actions bulk admin-only', role: 'group', 'aria-label': 'Selected jobs'},
+    h('span', {class: 'muted', id: 'selected-count'}), bulkButtons, outcome);
+  let shownIds = [];
   const typeSelect = h('select', {id: 'filter-type', onchange: () => setFilter({...filter, type: typeSelect.value})});
   const stateSelect = h('select', {id: 'filter-state', onchange: () => setFilter({...filter, state: stateSelect.value})},
     h('option', {value: ''}, 'all'), STATE_NAMES.map((s) => h('option', {value: s, selected: s === filter.state}, s)));
@@ -16,7 +37,8 @@ export function renderJobs(main, store, filter, setFilter) {
   const body = h('tbody');
   const table = h('table', {class: 'jobs', 'aria-label': 'Jobs'},
     h('thead', {}, h('tr', {},
-      h('th', {}, 'Name'), h('th', {}, 'Type'), h('th', {}, 'State'), h('th', {}, 'Owner'),
+      h('th', {class: 'pick admin-only'}, allBox),
+      h('th', {}, 'Name'), h('th', {}, 'Type'), h('th', {}, 'Labels'), h('th', {}, 'State'), h('th', {}, 'Owner'),
       h('th', {class: 'num'}, 'Items'), h('th', {class: 'num'}, 'Errors'), h('th', {}, 'Last success'),
       h('th', {}, 'Next run'))),
     body);
@@ -24,10 +46,41 @@ export function renderJobs(main, store, filter, setFilter) {
   replace(main,
     h('div', {class: 'toolbar'},
       h('h1', {}, 'Jobs'),
-      h('label', {}, 'Type ', typeSelect), h('label', {}, 'State ', stateSelect), shown),
-    table, empty);
+      h('label', {}, 'Type ', typeSelect), h('label', {}, 'State ', stateSelect),
+      h('label', {}, 'Labels ', labelsInput), shown),
+    labelsError, bulkBar, table, empty);
 
-  return () => {
+  async function bulk(action) {
+    const ids = [...selected];
+    if (!ids.length) return;
+    if (action.confirm && !window.confirm(`${action.label} ${ids.length} job(s)? What they ingested stays in the index.`)) {
+      return;
+    }
+    for (const button of bulkButtons) button.disabled = true;
+    replace(outcome, `${action.label}…`);
+    try {
+      const {results = []} = await call(action.method, {ids});
+      const failed = results.filter((r) => r.code);
+      for (const r of results) if (!r.code && action.method === 'DeleteJobs') selected.delete(r.id);
+      replace(outcome, `${results.length - failed.length} of ${results.length} ${action.done}.`,
+        failed.length ? h('span', {class: 'error'}, ` Failed: ${failed.map((r) => `${r.id}: ${r.message}`).join('; ')}`)
+          : '');
+    } catch (e) {
+      replace(outcome, h('span', {class: 'error'}, `${action.label} failed: ${e.message}`));
+    } finally {
+      draw();
+    }
+  }
+
+  allBox.addEventListener('change', () => {
+    for (const id of shownIds) {
+      if (allBox.checked) selected.add(id);
+      else selected.delete(id);
+    }
+    draw();
+  });
+
+  const draw = () => {
     const types = [...new Set([...store.types.map((t) => t.name), ...[...store.jobs.values()].map((j) => j.type)])];
     replace(typeSelect, h('option', {value: ''}, 'all'),
       types.sort().map((t) => h('option', {value: t, selected: t === filter.type}, t)));
@@ -35,21 +88,47 @@ export function renderJobs(main, store, filter, setFilter) {
       .filter((j) => !filter.type || j.type === filter.type)
       .filter((j) => !filter.state || stateName(j.status?.state) === filter.state)
       .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-    replace(body, jobs.map(jobRow));
-    replace(shown, store.synced ? `${jobs.length} of ${store.jobs.size} jobs` : 'loading…');
-    empty.hidden = !store.synced || jobs.length > 0;
-    if (store.jobs.size === 0) replace(empty, 'No jobs yet. ', h('a', {href: '#/new'}, 'Add one'), '.');
+    shownIds = jobs.map((j) => j.id);
+    // A deleted job leaves the selection.
+    for (const id of selected) if (!store.jobs.has(id) && store.synced && !filter.labels) selected.delete(id);
+    const pick = (id, checked) => {
+      if (checked) selected.add(id);
+      else selected.delete(id);
+      draw();
+    };
+    replace(body, jobs.map((job) => jobRow(job, selected.has(job.id), pick)));
+    const scope = filter.labels ? 'matching jobs' : 'jobs';
+    replace(shown, store.synced ? `${jobs.length} of ${store.jobs.size} ${scope}` : 'loading…');
+    labelsError.hidden = !store.selectorError;
+    replace(labelsError, store.selectorError ? `Label filter: ${store.selectorError}` : '');
+    if (store.selectorError) labelsInput.setAttribute('aria-invalid', 'true');
+    else labelsInput.removeAttribute('aria-invalid');
+    allBox.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
+    replace(bulkBar.querySelector('#selected-count'), `${selected.size} selected`);
+    for (const button of bulkButtons) button.disabled = selected.size === 0;
+    empty.hidden = !store.synced || jobs.length > 0 || Boolean(store.selectorError);
+    if (store.jobs.size === 0 && !filter.labels) replace(empty, 'No jobs yet. ', h('a', {href: '#/new'}, 'Add one'), '.');
     else replace(empty, 'No job matches these filters.');
   };
+  return draw;
 }
 
-function jobRow(job) {
+/** A job's labels as small `key=value` chips. */
+function labelChips(job) {
+  return Object.entries(job.labels || {}).sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => h('span', {class: 'label-chip'}, v ? `${k}=${v}` : k));
+}
+
+function jobRow(job, ticked, pick) {
   const status = job.status || {};
   const counters = status.counters || {};
   const failing = stateName(status.state) === 'failing';
   return h('tr', {'data-job': job.id, class: failing ? 'failing' : null},
+    h('td', {class: 'pick admin-only'}, h('input', {type: 'checkbox', checked: ticked,
+      'aria-label': `Select ${job.name}`, onchange: (e) => pick(job.id, e.target.checked)})),
     h('td', {}, h('a', {href: `#/jobs/${encodeURIComponent(job.id)}`}, job.name)),
     h('td', {}, job.type),
+    h('td', {class: 'labels'}, labelChips(job)),
     h('td', {}, stateBadge(job)),
     h('td', {class: 'owner'}, status.owner || '—'),
     h('td', {class: 'num items'}, count(counters.itemsWritten)),
@@ -126,6 +205,7 @@ export function renderJob(main, store, id, navigate) {
         : h('p', {class: 'muted', id: 'last-error'}, 'None.')),
       h('section', {}, h('h2', {}, 'Details'), h('dl', {class: 'details'},
         detail('Id', job.id), detail('Type', job.type), detail('Owner', status.owner || '—'),
+        [h('dt', {}, 'Labels'), h('dd', {class: 'labels'}, Object.keys(job.labels || {}).length ? labelChips(job) : '—')],
         detail('Interval', durationText(durationSeconds(job.interval))),
         detail('Next run', job.paused ? 'paused' : `${relative(status.nextRunTime)} (${dateTime(status.nextRunTime)})`),
         detail('Last success', `${relative(status.lastSuccessTime)} (${dateTime(status.lastSuccessTime)})`),
