@@ -753,6 +753,7 @@ fn label(kind: KeyKind) -> &'static str {
         KeyKind::Owner => "owners",
         KeyKind::State => "state",
         KeyKind::Stats => "stats",
+        KeyKind::Runs => "runs",
     }
 }
 

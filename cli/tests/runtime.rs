@@ -93,6 +93,19 @@ impl Node {
         self.control.create_job(new, false).await.expect("create");
     }
 
+    /// The job's history once it holds at least `count` runs, newest first.
+    async fn runs(&self, id: &str, count: usize) -> Vec<ingest_model::RunRecord> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let runs = self.control.list_job_runs(id).await.expect("list runs");
+            if runs.len() >= count {
+                return runs;
+            }
+            assert!(Instant::now() < deadline, "{id}: {} runs in the history, waiting for {count}", runs.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the job's cursor says `next_seq`.
     async fn wait_next_seq(&self, id: &str, want: u64) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -148,6 +161,17 @@ async fn run_now_pause_and_resume_keep_the_checkpoint() {
     assert_eq!(node.checkpoint("hourly").await.and_then(|c| c.cursor["next_seq"].as_u64()), Some(20));
     node.control.run_now("hourly").await.expect("run now");
     node.wait_next_seq("hourly", 30).await;
+
+    // The job's history: three runs, newest first, under two claims.
+    let runs = node.runs("hourly", 3).await;
+    let named: Vec<(i64, u64, &str)> = runs.iter().map(|r| (r.epoch, r.seq, r.worker.as_str())).collect();
+    assert!(named[0].0 > named[1].0 && named[1].0 == named[2].0, "{named:?}");
+    assert_eq!(
+        named.iter().map(|(_, seq, worker)| (*seq, *worker)).collect::<Vec<_>>(),
+        [(1, "solo"), (2, "solo"), (1, "solo")]
+    );
+    assert!(runs.iter().all(|r| r.outcome == ingest_model::RunOutcome::Succeeded && r.counters.items_fetched == 10));
+    assert!(runs[0].start >= runs[1].start + runs[1].duration_ms as i64, "{runs:?}");
 
     node.shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
@@ -342,6 +366,10 @@ async fn a_job_that_cannot_be_built_counts_failed_runs() {
     let error = view.status.stats.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
     assert!(error.contains("url"), "{error}");
     assert_eq!(view.status.state, ingest_model::JobState::Failing, "{:?}", view.status);
+    let failed = &node.runs("unbuildable", 1).await[0];
+    assert_eq!(failed.outcome, ingest_model::RunOutcome::Failed);
+    assert!(failed.message.as_deref().is_some_and(|m| m.contains("url")), "{failed:?}");
+    assert_eq!((failed.counters.runs, failed.counters.runs_failed), (1, 1));
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }

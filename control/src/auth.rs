@@ -21,7 +21,7 @@ use tonic::Status;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// JobService calls a `read` token may make.
-const READ_METHODS: [&str; 5] = ["GetJob", "ListJobs", "WatchJobs", "ListJobTypes", "ListWorkers"];
+const READ_METHODS: [&str; 6] = ["GetJob", "ListJobs", "WatchJobs", "ListJobTypes", "ListWorkers", "ListJobRuns"];
 
 /// What a call needs: nothing, or a token granting this role.
 pub fn needed_role(path: &str) -> Option<Role> {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ingest_model::{
-    ClaimProgress, ErrorRecord, FieldViolation, JobState, JobTypeSpec, ParamKind, ParamRule, ParamSpec, UnixMillis,
-    WorkerState, validate_job_id,
+    ClaimProgress, ErrorRecord, FieldViolation, JobState, JobTypeSpec, MAX_RUNS, ParamKind, ParamRule, ParamSpec,
+    RunOutcome, RunRecord, UnixMillis, WorkerState, validate_job_id,
 };
 use ingest_proto::v1 as pb;
 use pbjson_types::value::Kind;
@@ -180,7 +180,7 @@ pub fn progress_from_pb(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(i, job)| claim_progress_from_pb(job, &format!("jobs[{i}]."), &mut violations))
+        .map(|(i, job)| claim_progress_from_pb(job, &format!("jobs[{i}]."), &request.worker, &mut violations))
         .collect();
     if !violations.is_empty() {
         violations.truncate(MAX_VIOLATIONS);
@@ -192,6 +192,7 @@ pub fn progress_from_pb(
 fn claim_progress_from_pb(
     job: pb::JobProgress,
     path: &str,
+    worker: &str,
     violations: &mut Vec<FieldViolation>,
 ) -> (String, ClaimProgress) {
     if let Err(e) = validate_job_id(&job.job_id) {
@@ -214,7 +215,75 @@ fn claim_progress_from_pb(
         None => None,
     };
     let totals = job.counters.as_ref().map(counters_from_pb).unwrap_or_default();
-    (job.job_id, ClaimProgress { epoch: job.epoch, totals, last_success, last_error })
+    if job.runs.len() > MAX_RUNS {
+        violations.push(FieldViolation::new(format!("{path}runs"), format!("at most {MAX_RUNS} runs per report")));
+    }
+    let runs = job
+        .runs
+        .into_iter()
+        .take(MAX_RUNS)
+        .enumerate()
+        .filter_map(|(i, run)| run_from_pb(run, job.epoch, worker, &format!("{path}runs[{i}]."), violations))
+        .collect();
+    (job.job_id, ClaimProgress { epoch: job.epoch, totals, last_success, last_error, runs })
+}
+
+/// A run a worker reports, under the claim `epoch` of its report.
+fn run_from_pb(
+    run: pb::JobRun,
+    epoch: i64,
+    worker: &str,
+    path: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<RunRecord> {
+    let before = violations.len();
+    let start = match &run.start_time {
+        Some(ts) => timestamp_from_pb(ts, &format!("{path}start_time")).map_err(|v| violations.push(v)).ok(),
+        None => {
+            violations.push(FieldViolation::new(format!("{path}start_time"), "required"));
+            None
+        }
+    };
+    let duration_ms = match run.duration {
+        Some(d) if d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos) => {
+            (d.seconds as u64).saturating_mul(1000).saturating_add(d.nanos as u64 / 1_000_000)
+        }
+        _ => {
+            violations.push(FieldViolation::new(format!("{path}duration"), "required, not negative"));
+            0
+        }
+    };
+    let outcome = match pb::RunOutcome::try_from(run.outcome) {
+        Ok(pb::RunOutcome::Succeeded) => RunOutcome::Succeeded,
+        Ok(pb::RunOutcome::Warning) => RunOutcome::Warning,
+        Ok(pb::RunOutcome::Failed) => RunOutcome::Failed,
+        _ => {
+            violations.push(FieldViolation::new(format!("{path}outcome"), "required: succeeded, warning or failed"));
+            RunOutcome::Failed
+        }
+    };
+    if run.epoch != 0 && run.epoch != epoch {
+        violations.push(FieldViolation::new(format!("{path}epoch"), "must be the report's epoch"));
+    }
+    if run.seq == 0 {
+        violations
+            .push(FieldViolation::new(format!("{path}seq"), "must be positive: the run's number under its claim"));
+    }
+    if violations.len() > before {
+        return None;
+    }
+    let message =
+        Some(run.message).filter(|m| !m.is_empty()).map(|m| m.chars().take(MAX_ERROR_MESSAGE_CHARS).collect());
+    Some(RunRecord {
+        epoch,
+        seq: run.seq,
+        worker: worker.to_string(),
+        start: start?,
+        duration_ms,
+        outcome,
+        counters: run.counters.as_ref().map(counters_from_pb).unwrap_or_default(),
+        message,
+    })
 }
 
 pub fn state_to_pb(state: JobState) -> pb::JobState {

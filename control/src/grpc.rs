@@ -23,6 +23,7 @@ use crate::progress::ProgressRecorder;
 use crate::service::{BulkAction, ControlService, JobChange, JobFilter, JobPick, NewJob};
 use crate::watch::watch_jobs;
 use ingest_model::Selector;
+use ingest_proto::convert::run_to_pb;
 use ingest_runtime::metrics as m;
 
 /// Update mask paths UpdateJob accepts.
@@ -204,6 +205,14 @@ impl JobService for GrpcJobService {
         observed("ListWorkers", async move {
             let workers = self.service.list_workers().await?;
             Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(worker_to_pb).collect() }))
+        })
+        .await
+    }
+
+    async fn list_job_runs(&self, request: Request<pb::ListJobRunsRequest>) -> Result<pb::ListJobRunsResponse> {
+        observed("ListJobRuns", async move {
+            let runs = self.service.list_job_runs(&request.into_inner().id).await?;
+            Ok(Response::new(pb::ListJobRunsResponse { runs: runs.iter().map(run_to_pb).collect() }))
         })
         .await
     }

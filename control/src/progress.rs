@@ -3,7 +3,9 @@
 //! Reports are totals per claim, so they are merged in memory (per job and
 //! claim: per-field maximum, newest outcomes) and folded into `stats/<id>` in
 //! batches every flush interval and once more on shutdown: never one store
-//! write per report or per item. Each batch is one read and one guarded write
+//! write per report or per item. The runs a report carries join the job's
+//! history under `runs/<id>` (the last 50, each run once) in the same
+//! transactions. Each batch is one read and one guarded write
 //! transaction; a failed guard re-reads (the failure branch returns the fresh
 //! keys) and refolds, and a store error keeps the reports for the next flush.
 //! Folding is idempotent, so a write whose outcome was lost is simply folded
@@ -13,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ingest_model::{ClaimProgress, StatsLedger};
+use ingest_model::{ClaimProgress, RunsRecord, StatsLedger};
 use ingest_runtime::metrics as m;
 use ingest_store::keys::Keys;
 use ingest_store::{
@@ -23,10 +25,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::convert::progress_from_pb;
 use crate::error::ControlError;
+use crate::views::decode;
 
-/// Jobs per transaction: two compares and, in the failure branch, two reads
-/// per job stay under etcd's default `--max-txn-ops` (128 per branch).
-const BATCH_JOBS: usize = 50;
+/// Reads per job in a batch (see [`ProgressRecorder::read_ops`]).
+const READS_PER_JOB: usize = 3;
+
+/// Jobs per transaction: three compares and, in the failure branch, three
+/// reads per job stay under etcd's default `--max-txn-ops` (128 per branch).
+const BATCH_JOBS: usize = 40;
 /// Guarded writes of one batch before its reports wait for the next flush.
 const MAX_ATTEMPTS: usize = 4;
 /// Claims kept per pending job: a job changes owner rarely, and only claims
@@ -174,11 +180,12 @@ impl ProgressRecorder {
         Ok(BatchOutcome { written: 0, unflushed: todo.into_iter().cloned().collect() })
     }
 
-    /// Reads of one job: its stats, and whether (since when) it exists.
-    fn read_ops(&self, job: &str) -> [TxnOp; 2] {
+    /// Reads of one job: its stats, whether (since when) it exists, its runs.
+    fn read_ops(&self, job: &str) -> [TxnOp; READS_PER_JOB] {
         [
             TxnOp::get(self.keys.stats(job)),
             TxnOp::Range(RangeRequest::new(KeyRange::key(self.keys.job(job))).keys_only()),
+            TxnOp::get(self.keys.runs(job)),
         ]
     }
 
@@ -193,15 +200,12 @@ impl ProgressRecorder {
         };
         jobs.enumerate()
             .map(|(i, job)| {
-                let stats = first_kv(response.responses.get(2 * i));
-                let spec = first_kv(response.responses.get(2 * i + 1));
-                let ledger = stats.map(|kv| {
-                    // A record that does not decode is replaced rather than
-                    // blocking the job's progress for ever.
-                    let ledger = crate::views::decode::<StatsLedger>(&kv).unwrap_or_default();
-                    (ledger, kv.mod_revision)
-                });
-                (job, Current { job_created: spec.map_or(0, |kv| kv.create_revision), stats: ledger })
+                let at = |k: usize| first_kv(response.responses.get(READS_PER_JOB * i + k));
+                // A record that does not decode is replaced rather than
+                // blocking the job's progress for ever.
+                let ledger = at(0).map(|kv| (decode::<StatsLedger>(&kv).unwrap_or_default(), kv.mod_revision));
+                let runs = at(2).map(|kv| (decode::<RunsRecord>(&kv).unwrap_or_default(), kv.mod_revision));
+                (job, Current { job_created: at(1).map_or(0, |kv| kv.create_revision), stats: ledger, runs })
             })
             .collect()
     }
@@ -211,17 +215,25 @@ impl ProgressRecorder {
     fn write_txn(&self, writes: &[Write]) -> Result<Txn, StoreError> {
         let mut txn = Txn::new();
         for w in writes {
-            let value = serde_json::to_vec(&w.ledger).map_err(|e| StoreError::Other(format!("encoding stats: {e}")))?;
             txn = txn
                 .when([
                     Compare::mod_revision(self.keys.stats(w.job), CompareOp::Equal, w.stats_revision),
                     Compare::create_revision(self.keys.job(w.job), CompareOp::Equal, w.job_created),
                 ])
-                .and_then([TxnOp::put(self.keys.stats(w.job), value)])
+                .and_then([TxnOp::put(self.keys.stats(w.job), encode("stats", &w.ledger)?)])
                 .or_else(self.read_ops(w.job));
+            if let Some((runs, revision)) = &w.runs {
+                txn = txn
+                    .when([Compare::mod_revision(self.keys.runs(w.job), CompareOp::Equal, *revision)])
+                    .and_then([TxnOp::put(self.keys.runs(w.job), encode("runs", runs)?)]);
+            }
         }
         Ok(txn)
     }
+}
+
+fn encode<T: serde::Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Other(format!("encoding {what}: {e}")))
 }
 
 /// What the store holds for one job.
@@ -229,6 +241,7 @@ struct Current {
     /// Create revision of the job's spec; 0 when it does not exist.
     job_created: Revision,
     stats: Option<(StatsLedger, Revision)>,
+    runs: Option<(RunsRecord, Revision)>,
 }
 
 struct Write<'a> {
@@ -237,6 +250,9 @@ struct Write<'a> {
     /// Mod revision of the stats as read; 0 when absent.
     stats_revision: Revision,
     job_created: Revision,
+    /// The job's run history with the new runs, and its mod revision as
+    /// read (0 when absent); `None` when no run is new.
+    runs: Option<(RunsRecord, Revision)>,
 }
 
 struct BatchOutcome {
@@ -254,15 +270,20 @@ fn fold<'a>(job: &'a str, claims: &Claims, current: &HashMap<&str, Current>) -> 
         return None;
     }
     let (mut ledger, stats_revision) = current.stats.clone().unwrap_or_default();
+    let (mut history, runs_revision) = current.runs.clone().unwrap_or_default();
     let mut changed = false;
+    let mut new_runs = false;
     for claim in claims {
         // A claim older than the job's spec belongs to an earlier job with
         // the same id (claims come after the job is created).
         if claim.epoch > current.job_created {
             changed |= ledger.fold(claim);
+            // A late run of an earlier claim is still a run of the job.
+            new_runs |= history.add(&claim.runs);
         }
     }
-    changed.then_some(Write { job, ledger, stats_revision, job_created: current.job_created })
+    let runs = new_runs.then_some((history, runs_revision));
+    (changed || runs.is_some()).then_some(Write { job, ledger, stats_revision, job_created: current.job_created, runs })
 }
 
 /// Unflushed reports, merged per job and claim, in arrival order of the jobs.

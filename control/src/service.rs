@@ -10,8 +10,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use ingest_model::job::{MAX_INTERVAL, MAX_PARAMS_BYTES};
 use ingest_model::{
-    FieldViolation, JobRecord, JobState, JobTypeSpec, Labels, SecretsRecord, Selector, SplitParams, WorkerRecord,
-    moved_origins, now_millis, validate_job_id, validate_labels, validate_name, validate_params,
+    FieldViolation, JobRecord, JobState, JobTypeSpec, Labels, RunRecord, RunsRecord, SecretsRecord, Selector,
+    SplitParams, WorkerRecord, moved_origins, now_millis, validate_job_id, validate_labels, validate_name,
+    validate_params,
 };
 use ingest_runtime::secrets_key::{self, SecretsKeys};
 use ingest_store::keys::{KeyKind, Keys};
@@ -387,7 +388,7 @@ impl ControlService {
         };
         // The claim under owners/<id> belongs to its worker, which sees the
         // spec disappear, stops the job and releases it.
-        let ops = [KeyKind::Job, KeyKind::Secret, KeyKind::State, KeyKind::Stats]
+        let ops = [KeyKind::Job, KeyKind::Secret, KeyKind::State, KeyKind::Stats, KeyKind::Runs]
             .map(|kind| TxnOp::delete(self.keys.key(kind, id)));
         let response = self.store.txn(Txn::new().when([guard]).and_then(ops).or_else([TxnOp::get(job_key)])).await?;
         if response.succeeded {
@@ -428,6 +429,28 @@ impl ControlService {
             true
         })
         .await
+    }
+
+    /// The job's last runs, newest first.
+    pub async fn list_job_runs(&self, id: &str) -> Result<Vec<RunRecord>, ControlError> {
+        check_id_field("id", id)?;
+        let response = self
+            .store
+            .txn(Txn::new().and_then([
+                TxnOp::Range(RangeRequest::new(KeyRange::key(self.keys.job(id))).keys_only()),
+                TxnOp::get(self.keys.runs(id)),
+            ]))
+            .await?;
+        let kv = |i: usize| match response.responses.get(i) {
+            Some(TxnOpResponse::Range(r)) => r.kvs.first(),
+            _ => None,
+        };
+        if kv(0).is_none() {
+            return Err(not_found(id));
+        }
+        let mut runs = kv(1).and_then(decode::<RunsRecord>).unwrap_or_default().runs;
+        runs.reverse();
+        Ok(runs)
     }
 
     pub async fn list_job_types(&self) -> Result<Vec<JobTypeView>, ControlError> {

@@ -501,8 +501,17 @@ async fn the_readme_recipes_run_as_written() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
     let grpc_recipes = recipes(&readme, "## Try it with grpcurl");
     let http_recipes = recipes(&readme, "## The HTTP/JSON API");
-    let methods =
-        ["list", "describe", "CreateJob", "ListJobs", "WatchJobs", "PauseJob", "DeleteJob", "PauseJobs", "Health/Check"];
+    let methods = [
+        "list",
+        "describe",
+        "CreateJob",
+        "ListJobs",
+        "WatchJobs",
+        "PauseJob",
+        "DeleteJob",
+        "PauseJobs",
+        "Health/Check",
+    ];
     for method in methods {
         assert!(grpc_recipes.iter().any(|r| r.command.contains(method)), "no grpcurl recipe for {method}");
     }

@@ -19,8 +19,8 @@ pub use params::{
     JobTypeSpec, MovedOrigin, ParamKind, ParamRule, ParamSpec, SplitParams, moved_origins, validate_params,
 };
 pub use records::{
-    CheckpointRecord, ClaimProgress, Counters, ErrorRecord, OwnerRecord, SecretsRecord, StatsLedger, StatsRecord,
-    UNREADABLE_OWNER, WorkerRecord, WorkerState,
+    CheckpointRecord, ClaimProgress, Counters, ErrorRecord, MAX_RUNS, OwnerRecord, RunOutcome, RunRecord, RunsRecord,
+    SecretsRecord, StatsLedger, StatsRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState,
 };
 pub use status::{JobState, derive_state};
 pub use typed::{JobParams, JsonText, ParamEnum, ParamType, Secret, parse_params, spec_of};

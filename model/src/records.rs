@@ -163,6 +163,9 @@ pub struct ClaimProgress {
     pub totals: Counters,
     pub last_success: Option<UnixMillis>,
     pub last_error: Option<ErrorRecord>,
+    /// Runs finished under this claim that control has not acknowledged
+    /// yet, oldest first (at most [`MAX_RUNS`]).
+    pub runs: Vec<RunRecord>,
 }
 
 impl ClaimProgress {
@@ -177,8 +180,77 @@ impl ClaimProgress {
         self.totals = self.totals.max(&other.totals);
         self.last_success = newest_success(self.last_success, other.last_success);
         self.last_error = newest_error(self.last_error.take(), other.last_error.as_ref());
+        merge_runs(&mut self.runs, &other.runs);
         true
     }
+}
+
+/// Runs kept per job: its history (`runs/<id>`) and the unacknowledged runs
+/// a report carries.
+pub const MAX_RUNS: usize = 50;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    #[default]
+    Succeeded,
+    /// Succeeded, with something the user should see (`message`).
+    Warning,
+    Failed,
+}
+
+/// One run of a job, for its history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The claim it ran under, and its number under that claim (1, 2, …):
+    /// together they name the run, so a run reported twice is kept once.
+    pub epoch: i64,
+    pub seq: u64,
+    /// The worker that ran it (set by control from the report).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker: String,
+    pub start: UnixMillis,
+    pub duration_ms: u64,
+    pub outcome: RunOutcome,
+    /// This run's counters (`runs` is 1).
+    pub counters: Counters,
+    /// The error of a failed run, the warning of a run that succeeded with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The last [`MAX_RUNS`] runs of a job under `runs/<id>` (written by
+/// control, in batches with the job's stats), oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunsRecord {
+    #[serde(default)]
+    pub runs: Vec<RunRecord>,
+}
+
+impl RunsRecord {
+    /// Adds runs not held yet; returns whether anything changed.
+    pub fn add(&mut self, runs: &[RunRecord]) -> bool {
+        merge_runs(&mut self.runs, runs)
+    }
+}
+
+/// Adds the runs of `more` not in `runs` (by epoch and number), keeping the
+/// newest [`MAX_RUNS`] in start order. Returns whether any was added.
+fn merge_runs(runs: &mut Vec<RunRecord>, more: &[RunRecord]) -> bool {
+    let mut added = false;
+    for run in more {
+        if !runs.iter().any(|r| r.epoch == run.epoch && r.seq == run.seq) {
+            runs.push(run.clone());
+            added = true;
+        }
+    }
+    if added {
+        runs.sort_by_key(|r| (r.start, r.epoch, r.seq));
+        let excess = runs.len().saturating_sub(MAX_RUNS);
+        runs.drain(..excess);
+    }
+    added
 }
 
 fn newest_success(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<UnixMillis> {
@@ -261,6 +333,30 @@ mod tests {
 
     fn report(epoch: i64, items_fetched: u64, runs: u64) -> ClaimProgress {
         ClaimProgress { epoch, totals: totals(items_fetched, runs), ..Default::default() }
+    }
+
+    fn run(epoch: i64, seq: u64, start: UnixMillis) -> RunRecord {
+        RunRecord { epoch, seq, start, ..Default::default() }
+    }
+
+    #[test]
+    fn a_run_reported_twice_is_kept_once_and_only_the_newest_are_kept() {
+        let mut history = RunsRecord::default();
+        assert!(history.add(&[run(5, 1, 100), run(5, 2, 200)]));
+        assert!(!history.add(&[run(5, 2, 200)]), "the same run again changes nothing");
+        assert!(history.add(&[run(9, 1, 150)]), "another claim's first run is another run");
+        let order: Vec<(i64, u64)> = history.runs.iter().map(|r| (r.epoch, r.seq)).collect();
+        assert_eq!(order, [(5, 1), (9, 1), (5, 2)], "in start order");
+        let many: Vec<RunRecord> = (1..=70).map(|seq| run(9, seq + 1, 1_000 + seq as i64)).collect();
+        assert!(history.add(&many));
+        assert_eq!(history.runs.len(), MAX_RUNS);
+        assert_eq!(history.runs.first().map(|r| r.seq), Some(22), "the oldest went first");
+        assert_eq!(history.runs.last().map(|r| r.seq), Some(71));
+        // Merging reports unions their runs the same way.
+        let mut held = ClaimProgress { epoch: 3, runs: vec![run(3, 1, 10)], ..Default::default() };
+        let later = ClaimProgress { epoch: 3, runs: vec![run(3, 1, 10), run(3, 2, 20)], ..Default::default() };
+        assert!(held.merge(&later));
+        assert_eq!(held.runs.len(), 2);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! timestamps, counters and a claim's progress. Everything else is
 //! converted (and validated) at control's edge, in its `convert` module.
 
-use ingest_model::{ClaimProgress, Counters};
+use ingest_model::{ClaimProgress, Counters, RunOutcome, RunRecord};
 
 use crate::v1 as pb;
 
@@ -46,6 +46,29 @@ pub fn claim_progress_to_pb(job_id: &str, progress: &ClaimProgress) -> pb::JobPr
             .last_error
             .as_ref()
             .map(|e| pb::JobError { time: Some(timestamp(e.time)), message: e.message.clone() }),
+        runs: progress.runs.iter().map(run_to_pb).collect(),
+    }
+}
+
+/// One run, as a worker reports it and as ListJobRuns answers it.
+pub fn run_to_pb(run: &RunRecord) -> pb::JobRun {
+    let outcome = match run.outcome {
+        RunOutcome::Succeeded => pb::RunOutcome::Succeeded,
+        RunOutcome::Warning => pb::RunOutcome::Warning,
+        RunOutcome::Failed => pb::RunOutcome::Failed,
+    };
+    pb::JobRun {
+        start_time: Some(timestamp(run.start)),
+        duration: Some(pbjson_types::Duration {
+            seconds: (run.duration_ms / 1000) as i64,
+            nanos: ((run.duration_ms % 1000) * 1_000_000) as i32,
+        }),
+        outcome: outcome as i32,
+        counters: Some(counters_to_pb(&run.counters)),
+        message: run.message.clone().unwrap_or_default(),
+        worker: run.worker.clone(),
+        epoch: run.epoch,
+        seq: run.seq,
     }
 }
 

@@ -23,11 +23,12 @@ pub enum KeyKind {
     Owner,
     State,
     Stats,
+    Runs,
 }
 
 impl KeyKind {
-    pub const ALL: [KeyKind; 7] =
-        [Self::Job, Self::Secret, Self::Type, Self::Worker, Self::Owner, Self::State, Self::Stats];
+    pub const ALL: [KeyKind; 8] =
+        [Self::Job, Self::Secret, Self::Type, Self::Worker, Self::Owner, Self::State, Self::Stats, Self::Runs];
 
     fn segment(self) -> &'static str {
         match self {
@@ -38,6 +39,7 @@ impl KeyKind {
             Self::Owner => "owners/",
             Self::State => "state/",
             Self::Stats => "stats/",
+            Self::Runs => "runs/",
         }
     }
 }
@@ -105,6 +107,10 @@ impl Keys {
 
     pub fn stats(&self, id: &str) -> String {
         self.key(KeyKind::Stats, id)
+    }
+
+    pub fn runs(&self, id: &str) -> String {
+        self.key(KeyKind::Runs, id)
     }
 
     /// Splits a key into its kind and name; `None` for keys outside the

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ingest_model::{ClaimProgress, Counters, ErrorRecord, UnixMillis, now_millis};
+use ingest_model::{ClaimProgress, Counters, ErrorRecord, MAX_RUNS, RunOutcome, RunRecord, UnixMillis, now_millis};
 use ingest_proto::convert::claim_progress_to_pb;
 use ingest_proto::v1 as pb;
 use ingest_proto::v1::worker_service_client::WorkerServiceClient;
@@ -30,6 +30,10 @@ struct Entry {
     counters: Counters,
     last_success: Option<UnixMillis>,
     last_error: Option<ErrorRecord>,
+    /// Runs not yet acknowledged by control, oldest first (at most
+    /// `MAX_RUNS`); the first `in_flight` are in the report being sent.
+    runs: Vec<RunRecord>,
+    in_flight: usize,
     /// Changed since the last report.
     dirty: bool,
     /// The claim ended: drop the entry once reported.
@@ -58,14 +62,15 @@ pub struct ProgressTable {
 }
 
 impl ProgressTable {
-    /// Records the outcome of one run of `job` under claim `epoch`.
-    pub fn record(&self, job: &str, epoch: Revision, report: &RunReport, outcome: Outcome<'_>) {
+    /// Records the outcome of one run of `job` under claim `epoch`, started
+    /// at `started`: its counters, and the run for the job's history.
+    pub fn record(&self, job: &str, epoch: Revision, started: UnixMillis, report: &RunReport, outcome: Outcome<'_>) {
         let Ok(mut entries) = self.entries.lock() else { return };
         let entry = entries.entry(job.to_string()).or_default();
         if entry.epoch != epoch {
             *entry = Entry { epoch, ..Entry::default() };
         }
-        entry.counters.add(&Counters {
+        let counters = Counters {
             items_fetched: report.items_fetched,
             items_written: report.items_written,
             items_failed: report.items_failed,
@@ -73,8 +78,29 @@ impl ProgressTable {
             runs: 1,
             runs_failed: u64::from(matches!(outcome, Outcome::Failure(_))),
             items_filtered: report.items_filtered,
-        });
+        };
+        entry.counters.add(&counters);
         let now = now_millis();
+        let (run_outcome, message) = match outcome {
+            Outcome::Success => (RunOutcome::Succeeded, None),
+            Outcome::Warning(message) => (RunOutcome::Warning, Some(message.to_string())),
+            Outcome::Failure(message) => (RunOutcome::Failed, Some(message.to_string())),
+        };
+        entry.runs.push(RunRecord {
+            epoch,
+            seq: entry.counters.runs,
+            worker: String::new(),
+            start: started,
+            duration_ms: now.saturating_sub(started).max(0) as u64,
+            outcome: run_outcome,
+            counters,
+            message,
+        });
+        if entry.runs.len() > MAX_RUNS {
+            // Control has been away for a while: the oldest go.
+            entry.runs.remove(0);
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+        }
         match outcome {
             Outcome::Success => entry.last_success = Some(now),
             // A success whose problem is shown (same time: not failing).
@@ -109,21 +135,30 @@ impl ProgressTable {
         let mut out = Vec::new();
         for (id, entry) in entries.iter_mut().filter(|(_, e)| e.dirty) {
             entry.dirty = false;
+            entry.in_flight = entry.runs.len();
             let progress = ClaimProgress {
                 epoch: entry.epoch,
                 totals: entry.counters,
                 last_success: entry.last_success,
                 last_error: entry.last_error.clone(),
+                runs: entry.runs.clone(),
             };
             out.push(claim_progress_to_pb(id, &progress));
         }
         out
     }
 
-    /// After a successful report: entries of ended claims with nothing new
-    /// are done.
-    fn forget_finished(&self) {
+    /// After a successful report: the runs it carried are acknowledged,
+    /// and entries of ended claims with nothing new are done.
+    fn acknowledge(&self) {
         if let Ok(mut entries) = self.entries.lock() {
+            for entry in entries.values_mut() {
+                let sent = std::mem::take(&mut entry.in_flight).min(entry.runs.len());
+                entry.runs.drain(..sent);
+                if entry.runs.is_empty() && entry.runs.capacity() > 0 {
+                    entry.runs = Vec::new();
+                }
+            }
             entries.retain(|_, e| !e.finished || e.dirty);
         }
     }
@@ -204,7 +239,7 @@ pub async fn report_loop(table: ProgressTable, worker: String, to: ReportTo, shu
         };
         let reports = table.take_dirty();
         if reports.is_empty() {
-            table.forget_finished();
+            table.acknowledge();
         } else {
             let message = pb::ReportProgressRequest { worker: worker.clone(), jobs: reports.clone() };
             let sent = match &to {
@@ -216,7 +251,7 @@ pub async fn report_loop(table: ProgressTable, worker: String, to: ReportTo, shu
                 connection = None;
                 table.restore(&reports);
             } else {
-                table.forget_finished();
+                table.acknowledge();
             }
         }
         if last {
@@ -264,4 +299,44 @@ async fn send(
         .map_err(|_| "timed out".to_string())?
         .map_err(|status| format!("{}: {}", status.code(), status.message()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs(report: &[pb::JobProgress]) -> Vec<u64> {
+        report.iter().flat_map(|p| p.runs.iter().map(|r| r.seq)).collect()
+    }
+
+    #[test]
+    fn runs_are_sent_until_acknowledged_and_capped_while_control_is_away() {
+        let table = ProgressTable::default();
+        let report = RunReport { items_fetched: 3, ..Default::default() };
+        table.record("a", 7, now_millis() - 1_500, &report, Outcome::Success);
+        table.record("a", 7, now_millis(), &report, Outcome::Failure("HTTP 503"));
+        let first = table.take_dirty();
+        assert_eq!(seqs(&first), [1, 2]);
+        let failed = &first[0].runs[1];
+        assert_eq!((failed.outcome, failed.message.as_str()), (pb::RunOutcome::Failed as i32, "HTTP 503"));
+        assert!(first[0].runs[0].duration.is_some_and(|d| d.seconds >= 1), "{:?}", first[0].runs[0].duration);
+        // The send failed: the same runs go again, with the one since.
+        table.restore(&first);
+        table.record("a", 7, now_millis(), &report, Outcome::Success);
+        let second = table.take_dirty();
+        assert_eq!(seqs(&second), [1, 2, 3]);
+        // A run finished while that report was on its way is kept for the next.
+        table.record("a", 7, now_millis(), &report, Outcome::Success);
+        table.acknowledge();
+        assert_eq!(seqs(&table.take_dirty()), [4]);
+        table.acknowledge();
+        assert_eq!(seqs(&table.take_dirty()), Vec::<u64>::new());
+        // Control away for long: only the newest MAX_RUNS wait.
+        for _ in 0..(MAX_RUNS + 10) {
+            table.record("a", 7, now_millis(), &report, Outcome::Success);
+        }
+        let waiting = seqs(&table.take_dirty());
+        assert_eq!(waiting.len(), MAX_RUNS);
+        assert_eq!(waiting.last(), Some(&(4 + MAX_RUNS as u64 + 10)));
+    }
 }

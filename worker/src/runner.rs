@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, now_millis};
+use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, UnixMillis, now_millis};
 use ingest_sinks::delivery::index_mapping;
 use ingest_sinks::{IndexSpec, JobOutput, Sinks};
 use ingest_store::keys::Keys;
@@ -98,6 +98,7 @@ impl RunnerHandle {
             unreadable,
             redactor: Redactor::default(),
             fence: Fence::new(lease, ctx_lease_rx),
+            run_started: 0,
         };
         let join = tokio::spawn(runner.run());
         Self { epoch, lease, spec_revision, cancel, requests, join }
@@ -150,6 +151,8 @@ struct Runner {
     redactor: Redactor,
     /// Whether the claim's lease still holds.
     fence: Fence,
+    /// When the current run (or attempt to build the job) started.
+    run_started: UnixMillis,
 }
 
 impl Runner {
@@ -186,6 +189,7 @@ impl Runner {
             }
             self.apply_cursor_reset();
             if job.is_none() {
+                self.run_started = now_millis();
                 job = match self.build().await {
                     Ok(built) => Some(built),
                     Err(message) => {
@@ -193,6 +197,7 @@ impl Runner {
                         self.ctx.progress.record(
                             &self.record.id,
                             self.epoch,
+                            self.run_started,
                             &Default::default(),
                             Outcome::Failure(&message),
                         );
@@ -253,7 +258,8 @@ impl Runner {
              from an empty cursor"
         );
         tracing::error!(job = %self.record.id, error = %why, "checkpoint unreadable; waiting for a cursor reset");
-        self.ctx.progress.record(&self.record.id, self.epoch, &Default::default(), Outcome::Failure(&message));
+        let now = now_millis();
+        self.ctx.progress.record(&self.record.id, self.epoch, now, &Default::default(), Outcome::Failure(&message));
         // Any reset request newer than the one known at the start.
         while self.requests.borrow().cursor_reset <= self.reset_baseline {
             tokio::select! {
@@ -307,6 +313,7 @@ impl Runner {
         format: CursorFormat,
         failures: &mut u32,
     ) -> Duration {
+        self.run_started = now_millis();
         let mut cursor = match format.read(&self.checkpoint.cursor, self.checkpoint.cursor_version) {
             Ok(cursor) => cursor,
             Err(error) => return self.failed(error, failures),
@@ -331,6 +338,7 @@ impl Runner {
                 self.ctx.progress.record(
                     &self.record.id,
                     self.epoch,
+                    self.run_started,
                     &outcome.report,
                     Outcome::success_or_warning(warning.as_deref()),
                 );
@@ -367,7 +375,14 @@ impl Runner {
             ErrorKind::Upstream | ErrorKind::Fetch | ErrorKind::Sink => {
                 tracing::warn!(job = %self.record.id, error = %message, failures = *failures + 1, "run failed");
                 count_run(&self.record.job_type, &error.report, "failure");
-                self.ctx.progress.record(&self.record.id, self.epoch, &error.report, Outcome::Failure(&message));
+                let started = self.run_started;
+                self.ctx.progress.record(
+                    &self.record.id,
+                    self.epoch,
+                    started,
+                    &error.report,
+                    Outcome::Failure(&message),
+                );
                 backoff(failures, self.record.interval, error.retry_after)
             }
         }

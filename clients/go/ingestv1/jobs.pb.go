@@ -273,6 +273,60 @@ func (WorkerState) EnumDescriptor() ([]byte, []int) {
 	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{3}
 }
 
+// How a run ended.
+type RunOutcome int32
+
+const (
+	RunOutcome_RUN_OUTCOME_UNSPECIFIED RunOutcome = 0
+	RunOutcome_RUN_OUTCOME_SUCCEEDED   RunOutcome = 1
+	// Succeeded, with a warning (see message).
+	RunOutcome_RUN_OUTCOME_WARNING RunOutcome = 2
+	RunOutcome_RUN_OUTCOME_FAILED  RunOutcome = 3
+)
+
+// Enum value maps for RunOutcome.
+var (
+	RunOutcome_name = map[int32]string{
+		0: "RUN_OUTCOME_UNSPECIFIED",
+		1: "RUN_OUTCOME_SUCCEEDED",
+		2: "RUN_OUTCOME_WARNING",
+		3: "RUN_OUTCOME_FAILED",
+	}
+	RunOutcome_value = map[string]int32{
+		"RUN_OUTCOME_UNSPECIFIED": 0,
+		"RUN_OUTCOME_SUCCEEDED":   1,
+		"RUN_OUTCOME_WARNING":     2,
+		"RUN_OUTCOME_FAILED":      3,
+	}
+)
+
+func (x RunOutcome) Enum() *RunOutcome {
+	p := new(RunOutcome)
+	*p = x
+	return p
+}
+
+func (x RunOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RunOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_ingest_v1_jobs_proto_enumTypes[4].Descriptor()
+}
+
+func (RunOutcome) Type() protoreflect.EnumType {
+	return &file_ingest_v1_jobs_proto_enumTypes[4]
+}
+
+func (x RunOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RunOutcome.Descriptor instead.
+func (RunOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{4}
+}
+
 // A job: what to ingest (type and parameters), how often, and its status.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3064,6 +3118,202 @@ func (x *JobResult) GetRevision() int64 {
 	return 0
 }
 
+type ListJobRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobRunsRequest) Reset() {
+	*x = ListJobRunsRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobRunsRequest) ProtoMessage() {}
+
+func (x *ListJobRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListJobRunsRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListJobRunsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListJobRunsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first. Runs reach the history within a few seconds of ending
+	// (reported and written in batches).
+	Runs          []*JobRun `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobRunsResponse) Reset() {
+	*x = ListJobRunsResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobRunsResponse) ProtoMessage() {}
+
+func (x *ListJobRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListJobRunsResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ListJobRunsResponse) GetRuns() []*JobRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+// One run of a job.
+type JobRun struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	Duration  *durationpb.Duration   `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	Outcome   RunOutcome             `protobuf:"varint,3,opt,name=outcome,proto3,enum=ingest.v1.RunOutcome" json:"outcome,omitempty"`
+	// What this run did (runs is 1; runs_failed is 1 for a failed run).
+	Counters *JobCounters `protobuf:"bytes,4,opt,name=counters,proto3" json:"counters,omitempty"`
+	// The error of a failed run, or the warning of a run that succeeded with
+	// one; empty otherwise.
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// The worker that ran it.
+	Worker string `protobuf:"bytes,6,opt,name=worker,proto3" json:"worker,omitempty"`
+	// The claim it ran under (its epoch) and its number under that claim.
+	Epoch         int64  `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq           uint64 `protobuf:"varint,8,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRun) Reset() {
+	*x = JobRun{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRun) ProtoMessage() {}
+
+func (x *JobRun) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRun.ProtoReflect.Descriptor instead.
+func (*JobRun) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *JobRun) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *JobRun) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *JobRun) GetOutcome() RunOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return RunOutcome_RUN_OUTCOME_UNSPECIFIED
+}
+
+func (x *JobRun) GetCounters() *JobCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+func (x *JobRun) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JobRun) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *JobRun) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *JobRun) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_ingest_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_ingest_v1_jobs_proto_rawDesc = "" +
@@ -3263,7 +3513,21 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x03R\brevision*\x9d\x01\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\"$\n" +
+	"\x12ListJobRunsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"<\n" +
+	"\x13ListJobRunsResponse\x12%\n" +
+	"\x04runs\x18\x01 \x03(\v2\x11.ingest.v1.JobRunR\x04runs\"\xb9\x02\n" +
+	"\x06JobRun\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12/\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2\x15.ingest.v1.RunOutcomeR\aoutcome\x122\n" +
+	"\bcounters\x18\x04 \x01(\v2\x16.ingest.v1.JobCountersR\bcounters\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12\x16\n" +
+	"\x06worker\x18\x06 \x01(\tR\x06worker\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\x03R\x05epoch\x12\x10\n" +
+	"\x03seq\x18\b \x01(\x04R\x03seq*\x9d\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -3291,7 +3555,13 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15WORKER_STATE_DRAINING\x10\x022\xa6\t\n" +
+	"\x15WORKER_STATE_DRAINING\x10\x02*u\n" +
+	"\n" +
+	"RunOutcome\x12\x1b\n" +
+	"\x17RUN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15RUN_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n" +
+	"\x13RUN_OUTCOME_WARNING\x10\x02\x12\x16\n" +
+	"\x12RUN_OUTCOME_FAILED\x10\x032\xf4\t\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tCreateJob\x12\x1b.ingest.v1.CreateJobRequest\x1a\x1c.ingest.v1.CreateJobResponse\x12=\n" +
@@ -3312,7 +3582,8 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"RunJobsNow\x12\x1c.ingest.v1.RunJobsNowRequest\x1a\x1d.ingest.v1.RunJobsNowResponse\x12I\n" +
 	"\n" +
-	"DeleteJobs\x12\x1c.ingest.v1.DeleteJobsRequest\x1a\x1d.ingest.v1.DeleteJobsResponseb\x06proto3"
+	"DeleteJobs\x12\x1c.ingest.v1.DeleteJobsRequest\x1a\x1d.ingest.v1.DeleteJobsResponse\x12L\n" +
+	"\vListJobRuns\x12\x1d.ingest.v1.ListJobRunsRequest\x1a\x1e.ingest.v1.ListJobRunsResponseb\x06proto3"
 
 var (
 	file_ingest_v1_jobs_proto_rawDescOnce sync.Once
@@ -3326,152 +3597,163 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_ingest_v1_jobs_proto_rawDescData
 }
 
-var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_ingest_v1_jobs_proto_goTypes = []any{
 	(JobState)(0),                  // 0: ingest.v1.JobState
 	(ParamKind)(0),                 // 1: ingest.v1.ParamKind
 	(JobEventType)(0),              // 2: ingest.v1.JobEventType
 	(WorkerState)(0),               // 3: ingest.v1.WorkerState
-	(*Job)(nil),                    // 4: ingest.v1.Job
-	(*JobStatus)(nil),              // 5: ingest.v1.JobStatus
-	(*Checkpoint)(nil),             // 6: ingest.v1.Checkpoint
-	(*JobCounters)(nil),            // 7: ingest.v1.JobCounters
-	(*JobError)(nil),               // 8: ingest.v1.JobError
-	(*CreateJobRequest)(nil),       // 9: ingest.v1.CreateJobRequest
-	(*CreateJobResponse)(nil),      // 10: ingest.v1.CreateJobResponse
-	(*GetJobRequest)(nil),          // 11: ingest.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 12: ingest.v1.GetJobResponse
-	(*ListJobsRequest)(nil),        // 13: ingest.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 14: ingest.v1.ListJobsResponse
-	(*UpdateJobRequest)(nil),       // 15: ingest.v1.UpdateJobRequest
-	(*UpdateJobResponse)(nil),      // 16: ingest.v1.UpdateJobResponse
-	(*DeleteJobRequest)(nil),       // 17: ingest.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),      // 18: ingest.v1.DeleteJobResponse
-	(*PauseJobRequest)(nil),        // 19: ingest.v1.PauseJobRequest
-	(*PauseJobResponse)(nil),       // 20: ingest.v1.PauseJobResponse
-	(*ResumeJobRequest)(nil),       // 21: ingest.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),      // 22: ingest.v1.ResumeJobResponse
-	(*RunJobNowRequest)(nil),       // 23: ingest.v1.RunJobNowRequest
-	(*RunJobNowResponse)(nil),      // 24: ingest.v1.RunJobNowResponse
-	(*ResetJobCursorRequest)(nil),  // 25: ingest.v1.ResetJobCursorRequest
-	(*ResetJobCursorResponse)(nil), // 26: ingest.v1.ResetJobCursorResponse
-	(*ListJobTypesRequest)(nil),    // 27: ingest.v1.ListJobTypesRequest
-	(*ListJobTypesResponse)(nil),   // 28: ingest.v1.ListJobTypesResponse
-	(*JobType)(nil),                // 29: ingest.v1.JobType
-	(*ParamRule)(nil),              // 30: ingest.v1.ParamRule
-	(*ParamAnyOf)(nil),             // 31: ingest.v1.ParamAnyOf
-	(*ParamRequiredIf)(nil),        // 32: ingest.v1.ParamRequiredIf
-	(*ParamOneOf)(nil),             // 33: ingest.v1.ParamOneOf
-	(*ParamSet)(nil),               // 34: ingest.v1.ParamSet
-	(*ParamSpec)(nil),              // 35: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),       // 36: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),      // 37: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),               // 38: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),     // 39: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),    // 40: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                 // 41: ingest.v1.Worker
-	(*PauseJobsRequest)(nil),       // 42: ingest.v1.PauseJobsRequest
-	(*PauseJobsResponse)(nil),      // 43: ingest.v1.PauseJobsResponse
-	(*ResumeJobsRequest)(nil),      // 44: ingest.v1.ResumeJobsRequest
-	(*ResumeJobsResponse)(nil),     // 45: ingest.v1.ResumeJobsResponse
-	(*RunJobsNowRequest)(nil),      // 46: ingest.v1.RunJobsNowRequest
-	(*RunJobsNowResponse)(nil),     // 47: ingest.v1.RunJobsNowResponse
-	(*DeleteJobsRequest)(nil),      // 48: ingest.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),     // 49: ingest.v1.DeleteJobsResponse
-	(*JobResult)(nil),              // 50: ingest.v1.JobResult
-	nil,                            // 51: ingest.v1.Job.LabelsEntry
-	(*structpb.Struct)(nil),        // 52: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 53: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 54: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 55: google.protobuf.FieldMask
-	(*structpb.Value)(nil),         // 56: google.protobuf.Value
+	(RunOutcome)(0),                // 4: ingest.v1.RunOutcome
+	(*Job)(nil),                    // 5: ingest.v1.Job
+	(*JobStatus)(nil),              // 6: ingest.v1.JobStatus
+	(*Checkpoint)(nil),             // 7: ingest.v1.Checkpoint
+	(*JobCounters)(nil),            // 8: ingest.v1.JobCounters
+	(*JobError)(nil),               // 9: ingest.v1.JobError
+	(*CreateJobRequest)(nil),       // 10: ingest.v1.CreateJobRequest
+	(*CreateJobResponse)(nil),      // 11: ingest.v1.CreateJobResponse
+	(*GetJobRequest)(nil),          // 12: ingest.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 13: ingest.v1.GetJobResponse
+	(*ListJobsRequest)(nil),        // 14: ingest.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),       // 15: ingest.v1.ListJobsResponse
+	(*UpdateJobRequest)(nil),       // 16: ingest.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),      // 17: ingest.v1.UpdateJobResponse
+	(*DeleteJobRequest)(nil),       // 18: ingest.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),      // 19: ingest.v1.DeleteJobResponse
+	(*PauseJobRequest)(nil),        // 20: ingest.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),       // 21: ingest.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),       // 22: ingest.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),      // 23: ingest.v1.ResumeJobResponse
+	(*RunJobNowRequest)(nil),       // 24: ingest.v1.RunJobNowRequest
+	(*RunJobNowResponse)(nil),      // 25: ingest.v1.RunJobNowResponse
+	(*ResetJobCursorRequest)(nil),  // 26: ingest.v1.ResetJobCursorRequest
+	(*ResetJobCursorResponse)(nil), // 27: ingest.v1.ResetJobCursorResponse
+	(*ListJobTypesRequest)(nil),    // 28: ingest.v1.ListJobTypesRequest
+	(*ListJobTypesResponse)(nil),   // 29: ingest.v1.ListJobTypesResponse
+	(*JobType)(nil),                // 30: ingest.v1.JobType
+	(*ParamRule)(nil),              // 31: ingest.v1.ParamRule
+	(*ParamAnyOf)(nil),             // 32: ingest.v1.ParamAnyOf
+	(*ParamRequiredIf)(nil),        // 33: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),             // 34: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),               // 35: ingest.v1.ParamSet
+	(*ParamSpec)(nil),              // 36: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),       // 37: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),      // 38: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),               // 39: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),     // 40: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),    // 41: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                 // 42: ingest.v1.Worker
+	(*PauseJobsRequest)(nil),       // 43: ingest.v1.PauseJobsRequest
+	(*PauseJobsResponse)(nil),      // 44: ingest.v1.PauseJobsResponse
+	(*ResumeJobsRequest)(nil),      // 45: ingest.v1.ResumeJobsRequest
+	(*ResumeJobsResponse)(nil),     // 46: ingest.v1.ResumeJobsResponse
+	(*RunJobsNowRequest)(nil),      // 47: ingest.v1.RunJobsNowRequest
+	(*RunJobsNowResponse)(nil),     // 48: ingest.v1.RunJobsNowResponse
+	(*DeleteJobsRequest)(nil),      // 49: ingest.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),     // 50: ingest.v1.DeleteJobsResponse
+	(*JobResult)(nil),              // 51: ingest.v1.JobResult
+	(*ListJobRunsRequest)(nil),     // 52: ingest.v1.ListJobRunsRequest
+	(*ListJobRunsResponse)(nil),    // 53: ingest.v1.ListJobRunsResponse
+	(*JobRun)(nil),                 // 54: ingest.v1.JobRun
+	nil,                            // 55: ingest.v1.Job.LabelsEntry
+	(*structpb.Struct)(nil),        // 56: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 57: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 58: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 59: google.protobuf.FieldMask
+	(*structpb.Value)(nil),         // 60: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	52, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	53, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	54, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	54, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
-	51, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
+	56, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	57, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	58, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	58, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
+	55, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
 	0,  // 6: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
-	7,  // 7: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	54, // 8: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
-	8,  // 9: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	54, // 10: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
-	6,  // 11: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	54, // 12: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	4,  // 13: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
-	4,  // 14: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 15: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
+	8,  // 7: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
+	58, // 8: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	9,  // 9: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
+	58, // 10: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	7,  // 11: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
+	58, // 12: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	5,  // 13: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
+	5,  // 14: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 15: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
 	0,  // 16: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
-	4,  // 17: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
-	4,  // 18: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	55, // 19: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 20: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 21: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 22: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
-	4,  // 23: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
-	4,  // 24: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
-	29, // 25: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	35, // 26: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	53, // 27: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	53, // 28: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	30, // 29: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	32, // 30: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	33, // 31: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	31, // 32: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
-	34, // 33: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	5,  // 17: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
+	5,  // 18: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
+	59, // 19: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,  // 20: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 21: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 22: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 23: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
+	5,  // 24: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
+	30, // 25: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
+	36, // 26: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	57, // 27: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	57, // 28: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	31, // 29: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	33, // 30: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	34, // 31: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	32, // 32: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
+	35, // 33: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
 	1,  // 34: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	56, // 35: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	38, // 36: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	60, // 35: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	39, // 36: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
 	2,  // 37: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	4,  // 38: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	41, // 39: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	5,  // 38: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	42, // 39: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
 	3,  // 40: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	54, // 41: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 42: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	50, // 43: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
-	50, // 44: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
-	50, // 45: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
-	50, // 46: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
-	9,  // 47: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	11, // 48: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	13, // 49: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	15, // 50: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	17, // 51: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	19, // 52: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	21, // 53: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	23, // 54: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	25, // 55: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
-	27, // 56: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	36, // 57: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	39, // 58: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	42, // 59: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
-	44, // 60: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
-	46, // 61: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
-	48, // 62: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
-	10, // 63: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	12, // 64: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	14, // 65: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	16, // 66: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	18, // 67: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	20, // 68: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	22, // 69: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	24, // 70: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	26, // 71: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
-	28, // 72: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	37, // 73: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	40, // 74: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	43, // 75: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
-	45, // 76: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
-	47, // 77: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
-	49, // 78: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
-	63, // [63:79] is the sub-list for method output_type
-	47, // [47:63] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	58, // 41: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	8,  // 42: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	51, // 43: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
+	51, // 44: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
+	51, // 45: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
+	51, // 46: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
+	54, // 47: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
+	58, // 48: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
+	57, // 49: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
+	4,  // 50: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
+	8,  // 51: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
+	10, // 52: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	12, // 53: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	14, // 54: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	16, // 55: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	18, // 56: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	20, // 57: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	22, // 58: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	24, // 59: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	26, // 60: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	28, // 61: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	37, // 62: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	40, // 63: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	43, // 64: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
+	45, // 65: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
+	47, // 66: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
+	49, // 67: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
+	52, // 68: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
+	11, // 69: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	13, // 70: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	15, // 71: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	17, // 72: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	19, // 73: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	21, // 74: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	23, // 75: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	25, // 76: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	27, // 77: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	29, // 78: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	38, // 79: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	41, // 80: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	44, // 81: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
+	46, // 82: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
+	48, // 83: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
+	50, // 84: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
+	53, // 85: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
+	69, // [69:86] is the sub-list for method output_type
+	52, // [52:69] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -3490,8 +3772,8 @@ func file_ingest_v1_jobs_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   48,
+			NumEnums:      5,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

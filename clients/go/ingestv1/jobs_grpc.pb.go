@@ -35,6 +35,7 @@ const (
 	JobService_ResumeJobs_FullMethodName     = "/ingest.v1.JobService/ResumeJobs"
 	JobService_RunJobsNow_FullMethodName     = "/ingest.v1.JobService/RunJobsNow"
 	JobService_DeleteJobs_FullMethodName     = "/ingest.v1.JobService/DeleteJobs"
+	JobService_ListJobRuns_FullMethodName    = "/ingest.v1.JobService/ListJobRuns"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -56,7 +57,7 @@ type JobServiceClient interface {
 	// Replaces a job's mutable fields. The request carries the revision it
 	// read; if the job changed since, it fails with ABORTED and writes nothing.
 	UpdateJob(ctx context.Context, in *UpdateJobRequest, opts ...grpc.CallOption) (*UpdateJobResponse, error)
-	// Deletes a job, its secrets, checkpoint and counters.
+	// Deletes a job, its secrets, checkpoint, counters and run history.
 	DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
 	// Stops scheduling a job; its checkpoint is kept.
 	PauseJob(ctx context.Context, in *PauseJobRequest, opts ...grpc.CallOption) (*PauseJobResponse, error)
@@ -88,6 +89,9 @@ type JobServiceClient interface {
 	// Deletes the jobs picked by ids or by a label selector, each with its
 	// secrets, checkpoint and counters.
 	DeleteJobs(ctx context.Context, in *DeleteJobsRequest, opts ...grpc.CallOption) (*DeleteJobsResponse, error)
+	// A job's last runs (at most 50), newest first: when each started, how
+	// long it took, how it ended, what it fetched and wrote, on which worker.
+	ListJobRuns(ctx context.Context, in *ListJobRunsRequest, opts ...grpc.CallOption) (*ListJobRunsResponse, error)
 }
 
 type jobServiceClient struct {
@@ -267,6 +271,16 @@ func (c *jobServiceClient) DeleteJobs(ctx context.Context, in *DeleteJobsRequest
 	return out, nil
 }
 
+func (c *jobServiceClient) ListJobRuns(ctx context.Context, in *ListJobRunsRequest, opts ...grpc.CallOption) (*ListJobRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJobRunsResponse)
+	err := c.cc.Invoke(ctx, JobService_ListJobRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -286,7 +300,7 @@ type JobServiceServer interface {
 	// Replaces a job's mutable fields. The request carries the revision it
 	// read; if the job changed since, it fails with ABORTED and writes nothing.
 	UpdateJob(context.Context, *UpdateJobRequest) (*UpdateJobResponse, error)
-	// Deletes a job, its secrets, checkpoint and counters.
+	// Deletes a job, its secrets, checkpoint, counters and run history.
 	DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error)
 	// Stops scheduling a job; its checkpoint is kept.
 	PauseJob(context.Context, *PauseJobRequest) (*PauseJobResponse, error)
@@ -318,6 +332,9 @@ type JobServiceServer interface {
 	// Deletes the jobs picked by ids or by a label selector, each with its
 	// secrets, checkpoint and counters.
 	DeleteJobs(context.Context, *DeleteJobsRequest) (*DeleteJobsResponse, error)
+	// A job's last runs (at most 50), newest first: when each started, how
+	// long it took, how it ended, what it fetched and wrote, on which worker.
+	ListJobRuns(context.Context, *ListJobRunsRequest) (*ListJobRunsResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -375,6 +392,9 @@ func (UnimplementedJobServiceServer) RunJobsNow(context.Context, *RunJobsNowRequ
 }
 func (UnimplementedJobServiceServer) DeleteJobs(context.Context, *DeleteJobsRequest) (*DeleteJobsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteJobs not implemented")
+}
+func (UnimplementedJobServiceServer) ListJobRuns(context.Context, *ListJobRunsRequest) (*ListJobRunsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJobRuns not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -678,6 +698,24 @@ func _JobService_DeleteJobs_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ListJobRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJobRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListJobRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListJobRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListJobRuns(ctx, req.(*ListJobRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -744,6 +782,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteJobs",
 			Handler:    _JobService_DeleteJobs_Handler,
+		},
+		{
+			MethodName: "ListJobRuns",
+			Handler:    _JobService_ListJobRuns_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

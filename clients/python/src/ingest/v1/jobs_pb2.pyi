@@ -47,6 +47,13 @@ class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
     WORKER_STATE_ACTIVE: _ClassVar[WorkerState]
     WORKER_STATE_DRAINING: _ClassVar[WorkerState]
+
+class RunOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_OUTCOME_UNSPECIFIED: _ClassVar[RunOutcome]
+    RUN_OUTCOME_SUCCEEDED: _ClassVar[RunOutcome]
+    RUN_OUTCOME_WARNING: _ClassVar[RunOutcome]
+    RUN_OUTCOME_FAILED: _ClassVar[RunOutcome]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_RUNNING: JobState
@@ -70,6 +77,10 @@ JOB_EVENT_TYPE_DELETED: JobEventType
 WORKER_STATE_UNSPECIFIED: WorkerState
 WORKER_STATE_ACTIVE: WorkerState
 WORKER_STATE_DRAINING: WorkerState
+RUN_OUTCOME_UNSPECIFIED: RunOutcome
+RUN_OUTCOME_SUCCEEDED: RunOutcome
+RUN_OUTCOME_WARNING: RunOutcome
+RUN_OUTCOME_FAILED: RunOutcome
 
 class Job(_message.Message):
     __slots__ = ("id", "name", "type", "params", "secret_params_set", "interval", "paused", "revision", "create_time", "update_time", "status", "labels")
@@ -505,3 +516,35 @@ class JobResult(_message.Message):
     message: str
     revision: int
     def __init__(self, id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class ListJobRunsRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListJobRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[JobRun]
+    def __init__(self, runs: _Optional[_Iterable[_Union[JobRun, _Mapping]]] = ...) -> None: ...
+
+class JobRun(_message.Message):
+    __slots__ = ("start_time", "duration", "outcome", "counters", "message", "worker", "epoch", "seq")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    duration: _duration_pb2.Duration
+    outcome: RunOutcome
+    counters: JobCounters
+    message: str
+    worker: str
+    epoch: int
+    seq: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., outcome: _Optional[_Union[RunOutcome, str]] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ..., message: _Optional[str] = ..., worker: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...

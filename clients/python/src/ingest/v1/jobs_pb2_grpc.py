@@ -118,6 +118,11 @@ class JobServiceStub:
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
                 response_deserializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
                 _registered_method=True)
+        self.ListJobRuns = channel.unary_unary(
+                '/ingest.v1.JobService/ListJobRuns',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -158,7 +163,7 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteJob(self, request, context):
-        """Deletes a job, its secrets, checkpoint and counters.
+        """Deletes a job, its secrets, checkpoint, counters and run history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +254,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobRuns(self, request, context):
+        """A job's last runs (at most 50), newest first: when each started, how
+        long it took, how it ended, what it fetched and wrote, on which worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -331,6 +344,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.DeleteJobs,
                     request_deserializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsRequest.FromString,
                     response_serializer=ingest_dot_v1_dot_jobs__pb2.DeleteJobsResponse.SerializeToString,
+            ),
+            'ListJobRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobRuns,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -769,6 +787,33 @@ class JobService:
             '/ingest.v1.JobService/DeleteJobs',
             ingest_dot_v1_dot_jobs__pb2.DeleteJobsRequest.SerializeToString,
             ingest_dot_v1_dot_jobs__pb2.DeleteJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ListJobRuns',
+            ingest_dot_v1_dot_jobs__pb2.ListJobRunsRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ListJobRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -270,6 +270,53 @@ export function workerStateToJSON(object: WorkerState): string {
   }
 }
 
+/** How a run ended. */
+export enum RunOutcome {
+  RUN_OUTCOME_UNSPECIFIED = 0,
+  RUN_OUTCOME_SUCCEEDED = 1,
+  /** RUN_OUTCOME_WARNING - Succeeded, with a warning (see message). */
+  RUN_OUTCOME_WARNING = 2,
+  RUN_OUTCOME_FAILED = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function runOutcomeFromJSON(object: any): RunOutcome {
+  switch (object) {
+    case 0:
+    case "RUN_OUTCOME_UNSPECIFIED":
+      return RunOutcome.RUN_OUTCOME_UNSPECIFIED;
+    case 1:
+    case "RUN_OUTCOME_SUCCEEDED":
+      return RunOutcome.RUN_OUTCOME_SUCCEEDED;
+    case 2:
+    case "RUN_OUTCOME_WARNING":
+      return RunOutcome.RUN_OUTCOME_WARNING;
+    case 3:
+    case "RUN_OUTCOME_FAILED":
+      return RunOutcome.RUN_OUTCOME_FAILED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return RunOutcome.UNRECOGNIZED;
+  }
+}
+
+export function runOutcomeToJSON(object: RunOutcome): string {
+  switch (object) {
+    case RunOutcome.RUN_OUTCOME_UNSPECIFIED:
+      return "RUN_OUTCOME_UNSPECIFIED";
+    case RunOutcome.RUN_OUTCOME_SUCCEEDED:
+      return "RUN_OUTCOME_SUCCEEDED";
+    case RunOutcome.RUN_OUTCOME_WARNING:
+      return "RUN_OUTCOME_WARNING";
+    case RunOutcome.RUN_OUTCOME_FAILED:
+      return "RUN_OUTCOME_FAILED";
+    case RunOutcome.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A job: what to ingest (type and parameters), how often, and its status. */
 export interface Job {
   /**
@@ -711,6 +758,39 @@ export interface JobResult {
   message: string;
   /** The job's revision after the change (0 for a deleted or failed job). */
   revision: string;
+}
+
+export interface ListJobRunsRequest {
+  id: string;
+}
+
+export interface ListJobRunsResponse {
+  /**
+   * Newest first. Runs reach the history within a few seconds of ending
+   * (reported and written in batches).
+   */
+  runs: JobRun[];
+}
+
+/** One run of a job. */
+export interface JobRun {
+  startTime: Date | undefined;
+  duration: Duration | undefined;
+  outcome: RunOutcome;
+  /** What this run did (runs is 1; runs_failed is 1 for a failed run). */
+  counters:
+    | JobCounters
+    | undefined;
+  /**
+   * The error of a failed run, or the warning of a run that succeeded with
+   * one; empty otherwise.
+   */
+  message: string;
+  /** The worker that ran it. */
+  worker: string;
+  /** The claim it ran under (its epoch) and its number under that claim. */
+  epoch: string;
+  seq: string;
 }
 
 function createBaseJob(): Job {
@@ -5453,6 +5533,338 @@ export const JobResult: MessageFns<JobResult> = {
   },
 };
 
+function createBaseListJobRunsRequest(): ListJobRunsRequest {
+  return { id: "" };
+}
+
+export const ListJobRunsRequest: MessageFns<ListJobRunsRequest> = {
+  encode(message: ListJobRunsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListJobRunsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListJobRunsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListJobRunsRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: ListJobRunsRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListJobRunsRequest>, I>>(base?: I): ListJobRunsRequest {
+    return ListJobRunsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListJobRunsRequest>, I>>(object: I): ListJobRunsRequest {
+    const message = createBaseListJobRunsRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseListJobRunsResponse(): ListJobRunsResponse {
+  return { runs: [] };
+}
+
+export const ListJobRunsResponse: MessageFns<ListJobRunsResponse> = {
+  encode(message: ListJobRunsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.runs) {
+      JobRun.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListJobRunsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListJobRunsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runs.push(JobRun.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListJobRunsResponse {
+    return { runs: globalThis.Array.isArray(object?.runs) ? object.runs.map((e: any) => JobRun.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListJobRunsResponse): unknown {
+    const obj: any = {};
+    if (message.runs?.length) {
+      obj.runs = message.runs.map((e) => JobRun.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListJobRunsResponse>, I>>(base?: I): ListJobRunsResponse {
+    return ListJobRunsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListJobRunsResponse>, I>>(object: I): ListJobRunsResponse {
+    const message = createBaseListJobRunsResponse();
+    message.runs = object.runs?.map((e) => JobRun.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseJobRun(): JobRun {
+  return {
+    startTime: undefined,
+    duration: undefined,
+    outcome: 0,
+    counters: undefined,
+    message: "",
+    worker: "",
+    epoch: "0",
+    seq: "0",
+  };
+}
+
+export const JobRun: MessageFns<JobRun> = {
+  encode(message: JobRun, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.startTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.startTime), writer.uint32(10).fork()).join();
+    }
+    if (message.duration !== undefined) {
+      Duration.encode(message.duration, writer.uint32(18).fork()).join();
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(24).int32(message.outcome);
+    }
+    if (message.counters !== undefined) {
+      JobCounters.encode(message.counters, writer.uint32(34).fork()).join();
+    }
+    if (message.message !== "") {
+      writer.uint32(42).string(message.message);
+    }
+    if (message.worker !== "") {
+      writer.uint32(50).string(message.worker);
+    }
+    if (message.epoch !== "0") {
+      writer.uint32(56).int64(message.epoch);
+    }
+    if (message.seq !== "0") {
+      writer.uint32(64).uint64(message.seq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobRun {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobRun();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.startTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.duration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.counters = JobCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.worker = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.epoch = reader.int64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.seq = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobRun {
+    return {
+      startTime: isSet(object.startTime)
+        ? fromJsonTimestamp(object.startTime)
+        : isSet(object.start_time)
+        ? fromJsonTimestamp(object.start_time)
+        : undefined,
+      duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined,
+      outcome: isSet(object.outcome) ? runOutcomeFromJSON(object.outcome) : 0,
+      counters: isSet(object.counters) ? JobCounters.fromJSON(object.counters) : undefined,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      worker: isSet(object.worker) ? globalThis.String(object.worker) : "",
+      epoch: isSet(object.epoch) ? globalThis.String(object.epoch) : "0",
+      seq: isSet(object.seq) ? globalThis.String(object.seq) : "0",
+    };
+  },
+
+  toJSON(message: JobRun): unknown {
+    const obj: any = {};
+    if (message.startTime !== undefined) {
+      obj.startTime = message.startTime.toISOString();
+    }
+    if (message.duration !== undefined) {
+      obj.duration = Duration.toJSON(message.duration);
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = runOutcomeToJSON(message.outcome);
+    }
+    if (message.counters !== undefined) {
+      obj.counters = JobCounters.toJSON(message.counters);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.worker !== "") {
+      obj.worker = message.worker;
+    }
+    if (message.epoch !== "0") {
+      obj.epoch = message.epoch;
+    }
+    if (message.seq !== "0") {
+      obj.seq = message.seq;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<JobRun>, I>>(base?: I): JobRun {
+    return JobRun.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<JobRun>, I>>(object: I): JobRun {
+    const message = createBaseJobRun();
+    message.startTime = object.startTime ?? undefined;
+    message.duration = (object.duration !== undefined && object.duration !== null)
+      ? Duration.fromPartial(object.duration)
+      : undefined;
+    message.outcome = object.outcome ?? 0;
+    message.counters = (object.counters !== undefined && object.counters !== null)
+      ? JobCounters.fromPartial(object.counters)
+      : undefined;
+    message.message = object.message ?? "";
+    message.worker = object.worker ?? "";
+    message.epoch = object.epoch ?? "0";
+    message.seq = object.seq ?? "0";
+    return message;
+  },
+};
+
 /**
  * JobService manages long-lived ingestion jobs. Every write is validated
  * against the parameter spec that workers publish for the job's type; bad
@@ -5507,7 +5919,7 @@ export const JobServiceService = {
     responseSerialize: (value: UpdateJobResponse): Buffer => Buffer.from(UpdateJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateJobResponse => UpdateJobResponse.decode(value),
   },
-  /** Deletes a job, its secrets, checkpoint and counters. */
+  /** Deletes a job, its secrets, checkpoint, counters and run history. */
   deleteJob: {
     path: "/ingest.v1.JobService/DeleteJob" as const,
     requestStream: false as const,
@@ -5650,6 +6062,19 @@ export const JobServiceService = {
     responseSerialize: (value: DeleteJobsResponse): Buffer => Buffer.from(DeleteJobsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteJobsResponse => DeleteJobsResponse.decode(value),
   },
+  /**
+   * A job's last runs (at most 50), newest first: when each started, how
+   * long it took, how it ended, what it fetched and wrote, on which worker.
+   */
+  listJobRuns: {
+    path: "/ingest.v1.JobService/ListJobRuns" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListJobRunsRequest): Buffer => Buffer.from(ListJobRunsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListJobRunsRequest => ListJobRunsRequest.decode(value),
+    responseSerialize: (value: ListJobRunsResponse): Buffer => Buffer.from(ListJobRunsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListJobRunsResponse => ListJobRunsResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -5667,7 +6092,7 @@ export interface JobServiceServer extends UntypedServiceImplementation {
    * read; if the job changed since, it fails with ABORTED and writes nothing.
    */
   updateJob: handleUnaryCall<UpdateJobRequest, UpdateJobResponse>;
-  /** Deletes a job, its secrets, checkpoint and counters. */
+  /** Deletes a job, its secrets, checkpoint, counters and run history. */
   deleteJob: handleUnaryCall<DeleteJobRequest, DeleteJobResponse>;
   /** Stops scheduling a job; its checkpoint is kept. */
   pauseJob: handleUnaryCall<PauseJobRequest, PauseJobResponse>;
@@ -5711,6 +6136,11 @@ export interface JobServiceServer extends UntypedServiceImplementation {
    * secrets, checkpoint and counters.
    */
   deleteJobs: handleUnaryCall<DeleteJobsRequest, DeleteJobsResponse>;
+  /**
+   * A job's last runs (at most 50), newest first: when each started, how
+   * long it took, how it ended, what it fetched and wrote, on which worker.
+   */
+  listJobRuns: handleUnaryCall<ListJobRunsRequest, ListJobRunsResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -5784,7 +6214,7 @@ export interface JobServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateJobResponse) => void,
   ): ClientUnaryCall;
-  /** Deletes a job, its secrets, checkpoint and counters. */
+  /** Deletes a job, its secrets, checkpoint, counters and run history. */
   deleteJob(
     request: DeleteJobRequest,
     callback: (error: ServiceError | null, response: DeleteJobResponse) => void,
@@ -5986,6 +6416,25 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A job's last runs (at most 50), newest first: when each started, how
+   * long it took, how it ended, what it fetched and wrote, on which worker.
+   */
+  listJobRuns(
+    request: ListJobRunsRequest,
+    callback: (error: ServiceError | null, response: ListJobRunsResponse) => void,
+  ): ClientUnaryCall;
+  listJobRuns(
+    request: ListJobRunsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListJobRunsResponse) => void,
+  ): ClientUnaryCall;
+  listJobRuns(
+    request: ListJobRunsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListJobRunsResponse) => void,
   ): ClientUnaryCall;
 }
 
