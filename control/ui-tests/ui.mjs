@@ -185,6 +185,16 @@ try {
     await page.getByRole('heading', {name: 'UI demo'}).waitFor();
   });
 
+  await check('run history', async () => {
+    // The job runs every second: its runs reach the history and the chart.
+    const runs = page.getByRole('table', {name: 'Runs'});
+    await until('two runs listed', () => runs.locator('tbody tr').count(), (n) => n >= 2, 30000);
+    const first = await runs.locator('tbody tr').first().locator('td').allInnerTexts();
+    if (first[2] !== 'succeeded' || first[4] !== '5' || !/^w\d$/.test(first[8])) throw new Error(`newest run: ${first}`);
+    const bars = await page.locator('svg.runs-chart rect.bar').count();
+    if (bars < 2) throw new Error(`${bars} bars in the runs chart`);
+  });
+
   await check('counter rising', async () => {
     const first = await until('items written', () => counter('items-written'), (n) => n > 0, 30000);
     await until('items written rising', () => counter('items-written'), (n) => n > first, 30000);

@@ -23,6 +23,16 @@ function append(el, children) {
   }
 }
 
+/** svg('rect', {x: 1}, ...): an SVG element (drawn by our own code). */
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== undefined && value !== null) el.setAttribute(name, String(value));
+  }
+  append(el, children);
+  return el;
+}
+
 /** Replaces the children of `el`. */
 export function replace(el, ...children) {
   el.replaceChildren();

@@ -2,6 +2,7 @@
 // current by the WatchJobs stream), and the job actions.
 
 import {call} from './api.js';
+import {renderRuns} from './runs.js';
 import {
   STATE_NAMES, bytes, count, dateTime, durationSeconds, durationText, h, num, relative, replace, stateBadge,
   stateName,
@@ -144,6 +145,9 @@ function jobRow(job, ticked, pick) {
 export function renderJob(main, store, id, navigate) {
   const alert = h('div', {class: 'form-error', role: 'alert', hidden: true});
   const content = h('div');
+  // Kept across redraws (it loads on its own); placed after the details.
+  const runsSection = h('section', {id: 'runs'});
+  const updateRuns = renderRuns(runsSection, id);
   replace(main, alert, content);
 
   const act = async (label, method, request, after) => {
@@ -215,6 +219,7 @@ export function renderJob(main, store, id, navigate) {
         params.map(([name, value]) => detail(name, typeof value === 'string' ? value : JSON.stringify(value))),
         secrets.map((name) => detail(name, 'set (write-only)')),
         params.length + secrets.length === 0 ? h('dd', {class: 'muted'}, 'Defaults only.') : null)),
+      runsSection,
       h('section', {}, h('h2', {}, 'Checkpoint'), status.checkpoint
         ? [h('p', {class: 'muted'}, `${bytes(status.checkpoint.cursorBytes)} cursor`),
           h('pre', {class: 'checkpoint'}, status.checkpoint.cursorPreview)]
@@ -228,6 +233,7 @@ export function renderJob(main, store, id, navigate) {
             h('td', {class: 'num'}, count(s.written)), h('td', {class: 'num'}, count(s.fetched)),
             h('td', {class: 'num'}, count(s.failed)), h('td', {class: 'num'}, count(s.runs))))))
         : h('p', {class: 'muted'}, 'Counters seen while this page is open appear here.')));
+    updateRuns(num(counters.runs));
   };
 }
 
