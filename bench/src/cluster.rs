@@ -754,6 +754,7 @@ fn label(kind: KeyKind) -> &'static str {
         KeyKind::State => "state",
         KeyKind::Stats => "stats",
         KeyKind::Runs => "runs",
+        KeyKind::Alert => "alerts",
     }
 }
 

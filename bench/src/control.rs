@@ -328,6 +328,7 @@ async fn write_live_status(control: &Control, ids: &[String]) -> anyhow::Result<
                 },
                 last_success: Some(now),
                 last_error: None,
+                consecutive_failures: 0,
             };
             let checkpoint = CheckpointRecord {
                 next_run: Some(now + 60_000),

@@ -138,6 +138,7 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
             checkpoint: status
                 .checkpoint
                 .map(|c| pb::Checkpoint { cursor_bytes: c.cursor_bytes, cursor_preview: c.cursor_preview }),
+            consecutive_failures: status.stats.consecutive_failures,
         }),
     }
 }

@@ -9,6 +9,7 @@
 //! service over HTTP/JSON), `convert` maps wire <-> domain types, `error` maps errors
 //! to status codes in one place, `server` wires it all up.
 
+pub mod alerts;
 pub mod auth;
 pub mod convert;
 pub mod error;

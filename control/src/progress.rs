@@ -282,6 +282,10 @@ fn fold<'a>(job: &'a str, claims: &Claims, current: &HashMap<&str, Current>) -> 
             new_runs |= history.add(&claim.runs);
         }
     }
+    if new_runs {
+        let failures = history.consecutive_failures();
+        changed |= std::mem::replace(&mut ledger.stats.consecutive_failures, failures) != failures;
+    }
     let runs = new_runs.then_some((history, runs_revision));
     (changed || runs.is_some()).then_some(Write { job, ledger, stats_revision, job_created: current.job_created, runs })
 }

@@ -19,6 +19,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use ingest_runtime::Secret;
 use ingest_runtime::tokens::TokenSource;
 
+use crate::alerts::{self, Notifier, NotifyConfig};
 use crate::auth::{Auth, AuthLayer};
 use crate::grpc::{GrpcJobService, GrpcWorkerService};
 use crate::http;
@@ -74,6 +75,15 @@ pub struct ServeArgs {
     /// on all addresses (0.0.0.0) and none is given.
     #[arg(long, env = "INGEST_HTTP_ALLOWED_HOSTS", value_delimiter = ',')]
     pub http_allowed_hosts: Vec<String>,
+    /// Post a webhook (JSON) to this URL when a job becomes failing or
+    /// unschedulable and when it recovers: once per change across all
+    /// control servers, retried with backoff.
+    #[arg(long, env = "INGEST_NOTIFY_URL")]
+    pub notify_url: Option<url::Url>,
+    /// Sign each webhook with the key in this file: the header
+    /// `x-ingest-signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[arg(long, env = "INGEST_NOTIFY_SECRET_FILE", requires = "notify_url")]
+    pub notify_secret_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -89,7 +99,29 @@ impl ServeArgs {
             tls_key: None,
             tls_client_ca: None,
             http_allowed_hosts: Vec::new(),
+            notify_url: None,
+            notify_secret_file: None,
         }
+    }
+
+    fn notify(&self) -> anyhow::Result<Option<NotifyConfig>> {
+        let Some(url) = &self.notify_url else { return Ok(None) };
+        if !matches!(url.scheme(), "http" | "https") {
+            anyhow::bail!("--notify-url must be an http or https URL, got {url}");
+        }
+        let secret = match &self.notify_secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --notify-secret-file {}", path.display()))?;
+                let key = text.trim();
+                if key.is_empty() {
+                    anyhow::bail!("--notify-secret-file {} is empty", path.display());
+                }
+                Some(Secret::new(key.to_string()))
+            }
+            None => None,
+        };
+        Ok(Some(NotifyConfig::new(url.clone(), secret)))
     }
 
     fn auth(&self) -> anyhow::Result<Auth> {
@@ -159,6 +191,7 @@ pub async fn serve_with_recorder(
 ) -> anyhow::Result<()> {
     let auth = args.auth()?;
     let tls = args.tls()?;
+    let notify = args.notify()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     let http_addr = listeners.http.local_addr()?;
 
@@ -188,6 +221,8 @@ pub async fn serve_with_recorder(
         .add_service(jobs)
         .add_service(workers);
     tokio::spawn(auth.clone().reload_until(shutdown.clone()));
+    let notifier = notify.map(|config| Notifier::start(&service, config, shutdown.clone()));
+    tokio::spawn(alerts::run(service.clone(), notifier, shutdown.clone()));
 
     tracing::info!(
         %grpc_addr,

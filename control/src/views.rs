@@ -142,7 +142,7 @@ impl JobPieces {
                 }
                 decode(kv).map(|s| self.state = Some((s, rev))).is_some()
             }
-            KeyKind::Secret | KeyKind::Type | KeyKind::Worker | KeyKind::Runs => false,
+            KeyKind::Secret | KeyKind::Type | KeyKind::Worker | KeyKind::Runs | KeyKind::Alert => false,
         }
     }
 }

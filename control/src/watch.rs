@@ -237,7 +237,7 @@ impl JobsView {
                         slot.spec_changed |= kind == KeyKind::Job;
                     }
                 }
-                KeyKind::Secret | KeyKind::Type | KeyKind::Runs => {}
+                KeyKind::Secret | KeyKind::Type | KeyKind::Runs | KeyKind::Alert => {}
             }
         }
         if workers_changed {

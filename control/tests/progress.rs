@@ -18,6 +18,7 @@ on_both_stores!(
     bad_messages_are_refused_whole_with_field_violations,
     many_reports_for_many_jobs_take_a_few_transactions,
     runs_join_the_history_once_each_newest_first,
+    webhooks_fire_once_per_health_change_across_control_servers,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -348,5 +349,117 @@ async fn runs_join_the_history_once_each_newest_first(mut h: Harness) {
     h.client.delete_job(pb::DeleteJobRequest { id: id.clone(), revision: 0 }).await.expect("delete");
     let dump = h.dump().await;
     assert!(!dump.iter().any(|(k, _)| *k == h.keys.runs(&id)), "the run history outlived its job");
+    h.stop().await;
+}
+
+/// What the webhook fixture received: (event header, body, signature header)
+/// of each delivery it accepted, and how many it refused.
+#[derive(Default)]
+struct Hooks {
+    accepted: Vec<(String, serde_json::Value, String)>,
+    refused: usize,
+}
+
+/// A webhook receiver on 127.0.0.1 that refuses the first delivery with a
+/// 500 (so the sender must retry) and accepts the rest.
+async fn webhook_fixture() -> (url::Url, std::sync::Arc<std::sync::Mutex<Hooks>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    let hooks = std::sync::Arc::new(std::sync::Mutex::new(Hooks::default()));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let hooks = hooks.clone();
+            move |headers: HeaderMap, body: bytes::Bytes| {
+                let hooks = hooks.clone();
+                async move {
+                    let mut hooks = hooks.lock().expect("hooks");
+                    if hooks.refused == 0 {
+                        hooks.refused += 1;
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let header =
+                        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    let json = serde_json::from_slice(&body).expect("a JSON body");
+                    // The signature covers the exact bytes sent.
+                    let secret = ingest_runtime::Secret::new("hook-key".to_string());
+                    assert_eq!(header("x-ingest-signature"), ingest_control::alerts::signature(&secret, &body));
+                    hooks.accepted.push((header("x-ingest-event"), json, header("x-ingest-signature")));
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook").parse().expect("url"), hooks)
+}
+
+async fn webhooks_fire_once_per_health_change_across_control_servers(mut h: Harness) {
+    use ingest_control::alerts::{self, Notifier, NotifyConfig};
+    let (url, hooks) = webhook_fixture().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Two control servers' trackers on the same store (the harness's own
+    // control server has no --notify-url).
+    for _ in 0..2 {
+        let service = ingest_control::service::ControlService::new(h.store.clone(), h.keys.clone());
+        let mut config = NotifyConfig::new(url.clone(), Some(ingest_runtime::Secret::new("hook-key".to_string())));
+        config.retry_delay = Duration::from_millis(50);
+        let notifier = Notifier::start(&service, config, stop.clone());
+        tokio::spawn(alerts::run(service, Some(notifier), stop.clone()));
+    }
+    let events = |hooks: &Hooks| hooks.accepted.iter().map(|(e, ..)| e.clone()).collect::<Vec<_>>();
+    let wait_for = |n: usize| {
+        let hooks = hooks.clone();
+        async move {
+            eventually(WAIT, &format!("{n} webhooks"), || async { hooks.lock().expect("hooks").accepted.len() >= n })
+                .await;
+            // Long enough for a duplicate from the other server to show.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    };
+
+    // No live worker runs "probe": unschedulable.
+    let id = create(&mut h.client, probe_job("watched")).await.id;
+    wait_for(1).await;
+    // A worker that runs it comes: recovered (pending, then running).
+    h.start_worker("w1", vec![probe_type()]).await;
+    wait_for(2).await;
+    let epoch = h.claim(&id, "w1").await;
+    // A failed run: failing, with its error and one failure in a row.
+    let t0 = ingest_model::now_millis();
+    let failed = pb::JobProgress {
+        last_error: Some(pb::JobError { time: Some(timestamp(t0)), message: "HTTP 503 from upstream".into() }),
+        runs: vec![run(1, t0 - 1000, pb::RunOutcome::Failed, "HTTP 503 from upstream")],
+        ..progress(&id, epoch, pb::JobCounters { runs: 1, runs_failed: 1, ..Default::default() })
+    };
+    let mut client = h.worker_client().await;
+    report(&mut client, vec![message(vec![failed])]).await.expect("report failure");
+    wait_for(3).await;
+    let succeeded = pb::JobProgress {
+        last_success_time: Some(timestamp(t0 + 60_000)),
+        runs: vec![run(2, t0 + 59_000, pb::RunOutcome::Succeeded, "")],
+        ..progress(&id, epoch, pb::JobCounters { runs: 2, runs_failed: 1, ..Default::default() })
+    };
+    report(&mut client, vec![message(vec![succeeded])]).await.expect("report success");
+    wait_for(4).await;
+
+    let (accepted, refused) = {
+        let held = hooks.lock().expect("hooks");
+        (held.accepted.clone(), held.refused)
+    };
+    let hooks = Hooks { accepted, refused };
+    assert_eq!(events(&hooks), ["job.unschedulable", "job.recovered", "job.failing", "job.recovered"]);
+    assert_eq!(hooks.refused, 1, "the first delivery was refused and sent again");
+    let failing = &hooks.accepted[2].1;
+    assert_eq!(failing["job"]["id"], id.as_str());
+    assert_eq!(failing["state"], "failing");
+    assert_eq!(failing["consecutive_failures"], 1);
+    assert_eq!(failing["last_error"]["message"], "HTTP 503 from upstream");
+    assert_eq!(hooks.accepted[3].1["state"], "running");
+    assert!(hooks.accepted.iter().all(|(_, _, sig)| sig.starts_with("sha256=")));
+    let job = h.client.get_job(pb::GetJobRequest { id: id.clone() }).await.expect("get").into_inner().job;
+    assert_eq!(job.and_then(|j| j.status).map(|s| s.consecutive_failures), Some(0));
+    stop.cancel();
     h.stop().await;
 }

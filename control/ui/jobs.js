@@ -136,7 +136,8 @@ function jobRow(job, ticked, pick) {
     // Errors: failed runs (a job that cannot even be built included) and
     // items the index refused.
     h('td', {class: 'num errors', title: status.lastError?.message || ''},
-      count(num(counters.runsFailed) + num(counters.itemsFailed)), failing ? ' ⚠' : ''),
+      count(num(counters.runsFailed) + num(counters.itemsFailed)),
+      failing ? ` ⚠ ${count(status.consecutiveFailures)} in a row` : ''),
     h('td', {title: dateTime(status.lastSuccessTime)}, relative(status.lastSuccessTime)),
     h('td', {title: dateTime(status.nextRunTime)}, job.paused ? '—' : relative(status.nextRunTime)));
 }
@@ -199,6 +200,7 @@ export function renderJob(main, store, id, navigate) {
         card('Items fetched', count(counters.itemsFetched), 'items-fetched'),
         card('Items failed', count(counters.itemsFailed), 'items-failed'),
         card('Failed runs', count(counters.runsFailed), 'runs-failed'),
+        card('Failures in a row', count(status.consecutiveFailures), 'consecutive-failures'),
         card('Filtered out', count(counters.itemsFiltered), 'items-filtered'),
         card('Fetched', bytes(counters.bytesFetched), 'bytes-fetched'),
         card('Runs', count(counters.runs), 'runs'),

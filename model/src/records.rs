@@ -123,6 +123,14 @@ pub struct StatsRecord {
     pub last_success: Option<UnixMillis>,
     #[serde(default)]
     pub last_error: Option<ErrorRecord>,
+    /// Failed runs in a row up to the latest run, counted over the run
+    /// history (so at most [`MAX_RUNS`]); 0 after a success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl StatsRecord {
@@ -232,6 +240,11 @@ impl RunsRecord {
     /// Adds runs not held yet; returns whether anything changed.
     pub fn add(&mut self, runs: &[RunRecord]) -> bool {
         merge_runs(&mut self.runs, runs)
+    }
+
+    /// Failed runs in a row at the end of the history.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.runs.iter().rev().take_while(|r| r.outcome == RunOutcome::Failed).count() as u32
     }
 }
 
@@ -357,6 +370,16 @@ mod tests {
         let later = ClaimProgress { epoch: 3, runs: vec![run(3, 1, 10), run(3, 2, 20)], ..Default::default() };
         assert!(held.merge(&later));
         assert_eq!(held.runs.len(), 2);
+        // Failures in a row, counted from the newest run back.
+        let outcome = |seq: u64, outcome: RunOutcome| RunRecord { outcome, ..run(1, seq, seq as i64) };
+        let mut history = RunsRecord::default();
+        assert_eq!(history.consecutive_failures(), 0);
+        history.add(&[outcome(1, RunOutcome::Failed), outcome(2, RunOutcome::Succeeded)]);
+        assert_eq!(history.consecutive_failures(), 0);
+        history.add(&[outcome(3, RunOutcome::Failed), outcome(4, RunOutcome::Failed)]);
+        assert_eq!(history.consecutive_failures(), 2);
+        history.add(&[outcome(5, RunOutcome::Warning)]);
+        assert_eq!(history.consecutive_failures(), 0, "a warning is a success");
     }
 
     #[test]

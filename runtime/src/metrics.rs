@@ -24,9 +24,12 @@ pub const REQUESTS: &str = "ingest_control_requests_total";
 pub const REQUEST_SECONDS: &str = "ingest_control_request_seconds";
 pub const PROGRESS_REPORTS: &str = "ingest_control_progress_reports_total";
 pub const FEED_PROBLEMS: &str = "ingest_worker_feed_problems_total";
+pub const JOBS: &str = "ingest_jobs";
+pub const JOB_CONSECUTIVE_FAILURES: &str = "ingest_job_consecutive_failures";
+pub const NOTIFICATIONS: &str = "ingest_control_notifications_total";
 
 /// Name, kind and help of every metric.
-const DESCRIPTIONS: [(&str, Kind, &str); 15] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 18] = [
     (JOBS_OWNED, Kind::Gauge, "Jobs this worker owns."),
     (ITEMS_FETCHED, Kind::Counter, "Items fetched from sources, by job type."),
     (ITEMS_WRITTEN, Kind::Counter, "Items acknowledged by the sinks, by job type."),
@@ -41,6 +44,17 @@ const DESCRIPTIONS: [(&str, Kind, &str); 15] = [
     (REQUESTS, Kind::Counter, "JobService calls (gRPC and HTTP/JSON), by method and status code."),
     (REQUEST_SECONDS, Kind::Histogram, "Time to answer a JobService call, by method."),
     (PROGRESS_REPORTS, Kind::Counter, "Progress reports received from workers."),
+    (JOBS, Kind::Gauge, "Jobs in the cluster by type and state (each control server counts all of them)."),
+    (
+        JOB_CONSECUTIVE_FAILURES,
+        Kind::Gauge,
+        "Jobs with at most `le` failed runs in a row (cumulative buckets, as in a histogram).",
+    ),
+    (
+        NOTIFICATIONS,
+        Kind::Counter,
+        "Webhooks about job health, by event and outcome (sent, failed, dropped, abandoned).",
+    ),
     (
         FEED_PROBLEMS,
         Kind::Counter,

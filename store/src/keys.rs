@@ -24,11 +24,21 @@ pub enum KeyKind {
     State,
     Stats,
     Runs,
+    Alert,
 }
 
 impl KeyKind {
-    pub const ALL: [KeyKind; 8] =
-        [Self::Job, Self::Secret, Self::Type, Self::Worker, Self::Owner, Self::State, Self::Stats, Self::Runs];
+    pub const ALL: [KeyKind; 9] = [
+        Self::Job,
+        Self::Secret,
+        Self::Type,
+        Self::Worker,
+        Self::Owner,
+        Self::State,
+        Self::Stats,
+        Self::Runs,
+        Self::Alert,
+    ];
 
     fn segment(self) -> &'static str {
         match self {
@@ -40,6 +50,7 @@ impl KeyKind {
             Self::State => "state/",
             Self::Stats => "stats/",
             Self::Runs => "runs/",
+            Self::Alert => "alerts/",
         }
     }
 }
@@ -111,6 +122,10 @@ impl Keys {
 
     pub fn runs(&self, id: &str) -> String {
         self.key(KeyKind::Runs, id)
+    }
+
+    pub fn alert(&self, id: &str) -> String {
+        self.key(KeyKind::Alert, id)
     }
 
     /// Splits a key into its kind and name; `None` for keys outside the

@@ -497,9 +497,12 @@ type JobStatus struct {
 	NextRunTime     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_run_time,json=nextRunTime,proto3" json:"next_run_time,omitempty"`
 	// The job's checkpoint as its owner last saved it; unset before the first
 	// successful run.
-	Checkpoint    *Checkpoint `protobuf:"bytes,9,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Checkpoint *Checkpoint `protobuf:"bytes,9,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Failed runs in a row up to the latest run (counted over the last 50
+	// runs); 0 after a success.
+	ConsecutiveFailures uint32 `protobuf:"varint,10,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *JobStatus) Reset() {
@@ -593,6 +596,13 @@ func (x *JobStatus) GetCheckpoint() *Checkpoint {
 		return x.Checkpoint
 	}
 	return nil
+}
+
+func (x *JobStatus) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
 }
 
 // What a job's checkpoint holds, for display: its cursor (where the job
@@ -3337,7 +3347,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x06labels\x18\f \x03(\v2\x1a.ingest.v1.Job.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x03\n" +
 	"\tJobStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.ingest.v1.JobStateR\x05state\x12!\n" +
 	"\fstate_reason\x18\x02 \x01(\tR\vstateReason\x12\x14\n" +
@@ -3350,7 +3360,9 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\rnext_run_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vnextRunTime\x125\n" +
 	"\n" +
 	"checkpoint\x18\t \x01(\v2\x15.ingest.v1.CheckpointR\n" +
-	"checkpoint\"V\n" +
+	"checkpoint\x121\n" +
+	"\x14consecutive_failures\x18\n" +
+	" \x01(\rR\x13consecutiveFailures\"V\n" +
 	"\n" +
 	"Checkpoint\x12!\n" +
 	"\fcursor_bytes\x18\x01 \x01(\x04R\vcursorBytes\x12%\n" +

@@ -118,7 +118,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., secret_params_set: _Optional[_Iterable[str]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., paused: _Optional[bool] = ..., revision: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[JobStatus, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("state", "state_reason", "owner", "epoch", "counters", "last_success_time", "last_error", "next_run_time", "checkpoint")
+    __slots__ = ("state", "state_reason", "owner", "epoch", "counters", "last_success_time", "last_error", "next_run_time", "checkpoint", "consecutive_failures")
     STATE_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class JobStatus(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     NEXT_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     state: JobState
     state_reason: str
     owner: str
@@ -137,7 +138,8 @@ class JobStatus(_message.Message):
     last_error: JobError
     next_run_time: _timestamp_pb2.Timestamp
     checkpoint: Checkpoint
-    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., owner: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[JobError, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
+    consecutive_failures: int
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., state_reason: _Optional[str] = ..., owner: _Optional[str] = ..., epoch: _Optional[int] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[JobError, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., consecutive_failures: _Optional[int] = ...) -> None: ...
 
 class Checkpoint(_message.Message):
     __slots__ = ("cursor_bytes", "cursor_preview")

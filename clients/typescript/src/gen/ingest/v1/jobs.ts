@@ -400,7 +400,14 @@ export interface JobStatus {
    * The job's checkpoint as its owner last saved it; unset before the first
    * successful run.
    */
-  checkpoint: Checkpoint | undefined;
+  checkpoint:
+    | Checkpoint
+    | undefined;
+  /**
+   * Failed runs in a row up to the latest run (counted over the last 50
+   * runs); 0 after a success.
+   */
+  consecutiveFailures: number;
 }
 
 /**
@@ -1193,6 +1200,7 @@ function createBaseJobStatus(): JobStatus {
     lastError: undefined,
     nextRunTime: undefined,
     checkpoint: undefined,
+    consecutiveFailures: 0,
   };
 }
 
@@ -1224,6 +1232,9 @@ export const JobStatus: MessageFns<JobStatus> = {
     }
     if (message.checkpoint !== undefined) {
       Checkpoint.encode(message.checkpoint, writer.uint32(74).fork()).join();
+    }
+    if (message.consecutiveFailures !== 0) {
+      writer.uint32(80).uint32(message.consecutiveFailures);
     }
     return writer;
   },
@@ -1313,6 +1324,14 @@ export const JobStatus: MessageFns<JobStatus> = {
             message.checkpoint = Checkpoint.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.consecutiveFailures = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1352,6 +1371,11 @@ export const JobStatus: MessageFns<JobStatus> = {
         ? fromJsonTimestamp(object.next_run_time)
         : undefined,
       checkpoint: isSet(object.checkpoint) ? Checkpoint.fromJSON(object.checkpoint) : undefined,
+      consecutiveFailures: isSet(object.consecutiveFailures)
+        ? globalThis.Number(object.consecutiveFailures)
+        : isSet(object.consecutive_failures)
+        ? globalThis.Number(object.consecutive_failures)
+        : 0,
     };
   },
 
@@ -1384,6 +1408,9 @@ export const JobStatus: MessageFns<JobStatus> = {
     if (message.checkpoint !== undefined) {
       obj.checkpoint = Checkpoint.toJSON(message.checkpoint);
     }
+    if (message.consecutiveFailures !== 0) {
+      obj.consecutiveFailures = Math.round(message.consecutiveFailures);
+    }
     return obj;
   },
 
@@ -1407,6 +1434,7 @@ export const JobStatus: MessageFns<JobStatus> = {
     message.checkpoint = (object.checkpoint !== undefined && object.checkpoint !== null)
       ? Checkpoint.fromPartial(object.checkpoint)
       : undefined;
+    message.consecutiveFailures = object.consecutiveFailures ?? 0;
     return message;
   },
 };
