@@ -707,7 +707,7 @@ fn new_job(i: usize) -> NewJob {
         params: serde_json::Map::from_iter([("items_per_run".to_string(), serde_json::json!(5))]),
         interval: Some(JOB_INTERVAL),
         paused: false,
-        labels: Default::default(),
+        ..Default::default()
     }
 }
 

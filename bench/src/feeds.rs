@@ -303,7 +303,7 @@ async fn pipeline(opensearch: &SearchServer, urls: &[String]) -> anyhow::Result<
                 params,
                 interval: Some(Duration::from_secs(3600)),
                 paused: false,
-                labels: Default::default(),
+                ..Default::default()
             };
             control.create_job(new, false).await.map_err(|e| anyhow::anyhow!("create job: {e:?}"))
         }

@@ -75,6 +75,17 @@ impl Node {
 
     /// Creates a demo job once the worker has published the type.
     async fn create_demo(&self, id: &str, items_per_run: u64, interval: Duration, paused: bool) {
+        self.create_scheduled(id, items_per_run, interval, paused, Default::default()).await;
+    }
+
+    async fn create_scheduled(
+        &self,
+        id: &str,
+        items_per_run: u64,
+        interval: Duration,
+        paused: bool,
+        schedule: ingest_model::Schedule,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.store.get(&self.keys.job_type("demo")).await.expect("get").is_none() {
             assert!(Instant::now() < deadline, "demo type not published");
@@ -88,7 +99,8 @@ impl Node {
             params,
             interval: Some(interval),
             paused,
-            labels: Default::default(),
+            schedule,
+            ..Default::default()
         };
         self.control.create_job(new, false).await.expect("create");
     }
@@ -214,7 +226,7 @@ async fn a_secret_echoed_by_upstream_never_reaches_the_last_error() {
         params: params.as_object().cloned().unwrap_or_default(),
         interval: Some(Duration::from_secs(3600)),
         paused: false,
-        labels: Default::default(),
+        ..Default::default()
     };
     node.control.create_job(new, false).await.expect("create");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -345,7 +357,7 @@ async fn a_job_that_cannot_be_built_counts_failed_runs() {
         params: params.as_object().cloned().unwrap_or_default(),
         interval: Some(Duration::from_secs(10)),
         paused: true,
-        labels: Default::default(),
+        ..Default::default()
     };
     node.control.create_job(new, false).await.expect("create");
     let kv = node.store.get(&node.keys.job("unbuildable")).await.expect("get").expect("record");
@@ -395,13 +407,66 @@ async fn a_worker_runs_only_the_job_types_it_is_given() {
         params,
         interval: Some(Duration::from_secs(60)),
         paused: false,
-        labels: Default::default(),
+        ..Default::default()
     };
     node.control.create_job(new, false).await.expect("create the rss job");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(node.owner("a-feed").await, None, "nothing of another type lands here");
     let view = node.control.get_job("a-feed").await.expect("get job");
     assert_eq!(view.status.state, ingest_model::JobState::Unschedulable, "{:?}", view.status);
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+}
+
+/// A cron expression replaces the interval and windows hold runs back: a
+/// job due once a year and one whose window opens in two hours do not run
+/// (run-now still runs them once, and their next run is the cron time or
+/// the window's start), while one inside its window runs every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_holds_runs_to_cron_times_and_windows() {
+    use ingest_model::schedule::{Schedule, Window, utc_millis};
+    let node = Node::start().await;
+    let now = ingest_model::now_millis();
+    // HH:MM (UTC) `minutes` from now.
+    let hh_mm = |minutes: i64| {
+        let m = (now / 60_000 + minutes).rem_euclid(1440);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    let window = |from: i64, to: i64| Schedule {
+        windows: vec![Window { start: hh_mm(from), end: hh_mm(to) }],
+        ..Default::default()
+    };
+    let yearly = Schedule { cron: "0 0 1 1 *".into(), time_zone: "UTC".into(), ..Default::default() };
+    let second = Duration::from_secs(1);
+    node.create_scheduled("yearly", 5, second, false, yearly).await;
+    node.create_scheduled("closed", 5, second, false, window(120, 180)).await;
+    node.create_scheduled("open", 5, second, false, window(-60, 60)).await;
+    node.wait_owner("yearly", Some("solo")).await;
+    node.wait_owner("closed", Some("solo")).await;
+    node.wait_next_seq("open", 10).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in ["yearly", "closed"] {
+        assert!(node.checkpoint(id).await.is_none(), "{id} ran outside its schedule");
+    }
+
+    for id in ["yearly", "closed"] {
+        node.control.run_now(id).await.expect("run now");
+        node.wait_next_seq(id, 5).await;
+    }
+    let next_run = |c: Option<CheckpointRecord>| c.and_then(|c| c.next_run).expect("next run");
+    let new_year = {
+        // This year by the mean Gregorian year's length; the first 1 January after now.
+        let year: i64 = 1970 + now / 31_556_952_000;
+        let candidates = [year, year + 1, year + 2].map(|y| utc_millis(&format!("{y}-01-01T00:00:00Z")).expect("date"));
+        candidates.into_iter().find(|t| *t > now).expect("a coming new year")
+    };
+    assert_eq!(next_run(node.checkpoint("yearly").await), new_year, "the next cron time, not the interval");
+    let opens = next_run(node.checkpoint("closed").await);
+    let in_two_hours = (now / 60_000 + 120) * 60_000;
+    assert!(
+        (in_two_hours..in_two_hours + 60_000).contains(&opens) || opens == in_two_hours,
+        "{opens} vs {in_two_hours}"
+    );
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }

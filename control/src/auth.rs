@@ -21,7 +21,8 @@ use tonic::Status;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// JobService calls a `read` token may make.
-const READ_METHODS: [&str; 6] = ["GetJob", "ListJobs", "WatchJobs", "ListJobTypes", "ListWorkers", "ListJobRuns"];
+const READ_METHODS: [&str; 7] =
+    ["GetJob", "ListJobs", "WatchJobs", "ListJobTypes", "ListWorkers", "ListJobRuns", "PreviewSchedule"];
 
 /// What a call needs: nothing, or a token granting this role.
 pub fn needed_role(path: &str) -> Option<Role> {

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use ingest_model::schedule::Window;
 use ingest_model::{
     ClaimProgress, ErrorRecord, FieldViolation, JobState, JobTypeSpec, MAX_RUNS, ParamKind, ParamRule, ParamSpec,
-    RunOutcome, RunRecord, UnixMillis, WorkerState, validate_job_id,
+    RunOutcome, RunRecord, Schedule, UnixMillis, WorkerState, validate_job_id,
 };
 use ingest_proto::v1 as pb;
 use pbjson_types::value::Kind;
@@ -122,6 +123,7 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
         create_time: Some(timestamp(record.create_time)),
         update_time: Some(timestamp(record.update_time)),
         labels: record.labels.into_iter().collect(),
+        schedule: (!record.schedule.is_empty()).then(|| schedule_to_pb(record.schedule)),
         status: Some(pb::JobStatus {
             state: state_to_pb(status.state) as i32,
             state_reason: status.reason,
@@ -140,6 +142,24 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
                 .map(|c| pb::Checkpoint { cursor_bytes: c.cursor_bytes, cursor_preview: c.cursor_preview }),
             consecutive_failures: status.stats.consecutive_failures,
         }),
+    }
+}
+
+pub fn schedule_to_pb(schedule: Schedule) -> pb::Schedule {
+    pb::Schedule {
+        cron: schedule.cron,
+        time_zone: schedule.time_zone,
+        windows: schedule.windows.into_iter().map(|w| pb::TimeWindow { start: w.start, end: w.end }).collect(),
+    }
+}
+
+/// A schedule from the wire (checked by the service); unset is empty.
+pub fn schedule_from_pb(schedule: Option<pb::Schedule>) -> Schedule {
+    let Some(schedule) = schedule else { return Schedule::default() };
+    Schedule {
+        cron: schedule.cron,
+        time_zone: schedule.time_zone,
+        windows: schedule.windows.into_iter().map(|w| Window { start: w.start, end: w.end }).collect(),
     }
 }
 

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, job_to_pb, job_type_to_pb, outcomes_to_pb, params_from_pb, state_filter_from_pb,
-    watch_update_to_pb, worker_to_pb,
+    duration_from_pb, job_to_pb, job_type_to_pb, outcomes_to_pb, params_from_pb, schedule_from_pb,
+    state_filter_from_pb, watch_update_to_pb, worker_to_pb,
 };
 use crate::error::{ControlError, code_name};
 use crate::progress::ProgressRecorder;
@@ -27,7 +27,7 @@ use ingest_proto::convert::run_to_pb;
 use ingest_runtime::metrics as m;
 
 /// Update mask paths UpdateJob accepts.
-const UPDATABLE: [&str; 5] = ["name", "params", "interval", "paused", "labels"];
+const UPDATABLE: [&str; 6] = ["name", "params", "interval", "paused", "labels", "schedule"];
 
 pub struct GrpcJobService {
     service: ControlService,
@@ -57,6 +57,7 @@ impl JobService for GrpcJobService {
                 interval,
                 paused: job.paused,
                 labels: job.labels.into_iter().collect(),
+                schedule: schedule_from_pb(job.schedule),
             };
             let view = self.service.create_job(new, request.validate_only).await?;
             Ok(Response::new(pb::CreateJobResponse { job: Some(job_to_pb(view)) }))
@@ -125,6 +126,7 @@ impl JobService for GrpcJobService {
                 interval,
                 paused: has("paused").then_some(job.paused),
                 labels: has("labels").then(|| job.labels.into_iter().collect()),
+                schedule: has("schedule").then(|| schedule_from_pb(job.schedule)),
             };
             let view = self.service.update_job(change).await?;
             Ok(Response::new(pb::UpdateJobResponse { job: Some(job_to_pb(view)) }))
@@ -213,6 +215,25 @@ impl JobService for GrpcJobService {
         observed("ListJobRuns", async move {
             let runs = self.service.list_job_runs(&request.into_inner().id).await?;
             Ok(Response::new(pb::ListJobRunsResponse { runs: runs.iter().map(run_to_pb).collect() }))
+        })
+        .await
+    }
+
+    async fn preview_schedule(
+        &self,
+        request: Request<pb::PreviewScheduleRequest>,
+    ) -> Result<pb::PreviewScheduleResponse> {
+        observed("PreviewSchedule", async move {
+            let request = request.into_inner();
+            if request.count < 0 {
+                return Err(ControlError::invalid("count", "must not be negative").into());
+            }
+            let interval = request.interval.map(|d| duration_from_pb(d, "interval")).transpose()?;
+            let count = if request.count == 0 { 5 } else { request.count as usize };
+            let times = self.service.preview_schedule(&schedule_from_pb(request.schedule), interval, count)?;
+            Ok(Response::new(pb::PreviewScheduleResponse {
+                run_times: times.into_iter().map(ingest_proto::convert::timestamp).collect(),
+            }))
         })
         .await
     }

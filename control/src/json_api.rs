@@ -69,6 +69,7 @@ pub async fn call(
         "ResetJobCursor" => unary(&body, metadata, |r| jobs.reset_job_cursor(r)).await,
         "ListJobTypes" => unary(&body, metadata, |r| jobs.list_job_types(r)).await,
         "ListWorkers" => unary(&body, metadata, |r| jobs.list_workers(r)).await,
+        "PreviewSchedule" => unary(&body, metadata, |r| jobs.preview_schedule(r)).await,
         "ListJobRuns" => unary(&body, metadata, |r| jobs.list_job_runs(r)).await,
         "PauseJobs" => unary(&body, metadata, |r| jobs.pause_jobs(r)).await,
         "ResumeJobs" => unary(&body, metadata, |r| jobs.resume_jobs(r)).await,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ingest_model::job::{MAX_INTERVAL, MAX_PARAMS_BYTES};
 use ingest_model::{
-    FieldViolation, JobRecord, JobState, JobTypeSpec, Labels, RunRecord, RunsRecord, SecretsRecord, Selector,
+    FieldViolation, JobRecord, JobState, JobTypeSpec, Labels, RunRecord, RunsRecord, Schedule, SecretsRecord, Selector,
     SplitParams, WorkerRecord, moved_origins, now_millis, validate_job_id, validate_labels, validate_name,
     validate_params,
 };
@@ -43,6 +43,7 @@ pub struct NewJob {
     pub interval: Option<Duration>,
     pub paused: bool,
     pub labels: Labels,
+    pub schedule: Schedule,
 }
 
 /// A change to a job; `None` fields are left as they are. No `Debug`: params
@@ -61,6 +62,7 @@ pub struct JobChange {
     pub interval: Option<Option<Duration>>,
     pub paused: Option<bool>,
     pub labels: Option<Labels>,
+    pub schedule: Option<Schedule>,
 }
 
 /// A published job type and the live workers that run it.
@@ -172,6 +174,7 @@ impl ControlService {
             violations.push(FieldViolation::new("job.name", e));
         }
         violations.extend(validate_labels(&new.labels, "job.labels"));
+        check_schedule(&new.schedule, &mut violations);
         let spec = self.type_spec_or_violation(&new.job_type, &mut violations).await?;
         let Some(spec) = spec else {
             return Err(ControlError::Invalid(violations));
@@ -200,6 +203,7 @@ impl ControlService {
             run_now_seq: 0,
             cursor_reset_seq: 0,
             labels: new.labels,
+            schedule: new.schedule,
             create_time: now,
             update_time: now,
         };
@@ -320,6 +324,9 @@ impl ControlService {
         if let Some(labels) = &change.labels {
             violations.extend(validate_labels(labels, "job.labels"));
         }
+        if let Some(schedule) = &change.schedule {
+            check_schedule(schedule, &mut violations);
+        }
         let spec = self.type_spec_or_violation(&record.job_type, &mut violations).await?;
         let Some(spec) = spec else {
             return Err(ControlError::Invalid(violations));
@@ -351,6 +358,9 @@ impl ControlService {
         }
         if let Some(labels) = change.labels {
             record.labels = labels;
+        }
+        if let Some(schedule) = change.schedule {
+            record.schedule = schedule;
         }
         let mut ops = Vec::new();
         if let Some(new_secrets) = new_secrets.filter(|s| !s.is_empty()) {
@@ -429,6 +439,21 @@ impl ControlService {
             true
         })
         .await
+    }
+
+    /// The next `count` run times of a schedule and interval, from now.
+    pub fn preview_schedule(
+        &self,
+        schedule: &Schedule,
+        interval: Option<Duration>,
+        count: usize,
+    ) -> Result<Vec<ingest_model::UnixMillis>, ControlError> {
+        let interval = interval.unwrap_or(Duration::from_secs(3600));
+        if interval < Duration::from_secs(1) || interval > MAX_INTERVAL {
+            return Err(ControlError::invalid("interval", "must be between 1s and 366 days"));
+        }
+        let compiled = ingest_model::schedule::compile(schedule, "schedule").map_err(ControlError::Invalid)?;
+        Ok(ingest_model::schedule::preview(&compiled, interval, now_millis(), count.clamp(1, 50)))
     }
 
     /// The job's last runs, newest first.
@@ -710,6 +735,14 @@ fn check_interval(interval: Option<Duration>, spec: &JobTypeSpec, violations: &m
         violations.push(FieldViolation::new("job.interval", format!("must be at most {}", humanize(MAX_INTERVAL))));
     }
     interval
+}
+
+fn check_schedule(schedule: &Schedule, violations: &mut Vec<FieldViolation>) {
+    if !schedule.is_empty()
+        && let Err(mut v) = ingest_model::schedule::compile(schedule, "job.schedule")
+    {
+        violations.append(&mut v);
+    }
 }
 
 fn check_params_size(params: &Map<String, Value>, violations: &mut Vec<FieldViolation>) {

@@ -26,6 +26,7 @@ on_both_stores!(
     watch_from_compacted_history_is_out_of_range,
     labels_pick_jobs_to_list_watch_and_change_in_bulk,
     bad_labels_selectors_and_picks_write_nothing,
+    schedules_are_checked_stored_and_previewed,
 );
 
 const SECRET: &str = "hunter2-very-secret";
@@ -821,5 +822,69 @@ async fn bad_labels_selectors_and_picks_write_nothing(mut h: Harness) {
         h.client.pause_jobs(pb::PauseJobsRequest { ids: too_many, ..Default::default() }).await.expect_err("too many");
     assert_eq!(violated_fields(&status), ["ids"]);
     assert_eq!(h.dump().await, before, "nothing was written");
+    h.stop().await;
+}
+
+fn schedule(cron: &str, zone: &str, windows: &[(&str, &str)]) -> pb::Schedule {
+    pb::Schedule {
+        cron: cron.into(),
+        time_zone: zone.into(),
+        windows: windows.iter().map(|(s, e)| pb::TimeWindow { start: s.to_string(), end: e.to_string() }).collect(),
+    }
+}
+
+async fn schedules_are_checked_stored_and_previewed(mut h: Harness) {
+    let before = h.dump().await;
+    let bad = pb::Job { schedule: Some(schedule("0 7 * *", "Mars/Base", &[("7am", "09:00")])), ..probe_job("bad") };
+    let status = h
+        .client
+        .create_job(pb::CreateJobRequest { job: Some(bad), ..Default::default() })
+        .await
+        .expect_err("bad schedule");
+    assert_eq!(
+        violated_fields(&status),
+        ["job.schedule.cron", "job.schedule.time_zone", "job.schedule.windows[0].start"]
+    );
+    let never = pb::Job { schedule: Some(schedule("0 3 * * *", "", &[("09:00", "17:00")])), ..probe_job("never") };
+    let status = h
+        .client
+        .create_job(pb::CreateJobRequest { job: Some(never), ..Default::default() })
+        .await
+        .expect_err("never runs");
+    assert_eq!(violated_fields(&status), ["job.schedule"]);
+    assert_eq!(h.dump().await, before, "nothing written");
+
+    let weekday_mornings = schedule("0 7 * * MON-FRI", "Europe/Paris", &[("06:00", "10:00")]);
+    let job = pb::Job { schedule: Some(weekday_mornings.clone()), ..probe_job("mornings") };
+    let created = create(&mut h.client, job).await;
+    assert_eq!(created.schedule.as_ref(), Some(&weekday_mornings));
+    let got = h.client.get_job(pb::GetJobRequest { id: created.id.clone() }).await.expect("get").into_inner();
+    assert_eq!(got.job.and_then(|j| j.schedule), Some(weekday_mornings));
+
+    // Cleared by an update of the schedule alone.
+    let update = pb::UpdateJobRequest {
+        job: Some(pb::Job { id: created.id.clone(), revision: created.revision, ..Default::default() }),
+        update_mask: Some(pbjson_types::FieldMask { paths: vec!["schedule".into()] }),
+    };
+    let updated = h.client.update_job(update).await.expect("clear").into_inner().job.expect("job");
+    assert_eq!(updated.schedule, None);
+    assert_eq!(updated.name, "mornings", "only the schedule changed");
+
+    let preview = |s: pb::Schedule, count: i32| pb::PreviewScheduleRequest {
+        schedule: Some(s),
+        interval: Some(pbjson_types::Duration { seconds: 600, nanos: 0 }),
+        count,
+    };
+    let daily = h.client.preview_schedule(preview(schedule("@daily", "UTC", &[]), 3)).await.expect("preview");
+    let times = daily.into_inner().run_times;
+    assert_eq!(times.len(), 3);
+    assert!(times.iter().all(|t| t.seconds % 86_400 == 0 && t.nanos == 0), "midnights: {times:?}");
+    assert!(times.windows(2).all(|w| w[1].seconds - w[0].seconds == 86_400), "{times:?}");
+    // Without cron: every interval (10 min) from now, inside the window.
+    let every = h.client.preview_schedule(preview(schedule("", "", &[]), 0)).await.expect("preview").into_inner();
+    assert_eq!(every.run_times.len(), 5, "5 by default");
+    assert!(every.run_times.windows(2).all(|w| w[1].seconds - w[0].seconds == 600), "{:?}", every.run_times);
+    let status = h.client.preview_schedule(preview(schedule("every day", "", &[]), 3)).await.expect_err("bad cron");
+    assert_eq!(violated_fields(&status), ["schedule.cron"]);
     h.stop().await;
 }

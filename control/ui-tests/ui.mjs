@@ -286,8 +286,21 @@ try {
     await until('items written after the reset', () => counter('items-written'), (n) => n > before, 30000);
   });
 
-  await check('edited', async () => {
+  await check('schedule preview', async () => {
     await page.getByRole('link', {name: 'Edit'}).click();
+    await page.getByLabel('Cron').fill('every day');
+    const next = page.locator('#next-runs');
+    await until('the bad cron named', () => next.innerText(), (t) => t.includes('schedule.cron'));
+    await page.getByLabel('Cron').fill('0 7 * * MON-FRI');
+    await page.getByLabel('Time zone').fill('Europe/Paris');
+    const text = await until('five next runs', () => next.innerText(), (t) => t.startsWith('Next runs:'));
+    if (text.split('·').length !== 5) throw new Error(text);
+  });
+
+  await check('edited', async () => {
+    // Still on the edit form: back to every interval, and a new name.
+    await page.getByLabel('Cron').fill('');
+    await page.getByLabel('Time zone').fill('');
     await page.getByLabel('Name').fill('UI demo renamed');
     await page.getByRole('button', {name: 'Save'}).click();
     await page.getByRole('heading', {name: 'UI demo renamed'}).waitFor();

@@ -4,7 +4,7 @@
 // next to their fields.
 
 import {ApiError, call} from './api.js';
-import {durationSeconds, durationText, h, parseDuration, replace} from './dom.js';
+import {dateTime, durationSeconds, durationText, h, parseDuration, replace} from './dom.js';
 
 const MAX_STRING = 4096;
 const MAX_LIST = 1000;
@@ -49,6 +49,14 @@ export async function renderForm(main, {job, typeName, done}) {
     value: editing ? durationText(durationSeconds(job.interval)) : ''});
   const pausedInput = h('input', {id: 'f-paused', name: 'paused', type: 'checkbox', checked: editing && job.paused});
   const labelsInput = h('textarea', {id: 'f-labels', name: 'labels', rows: 2, placeholder: 'team=news'});
+  const schedule = editing ? job.schedule || {} : {};
+  const cronInput = h('input', {id: 'f-cron', name: 'cron', autocomplete: 'off', placeholder: '0 7 * * MON-FRI',
+    value: schedule.cron || ''});
+  const zoneInput = h('input', {id: 'f-zone', name: 'time_zone', autocomplete: 'off', placeholder: 'UTC',
+    value: schedule.timeZone || ''});
+  const windowsInput = h('textarea', {id: 'f-windows', name: 'windows', rows: 2, placeholder: '08:00-18:00'});
+  windowsInput.value = (schedule.windows || []).map((w) => `${w.start}-${w.end}`).join('\n');
+  const nextRuns = h('div', {class: 'help', id: 'next-runs', role: 'status'});
   labelsInput.value = Object.entries(editing ? job.labels || {} : {}).map(([k, v]) => `${k}=${v}`).join('\n');
 
   form.append(
@@ -61,6 +69,14 @@ export async function renderForm(main, {job, typeName, done}) {
     field('Start paused', 'job.paused', pausedInput),
     field('Labels', 'job.labels', labelsInput,
       h('span', {class: 'help'}, 'One key=value per line, e.g. team=news; for filtering and acting on many jobs.')),
+    h('fieldset', {class: 'schedule'}, h('legend', {}, 'Schedule (optional)'),
+      field('Cron', 'job.schedule.cron', cronInput,
+        h('span', {class: 'help'}, 'Five fields (minute hour day month weekday) or @hourly, @daily…: runs at these times instead of every interval.')),
+      field('Time zone', 'job.schedule.time_zone', zoneInput,
+        h('span', {class: 'help'}, 'IANA name, e.g. Europe/Paris; UTC when empty.')),
+      field('Only between', 'job.schedule.windows', windowsInput,
+        h('span', {class: 'help'}, 'One HH:MM-HH:MM window per line (may cross midnight); runs start only inside.')),
+      nextRuns),
     typeField,
     h('div', {class: 'actions'},
       h('button', {type: 'submit', class: 'primary'}, editing ? 'Save' : 'Create job'),
@@ -82,6 +98,38 @@ export async function renderForm(main, {job, typeName, done}) {
   };
   let type = showType();
   typeSelect.addEventListener('change', () => { type = showType(); });
+
+  // The next runs, as the server computes them, while the schedule is edited.
+  let previewTimer = null;
+  const preview = () => {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(async () => {
+      let request;
+      try {
+        request = {schedule: readSchedule(), count: 5};
+        const seconds = intervalInput.value.trim() ? parseDuration(intervalInput.value)
+          : durationSeconds(type.defaultInterval);
+        request.interval = `${seconds}s`;
+      } catch (e) {
+        replace(nextRuns, h('span', {class: 'error'}, e.message));
+        return;
+      }
+      try {
+        const {runTimes = []} = await call('PreviewSchedule', request);
+        replace(nextRuns, 'Next runs: ', runTimes.map((t) => dateTime(t)).join(' · ') || 'none');
+      } catch (e) {
+        const text = e.violations?.length ? e.violations.map((v) => `${v.field}: ${v.description}`).join('; ') : e.message;
+        replace(nextRuns, h('span', {class: 'error'}, text));
+      }
+    }, 300);
+  };
+  const readSchedule = () => ({
+    cron: cronInput.value.trim(),
+    timeZone: zoneInput.value.trim(),
+    windows: readWindows(windowsInput.value),
+  });
+  for (const input of [cronInput, zoneInput, windowsInput, intervalInput]) input.addEventListener('input', preview);
+  preview();
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -112,6 +160,12 @@ export async function renderForm(main, {job, typeName, done}) {
     } catch (e) {
       errors['job.labels'] = e.message;
     }
+    let jobSchedule = {};
+    try {
+      jobSchedule = readSchedule();
+    } catch (e) {
+      errors['job.schedule.windows'] = e.message;
+    }
     const values = {};
     for (const param of params) {
       try {
@@ -131,15 +185,16 @@ export async function renderForm(main, {job, typeName, done}) {
     try {
       let saved;
       if (editing) {
-        const paths = ['name', 'params', 'labels'];
-        const body = {id: job.id, revision: job.revision, type: job.type, name, params: values, labels};
+        const paths = ['name', 'params', 'labels', 'schedule'];
+        const body = {id: job.id, revision: job.revision, type: job.type, name, params: values, labels,
+          schedule: jobSchedule};
         if (interval) {
           body.interval = interval;
           paths.push('interval');
         }
         saved = (await call('UpdateJob', {job: body, updateMask: {paths}})).job;
       } else {
-        const body = {name, type: type.name, params: values, paused: pausedInput.checked, labels};
+        const body = {name, type: type.name, params: values, paused: pausedInput.checked, labels, schedule: jobSchedule};
         if (interval) body.interval = interval;
         saved = (await call('CreateJob', {jobId: id, job: body})).job;
       }
@@ -198,6 +253,15 @@ function checkRules(type, values, kept, errors) {
   }
 }
 
+/** `HH:MM-HH:MM` lines as windows; the server checks the times. */
+function readWindows(text) {
+  return text.split('\n').map((line) => line.trim()).filter(Boolean).map((line, i) => {
+    const parts = line.split('-').map((p) => p.trim());
+    if (parts.length !== 2) throw new Error(`line ${i + 1}: write HH:MM-HH:MM, got "${line}"`);
+    return {start: parts[0], end: parts[1]};
+  });
+}
+
 /** `key=value` lines as a labels object; the server checks the characters. */
 function readLabels(text) {
   const labels = {};
@@ -235,9 +299,12 @@ function clearErrors(form, summary) {
 function showErrors(form, summary, violations) {
   const unplaced = [];
   for (const v of violations) {
-    // A bad label (job.labels.<key>) is shown by the labels field.
-    const label = v.field.startsWith('job.labels.') ? v.field.slice('job.labels.'.length) : null;
-    const path = label === null ? v.field : 'job.labels';
+    // A bad label (job.labels.<key>) is shown by the labels field, a bad
+    // window (job.schedule.windows[i].start) by the windows field.
+    const label = v.field.startsWith('job.labels.') ? v.field.slice('job.labels.'.length)
+      : v.field.startsWith('job.schedule.windows[') ? v.field.slice('job.schedule.'.length) : null;
+    const path = label === null ? v.field
+      : v.field.startsWith('job.labels.') ? 'job.labels' : 'job.schedule.windows';
     const slot = [...form.querySelectorAll('.field-error')].find((s) => s.dataset.field === path);
     if (slot) {
       slot.hidden = false;

@@ -213,6 +213,7 @@ export function renderJob(main, store, id, navigate) {
         detail('Id', job.id), detail('Type', job.type), detail('Owner', status.owner || '—'),
         [h('dt', {}, 'Labels'), h('dd', {class: 'labels'}, Object.keys(job.labels || {}).length ? labelChips(job) : '—')],
         detail('Interval', durationText(durationSeconds(job.interval))),
+        detail('Schedule', scheduleText(job.schedule)),
         detail('Next run', job.paused ? 'paused' : `${relative(status.nextRunTime)} (${dateTime(status.nextRunTime)})`),
         detail('Last success', `${relative(status.lastSuccessTime)} (${dateTime(status.lastSuccessTime)})`),
         detail('Created', dateTime(job.createTime)), detail('Updated', dateTime(job.updateTime)),
@@ -237,6 +238,14 @@ export function renderJob(main, store, id, navigate) {
         : h('p', {class: 'muted'}, 'Counters seen while this page is open appear here.')));
     updateRuns(num(counters.runs));
   };
+}
+
+/** "0 7 * * MON-FRI (Europe/Paris), only 08:00-18:00", or "every interval". */
+function scheduleText(schedule) {
+  if (!schedule) return 'every interval, any time';
+  const parts = [schedule.cron ? `cron ${schedule.cron}` : 'every interval'];
+  if (schedule.windows?.length) parts.push(`only ${schedule.windows.map((w) => `${w.start}-${w.end}`).join(', ')}`);
+  return `${parts.join(', ')} (${schedule.timeZone || 'UTC'})`;
 }
 
 function card(label, value, key) {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::UnixMillis;
 use crate::labels::Labels;
+use crate::schedule::Schedule;
 
 /// Longest job name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -43,6 +44,10 @@ pub struct JobRecord {
     /// Labels an operator attached (`team=news`), for selecting jobs.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    /// A cron expression, a time zone and windows (empty: every interval,
+    /// any time).
+    #[serde(default, skip_serializing_if = "Schedule::is_empty")]
+    pub schedule: Schedule,
     pub create_time: UnixMillis,
     pub update_time: UnixMillis,
 }

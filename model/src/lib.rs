@@ -7,6 +7,7 @@ pub mod labels;
 pub mod ownership;
 pub mod params;
 pub mod records;
+pub mod schedule;
 pub mod status;
 pub mod typed;
 
@@ -22,6 +23,7 @@ pub use records::{
     CheckpointRecord, ClaimProgress, Counters, ErrorRecord, MAX_RUNS, OwnerRecord, RunOutcome, RunRecord, RunsRecord,
     SecretsRecord, StatsLedger, StatsRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState,
 };
+pub use schedule::Schedule;
 pub use status::{JobState, derive_state};
 pub use typed::{JobParams, JsonText, ParamEnum, ParamType, Secret, parse_params, spec_of};
 

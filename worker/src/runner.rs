@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ingest_model::schedule;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, UnixMillis, now_millis};
 use ingest_sinks::delivery::index_mapping;
 use ingest_sinks::{IndexSpec, JobOutput, Sinks};
@@ -86,6 +87,18 @@ impl RunnerHandle {
             Err(why) => (CheckpointRecord::default(), Some(why)),
         };
         let ctx_lease_rx = ctx.lease_rx.clone();
+        // Control checked it; one stored by an older control that does not
+        // compile is ignored (interval, any time) and said once.
+        let schedule = match &record.schedule {
+            s if s.is_empty() => None,
+            s => match schedule::compile(s, "schedule") {
+                Ok(compiled) => Some(Box::new(compiled)),
+                Err(violations) => {
+                    tracing::warn!(job = %record.id, ?violations, "schedule ignored: it does not compile");
+                    None
+                }
+            },
+        };
         let runner = Runner {
             ctx,
             lease,
@@ -99,6 +112,7 @@ impl RunnerHandle {
             redactor: Redactor::default(),
             fence: Fence::new(lease, ctx_lease_rx),
             run_started: 0,
+            schedule,
         };
         let join = tokio::spawn(runner.run());
         Self { epoch, lease, spec_revision, cancel, requests, join }
@@ -153,6 +167,9 @@ struct Runner {
     fence: Fence,
     /// When the current run (or attempt to build the job) started.
     run_started: UnixMillis,
+    /// The job's cron expression and windows, when it has them (boxed: most
+    /// jobs have none).
+    schedule: Option<Box<schedule::Compiled>>,
 }
 
 impl Runner {
@@ -183,6 +200,10 @@ impl Runner {
         }
         let mut job = None;
         let mut failures = 0u32;
+        if self.checkpoint.next_run.is_none() && self.schedule.is_some() {
+            // A new job with a schedule waits for its first cron time or window.
+            self.checkpoint.next_run = Some(self.next_run_at(Wait::regular(Duration::ZERO)));
+        }
         loop {
             if !self.wait_until_due().await {
                 return RunnerExit::Stopped(Some(self.checkpoint.clone()));
@@ -208,7 +229,7 @@ impl Runner {
             }
             let next = match job.as_mut() {
                 Some((job, output, format)) => self.run_once(job.as_mut(), output, *format, &mut failures).await,
-                None => backoff(&mut failures, self.record.interval, None),
+                None => Wait::at_least(backoff(&mut failures, self.record.interval, None)),
             };
             if self.unreadable.is_some() && !self.wait_for_reset().await {
                 return RunnerExit::Stopped(Some(self.checkpoint.clone()));
@@ -219,7 +240,7 @@ impl Runner {
                 // The release writes the checkpoint, in one transaction with it.
                 return RunnerExit::Stopped(Some(self.checkpoint.clone()));
             }
-            self.checkpoint.next_run = Some(now_millis() + next.as_millis() as i64);
+            self.checkpoint.next_run = Some(self.next_run_at(next));
             if !self.write_checkpoint().await {
                 return RunnerExit::Lost;
             }
@@ -306,17 +327,31 @@ impl Runner {
         }
     }
 
+    /// When the next run starts: after `wait`, moved to the schedule's next
+    /// cron time (which replaces the interval) and into its windows.
+    fn next_run_at(&self, wait: Wait) -> UnixMillis {
+        let now = now_millis();
+        let after = |d: Duration| now.saturating_add(d.as_millis() as i64);
+        let earliest = after(wait.regular.unwrap_or_default().max(wait.at_least));
+        let Some(schedule) = &self.schedule else { return earliest };
+        let from = match wait.regular {
+            Some(_) if schedule.has_cron() => after(wait.at_least),
+            _ => earliest,
+        };
+        schedule.next(from, true).unwrap_or(earliest)
+    }
+
     async fn run_once(
         &mut self,
         job: &mut dyn Job,
         output: &mut JobOutput,
         format: CursorFormat,
         failures: &mut u32,
-    ) -> Duration {
+    ) -> Wait {
         self.run_started = now_millis();
         let mut cursor = match format.read(&self.checkpoint.cursor, self.checkpoint.cursor_version) {
             Ok(cursor) => cursor,
-            Err(error) => return self.failed(error, failures),
+            Err(error) => return Wait::at_least(self.failed(error, failures)),
         };
         let cancel = self.cancel.clone();
         let fetcher = FencedFetcher::new(self.ctx.fetcher.clone(), self.fence.clone());
@@ -325,7 +360,7 @@ impl Runner {
         // delivered is abandoned, and its cursor is not kept.
         let result = tokio::select! {
             result = job.run(&mut ctx) => result,
-            () = cancel.cancelled() => return Duration::ZERO,
+            () = cancel.cancelled() => return Wait::at_least(Duration::ZERO),
         };
         match result {
             Ok(outcome) => {
@@ -343,12 +378,12 @@ impl Runner {
                     Outcome::success_or_warning(warning.as_deref()),
                 );
                 match outcome.next {
-                    NextRun::Interval => jitter(self.record.interval),
-                    NextRun::After(after) => after,
-                    NextRun::AtLeast(wait) => jitter(self.record.interval).max(wait),
+                    NextRun::Interval => Wait::regular(jitter(self.record.interval)),
+                    NextRun::After(after) => Wait::at_least(after),
+                    NextRun::AtLeast(wait) => Wait { regular: Some(jitter(self.record.interval)), at_least: wait },
                 }
             }
-            Err(error) => self.failed(error, failures),
+            Err(error) => Wait::at_least(self.failed(error, failures)),
         }
     }
 
@@ -453,6 +488,28 @@ fn newer(current: &mut u64, seq: u64) -> bool {
 }
 
 /// The interval, ±10 %, so jobs created together spread out.
+/// How long until the next run, as a run left it.
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    /// The job's own rhythm (its interval, jittered), which a cron
+    /// expression replaces; `None` after a failure or when the source named
+    /// its own wait.
+    regular: Option<Duration>,
+    /// At least this long in any case (a backoff, a wait the source asked
+    /// for).
+    at_least: Duration,
+}
+
+impl Wait {
+    fn regular(interval: Duration) -> Self {
+        Self { regular: Some(interval), at_least: Duration::ZERO }
+    }
+
+    fn at_least(wait: Duration) -> Self {
+        Self { regular: None, at_least: wait }
+    }
+}
+
 fn jitter(interval: Duration) -> Duration {
     interval.mul_f64(rand::rng().random_range(0.9..1.1))
 }

@@ -201,7 +201,7 @@ impl Cluster {
                     params,
                     interval: Some(interval),
                     paused: false,
-                    labels: Default::default(),
+                    ..Default::default()
                 };
                 control.create_job(new, false).await.expect("create job").record.id
             }
@@ -230,7 +230,7 @@ impl Cluster {
             params: params.as_object().cloned().unwrap_or_default(),
             interval: Some(interval),
             paused: false,
-            labels: Default::default(),
+            ..Default::default()
         };
         Ok(self.control.create_job(new, false).await?.record.id)
     }

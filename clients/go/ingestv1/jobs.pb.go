@@ -361,7 +361,10 @@ type Job struct {
 	// prefix/name with a lowercase DNS prefix; a name and a value are at most
 	// 63 letters, digits, '-', '_' or '.', starting and ending with a letter or
 	// digit (a value may be empty). At most 64 labels.
-	Labels        map[string]string `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,12,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When runs start besides the interval: at cron times in a time zone,
+	// only inside daily windows. Unset: every interval, any time.
+	Schedule      *Schedule `protobuf:"bytes,13,opt,name=schedule,proto3" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +483,136 @@ func (x *Job) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Job) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+// A job's schedule; every part optional.
+type Schedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A cron expression of five fields, minute hour day-of-month month
+	// day-of-week (e.g. "0 7 * * MON-FRI", "*/15 * * * *"), or @hourly,
+	// @daily, @weekly, @monthly, @yearly: runs start at these times instead
+	// of every interval.
+	Cron string `protobuf:"bytes,1,opt,name=cron,proto3" json:"cron,omitempty"`
+	// The IANA time zone cron and windows are read in, e.g. "Europe/Paris";
+	// UTC when empty.
+	TimeZone string `protobuf:"bytes,2,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// Runs start only inside these daily windows (a run under way is not cut
+	// at the end). Empty: any time.
+	Windows       []*TimeWindow `protobuf:"bytes,3,rep,name=windows,proto3" json:"windows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Schedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *Schedule) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *Schedule) GetWindows() []*TimeWindow {
+	if x != nil {
+		return x.Windows
+	}
+	return nil
+}
+
+// A daily window from start to end (end excluded), both "HH:MM"; one whose
+// end is before its start crosses midnight (e.g. 22:00 to 06:00).
+type TimeWindow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         string                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           string                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeWindow) Reset() {
+	*x = TimeWindow{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeWindow) ProtoMessage() {}
+
+func (x *TimeWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
+func (*TimeWindow) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TimeWindow) GetStart() string {
+	if x != nil {
+		return x.Start
+	}
+	return ""
+}
+
+func (x *TimeWindow) GetEnd() string {
+	if x != nil {
+		return x.End
+	}
+	return ""
+}
+
 // The observed state of a job.
 type JobStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -507,7 +640,7 @@ type JobStatus struct {
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[1]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +652,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[1]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +665,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{1}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JobStatus) GetState() JobState {
@@ -619,7 +752,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[2]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +764,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[2]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +777,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{2}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Checkpoint) GetCursorBytes() uint64 {
@@ -682,7 +815,7 @@ type JobCounters struct {
 
 func (x *JobCounters) Reset() {
 	*x = JobCounters{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[3]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +827,7 @@ func (x *JobCounters) String() string {
 func (*JobCounters) ProtoMessage() {}
 
 func (x *JobCounters) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[3]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +840,7 @@ func (x *JobCounters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCounters.ProtoReflect.Descriptor instead.
 func (*JobCounters) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{3}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JobCounters) GetItemsFetched() uint64 {
@@ -770,7 +903,7 @@ type JobError struct {
 
 func (x *JobError) Reset() {
 	*x = JobError{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[4]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +915,7 @@ func (x *JobError) String() string {
 func (*JobError) ProtoMessage() {}
 
 func (x *JobError) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[4]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +928,7 @@ func (x *JobError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobError.ProtoReflect.Descriptor instead.
 func (*JobError) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{4}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JobError) GetTime() *timestamppb.Timestamp {
@@ -827,7 +960,7 @@ type CreateJobRequest struct {
 
 func (x *CreateJobRequest) Reset() {
 	*x = CreateJobRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[5]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +972,7 @@ func (x *CreateJobRequest) String() string {
 func (*CreateJobRequest) ProtoMessage() {}
 
 func (x *CreateJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[5]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +985,7 @@ func (x *CreateJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJobRequest.ProtoReflect.Descriptor instead.
 func (*CreateJobRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{5}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateJobRequest) GetJob() *Job {
@@ -885,7 +1018,7 @@ type CreateJobResponse struct {
 
 func (x *CreateJobResponse) Reset() {
 	*x = CreateJobResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[6]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1030,7 @@ func (x *CreateJobResponse) String() string {
 func (*CreateJobResponse) ProtoMessage() {}
 
 func (x *CreateJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[6]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1043,7 @@ func (x *CreateJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJobResponse.ProtoReflect.Descriptor instead.
 func (*CreateJobResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{6}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateJobResponse) GetJob() *Job {
@@ -929,7 +1062,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[7]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1074,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[7]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1087,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{7}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -973,7 +1106,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[8]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1118,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[8]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1131,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{8}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1028,7 +1161,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[9]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1173,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[9]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1186,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{9}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListJobsRequest) GetPageSize() int32 {
@@ -1102,7 +1235,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[10]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1247,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[10]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1260,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{10}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1148,8 +1281,8 @@ type UpdateJobRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The job with id and revision set, and the new values.
 	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	// Fields to replace among name, params, interval, paused and labels; all
-	// of them when empty. SECRET parameters missing from params keep their value.
+	// Fields to replace among name, params, interval, paused, labels and
+	// schedule; all of them when empty. SECRET parameters missing from params keep their value.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1157,7 +1290,7 @@ type UpdateJobRequest struct {
 
 func (x *UpdateJobRequest) Reset() {
 	*x = UpdateJobRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[11]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1302,7 @@ func (x *UpdateJobRequest) String() string {
 func (*UpdateJobRequest) ProtoMessage() {}
 
 func (x *UpdateJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[11]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1315,7 @@ func (x *UpdateJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobRequest.ProtoReflect.Descriptor instead.
 func (*UpdateJobRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{11}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateJobRequest) GetJob() *Job {
@@ -1208,7 +1341,7 @@ type UpdateJobResponse struct {
 
 func (x *UpdateJobResponse) Reset() {
 	*x = UpdateJobResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[12]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1353,7 @@ func (x *UpdateJobResponse) String() string {
 func (*UpdateJobResponse) ProtoMessage() {}
 
 func (x *UpdateJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[12]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1366,7 @@ func (x *UpdateJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateJobResponse.ProtoReflect.Descriptor instead.
 func (*UpdateJobResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{12}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateJobResponse) GetJob() *Job {
@@ -1254,7 +1387,7 @@ type DeleteJobRequest struct {
 
 func (x *DeleteJobRequest) Reset() {
 	*x = DeleteJobRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[13]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1399,7 @@ func (x *DeleteJobRequest) String() string {
 func (*DeleteJobRequest) ProtoMessage() {}
 
 func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[13]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1412,7 @@ func (x *DeleteJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{13}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteJobRequest) GetId() string {
@@ -1304,7 +1437,7 @@ type DeleteJobResponse struct {
 
 func (x *DeleteJobResponse) Reset() {
 	*x = DeleteJobResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[14]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1449,7 @@ func (x *DeleteJobResponse) String() string {
 func (*DeleteJobResponse) ProtoMessage() {}
 
 func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[14]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1462,7 @@ func (x *DeleteJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{14}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{16}
 }
 
 type PauseJobRequest struct {
@@ -1341,7 +1474,7 @@ type PauseJobRequest struct {
 
 func (x *PauseJobRequest) Reset() {
 	*x = PauseJobRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[15]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1486,7 @@ func (x *PauseJobRequest) String() string {
 func (*PauseJobRequest) ProtoMessage() {}
 
 func (x *PauseJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[15]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1499,7 @@ func (x *PauseJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseJobRequest.ProtoReflect.Descriptor instead.
 func (*PauseJobRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{15}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PauseJobRequest) GetId() string {
@@ -1385,7 +1518,7 @@ type PauseJobResponse struct {
 
 func (x *PauseJobResponse) Reset() {
 	*x = PauseJobResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[16]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1530,7 @@ func (x *PauseJobResponse) String() string {
 func (*PauseJobResponse) ProtoMessage() {}
 
 func (x *PauseJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[16]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1543,7 @@ func (x *PauseJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseJobResponse.ProtoReflect.Descriptor instead.
 func (*PauseJobResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{16}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PauseJobResponse) GetJob() *Job {
@@ -1429,7 +1562,7 @@ type ResumeJobRequest struct {
 
 func (x *ResumeJobRequest) Reset() {
 	*x = ResumeJobRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[17]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1574,7 @@ func (x *ResumeJobRequest) String() string {
 func (*ResumeJobRequest) ProtoMessage() {}
 
 func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[17]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1587,7 @@ func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
 func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{17}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResumeJobRequest) GetId() string {
@@ -1473,7 +1606,7 @@ type ResumeJobResponse struct {
 
 func (x *ResumeJobResponse) Reset() {
 	*x = ResumeJobResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[18]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1618,7 @@ func (x *ResumeJobResponse) String() string {
 func (*ResumeJobResponse) ProtoMessage() {}
 
 func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[18]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1631,7 @@ func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
 func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{18}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResumeJobResponse) GetJob() *Job {
@@ -1517,7 +1650,7 @@ type RunJobNowRequest struct {
 
 func (x *RunJobNowRequest) Reset() {
 	*x = RunJobNowRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[19]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1662,7 @@ func (x *RunJobNowRequest) String() string {
 func (*RunJobNowRequest) ProtoMessage() {}
 
 func (x *RunJobNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[19]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1675,7 @@ func (x *RunJobNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobNowRequest.ProtoReflect.Descriptor instead.
 func (*RunJobNowRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{19}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RunJobNowRequest) GetId() string {
@@ -1561,7 +1694,7 @@ type RunJobNowResponse struct {
 
 func (x *RunJobNowResponse) Reset() {
 	*x = RunJobNowResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[20]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1706,7 @@ func (x *RunJobNowResponse) String() string {
 func (*RunJobNowResponse) ProtoMessage() {}
 
 func (x *RunJobNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[20]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1719,7 @@ func (x *RunJobNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobNowResponse.ProtoReflect.Descriptor instead.
 func (*RunJobNowResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{20}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RunJobNowResponse) GetJob() *Job {
@@ -1605,7 +1738,7 @@ type ResetJobCursorRequest struct {
 
 func (x *ResetJobCursorRequest) Reset() {
 	*x = ResetJobCursorRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +1750,7 @@ func (x *ResetJobCursorRequest) String() string {
 func (*ResetJobCursorRequest) ProtoMessage() {}
 
 func (x *ResetJobCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[21]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +1763,7 @@ func (x *ResetJobCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetJobCursorRequest.ProtoReflect.Descriptor instead.
 func (*ResetJobCursorRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{21}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResetJobCursorRequest) GetId() string {
@@ -1649,7 +1782,7 @@ type ResetJobCursorResponse struct {
 
 func (x *ResetJobCursorResponse) Reset() {
 	*x = ResetJobCursorResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1794,7 @@ func (x *ResetJobCursorResponse) String() string {
 func (*ResetJobCursorResponse) ProtoMessage() {}
 
 func (x *ResetJobCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[22]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1807,7 @@ func (x *ResetJobCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetJobCursorResponse.ProtoReflect.Descriptor instead.
 func (*ResetJobCursorResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{22}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResetJobCursorResponse) GetJob() *Job {
@@ -1692,7 +1825,7 @@ type ListJobTypesRequest struct {
 
 func (x *ListJobTypesRequest) Reset() {
 	*x = ListJobTypesRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1837,7 @@ func (x *ListJobTypesRequest) String() string {
 func (*ListJobTypesRequest) ProtoMessage() {}
 
 func (x *ListJobTypesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[23]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1850,7 @@ func (x *ListJobTypesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobTypesRequest.ProtoReflect.Descriptor instead.
 func (*ListJobTypesRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{23}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{25}
 }
 
 type ListJobTypesResponse struct {
@@ -1729,7 +1862,7 @@ type ListJobTypesResponse struct {
 
 func (x *ListJobTypesResponse) Reset() {
 	*x = ListJobTypesResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1874,7 @@ func (x *ListJobTypesResponse) String() string {
 func (*ListJobTypesResponse) ProtoMessage() {}
 
 func (x *ListJobTypesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[24]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1887,7 @@ func (x *ListJobTypesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobTypesResponse.ProtoReflect.Descriptor instead.
 func (*ListJobTypesResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{24}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListJobTypesResponse) GetJobTypes() []*JobType {
@@ -1784,7 +1917,7 @@ type JobType struct {
 
 func (x *JobType) Reset() {
 	*x = JobType{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1929,7 @@ func (x *JobType) String() string {
 func (*JobType) ProtoMessage() {}
 
 func (x *JobType) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[25]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1942,7 @@ func (x *JobType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobType.ProtoReflect.Descriptor instead.
 func (*JobType) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{25}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JobType) GetName() string {
@@ -1876,7 +2009,7 @@ type ParamRule struct {
 
 func (x *ParamRule) Reset() {
 	*x = ParamRule{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2021,7 @@ func (x *ParamRule) String() string {
 func (*ParamRule) ProtoMessage() {}
 
 func (x *ParamRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[26]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2034,7 @@ func (x *ParamRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamRule.ProtoReflect.Descriptor instead.
 func (*ParamRule) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{26}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ParamRule) GetRule() isParamRule_Rule {
@@ -1971,7 +2104,7 @@ type ParamAnyOf struct {
 
 func (x *ParamAnyOf) Reset() {
 	*x = ParamAnyOf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2116,7 @@ func (x *ParamAnyOf) String() string {
 func (*ParamAnyOf) ProtoMessage() {}
 
 func (x *ParamAnyOf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[27]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2129,7 @@ func (x *ParamAnyOf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamAnyOf.ProtoReflect.Descriptor instead.
 func (*ParamAnyOf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{27}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ParamAnyOf) GetParams() []string {
@@ -2019,7 +2152,7 @@ type ParamRequiredIf struct {
 
 func (x *ParamRequiredIf) Reset() {
 	*x = ParamRequiredIf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2164,7 @@ func (x *ParamRequiredIf) String() string {
 func (*ParamRequiredIf) ProtoMessage() {}
 
 func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[28]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2177,7 @@ func (x *ParamRequiredIf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamRequiredIf.ProtoReflect.Descriptor instead.
 func (*ParamRequiredIf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{28}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ParamRequiredIf) GetParam() string {
@@ -2080,7 +2213,7 @@ type ParamOneOf struct {
 
 func (x *ParamOneOf) Reset() {
 	*x = ParamOneOf{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2092,7 +2225,7 @@ func (x *ParamOneOf) String() string {
 func (*ParamOneOf) ProtoMessage() {}
 
 func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[29]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2105,7 +2238,7 @@ func (x *ParamOneOf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamOneOf.ProtoReflect.Descriptor instead.
 func (*ParamOneOf) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{29}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ParamOneOf) GetSets() []*ParamSet {
@@ -2132,7 +2265,7 @@ type ParamSet struct {
 
 func (x *ParamSet) Reset() {
 	*x = ParamSet{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2277,7 @@ func (x *ParamSet) String() string {
 func (*ParamSet) ProtoMessage() {}
 
 func (x *ParamSet) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[30]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2290,7 @@ func (x *ParamSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSet.ProtoReflect.Descriptor instead.
 func (*ParamSet) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{30}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ParamSet) GetParams() []string {
@@ -2194,7 +2327,7 @@ type ParamSpec struct {
 
 func (x *ParamSpec) Reset() {
 	*x = ParamSpec{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2339,7 @@ func (x *ParamSpec) String() string {
 func (*ParamSpec) ProtoMessage() {}
 
 func (x *ParamSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[31]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2352,7 @@ func (x *ParamSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParamSpec.ProtoReflect.Descriptor instead.
 func (*ParamSpec) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{31}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ParamSpec) GetName() string {
@@ -2309,7 +2442,7 @@ type WatchJobsRequest struct {
 
 func (x *WatchJobsRequest) Reset() {
 	*x = WatchJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2454,7 @@ func (x *WatchJobsRequest) String() string {
 func (*WatchJobsRequest) ProtoMessage() {}
 
 func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[32]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2467,7 @@ func (x *WatchJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{32}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchJobsRequest) GetType() string {
@@ -2374,7 +2507,7 @@ type WatchJobsResponse struct {
 
 func (x *WatchJobsResponse) Reset() {
 	*x = WatchJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2519,7 @@ func (x *WatchJobsResponse) String() string {
 func (*WatchJobsResponse) ProtoMessage() {}
 
 func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[33]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2532,7 @@ func (x *WatchJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobsResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{33}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchJobsResponse) GetRevision() int64 {
@@ -2441,7 +2574,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +2586,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[34]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +2599,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{34}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *JobEvent) GetType() JobEventType {
@@ -2491,7 +2624,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2503,7 +2636,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[35]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2516,7 +2649,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{35}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{37}
 }
 
 type ListWorkersResponse struct {
@@ -2528,7 +2661,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2673,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[36]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2686,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{36}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -2582,7 +2715,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[37]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2727,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[37]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +2740,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{37}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Worker) GetName() string {
@@ -2680,7 +2813,7 @@ type PauseJobsRequest struct {
 
 func (x *PauseJobsRequest) Reset() {
 	*x = PauseJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[38]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2825,7 @@ func (x *PauseJobsRequest) String() string {
 func (*PauseJobsRequest) ProtoMessage() {}
 
 func (x *PauseJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[38]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2838,7 @@ func (x *PauseJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseJobsRequest.ProtoReflect.Descriptor instead.
 func (*PauseJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{38}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PauseJobsRequest) GetIds() []string {
@@ -2732,7 +2865,7 @@ type PauseJobsResponse struct {
 
 func (x *PauseJobsResponse) Reset() {
 	*x = PauseJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[39]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +2877,7 @@ func (x *PauseJobsResponse) String() string {
 func (*PauseJobsResponse) ProtoMessage() {}
 
 func (x *PauseJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[39]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +2890,7 @@ func (x *PauseJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseJobsResponse.ProtoReflect.Descriptor instead.
 func (*PauseJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{39}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PauseJobsResponse) GetResults() []*JobResult {
@@ -2777,7 +2910,7 @@ type ResumeJobsRequest struct {
 
 func (x *ResumeJobsRequest) Reset() {
 	*x = ResumeJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[40]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2922,7 @@ func (x *ResumeJobsRequest) String() string {
 func (*ResumeJobsRequest) ProtoMessage() {}
 
 func (x *ResumeJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[40]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2935,7 @@ func (x *ResumeJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobsRequest.ProtoReflect.Descriptor instead.
 func (*ResumeJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{40}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ResumeJobsRequest) GetIds() []string {
@@ -2828,7 +2961,7 @@ type ResumeJobsResponse struct {
 
 func (x *ResumeJobsResponse) Reset() {
 	*x = ResumeJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[41]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +2973,7 @@ func (x *ResumeJobsResponse) String() string {
 func (*ResumeJobsResponse) ProtoMessage() {}
 
 func (x *ResumeJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[41]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +2986,7 @@ func (x *ResumeJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeJobsResponse.ProtoReflect.Descriptor instead.
 func (*ResumeJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{41}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ResumeJobsResponse) GetResults() []*JobResult {
@@ -2873,7 +3006,7 @@ type RunJobsNowRequest struct {
 
 func (x *RunJobsNowRequest) Reset() {
 	*x = RunJobsNowRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[42]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +3018,7 @@ func (x *RunJobsNowRequest) String() string {
 func (*RunJobsNowRequest) ProtoMessage() {}
 
 func (x *RunJobsNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[42]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +3031,7 @@ func (x *RunJobsNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobsNowRequest.ProtoReflect.Descriptor instead.
 func (*RunJobsNowRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{42}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RunJobsNowRequest) GetIds() []string {
@@ -2924,7 +3057,7 @@ type RunJobsNowResponse struct {
 
 func (x *RunJobsNowResponse) Reset() {
 	*x = RunJobsNowResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[43]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3069,7 @@ func (x *RunJobsNowResponse) String() string {
 func (*RunJobsNowResponse) ProtoMessage() {}
 
 func (x *RunJobsNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[43]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3082,7 @@ func (x *RunJobsNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJobsNowResponse.ProtoReflect.Descriptor instead.
 func (*RunJobsNowResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{43}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RunJobsNowResponse) GetResults() []*JobResult {
@@ -2969,7 +3102,7 @@ type DeleteJobsRequest struct {
 
 func (x *DeleteJobsRequest) Reset() {
 	*x = DeleteJobsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[44]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2981,7 +3114,7 @@ func (x *DeleteJobsRequest) String() string {
 func (*DeleteJobsRequest) ProtoMessage() {}
 
 func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[44]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2994,7 +3127,7 @@ func (x *DeleteJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteJobsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{44}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DeleteJobsRequest) GetIds() []string {
@@ -3020,7 +3153,7 @@ type DeleteJobsResponse struct {
 
 func (x *DeleteJobsResponse) Reset() {
 	*x = DeleteJobsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[45]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3032,7 +3165,7 @@ func (x *DeleteJobsResponse) String() string {
 func (*DeleteJobsResponse) ProtoMessage() {}
 
 func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[45]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3045,7 +3178,7 @@ func (x *DeleteJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteJobsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteJobsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{45}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeleteJobsResponse) GetResults() []*JobResult {
@@ -3072,7 +3205,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[46]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3217,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[46]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3230,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{46}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JobResult) GetId() string {
@@ -3137,7 +3270,7 @@ type ListJobRunsRequest struct {
 
 func (x *ListJobRunsRequest) Reset() {
 	*x = ListJobRunsRequest{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[47]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3149,7 +3282,7 @@ func (x *ListJobRunsRequest) String() string {
 func (*ListJobRunsRequest) ProtoMessage() {}
 
 func (x *ListJobRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[47]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3162,7 +3295,7 @@ func (x *ListJobRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobRunsRequest) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{47}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListJobRunsRequest) GetId() string {
@@ -3183,7 +3316,7 @@ type ListJobRunsResponse struct {
 
 func (x *ListJobRunsResponse) Reset() {
 	*x = ListJobRunsResponse{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[48]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3328,7 @@ func (x *ListJobRunsResponse) String() string {
 func (*ListJobRunsResponse) ProtoMessage() {}
 
 func (x *ListJobRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[48]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3341,7 @@ func (x *ListJobRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobRunsResponse) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{48}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListJobRunsResponse) GetRuns() []*JobRun {
@@ -3240,7 +3373,7 @@ type JobRun struct {
 
 func (x *JobRun) Reset() {
 	*x = JobRun{}
-	mi := &file_ingest_v1_jobs_proto_msgTypes[49]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3385,7 @@ func (x *JobRun) String() string {
 func (*JobRun) ProtoMessage() {}
 
 func (x *JobRun) ProtoReflect() protoreflect.Message {
-	mi := &file_ingest_v1_jobs_proto_msgTypes[49]
+	mi := &file_ingest_v1_jobs_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3398,7 @@ func (x *JobRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRun.ProtoReflect.Descriptor instead.
 func (*JobRun) Descriptor() ([]byte, []int) {
-	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{49}
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *JobRun) GetStartTime() *timestamppb.Timestamp {
@@ -3324,11 +3457,118 @@ func (x *JobRun) GetSeq() uint64 {
 	return 0
 }
 
+type PreviewScheduleRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Schedule *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// The job's interval (used when the schedule has no cron expression);
+	// the job type's default when unset, 1 hour when no type is given.
+	Interval *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	// How many run times; default 5, at most 50.
+	Count         int32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewScheduleRequest) Reset() {
+	*x = PreviewScheduleRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewScheduleRequest) ProtoMessage() {}
+
+func (x *PreviewScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewScheduleRequest.ProtoReflect.Descriptor instead.
+func (*PreviewScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *PreviewScheduleRequest) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *PreviewScheduleRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *PreviewScheduleRequest) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type PreviewScheduleResponse struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	RunTimes      []*timestamppb.Timestamp `protobuf:"bytes,1,rep,name=run_times,json=runTimes,proto3" json:"run_times,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewScheduleResponse) Reset() {
+	*x = PreviewScheduleResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewScheduleResponse) ProtoMessage() {}
+
+func (x *PreviewScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewScheduleResponse.ProtoReflect.Descriptor instead.
+func (*PreviewScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *PreviewScheduleResponse) GetRunTimes() []*timestamppb.Timestamp {
+	if x != nil {
+		return x.RunTimes
+	}
+	return nil
+}
+
 var File_ingest_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
-	"\x14ingest/v1/jobs.proto\x12\tingest.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x04\n" +
+	"\x14ingest/v1/jobs.proto\x12\tingest.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x04\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3344,10 +3584,19 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12,\n" +
 	"\x06status\x18\v \x01(\v2\x14.ingest.v1.JobStatusR\x06status\x122\n" +
-	"\x06labels\x18\f \x03(\v2\x1a.ingest.v1.Job.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\f \x03(\v2\x1a.ingest.v1.Job.LabelsEntryR\x06labels\x12/\n" +
+	"\bschedule\x18\r \x01(\v2\x13.ingest.v1.ScheduleR\bschedule\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"l\n" +
+	"\bSchedule\x12\x12\n" +
+	"\x04cron\x18\x01 \x01(\tR\x04cron\x12\x1b\n" +
+	"\ttime_zone\x18\x02 \x01(\tR\btimeZone\x12/\n" +
+	"\awindows\x18\x03 \x03(\v2\x15.ingest.v1.TimeWindowR\awindows\"4\n" +
+	"\n" +
+	"TimeWindow\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\tR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\tR\x03end\"\xdf\x03\n" +
 	"\tJobStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.ingest.v1.JobStateR\x05state\x12!\n" +
 	"\fstate_reason\x18\x02 \x01(\tR\vstateReason\x12\x14\n" +
@@ -3539,7 +3788,13 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x16\n" +
 	"\x06worker\x18\x06 \x01(\tR\x06worker\x12\x14\n" +
 	"\x05epoch\x18\a \x01(\x03R\x05epoch\x12\x10\n" +
-	"\x03seq\x18\b \x01(\x04R\x03seq*\x9d\x01\n" +
+	"\x03seq\x18\b \x01(\x04R\x03seq\"\x96\x01\n" +
+	"\x16PreviewScheduleRequest\x12/\n" +
+	"\bschedule\x18\x01 \x01(\v2\x13.ingest.v1.ScheduleR\bschedule\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x05R\x05count\"R\n" +
+	"\x17PreviewScheduleResponse\x127\n" +
+	"\trun_times\x18\x01 \x03(\v2\x1a.google.protobuf.TimestampR\brunTimes*\x9d\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -3573,7 +3828,8 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x17RUN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RUN_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n" +
 	"\x13RUN_OUTCOME_WARNING\x10\x02\x12\x16\n" +
-	"\x12RUN_OUTCOME_FAILED\x10\x032\xf4\t\n" +
+	"\x12RUN_OUTCOME_FAILED\x10\x032\xce\n" +
+	"\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tCreateJob\x12\x1b.ingest.v1.CreateJobRequest\x1a\x1c.ingest.v1.CreateJobResponse\x12=\n" +
@@ -3595,7 +3851,8 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"RunJobsNow\x12\x1c.ingest.v1.RunJobsNowRequest\x1a\x1d.ingest.v1.RunJobsNowResponse\x12I\n" +
 	"\n" +
 	"DeleteJobs\x12\x1c.ingest.v1.DeleteJobsRequest\x1a\x1d.ingest.v1.DeleteJobsResponse\x12L\n" +
-	"\vListJobRuns\x12\x1d.ingest.v1.ListJobRunsRequest\x1a\x1e.ingest.v1.ListJobRunsResponseb\x06proto3"
+	"\vListJobRuns\x12\x1d.ingest.v1.ListJobRunsRequest\x1a\x1e.ingest.v1.ListJobRunsResponse\x12X\n" +
+	"\x0fPreviewSchedule\x12!.ingest.v1.PreviewScheduleRequest\x1a\".ingest.v1.PreviewScheduleResponseb\x06proto3"
 
 var (
 	file_ingest_v1_jobs_proto_rawDescOnce sync.Once
@@ -3610,162 +3867,173 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_ingest_v1_jobs_proto_goTypes = []any{
-	(JobState)(0),                  // 0: ingest.v1.JobState
-	(ParamKind)(0),                 // 1: ingest.v1.ParamKind
-	(JobEventType)(0),              // 2: ingest.v1.JobEventType
-	(WorkerState)(0),               // 3: ingest.v1.WorkerState
-	(RunOutcome)(0),                // 4: ingest.v1.RunOutcome
-	(*Job)(nil),                    // 5: ingest.v1.Job
-	(*JobStatus)(nil),              // 6: ingest.v1.JobStatus
-	(*Checkpoint)(nil),             // 7: ingest.v1.Checkpoint
-	(*JobCounters)(nil),            // 8: ingest.v1.JobCounters
-	(*JobError)(nil),               // 9: ingest.v1.JobError
-	(*CreateJobRequest)(nil),       // 10: ingest.v1.CreateJobRequest
-	(*CreateJobResponse)(nil),      // 11: ingest.v1.CreateJobResponse
-	(*GetJobRequest)(nil),          // 12: ingest.v1.GetJobRequest
-	(*GetJobResponse)(nil),         // 13: ingest.v1.GetJobResponse
-	(*ListJobsRequest)(nil),        // 14: ingest.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 15: ingest.v1.ListJobsResponse
-	(*UpdateJobRequest)(nil),       // 16: ingest.v1.UpdateJobRequest
-	(*UpdateJobResponse)(nil),      // 17: ingest.v1.UpdateJobResponse
-	(*DeleteJobRequest)(nil),       // 18: ingest.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),      // 19: ingest.v1.DeleteJobResponse
-	(*PauseJobRequest)(nil),        // 20: ingest.v1.PauseJobRequest
-	(*PauseJobResponse)(nil),       // 21: ingest.v1.PauseJobResponse
-	(*ResumeJobRequest)(nil),       // 22: ingest.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),      // 23: ingest.v1.ResumeJobResponse
-	(*RunJobNowRequest)(nil),       // 24: ingest.v1.RunJobNowRequest
-	(*RunJobNowResponse)(nil),      // 25: ingest.v1.RunJobNowResponse
-	(*ResetJobCursorRequest)(nil),  // 26: ingest.v1.ResetJobCursorRequest
-	(*ResetJobCursorResponse)(nil), // 27: ingest.v1.ResetJobCursorResponse
-	(*ListJobTypesRequest)(nil),    // 28: ingest.v1.ListJobTypesRequest
-	(*ListJobTypesResponse)(nil),   // 29: ingest.v1.ListJobTypesResponse
-	(*JobType)(nil),                // 30: ingest.v1.JobType
-	(*ParamRule)(nil),              // 31: ingest.v1.ParamRule
-	(*ParamAnyOf)(nil),             // 32: ingest.v1.ParamAnyOf
-	(*ParamRequiredIf)(nil),        // 33: ingest.v1.ParamRequiredIf
-	(*ParamOneOf)(nil),             // 34: ingest.v1.ParamOneOf
-	(*ParamSet)(nil),               // 35: ingest.v1.ParamSet
-	(*ParamSpec)(nil),              // 36: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),       // 37: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),      // 38: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),               // 39: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),     // 40: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),    // 41: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                 // 42: ingest.v1.Worker
-	(*PauseJobsRequest)(nil),       // 43: ingest.v1.PauseJobsRequest
-	(*PauseJobsResponse)(nil),      // 44: ingest.v1.PauseJobsResponse
-	(*ResumeJobsRequest)(nil),      // 45: ingest.v1.ResumeJobsRequest
-	(*ResumeJobsResponse)(nil),     // 46: ingest.v1.ResumeJobsResponse
-	(*RunJobsNowRequest)(nil),      // 47: ingest.v1.RunJobsNowRequest
-	(*RunJobsNowResponse)(nil),     // 48: ingest.v1.RunJobsNowResponse
-	(*DeleteJobsRequest)(nil),      // 49: ingest.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),     // 50: ingest.v1.DeleteJobsResponse
-	(*JobResult)(nil),              // 51: ingest.v1.JobResult
-	(*ListJobRunsRequest)(nil),     // 52: ingest.v1.ListJobRunsRequest
-	(*ListJobRunsResponse)(nil),    // 53: ingest.v1.ListJobRunsResponse
-	(*JobRun)(nil),                 // 54: ingest.v1.JobRun
-	nil,                            // 55: ingest.v1.Job.LabelsEntry
-	(*structpb.Struct)(nil),        // 56: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 57: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 58: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 59: google.protobuf.FieldMask
-	(*structpb.Value)(nil),         // 60: google.protobuf.Value
+	(JobState)(0),                   // 0: ingest.v1.JobState
+	(ParamKind)(0),                  // 1: ingest.v1.ParamKind
+	(JobEventType)(0),               // 2: ingest.v1.JobEventType
+	(WorkerState)(0),                // 3: ingest.v1.WorkerState
+	(RunOutcome)(0),                 // 4: ingest.v1.RunOutcome
+	(*Job)(nil),                     // 5: ingest.v1.Job
+	(*Schedule)(nil),                // 6: ingest.v1.Schedule
+	(*TimeWindow)(nil),              // 7: ingest.v1.TimeWindow
+	(*JobStatus)(nil),               // 8: ingest.v1.JobStatus
+	(*Checkpoint)(nil),              // 9: ingest.v1.Checkpoint
+	(*JobCounters)(nil),             // 10: ingest.v1.JobCounters
+	(*JobError)(nil),                // 11: ingest.v1.JobError
+	(*CreateJobRequest)(nil),        // 12: ingest.v1.CreateJobRequest
+	(*CreateJobResponse)(nil),       // 13: ingest.v1.CreateJobResponse
+	(*GetJobRequest)(nil),           // 14: ingest.v1.GetJobRequest
+	(*GetJobResponse)(nil),          // 15: ingest.v1.GetJobResponse
+	(*ListJobsRequest)(nil),         // 16: ingest.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 17: ingest.v1.ListJobsResponse
+	(*UpdateJobRequest)(nil),        // 18: ingest.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),       // 19: ingest.v1.UpdateJobResponse
+	(*DeleteJobRequest)(nil),        // 20: ingest.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),       // 21: ingest.v1.DeleteJobResponse
+	(*PauseJobRequest)(nil),         // 22: ingest.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),        // 23: ingest.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),        // 24: ingest.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),       // 25: ingest.v1.ResumeJobResponse
+	(*RunJobNowRequest)(nil),        // 26: ingest.v1.RunJobNowRequest
+	(*RunJobNowResponse)(nil),       // 27: ingest.v1.RunJobNowResponse
+	(*ResetJobCursorRequest)(nil),   // 28: ingest.v1.ResetJobCursorRequest
+	(*ResetJobCursorResponse)(nil),  // 29: ingest.v1.ResetJobCursorResponse
+	(*ListJobTypesRequest)(nil),     // 30: ingest.v1.ListJobTypesRequest
+	(*ListJobTypesResponse)(nil),    // 31: ingest.v1.ListJobTypesResponse
+	(*JobType)(nil),                 // 32: ingest.v1.JobType
+	(*ParamRule)(nil),               // 33: ingest.v1.ParamRule
+	(*ParamAnyOf)(nil),              // 34: ingest.v1.ParamAnyOf
+	(*ParamRequiredIf)(nil),         // 35: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),              // 36: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),                // 37: ingest.v1.ParamSet
+	(*ParamSpec)(nil),               // 38: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),        // 39: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),       // 40: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),                // 41: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),      // 42: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),     // 43: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                  // 44: ingest.v1.Worker
+	(*PauseJobsRequest)(nil),        // 45: ingest.v1.PauseJobsRequest
+	(*PauseJobsResponse)(nil),       // 46: ingest.v1.PauseJobsResponse
+	(*ResumeJobsRequest)(nil),       // 47: ingest.v1.ResumeJobsRequest
+	(*ResumeJobsResponse)(nil),      // 48: ingest.v1.ResumeJobsResponse
+	(*RunJobsNowRequest)(nil),       // 49: ingest.v1.RunJobsNowRequest
+	(*RunJobsNowResponse)(nil),      // 50: ingest.v1.RunJobsNowResponse
+	(*DeleteJobsRequest)(nil),       // 51: ingest.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),      // 52: ingest.v1.DeleteJobsResponse
+	(*JobResult)(nil),               // 53: ingest.v1.JobResult
+	(*ListJobRunsRequest)(nil),      // 54: ingest.v1.ListJobRunsRequest
+	(*ListJobRunsResponse)(nil),     // 55: ingest.v1.ListJobRunsResponse
+	(*JobRun)(nil),                  // 56: ingest.v1.JobRun
+	(*PreviewScheduleRequest)(nil),  // 57: ingest.v1.PreviewScheduleRequest
+	(*PreviewScheduleResponse)(nil), // 58: ingest.v1.PreviewScheduleResponse
+	nil,                             // 59: ingest.v1.Job.LabelsEntry
+	(*structpb.Struct)(nil),         // 60: google.protobuf.Struct
+	(*durationpb.Duration)(nil),     // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 62: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 63: google.protobuf.FieldMask
+	(*structpb.Value)(nil),          // 64: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	56, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	57, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	58, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	58, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
-	55, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
-	0,  // 6: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
-	8,  // 7: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	58, // 8: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
-	9,  // 9: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	58, // 10: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
-	7,  // 11: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	58, // 12: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	5,  // 13: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
-	5,  // 14: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 15: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
-	0,  // 16: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
-	5,  // 17: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
-	5,  // 18: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	59, // 19: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 20: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 21: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 22: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 23: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
-	5,  // 24: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
-	30, // 25: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	36, // 26: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	57, // 27: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	57, // 28: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	31, // 29: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	33, // 30: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	34, // 31: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	32, // 32: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
-	35, // 33: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
-	1,  // 34: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	60, // 35: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	39, // 36: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
-	2,  // 37: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	5,  // 38: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	42, // 39: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
-	3,  // 40: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	58, // 41: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 42: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	51, // 43: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
-	51, // 44: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
-	51, // 45: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
-	51, // 46: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
-	54, // 47: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
-	58, // 48: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
-	57, // 49: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
-	4,  // 50: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
-	8,  // 51: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
-	10, // 52: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	12, // 53: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	14, // 54: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	16, // 55: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	18, // 56: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	20, // 57: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	22, // 58: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	24, // 59: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	26, // 60: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
-	28, // 61: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	37, // 62: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	40, // 63: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	43, // 64: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
-	45, // 65: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
-	47, // 66: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
-	49, // 67: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
-	52, // 68: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
-	11, // 69: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	13, // 70: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	15, // 71: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	17, // 72: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	19, // 73: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	21, // 74: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	23, // 75: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	25, // 76: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	27, // 77: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
-	29, // 78: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	38, // 79: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	41, // 80: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	44, // 81: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
-	46, // 82: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
-	48, // 83: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
-	50, // 84: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
-	53, // 85: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
-	69, // [69:86] is the sub-list for method output_type
-	52, // [52:69] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	60, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	61, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	62, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	62, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
+	59, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
+	6,  // 6: ingest.v1.Job.schedule:type_name -> ingest.v1.Schedule
+	7,  // 7: ingest.v1.Schedule.windows:type_name -> ingest.v1.TimeWindow
+	0,  // 8: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
+	10, // 9: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
+	62, // 10: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	11, // 11: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
+	62, // 12: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	9,  // 13: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
+	62, // 14: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	5,  // 15: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
+	5,  // 16: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 17: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
+	0,  // 18: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
+	5,  // 19: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
+	5,  // 20: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
+	63, // 21: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,  // 22: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 23: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 24: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
+	5,  // 25: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
+	5,  // 26: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
+	32, // 27: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
+	38, // 28: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	61, // 29: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	61, // 30: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	33, // 31: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	35, // 32: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	36, // 33: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	34, // 34: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
+	37, // 35: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	1,  // 36: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
+	64, // 37: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	41, // 38: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	2,  // 39: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
+	5,  // 40: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	44, // 41: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	3,  // 42: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
+	62, // 43: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	10, // 44: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	53, // 45: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
+	53, // 46: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
+	53, // 47: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
+	53, // 48: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
+	56, // 49: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
+	62, // 50: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
+	61, // 51: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
+	4,  // 52: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
+	10, // 53: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
+	6,  // 54: ingest.v1.PreviewScheduleRequest.schedule:type_name -> ingest.v1.Schedule
+	61, // 55: ingest.v1.PreviewScheduleRequest.interval:type_name -> google.protobuf.Duration
+	62, // 56: ingest.v1.PreviewScheduleResponse.run_times:type_name -> google.protobuf.Timestamp
+	12, // 57: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	14, // 58: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	16, // 59: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	18, // 60: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	20, // 61: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	22, // 62: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	24, // 63: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	26, // 64: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	28, // 65: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	30, // 66: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	39, // 67: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	42, // 68: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	45, // 69: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
+	47, // 70: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
+	49, // 71: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
+	51, // 72: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
+	54, // 73: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
+	57, // 74: ingest.v1.JobService.PreviewSchedule:input_type -> ingest.v1.PreviewScheduleRequest
+	13, // 75: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	15, // 76: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	17, // 77: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	19, // 78: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	21, // 79: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	23, // 80: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	25, // 81: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	27, // 82: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	29, // 83: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	31, // 84: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	40, // 85: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	43, // 86: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	46, // 87: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
+	48, // 88: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
+	50, // 89: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
+	52, // 90: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
+	55, // 91: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
+	58, // 92: ingest.v1.JobService.PreviewSchedule:output_type -> ingest.v1.PreviewScheduleResponse
+	75, // [75:93] is the sub-list for method output_type
+	57, // [57:75] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -3773,19 +4041,19 @@ func file_ingest_v1_jobs_proto_init() {
 	if File_ingest_v1_jobs_proto != nil {
 		return
 	}
-	file_ingest_v1_jobs_proto_msgTypes[26].OneofWrappers = []any{
+	file_ingest_v1_jobs_proto_msgTypes[28].OneofWrappers = []any{
 		(*ParamRule_RequiredIf)(nil),
 		(*ParamRule_OneOf)(nil),
 		(*ParamRule_AnyOf)(nil),
 	}
-	file_ingest_v1_jobs_proto_msgTypes[31].OneofWrappers = []any{}
+	file_ingest_v1_jobs_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,23 +19,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_CreateJob_FullMethodName      = "/ingest.v1.JobService/CreateJob"
-	JobService_GetJob_FullMethodName         = "/ingest.v1.JobService/GetJob"
-	JobService_ListJobs_FullMethodName       = "/ingest.v1.JobService/ListJobs"
-	JobService_UpdateJob_FullMethodName      = "/ingest.v1.JobService/UpdateJob"
-	JobService_DeleteJob_FullMethodName      = "/ingest.v1.JobService/DeleteJob"
-	JobService_PauseJob_FullMethodName       = "/ingest.v1.JobService/PauseJob"
-	JobService_ResumeJob_FullMethodName      = "/ingest.v1.JobService/ResumeJob"
-	JobService_RunJobNow_FullMethodName      = "/ingest.v1.JobService/RunJobNow"
-	JobService_ResetJobCursor_FullMethodName = "/ingest.v1.JobService/ResetJobCursor"
-	JobService_ListJobTypes_FullMethodName   = "/ingest.v1.JobService/ListJobTypes"
-	JobService_WatchJobs_FullMethodName      = "/ingest.v1.JobService/WatchJobs"
-	JobService_ListWorkers_FullMethodName    = "/ingest.v1.JobService/ListWorkers"
-	JobService_PauseJobs_FullMethodName      = "/ingest.v1.JobService/PauseJobs"
-	JobService_ResumeJobs_FullMethodName     = "/ingest.v1.JobService/ResumeJobs"
-	JobService_RunJobsNow_FullMethodName     = "/ingest.v1.JobService/RunJobsNow"
-	JobService_DeleteJobs_FullMethodName     = "/ingest.v1.JobService/DeleteJobs"
-	JobService_ListJobRuns_FullMethodName    = "/ingest.v1.JobService/ListJobRuns"
+	JobService_CreateJob_FullMethodName       = "/ingest.v1.JobService/CreateJob"
+	JobService_GetJob_FullMethodName          = "/ingest.v1.JobService/GetJob"
+	JobService_ListJobs_FullMethodName        = "/ingest.v1.JobService/ListJobs"
+	JobService_UpdateJob_FullMethodName       = "/ingest.v1.JobService/UpdateJob"
+	JobService_DeleteJob_FullMethodName       = "/ingest.v1.JobService/DeleteJob"
+	JobService_PauseJob_FullMethodName        = "/ingest.v1.JobService/PauseJob"
+	JobService_ResumeJob_FullMethodName       = "/ingest.v1.JobService/ResumeJob"
+	JobService_RunJobNow_FullMethodName       = "/ingest.v1.JobService/RunJobNow"
+	JobService_ResetJobCursor_FullMethodName  = "/ingest.v1.JobService/ResetJobCursor"
+	JobService_ListJobTypes_FullMethodName    = "/ingest.v1.JobService/ListJobTypes"
+	JobService_WatchJobs_FullMethodName       = "/ingest.v1.JobService/WatchJobs"
+	JobService_ListWorkers_FullMethodName     = "/ingest.v1.JobService/ListWorkers"
+	JobService_PauseJobs_FullMethodName       = "/ingest.v1.JobService/PauseJobs"
+	JobService_ResumeJobs_FullMethodName      = "/ingest.v1.JobService/ResumeJobs"
+	JobService_RunJobsNow_FullMethodName      = "/ingest.v1.JobService/RunJobsNow"
+	JobService_DeleteJobs_FullMethodName      = "/ingest.v1.JobService/DeleteJobs"
+	JobService_ListJobRuns_FullMethodName     = "/ingest.v1.JobService/ListJobRuns"
+	JobService_PreviewSchedule_FullMethodName = "/ingest.v1.JobService/PreviewSchedule"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -92,6 +93,10 @@ type JobServiceClient interface {
 	// A job's last runs (at most 50), newest first: when each started, how
 	// long it took, how it ended, what it fetched and wrote, on which worker.
 	ListJobRuns(ctx context.Context, in *ListJobRunsRequest, opts ...grpc.CallOption) (*ListJobRunsResponse, error)
+	// The next run times a schedule and interval give, from now (without the
+	// jitter workers add to intervals): for previews before saving. A bad
+	// schedule fails with INVALID_ARGUMENT naming the part to fix.
+	PreviewSchedule(ctx context.Context, in *PreviewScheduleRequest, opts ...grpc.CallOption) (*PreviewScheduleResponse, error)
 }
 
 type jobServiceClient struct {
@@ -281,6 +286,16 @@ func (c *jobServiceClient) ListJobRuns(ctx context.Context, in *ListJobRunsReque
 	return out, nil
 }
 
+func (c *jobServiceClient) PreviewSchedule(ctx context.Context, in *PreviewScheduleRequest, opts ...grpc.CallOption) (*PreviewScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewScheduleResponse)
+	err := c.cc.Invoke(ctx, JobService_PreviewSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -335,6 +350,10 @@ type JobServiceServer interface {
 	// A job's last runs (at most 50), newest first: when each started, how
 	// long it took, how it ended, what it fetched and wrote, on which worker.
 	ListJobRuns(context.Context, *ListJobRunsRequest) (*ListJobRunsResponse, error)
+	// The next run times a schedule and interval give, from now (without the
+	// jitter workers add to intervals): for previews before saving. A bad
+	// schedule fails with INVALID_ARGUMENT naming the part to fix.
+	PreviewSchedule(context.Context, *PreviewScheduleRequest) (*PreviewScheduleResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -395,6 +414,9 @@ func (UnimplementedJobServiceServer) DeleteJobs(context.Context, *DeleteJobsRequ
 }
 func (UnimplementedJobServiceServer) ListJobRuns(context.Context, *ListJobRunsRequest) (*ListJobRunsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListJobRuns not implemented")
+}
+func (UnimplementedJobServiceServer) PreviewSchedule(context.Context, *PreviewScheduleRequest) (*PreviewScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreviewSchedule not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -716,6 +738,24 @@ func _JobService_ListJobRuns_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_PreviewSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).PreviewSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_PreviewSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).PreviewSchedule(ctx, req.(*PreviewScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -786,6 +826,10 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListJobRuns",
 			Handler:    _JobService_ListJobRuns_Handler,
+		},
+		{
+			MethodName: "PreviewSchedule",
+			Handler:    _JobService_PreviewSchedule_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

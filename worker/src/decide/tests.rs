@@ -36,6 +36,7 @@ fn record(id: &str) -> JobRecord {
         run_now_seq: 0,
         cursor_reset_seq: 0,
         labels: Default::default(),
+        schedule: Default::default(),
         create_time: 0,
         update_time: 0,
     }

@@ -123,6 +123,11 @@ class JobServiceStub:
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsRequest.SerializeToString,
                 response_deserializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsResponse.FromString,
                 _registered_method=True)
+        self.PreviewSchedule = channel.unary_unary(
+                '/ingest.v1.JobService/PreviewSchedule',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -262,6 +267,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewSchedule(self, request, context):
+        """The next run times a schedule and interval give, from now (without the
+        jitter workers add to intervals): for previews before saving. A bad
+        schedule fails with INVALID_ARGUMENT naming the part to fix.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -349,6 +363,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListJobRuns,
                     request_deserializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsRequest.FromString,
                     response_serializer=ingest_dot_v1_dot_jobs__pb2.ListJobRunsResponse.SerializeToString,
+            ),
+            'PreviewSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSchedule,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -814,6 +833,33 @@ class JobService:
             '/ingest.v1.JobService/ListJobRuns',
             ingest_dot_v1_dot_jobs__pb2.ListJobRunsRequest.SerializeToString,
             ingest_dot_v1_dot_jobs__pb2.ListJobRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/PreviewSchedule',
+            ingest_dot_v1_dot_jobs__pb2.PreviewScheduleRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.PreviewScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

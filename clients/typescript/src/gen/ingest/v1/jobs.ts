@@ -371,11 +371,46 @@ export interface Job {
    * digit (a value may be empty). At most 64 labels.
    */
   labels: { [key: string]: string };
+  /**
+   * When runs start besides the interval: at cron times in a time zone,
+   * only inside daily windows. Unset: every interval, any time.
+   */
+  schedule: Schedule | undefined;
 }
 
 export interface Job_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** A job's schedule; every part optional. */
+export interface Schedule {
+  /**
+   * A cron expression of five fields, minute hour day-of-month month
+   * day-of-week (e.g. "0 7 * * MON-FRI", "* /15 * * * *"), or @hourly,
+   * @daily, @weekly, @monthly, @yearly: runs start at these times instead
+   * of every interval.
+   */
+  cron: string;
+  /**
+   * The IANA time zone cron and windows are read in, e.g. "Europe/Paris";
+   * UTC when empty.
+   */
+  timeZone: string;
+  /**
+   * Runs start only inside these daily windows (a run under way is not cut
+   * at the end). Empty: any time.
+   */
+  windows: TimeWindow[];
+}
+
+/**
+ * A daily window from start to end (end excluded), both "HH:MM"; one whose
+ * end is before its start crosses midnight (e.g. 22:00 to 06:00).
+ */
+export interface TimeWindow {
+  start: string;
+  end: string;
 }
 
 /** The observed state of a job. */
@@ -502,8 +537,8 @@ export interface UpdateJobRequest {
     | Job
     | undefined;
   /**
-   * Fields to replace among name, params, interval, paused and labels; all
-   * of them when empty. SECRET parameters missing from params keep their value.
+   * Fields to replace among name, params, interval, paused, labels and
+   * schedule; all of them when empty. SECRET parameters missing from params keep their value.
    */
   updateMask: string[] | undefined;
 }
@@ -800,6 +835,25 @@ export interface JobRun {
   seq: string;
 }
 
+export interface PreviewScheduleRequest {
+  schedule:
+    | Schedule
+    | undefined;
+  /**
+   * The job's interval (used when the schedule has no cron expression);
+   * the job type's default when unset, 1 hour when no type is given.
+   */
+  interval:
+    | Duration
+    | undefined;
+  /** How many run times; default 5, at most 50. */
+  count: number;
+}
+
+export interface PreviewScheduleResponse {
+  runTimes: Date[];
+}
+
 function createBaseJob(): Job {
   return {
     id: "",
@@ -814,6 +868,7 @@ function createBaseJob(): Job {
     updateTime: undefined,
     status: undefined,
     labels: {},
+    schedule: undefined,
   };
 }
 
@@ -855,6 +910,9 @@ export const Job: MessageFns<Job> = {
     globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
       Job_LabelsEntry.encode({ key: key as any, value }, writer.uint32(98).fork()).join();
     });
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(106).fork()).join();
+    }
     return writer;
   },
 
@@ -970,6 +1028,14 @@ export const Job: MessageFns<Job> = {
             }
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1021,6 +1087,7 @@ export const Job: MessageFns<Job> = {
           {},
         )
         : {},
+      schedule: isSet(object.schedule) ? Schedule.fromJSON(object.schedule) : undefined,
     };
   },
 
@@ -1068,6 +1135,9 @@ export const Job: MessageFns<Job> = {
         });
       }
     }
+    if (message.schedule !== undefined) {
+      obj.schedule = Schedule.toJSON(message.schedule);
+    }
     return obj;
   },
 
@@ -1100,6 +1170,9 @@ export const Job: MessageFns<Job> = {
       },
       {},
     );
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
     return message;
   },
 };
@@ -1185,6 +1258,196 @@ export const Job_LabelsEntry: MessageFns<Job_LabelsEntry> = {
     const message = createBaseJob_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSchedule(): Schedule {
+  return { cron: "", timeZone: "", windows: [] };
+}
+
+export const Schedule: MessageFns<Schedule> = {
+  encode(message: Schedule, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cron !== "") {
+      writer.uint32(10).string(message.cron);
+    }
+    if (message.timeZone !== "") {
+      writer.uint32(18).string(message.timeZone);
+    }
+    for (const v of message.windows) {
+      TimeWindow.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Schedule {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSchedule();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cron = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.timeZone = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.windows.push(TimeWindow.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Schedule {
+    return {
+      cron: isSet(object.cron) ? globalThis.String(object.cron) : "",
+      timeZone: isSet(object.timeZone)
+        ? globalThis.String(object.timeZone)
+        : isSet(object.time_zone)
+        ? globalThis.String(object.time_zone)
+        : "",
+      windows: globalThis.Array.isArray(object?.windows) ? object.windows.map((e: any) => TimeWindow.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: Schedule): unknown {
+    const obj: any = {};
+    if (message.cron !== "") {
+      obj.cron = message.cron;
+    }
+    if (message.timeZone !== "") {
+      obj.timeZone = message.timeZone;
+    }
+    if (message.windows?.length) {
+      obj.windows = message.windows.map((e) => TimeWindow.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Schedule>, I>>(base?: I): Schedule {
+    return Schedule.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Schedule>, I>>(object: I): Schedule {
+    const message = createBaseSchedule();
+    message.cron = object.cron ?? "";
+    message.timeZone = object.timeZone ?? "";
+    message.windows = object.windows?.map((e) => TimeWindow.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseTimeWindow(): TimeWindow {
+  return { start: "", end: "" };
+}
+
+export const TimeWindow: MessageFns<TimeWindow> = {
+  encode(message: TimeWindow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.start !== "") {
+      writer.uint32(10).string(message.start);
+    }
+    if (message.end !== "") {
+      writer.uint32(18).string(message.end);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TimeWindow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTimeWindow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.start = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.end = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TimeWindow {
+    return {
+      start: isSet(object.start) ? globalThis.String(object.start) : "",
+      end: isSet(object.end) ? globalThis.String(object.end) : "",
+    };
+  },
+
+  toJSON(message: TimeWindow): unknown {
+    const obj: any = {};
+    if (message.start !== "") {
+      obj.start = message.start;
+    }
+    if (message.end !== "") {
+      obj.end = message.end;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TimeWindow>, I>>(base?: I): TimeWindow {
+    return TimeWindow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TimeWindow>, I>>(object: I): TimeWindow {
+    const message = createBaseTimeWindow();
+    message.start = object.start ?? "";
+    message.end = object.end ?? "";
     return message;
   },
 };
@@ -5893,6 +6156,184 @@ export const JobRun: MessageFns<JobRun> = {
   },
 };
 
+function createBasePreviewScheduleRequest(): PreviewScheduleRequest {
+  return { schedule: undefined, interval: undefined, count: 0 };
+}
+
+export const PreviewScheduleRequest: MessageFns<PreviewScheduleRequest> = {
+  encode(message: PreviewScheduleRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.schedule !== undefined) {
+      Schedule.encode(message.schedule, writer.uint32(10).fork()).join();
+    }
+    if (message.interval !== undefined) {
+      Duration.encode(message.interval, writer.uint32(18).fork()).join();
+    }
+    if (message.count !== 0) {
+      writer.uint32(24).int32(message.count);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewScheduleRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewScheduleRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.schedule = Schedule.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.interval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.count = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewScheduleRequest {
+    return {
+      schedule: isSet(object.schedule) ? Schedule.fromJSON(object.schedule) : undefined,
+      interval: isSet(object.interval) ? Duration.fromJSON(object.interval) : undefined,
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+    };
+  },
+
+  toJSON(message: PreviewScheduleRequest): unknown {
+    const obj: any = {};
+    if (message.schedule !== undefined) {
+      obj.schedule = Schedule.toJSON(message.schedule);
+    }
+    if (message.interval !== undefined) {
+      obj.interval = Duration.toJSON(message.interval);
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PreviewScheduleRequest>, I>>(base?: I): PreviewScheduleRequest {
+    return PreviewScheduleRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PreviewScheduleRequest>, I>>(object: I): PreviewScheduleRequest {
+    const message = createBasePreviewScheduleRequest();
+    message.schedule = (object.schedule !== undefined && object.schedule !== null)
+      ? Schedule.fromPartial(object.schedule)
+      : undefined;
+    message.interval = (object.interval !== undefined && object.interval !== null)
+      ? Duration.fromPartial(object.interval)
+      : undefined;
+    message.count = object.count ?? 0;
+    return message;
+  },
+};
+
+function createBasePreviewScheduleResponse(): PreviewScheduleResponse {
+  return { runTimes: [] };
+}
+
+export const PreviewScheduleResponse: MessageFns<PreviewScheduleResponse> = {
+  encode(message: PreviewScheduleResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.runTimes) {
+      Timestamp.encode(toTimestamp(v!), writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewScheduleResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewScheduleResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.runTimes.push(fromTimestamp(Timestamp.decode(reader, reader.uint32())));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewScheduleResponse {
+    return {
+      runTimes: globalThis.Array.isArray(object?.runTimes)
+        ? object.runTimes.map((e: any) => fromJsonTimestamp(e))
+        : globalThis.Array.isArray(object?.run_times)
+        ? object.run_times.map((e: any) => fromJsonTimestamp(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PreviewScheduleResponse): unknown {
+    const obj: any = {};
+    if (message.runTimes?.length) {
+      obj.runTimes = message.runTimes.map((e) => e.toISOString());
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PreviewScheduleResponse>, I>>(base?: I): PreviewScheduleResponse {
+    return PreviewScheduleResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PreviewScheduleResponse>, I>>(object: I): PreviewScheduleResponse {
+    const message = createBasePreviewScheduleResponse();
+    message.runTimes = object.runTimes?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * JobService manages long-lived ingestion jobs. Every write is validated
  * against the parameter spec that workers publish for the job's type; bad
@@ -6103,6 +6544,22 @@ export const JobServiceService = {
     responseSerialize: (value: ListJobRunsResponse): Buffer => Buffer.from(ListJobRunsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListJobRunsResponse => ListJobRunsResponse.decode(value),
   },
+  /**
+   * The next run times a schedule and interval give, from now (without the
+   * jitter workers add to intervals): for previews before saving. A bad
+   * schedule fails with INVALID_ARGUMENT naming the part to fix.
+   */
+  previewSchedule: {
+    path: "/ingest.v1.JobService/PreviewSchedule" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PreviewScheduleRequest): Buffer =>
+      Buffer.from(PreviewScheduleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PreviewScheduleRequest => PreviewScheduleRequest.decode(value),
+    responseSerialize: (value: PreviewScheduleResponse): Buffer =>
+      Buffer.from(PreviewScheduleResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PreviewScheduleResponse => PreviewScheduleResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -6169,6 +6626,12 @@ export interface JobServiceServer extends UntypedServiceImplementation {
    * long it took, how it ended, what it fetched and wrote, on which worker.
    */
   listJobRuns: handleUnaryCall<ListJobRunsRequest, ListJobRunsResponse>;
+  /**
+   * The next run times a schedule and interval give, from now (without the
+   * jitter workers add to intervals): for previews before saving. A bad
+   * schedule fails with INVALID_ARGUMENT naming the part to fix.
+   */
+  previewSchedule: handleUnaryCall<PreviewScheduleRequest, PreviewScheduleResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -6463,6 +6926,26 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListJobRunsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The next run times a schedule and interval give, from now (without the
+   * jitter workers add to intervals): for previews before saving. A bad
+   * schedule fails with INVALID_ARGUMENT naming the part to fix.
+   */
+  previewSchedule(
+    request: PreviewScheduleRequest,
+    callback: (error: ServiceError | null, response: PreviewScheduleResponse) => void,
+  ): ClientUnaryCall;
+  previewSchedule(
+    request: PreviewScheduleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PreviewScheduleResponse) => void,
+  ): ClientUnaryCall;
+  previewSchedule(
+    request: PreviewScheduleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PreviewScheduleResponse) => void,
   ): ClientUnaryCall;
 }
 
