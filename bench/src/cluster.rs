@@ -755,6 +755,8 @@ fn label(kind: KeyKind) -> &'static str {
         KeyKind::Stats => "stats",
         KeyKind::Runs => "runs",
         KeyKind::Alert => "alerts",
+        KeyKind::Load => "load",
+        KeyKind::Preview => "previews",
     }
 }
 

@@ -470,3 +470,86 @@ async fn a_schedule_holds_runs_to_cron_times_and_windows() {
     node.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
 }
+
+/// A dry run runs the job once on the worker and answers what it would
+/// write; nothing reaches the sinks, the checkpoint or the counters. An
+/// existing job's run continues from its checkpoint; a failing run answers
+/// its error; bad parameters are refused before any worker is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_answers_what_a_run_would_write_and_writes_nothing() {
+    use ingest_control::preview::PreviewAsk;
+    let node = Node::start().await;
+    // Published types first (create_demo waits for them), on a paused job.
+    node.create_demo("kept", 4, Duration::from_secs(3600), true).await;
+    let checkpoint = CheckpointRecord { cursor: serde_json::json!({"next_seq": 7}), ..Default::default() };
+    node.store.put(&node.keys.state("kept"), serde_json::to_vec(&checkpoint).expect("encode"), 0).await.expect("put");
+    let before: Vec<String> = everything(&node).await;
+
+    let params = |v: serde_json::Value| v.as_object().cloned();
+    let fresh = PreviewAsk {
+        job_type: "demo".into(),
+        params: params(serde_json::json!({"items_per_run": 3, "archive_raw": true})),
+        max_documents: 2,
+        ..Default::default()
+    };
+    let answer = node.control.preview_job(fresh).await.expect("dry run");
+    assert_eq!(answer.worker, "solo");
+    let result = &answer.result;
+    assert_eq!((result.documents_total, result.documents.len(), result.objects), (3, 2, 3), "{result:?}");
+    assert_eq!(result.documents[0].document["seq"], 0);
+    assert!(result.documents[0].index.starts_with("ingest-demo"), "{}", result.documents[0].index);
+    assert_eq!(result.cursor, serde_json::json!({"next_seq": 3}));
+    assert!(result.error.is_none(), "{result:?}");
+
+    // The existing job continues from its checkpoint, with its own params
+    // or with others tried in their place.
+    let existing = PreviewAsk { id: Some("kept".into()), ..Default::default() };
+    let result = node.control.preview_job(existing).await.expect("dry run of kept").result;
+    let seqs: Vec<&serde_json::Value> = result.documents.iter().map(|d| &d.document["seq"]).collect();
+    assert_eq!(seqs, [7, 8, 9, 10]);
+    let other = PreviewAsk {
+        id: Some("kept".into()),
+        params: params(serde_json::json!({"items_per_run": 1})),
+        ..Default::default()
+    };
+    let result = node.control.preview_job(other).await.expect("dry run with other params").result;
+    assert_eq!((result.documents_total, result.cursor.clone()), (1, serde_json::json!({"next_seq": 8})));
+
+    // A failing run answers its error.
+    let failing = PreviewAsk {
+        job_type: "demo".into(),
+        params: params(serde_json::json!({"fail_every": 1})),
+        ..Default::default()
+    };
+    let result = node.control.preview_job(failing).await.expect("dry run that fails").result;
+    assert!(result.error.as_deref().is_some_and(|e| e.contains("demo failure")), "{result:?}");
+
+    // Refused before a worker is asked.
+    let bad = PreviewAsk {
+        job_type: "demo".into(),
+        params: params(serde_json::json!({"items_per_run": 0})),
+        ..Default::default()
+    };
+    let err = node.control.preview_job(bad).await.expect_err("bad params");
+    assert!(
+        matches!(&err, ingest_control::error::ControlError::Invalid(v) if v[0].field == "job.params.items_per_run"),
+        "{err:?}"
+    );
+
+    // Nothing was written: no document file, no key (the requests went with their leases).
+    assert_eq!(everything(&node).await, before);
+    let out = std::fs::read_dir(node._dir.path().join("out/documents")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(out, 0, "a dry run indexed documents");
+    node.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.worker).await;
+}
+
+/// Every key but the ones that move on their own (worker load, types and registrations).
+async fn everything(node: &Node) -> Vec<String> {
+    let range = ingest_store::RangeRequest::new(ingest_store::KeyRange::prefix(node.keys.root()));
+    let kvs = node.store.range(range).await.expect("range").kvs;
+    kvs.into_iter()
+        .filter(|kv| !["load/", "workers/", "types/", "owners/"].iter().any(|p| kv.key.contains(p)))
+        .map(|kv| format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)))
+        .collect()
+}

@@ -75,13 +75,13 @@ async fn the_ui_drives_a_cluster_in_chromium() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     assert!(output.status.success(), "the browser test failed:\n{stdout}\n{stderr}\n{}", cluster.log_tails());
-    assert!(stdout.contains("all 22 steps passed"), "{stdout}");
+    assert!(stdout.contains("all 24 steps passed"), "{stdout}");
 
     // What the browser did, seen through the service: the job it added is
     // gone again, the others are untouched.
     let deleted = cluster.control.get_job("ui-demo").await;
     assert!(matches!(deleted, Err(ControlError::NotFound { .. })), "ui-demo still exists");
     let shots = std::fs::read_dir(artifacts_dir()).expect("screenshots").count();
-    assert!(shots >= 22, "{shots} screenshots");
+    assert!(shots >= 24, "{shots} screenshots");
     cluster.stop();
 }

@@ -4,7 +4,7 @@
 //   npm ci && npm run build && node dist/example.js 127.0.0.1:50051   # INGEST_TOKEN if control has one
 
 import { credentials, Metadata } from "@grpc/grpc-js";
-import { JobServiceClient, JobState, jobStateToJSON } from "./src";
+import { Job, JobServiceClient, JobState, WatchJobsRequest, jobStateToJSON } from "./src";
 
 const address = process.argv[2] ?? "127.0.0.1:50051";
 const client = new JobServiceClient(address, credentials.createInsecure());
@@ -29,18 +29,18 @@ async function main(): Promise<number> {
   const created = await unary(client.createJob, {
     jobId: "example-typescript",
     validateOnly: false,
-    job: {
-      id: "", name: "typescript example", type: "demo", params: { items_per_run: 3 }, secretParamsSet: [],
-      interval: { seconds: "1", nanos: 0 }, paused: false, revision: "0",
-      createTime: undefined, updateTime: undefined, status: undefined,
-    },
+    // fromPartial fills in every field left out, so new API fields need no change here.
+    job: Job.fromPartial({
+      name: "typescript example", type: "demo", params: { items_per_run: 3 }, interval: { seconds: "1", nanos: 0 },
+    }),
   });
   const job = created.job!;
   console.log("created", job.id, jobStateToJSON(job.status?.state ?? JobState.JOB_STATE_UNSPECIFIED));
 
   // A snapshot of the jobs, then every change, until ours has written items.
   const written = await new Promise<number>((resolve, reject) => {
-    const watch = client.watchJobs({ type: "demo", startRevision: "0" }, metadata, { deadline: Date.now() + 60_000 });
+    const request = WatchJobsRequest.fromPartial({ type: "demo" });
+    const watch = client.watchJobs(request, metadata, { deadline: Date.now() + 60_000 });
     watch.on("data", (update) => {
       for (const event of update.events) {
         const n = Number(event.job?.status?.counters?.itemsWritten ?? 0);

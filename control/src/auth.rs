@@ -21,8 +21,17 @@ use tonic::Status;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// JobService calls a `read` token may make.
-const READ_METHODS: [&str; 7] =
-    ["GetJob", "ListJobs", "WatchJobs", "ListJobTypes", "ListWorkers", "ListJobRuns", "PreviewSchedule"];
+const READ_METHODS: [&str; 9] = [
+    "GetJob",
+    "ListJobs",
+    "WatchJobs",
+    "ListJobTypes",
+    "ListWorkers",
+    "ListJobRuns",
+    "PreviewSchedule",
+    "ExportOpml",
+    "ExportJobs",
+];
 
 /// What a call needs: nothing, or a token granting this role.
 pub fn needed_role(path: &str) -> Option<Role> {

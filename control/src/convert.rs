@@ -5,15 +5,17 @@ use std::time::Duration;
 
 use ingest_model::schedule::Window;
 use ingest_model::{
-    ClaimProgress, ErrorRecord, FieldViolation, JobState, JobTypeSpec, MAX_RUNS, ParamKind, ParamRule, ParamSpec,
-    RunOutcome, RunRecord, Schedule, UnixMillis, WorkerState, validate_job_id,
+    ClaimProgress, ErrorRecord, FieldViolation, JobRecord, JobState, JobTypeSpec, MAX_RUNS, ParamKind, ParamRule,
+    ParamSpec, RunOutcome, RunRecord, Schedule, UnixMillis, WorkerState, validate_job_id,
 };
 use ingest_proto::v1 as pb;
 use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use crate::error::ControlError;
+use crate::preview::PreviewAnswer;
 use crate::service::{JobOutcome, JobTypeView, WorkerView};
+use crate::transfer::{FeedOutcome, ImportedFeed};
 use crate::views::JobView;
 use crate::watch::{JobEvent, WatchUpdate};
 
@@ -142,6 +144,60 @@ pub fn job_to_pb(view: JobView) -> pb::Job {
                 .map(|c| pb::Checkpoint { cursor_bytes: c.cursor_bytes, cursor_preview: c.cursor_preview }),
             consecutive_failures: status.stats.consecutive_failures,
         }),
+    }
+}
+
+/// A job's spec alone (ExportJobs): no status, no output-only fields.
+pub fn job_spec_to_pb(record: JobRecord) -> pb::Job {
+    pb::Job {
+        id: record.id,
+        name: record.name,
+        r#type: record.job_type,
+        params: Some(json_to_struct(&record.params)),
+        secret_params_set: record.secret_names,
+        interval: Some(duration_to_pb(record.interval)),
+        paused: record.paused,
+        labels: record.labels.into_iter().collect(),
+        schedule: (!record.schedule.is_empty()).then(|| schedule_to_pb(record.schedule)),
+        ..Default::default()
+    }
+}
+
+/// What ImportOpml did with one feed.
+pub fn imported_feed_to_pb(feed: ImportedFeed) -> pb::ImportedFeed {
+    let (outcome, job_id, message) = match feed.outcome {
+        FeedOutcome::Created(id) => (pb::FeedImport::Created, id, String::new()),
+        FeedOutcome::WouldCreate => (pb::FeedImport::WouldCreate, String::new(), String::new()),
+        FeedOutcome::Duplicate(id) => (pb::FeedImport::Duplicate, id, String::new()),
+        FeedOutcome::Invalid(message) => (pb::FeedImport::Invalid, String::new(), message),
+    };
+    pb::ImportedFeed { url: feed.url, title: feed.title, outcome: outcome as i32, job_id, message }
+}
+
+/// A dry run's answer.
+pub fn preview_to_pb(answer: PreviewAnswer) -> pb::PreviewJobResponse {
+    let PreviewAnswer { worker, result, .. } = answer;
+    pb::PreviewJobResponse {
+        documents: result
+            .documents
+            .into_iter()
+            .map(|d| pb::PreviewDocument { id: d.id, index: d.index, document: Some(json_to_struct(&d.document)) })
+            .collect(),
+        documents_total: result.documents_total,
+        objects: result.objects,
+        object_bytes: result.object_bytes,
+        counters: Some(counters_to_pb(&ingest_model::Counters {
+            items_fetched: result.items_fetched,
+            items_filtered: result.items_filtered,
+            bytes_fetched: result.bytes_fetched,
+            ..Default::default()
+        })),
+        warnings: result.warnings,
+        error: result.error.unwrap_or_default(),
+        cursor: Some(json_to_value(&result.cursor)),
+        duration: Some(duration_to_pb(Duration::from_millis(result.duration_ms))),
+        worker,
+        truncated: result.truncated,
     }
 }
 
@@ -388,8 +444,13 @@ fn kind_to_pb(kind: ParamKind) -> pb::ParamKind {
 }
 
 pub fn worker_to_pb(view: WorkerView) -> pb::Worker {
-    let WorkerView { record, jobs_owned, counters } = view;
+    let WorkerView { record, jobs_owned, counters, load } = view;
+    let load = load.unwrap_or_default();
     pb::Worker {
+        cpu_percent: load.cpu_percent,
+        rss_bytes: load.rss_bytes,
+        heartbeat_time: (load.time > 0).then(|| timestamp(load.time)),
+        jobs_by_type: load.jobs_by_type.into_iter().collect(),
         name: record.name,
         state: match record.state {
             WorkerState::Active => pb::WorkerState::Active,

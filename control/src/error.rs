@@ -25,6 +25,13 @@ pub enum ControlError {
     Compacted { requested: i64 },
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The cluster is not in a state to do it (e.g. no live worker runs
+    /// the job's type); the message says what to do.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A worker did not answer in time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The server is stopping; clients reconnect (to another replica).
     #[error("control is shutting down; reconnect")]
     ShuttingDown,
@@ -68,6 +75,8 @@ impl From<ControlError> for Status {
             ControlError::Conflict { .. } => Status::aborted(message),
             ControlError::Compacted { .. } => Status::out_of_range(message),
             ControlError::Unavailable(_) | ControlError::ShuttingDown => Status::unavailable(message),
+            ControlError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ControlError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             ControlError::Internal(_) => {
                 tracing::error!(error = %message, "internal error");
                 Status::internal(message)

@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, job_to_pb, job_type_to_pb, outcomes_to_pb, params_from_pb, schedule_from_pb,
-    state_filter_from_pb, watch_update_to_pb, worker_to_pb,
+    duration_from_pb, imported_feed_to_pb, job_spec_to_pb, job_to_pb, job_type_to_pb, outcomes_to_pb, params_from_pb,
+    preview_to_pb, schedule_from_pb, state_filter_from_pb, watch_update_to_pb, worker_to_pb,
 };
 use crate::error::{ControlError, code_name};
+use crate::preview::PreviewAsk;
 use crate::progress::ProgressRecorder;
 use crate::service::{BulkAction, ControlService, JobChange, JobFilter, JobPick, NewJob};
+use crate::transfer::{JobImport, OpmlImport};
 use crate::watch::watch_jobs;
 use ingest_model::Selector;
 use ingest_proto::convert::run_to_pb;
@@ -234,6 +236,88 @@ impl JobService for GrpcJobService {
             Ok(Response::new(pb::PreviewScheduleResponse {
                 run_times: times.into_iter().map(ingest_proto::convert::timestamp).collect(),
             }))
+        })
+        .await
+    }
+
+    async fn import_opml(&self, request: Request<pb::ImportOpmlRequest>) -> Result<pb::ImportOpmlResponse> {
+        observed("ImportOpml", async move {
+            let request = request.into_inner();
+            let import = OpmlImport {
+                opml: request.opml,
+                validate_only: request.validate_only,
+                interval: request.interval.map(|d| duration_from_pb(d, "interval")).transpose()?,
+                labels: request.labels.into_iter().collect(),
+                paused: request.paused,
+            };
+            let feeds = self.service.import_opml(import).await?;
+            Ok(Response::new(pb::ImportOpmlResponse { feeds: feeds.into_iter().map(imported_feed_to_pb).collect() }))
+        })
+        .await
+    }
+
+    async fn export_opml(&self, request: Request<pb::ExportOpmlRequest>) -> Result<pb::ExportOpmlResponse> {
+        observed("ExportOpml", async move {
+            let selector = selector_from_pb(&request.into_inner().label_selector)?;
+            let opml = self.service.export_opml(selector.as_ref()).await?;
+            Ok(Response::new(pb::ExportOpmlResponse { opml }))
+        })
+        .await
+    }
+
+    async fn export_jobs(&self, request: Request<pb::ExportJobsRequest>) -> Result<pb::ExportJobsResponse> {
+        observed("ExportJobs", async move {
+            let selector = selector_from_pb(&request.into_inner().label_selector)?;
+            let jobs = self.service.export_jobs(selector.as_ref()).await?;
+            Ok(Response::new(pb::ExportJobsResponse { jobs: jobs.into_iter().map(job_spec_to_pb).collect() }))
+        })
+        .await
+    }
+
+    async fn import_jobs(&self, request: Request<pb::ImportJobsRequest>) -> Result<pb::ImportJobsResponse> {
+        observed("ImportJobs", async move {
+            let request = request.into_inner();
+            let mut imports = Vec::with_capacity(request.jobs.len().min(crate::service::MAX_BULK));
+            for (i, job) in request.jobs.into_iter().enumerate() {
+                let field = format!("jobs[{i}].interval");
+                let interval = job.interval.map(|d| duration_from_pb(d, &field)).transpose()?;
+                let params = params_from_pb(job.params.unwrap_or_default())?;
+                imports.push(JobImport {
+                    job: NewJob {
+                        id: Some(job.id),
+                        name: job.name,
+                        job_type: job.r#type,
+                        params,
+                        interval,
+                        paused: job.paused,
+                        labels: job.labels.into_iter().collect(),
+                        schedule: schedule_from_pb(job.schedule),
+                    },
+                    secret_names: job.secret_params_set,
+                });
+            }
+            let outcomes = self.service.import_jobs(imports, request.validate_only).await?;
+            Ok(Response::new(pb::ImportJobsResponse { results: outcomes_to_pb(outcomes) }))
+        })
+        .await
+    }
+
+    async fn preview_job(&self, request: Request<pb::PreviewJobRequest>) -> Result<pb::PreviewJobResponse> {
+        observed("PreviewJob", async move {
+            let request = request.into_inner();
+            let job = request.job.ok_or_else(|| ControlError::invalid("job", "required"))?;
+            if request.max_documents < 0 {
+                return Err(ControlError::invalid("max_documents", "must not be negative").into());
+            }
+            let ask = PreviewAsk {
+                id: Some(job.id).filter(|id| !id.is_empty()),
+                job_type: job.r#type,
+                params: job.params.map(params_from_pb).transpose()?,
+                max_documents: request.max_documents as usize,
+                timeout: request.timeout.map(|d| duration_from_pb(d, "timeout")).transpose()?.unwrap_or_default(),
+            };
+            let answer = self.service.preview_job(ask).await?;
+            Ok(Response::new(preview_to_pb(answer)))
         })
         .await
     }

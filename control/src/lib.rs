@@ -16,9 +16,12 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod json_api;
+pub mod opml;
+pub mod preview;
 pub mod progress;
 pub mod server;
 pub mod service;
+pub mod transfer;
 pub mod views;
 pub mod watch;
 

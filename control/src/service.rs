@@ -78,6 +78,8 @@ pub struct WorkerView {
     pub record: WorkerRecord,
     pub jobs_owned: u32,
     pub counters: ingest_model::Counters,
+    /// Its last load sample, once written.
+    pub load: Option<ingest_model::LoadRecord>,
 }
 
 /// One page of jobs.
@@ -157,6 +159,10 @@ impl ControlService {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub(crate) fn secrets_keys(&self) -> Option<&SecretsKeys> {
+        self.secrets_keys.as_deref()
     }
 
     pub async fn create_job(&self, new: NewJob, validate_only: bool) -> Result<JobView, ControlError> {
@@ -487,16 +493,20 @@ impl ControlService {
     }
 
     pub async fn list_workers(&self) -> Result<Vec<WorkerView>, ControlError> {
-        let (cluster, loads) = futures::try_join!(
+        let (cluster, loads, samples) = futures::try_join!(
             Cluster::read(self.store.as_ref(), &self.keys),
-            worker_loads(self.store.as_ref(), &self.keys)
+            worker_loads(self.store.as_ref(), &self.keys),
+            crate::views::scan_prefix(self.store.as_ref(), self.keys.prefix(KeyKind::Load)),
         )?;
+        let mut samples: std::collections::HashMap<String, ingest_model::LoadRecord> =
+            samples.iter().filter_map(|kv| Some((self.keys.parse(&kv.key)?.1.to_string(), decode(kv)?))).collect();
         Ok(cluster
             .workers
             .into_values()
             .map(|record| {
                 let (jobs_owned, counters) = loads.get(&record.name).copied().unwrap_or_default();
-                WorkerView { record, jobs_owned, counters }
+                let load = samples.remove(&record.name);
+                WorkerView { record, jobs_owned, counters, load }
             })
             .collect())
     }
@@ -687,7 +697,7 @@ impl ControlService {
     }
 
     /// The spec of `job_type`, or a violation on `job.type` when unknown.
-    async fn type_spec_or_violation(
+    pub(crate) async fn type_spec_or_violation(
         &self,
         job_type: &str,
         violations: &mut Vec<FieldViolation>,
@@ -718,7 +728,7 @@ impl ControlService {
     }
 }
 
-fn check_id_field(field: &str, id: &str) -> Result<(), ControlError> {
+pub(crate) fn check_id_field(field: &str, id: &str) -> Result<(), ControlError> {
     validate_job_id(id).map_err(|e| ControlError::invalid(field, e))
 }
 
@@ -745,7 +755,7 @@ fn check_schedule(schedule: &Schedule, violations: &mut Vec<FieldViolation>) {
     }
 }
 
-fn check_params_size(params: &Map<String, Value>, violations: &mut Vec<FieldViolation>) {
+pub(crate) fn check_params_size(params: &Map<String, Value>, violations: &mut Vec<FieldViolation>) {
     let size = serde_json::to_vec(params).map_or(usize::MAX, |v| v.len());
     if size > MAX_PARAMS_BYTES {
         violations.push(FieldViolation::new(
@@ -771,7 +781,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
 /// moves a URL parameter to another scheme, host or port must enter every
 /// kept secret again (else anyone allowed to edit the job could point it at
 /// their own server and receive the secrets on the next run).
-fn check_secrets_stay_home(
+pub(crate) fn check_secrets_stay_home(
     spec: &JobTypeSpec,
     record: &JobRecord,
     split: &SplitParams,

@@ -142,7 +142,13 @@ impl JobPieces {
                 }
                 decode(kv).map(|s| self.state = Some((s, rev))).is_some()
             }
-            KeyKind::Secret | KeyKind::Type | KeyKind::Worker | KeyKind::Runs | KeyKind::Alert => false,
+            KeyKind::Secret
+            | KeyKind::Type
+            | KeyKind::Worker
+            | KeyKind::Runs
+            | KeyKind::Alert
+            | KeyKind::Load
+            | KeyKind::Preview => false,
         }
     }
 }

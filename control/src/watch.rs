@@ -237,7 +237,8 @@ impl JobsView {
                         slot.spec_changed |= kind == KeyKind::Job;
                     }
                 }
-                KeyKind::Secret | KeyKind::Type | KeyKind::Runs | KeyKind::Alert => {}
+                KeyKind::Secret | KeyKind::Type | KeyKind::Runs | KeyKind::Alert | KeyKind::Load | KeyKind::Preview => {
+                }
             }
         }
         if workers_changed {

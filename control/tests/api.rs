@@ -27,6 +27,7 @@ on_both_stores!(
     labels_pick_jobs_to_list_watch_and_change_in_bulk,
     bad_labels_selectors_and_picks_write_nothing,
     schedules_are_checked_stored_and_previewed,
+    opml_and_json_move_jobs_in_and_out,
 );
 
 const SECRET: &str = "hunter2-very-secret";
@@ -886,5 +887,121 @@ async fn schedules_are_checked_stored_and_previewed(mut h: Harness) {
     assert!(every.run_times.windows(2).all(|w| w[1].seconds - w[0].seconds == 600), "{:?}", every.run_times);
     let status = h.client.preview_schedule(preview(schedule("every day", "", &[]), 3)).await.expect_err("bad cron");
     assert_eq!(violated_fields(&status), ["schedule.cron"]);
+    h.stop().await;
+}
+
+const OPML: &str = r#"<?xml version="1.0"?>
+<opml version="2.0"><head><title>subscriptions</title></head><body>
+  <outline text="Tech &amp; Code">
+    <outline type="rss" text="Rust Blog" xmlUrl="https://blog.rust-lang.org/feed.xml"/>
+    <outline type="rss" text="LWN" xmlUrl="https://lwn.net/headlines/rss"/>
+  </outline>
+  <outline type="rss" title="Example" xmlUrl="HTTPS://Example.COM/a"/>
+  <outline type="rss" text="LWN again" xmlUrl="https://lwn.net/headlines/rss"/>
+  <outline type="rss" text="Not http" xmlUrl="ftp://files.example.org/feed"/>
+</body></opml>"#;
+
+fn outcomes(feeds: &[pb::ImportedFeed]) -> Vec<(i32, &str)> {
+    feeds.iter().map(|f| (f.outcome, f.job_id.as_str())).collect()
+}
+
+async fn opml_and_json_move_jobs_in_and_out(mut h: Harness) {
+    use pb::FeedImport as F;
+    let rss = ingest_worker::catalogue::job_types().into_iter().filter(|t| t.name == "rss").collect();
+    ingest_worker::Membership::new(h.store.clone(), h.keys.clone(), common::worker_config("rss-publisher"), rss)
+        .publish_types()
+        .await
+        .expect("publish rss");
+    let rss_job = |name: &str, url: &str| pb::Job {
+        name: name.into(),
+        r#type: "rss".into(),
+        params: params(json!({"url": url})),
+        ..Default::default()
+    };
+    let existing = create(&mut h.client, rss_job("rust", "https://blog.rust-lang.org/feed.xml")).await;
+
+    // A dry run lists what would happen and writes nothing.
+    let before = h.dump().await;
+    let dry = pb::ImportOpmlRequest { opml: OPML.into(), validate_only: true, ..Default::default() };
+    let dry = h.client.import_opml(dry).await.expect("dry run").into_inner().feeds;
+    assert_eq!(
+        outcomes(&dry),
+        [
+            (F::Duplicate as i32, existing.id.as_str()),
+            (F::WouldCreate as i32, ""),
+            (F::WouldCreate as i32, ""),
+            (F::Duplicate as i32, ""),
+            (F::Invalid as i32, ""),
+        ]
+    );
+    assert!(dry[4].message.contains("job.params.url"), "{}", dry[4].message);
+    assert_eq!(h.dump().await, before, "a dry run writes nothing");
+
+    let import = pb::ImportOpmlRequest {
+        opml: OPML.into(),
+        labels: [("source".to_string(), "opml".to_string())].into(),
+        ..Default::default()
+    };
+    let feeds = h.client.import_opml(import.clone()).await.expect("import").into_inner().feeds;
+    let kinds: Vec<i32> = feeds.iter().map(|f| f.outcome).collect();
+    let created = F::Created as i32;
+    assert_eq!(kinds, [F::Duplicate as i32, created, created, F::Duplicate as i32, F::Invalid as i32]);
+    let lwn = h.client.get_job(pb::GetJobRequest { id: feeds[1].job_id.clone() }).await.expect("lwn");
+    let lwn = lwn.into_inner().job.expect("job");
+    assert_eq!((lwn.name.as_str(), lwn.r#type.as_str()), ("LWN", "rss"));
+    let labels: Vec<(&str, &str)> = {
+        let mut l: Vec<(&str, &str)> = lwn.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        l.sort();
+        l
+    };
+    assert_eq!(labels, [("category", "tech-code"), ("source", "opml")]);
+    // Importing again creates nothing: every feed is read already.
+    let again = h.client.import_opml(import).await.expect("again").into_inner().feeds;
+    assert!(again.iter().all(|f| f.outcome != created), "{again:?}");
+
+    // Export: every rss job, or those a selector picks; the output reads back.
+    let all = h.client.export_opml(pb::ExportOpmlRequest::default()).await.expect("export").into_inner().opml;
+    let mut urls: Vec<String> =
+        ingest_control::opml::parse(&all).expect("valid OPML").into_iter().map(|f| f.url).collect();
+    urls.sort();
+    assert_eq!(urls, ["HTTPS://Example.COM/a", "https://blog.rust-lang.org/feed.xml", "https://lwn.net/headlines/rss"]);
+    let tech = pb::ExportOpmlRequest { label_selector: "category=tech-code".into() };
+    let tech = h.client.export_opml(tech).await.expect("export").into_inner().opml;
+    assert_eq!(ingest_control::opml::parse(&tech).expect("valid").len(), 1);
+    let bad = pb::ImportOpmlRequest { opml: "<html/>".into(), ..Default::default() };
+    assert_eq!(violated_fields(&h.client.import_opml(bad).await.expect_err("not OPML")), ["opml"]);
+
+    // JSON: the spec without secret values; importing needs them again.
+    let mut with_secret = probe_job("secretive");
+    with_secret.params = params(json!({"url": "https://example.org/x", "api_key": "s3cr3t"}));
+    with_secret.labels = [("move".to_string(), "me".to_string())].into();
+    let original = create(&mut h.client, with_secret).await;
+    let exported = pb::ExportJobsRequest { label_selector: "move=me".into() };
+    let exported = h.client.export_jobs(exported).await.expect("export jobs").into_inner().jobs;
+    assert_eq!(exported.len(), 1);
+    let spec = exported[0].clone();
+    assert_eq!(spec.secret_params_set, ["api_key"]);
+    assert!(spec.status.is_none() && spec.revision == 0, "{spec:?}");
+    assert!(!format!("{spec:?}").contains("s3cr3t"), "no secret value exported");
+    h.client.delete_job(pb::DeleteJobRequest { id: original.id.clone(), revision: 0 }).await.expect("delete");
+    let import = |jobs: Vec<pb::Job>| pb::ImportJobsRequest { jobs, validate_only: false };
+    let results = h.client.import_jobs(import(vec![spec.clone()])).await.expect("import").into_inner().results;
+    assert_eq!((results[0].code, results[0].id.as_str()), (Code::InvalidArgument as i32, original.id.as_str()));
+    assert!(results[0].message.contains("api_key"), "{}", results[0].message);
+    let mut filled = spec.clone();
+    if let Some(p) = filled.params.as_mut() {
+        p.fields.insert("api_key".into(), pbjson_types::Value::from("n3w".to_string()));
+    }
+    let results = h.client.import_jobs(import(vec![filled.clone()])).await.expect("import").into_inner().results;
+    assert_eq!(results[0].code, 0, "{}", results[0].message);
+    let back = h.client.get_job(pb::GetJobRequest { id: original.id.clone() }).await.expect("back").into_inner().job;
+    let back = back.expect("job");
+    assert_eq!(
+        (back.name.as_str(), back.secret_params_set.as_slice()),
+        ("secretive", ["api_key".to_string()].as_slice())
+    );
+    assert_eq!(back.labels, spec.labels);
+    let results = h.client.import_jobs(import(vec![filled])).await.expect("again").into_inner().results;
+    assert_eq!(results[0].code, Code::AlreadyExists as i32);
     h.stop().await;
 }

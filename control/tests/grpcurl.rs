@@ -139,6 +139,36 @@ async fn start_worker(etcd: &EtcdServer) -> CancellationToken {
     token
 }
 
+/// A whole worker (runs jobs and dry runs) on `etcd`, reporting to the
+/// control server at `control`, its documents in files under `dir`.
+async fn start_running_worker(etcd: &EtcdServer, control: &str, dir: &Path) -> CancellationToken {
+    let store: Arc<dyn Store> =
+        Arc::new(EtcdStore::connect(EtcdOptions::new([etcd.endpoint()])).await.expect("connect to etcd"));
+    let token = CancellationToken::new();
+    let config = ingest_worker::WorkerConfig { lease_ttl: Duration::from_secs(5), ..common::worker_config("w1") };
+    let services = ingest_worker::JobServices {
+        sinks: Arc::new(ingest_sinks::Sinks::local(&dir.join("out"), Duration::from_secs(30))),
+        fetcher: Arc::new(ingest_worker::fetch::Fetcher::new(&Default::default()).expect("fetcher")),
+        secrets_keys: None,
+    };
+    let report_to = ingest_worker::ReportTo::Control(ingest_worker::ControlEndpoint {
+        url: format!("http://{control}"),
+        token: Default::default(),
+        tls: None,
+    });
+    tokio::spawn(ingest_worker::run_worker(
+        store,
+        Keys::new("/grpcurl-test/"),
+        config,
+        Default::default(),
+        report_to,
+        services,
+        None,
+        token.clone(),
+    ));
+    token
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_drives_control_on_etcd_through_reflection() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -520,8 +550,9 @@ async fn the_readme_recipes_run_as_written() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.expect("etcd");
-    let worker = start_worker(&etcd).await;
     let mut control = Control::start(&etcd, dir.path(), &[], &[]);
+    // A worker that runs jobs (the dry-run recipe needs one), its sinks files.
+    let worker = start_running_worker(&etcd, &control.addr, dir.path()).await;
     tokio::task::block_in_place(|| {
         control.wait_serving(&["-plaintext"]);
         for recipe in grpc_recipes.iter().chain(&http_recipes) {

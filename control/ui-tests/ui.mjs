@@ -96,6 +96,13 @@ try {
     await until('workers listed', () => page.locator('tr[data-worker]').count(), (n) => n === workers);
     const owned = await page.locator('td.jobs-owned').allInnerTexts();
     if (owned.every((n) => n === '0')) throw new Error('no worker owns a job');
+    // Each worker's load: memory, a heartbeat, its jobs by type (reloaded every 5 s).
+    await until('every worker\'s memory shown', () => page.locator('td.memory').allInnerTexts(),
+      (cells) => cells.length === workers && cells.every((c) => c.includes('B')), 30000);
+    const heartbeats = await page.locator('td.heartbeat').allInnerTexts();
+    if (heartbeats.some((t) => !/ago|now/.test(t))) throw new Error(`heartbeats: ${heartbeats}`);
+    await until('jobs by type', () => page.locator('td.by-type').allInnerTexts(),
+      (cells) => cells.some((c) => /demo \d/.test(c)), 30000);
   });
 
   await check('add job form', async () => {
@@ -161,6 +168,21 @@ try {
     const text = await error.innerText();
     if (!text.includes('must be at least 1, got -5')) throw new Error(`unexpected server error text: ${text}`);
     await page.unroute('**/api/ingest.v1.JobService/ListJobTypes');
+  });
+
+  await check('test run', async () => {
+    // A dry run on a worker: the documents it would write, nothing written.
+    await page.goto(`${url}#/new?type=demo`);
+    await page.getByLabel('Name').fill('only a test');
+    await page.getByLabel('items_per_run').fill('3');
+    await page.getByRole('button', {name: 'Test'}).click();
+    const summary = await until('the test result', () => page.locator('#test-summary').innerText().catch(() => ''),
+      (t) => t.length > 0, 30000);
+    if (!summary.startsWith('3 document(s) would be written') || !summary.includes('Nothing was written')) {
+      throw new Error(summary);
+    }
+    const first = await page.locator('.test-document pre').first().innerText();
+    if (!first.includes('"seq"')) throw new Error(`first document: ${first}`);
   });
 
   await check('label field error', async () => {
@@ -251,7 +273,25 @@ try {
     await until('every job listed again', () => page.locator('tbody tr[data-job]').count(), (n) => n > 1);
   });
 
+  await check('import preview and export', async () => {
+    await page.getByRole('link', {name: 'Import / export'}).click();
+    await page.getByLabel('Or paste').fill(`<opml version="2.0"><body><outline text="News">
+      <outline type="rss" text="One" xmlUrl="https://one.example/feed"/>
+      <outline type="rss" text="Two" xmlUrl="https://two.example/feed"/></outline></body></opml>`);
+    await page.getByRole('button', {name: 'Preview'}).click();
+    const summary = await until('the preview summary', () => page.locator('#import-summary').innerText().catch(() => ''),
+      (t) => t.length > 0);
+    if (summary !== '2 would be created') throw new Error(summary);
+    const saved = page.waitForEvent('download');
+    await page.getByRole('button', {name: 'Export JSON (all jobs)'}).click();
+    const download = await saved;
+    const exported = JSON.parse(await (await download.createReadStream()).toArray().then((c) => Buffer.concat(c).toString()));
+    if (!exported.jobs.some((j) => j.id === 'ui-demo')) throw new Error('ui-demo missing from the export');
+    if (exported.jobs.some((j) => j.status)) throw new Error('an export carries status');
+  });
+
   await check('paused', async () => {
+    await page.getByRole('link', {name: 'Jobs'}).click();
     await row('ui-demo').getByRole('link').click();
     await page.getByRole('button', {name: 'Pause'}).click();
     await page.locator('.title .state-paused').waitFor();

@@ -5,6 +5,7 @@ import {call, session, setToken, watchJobs, whenUnauthenticated} from './api.js'
 import {h, num, replace} from './dom.js';
 import {renderForm} from './form.js';
 import {renderJob, renderJobs} from './jobs.js';
+import {renderTransfer} from './transfer.js';
 import {renderWorkers} from './workers.js';
 
 /** Counter samples kept per job for its page. */
@@ -133,6 +134,9 @@ function route() {
   } else if (parts[0] === 'new') {
     document.title = 'Add job · ingest';
     renderForm(main, {typeName: query.get('type'), done: (id) => navigate(`#/jobs/${encodeURIComponent(id)}`)});
+  } else if (parts[0] === 'transfer') {
+    document.title = 'Import and export · ingest';
+    renderTransfer(main);
   } else if (parts[0] === 'workers') {
     document.title = 'Workers · ingest';
     const reload = renderWorkers(main);

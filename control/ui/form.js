@@ -57,6 +57,8 @@ export async function renderForm(main, {job, typeName, done}) {
   const windowsInput = h('textarea', {id: 'f-windows', name: 'windows', rows: 2, placeholder: '08:00-18:00'});
   windowsInput.value = (schedule.windows || []).map((w) => `${w.start}-${w.end}`).join('\n');
   const nextRuns = h('div', {class: 'help', id: 'next-runs', role: 'status'});
+  const testButton = h('button', {type: 'button', title: 'Run it once on a worker and show what it would write'}, 'Test');
+  const testResult = h('section', {id: 'test-result', 'aria-live': 'polite'});
   labelsInput.value = Object.entries(editing ? job.labels || {} : {}).map(([k, v]) => `${k}=${v}`).join('\n');
 
   form.append(
@@ -80,7 +82,9 @@ export async function renderForm(main, {job, typeName, done}) {
     typeField,
     h('div', {class: 'actions'},
       h('button', {type: 'submit', class: 'primary'}, editing ? 'Save' : 'Create job'),
+      testButton,
       h('a', {href: editing ? `#/jobs/${encodeURIComponent(job.id)}` : '#/', class: 'button'}, 'Cancel')),
+    testResult,
   );
   if (editing) pausedInput.closest('.field').hidden = true;
 
@@ -131,9 +135,8 @@ export async function renderForm(main, {job, typeName, done}) {
   for (const input of [cronInput, zoneInput, windowsInput, intervalInput]) input.addEventListener('input', preview);
   preview();
 
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    clearErrors(form, summary);
+  /** The form's values, checked; `errors` by field path. */
+  const gather = () => {
     const errors = {};
     const id = idInput.value.trim();
     if (!editing && id && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(id)) {
@@ -176,6 +179,34 @@ export async function renderForm(main, {job, typeName, done}) {
       }
     }
     checkRules(type, values, editing ? job.secretParamsSet || [] : [], errors);
+    return {errors, id, name, interval, labels, jobSchedule, values};
+  };
+
+  // "Test": a dry run on a worker, nothing written; the answer below the form.
+  testButton.addEventListener('click', async () => {
+    clearErrors(form, summary);
+    const {errors, values} = gather();
+    if (Object.keys(errors).length) {
+      showErrors(form, summary, Object.entries(errors).map(([f, d]) => ({field: f, description: d})));
+      return;
+    }
+    testButton.disabled = true;
+    replace(testResult, h('p', {class: 'muted'}, 'Running once on a worker (nothing is written)…'));
+    try {
+      const body = editing ? {id: job.id, type: job.type, params: values} : {type: type.name, params: values};
+      showPreview(testResult, await call('PreviewJob', {job: body, maxDocuments: 5}));
+    } catch (e) {
+      if (e instanceof ApiError && e.violations.length) showErrors(form, summary, e.violations);
+      replace(testResult, h('p', {class: 'error', role: 'alert'}, `Test failed: ${e.message}`));
+    } finally {
+      testButton.disabled = false;
+    }
+  });
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form, summary);
+    const {errors, id, name, interval, labels, jobSchedule, values} = gather();
     if (Object.keys(errors).length) {
       showErrors(form, summary, Object.entries(errors).map(([f, d]) => ({field: f, description: d})));
       return;
@@ -251,6 +282,24 @@ function checkRules(type, values, kept, errors) {
       if (params.length && !params.some(holds)) complain(params[0], `give at least one of: ${params.join(', ')}`);
     }
   }
+}
+
+/** A dry run's answer: what it would write, its warnings, error and cursor. */
+function showPreview(section, answer) {
+  const docs = answer.documents || [];
+  const c = answer.counters || {};
+  replace(section,
+    h('h2', {}, 'Test run'),
+    h('p', {id: 'test-summary'},
+      `${answer.documentsTotal || 0} document(s) would be written, ${answer.objects || 0} object(s) archived; `,
+      `${c.itemsFetched || 0} item(s) fetched, ${c.itemsFiltered || 0} filtered out, on ${answer.worker}. Nothing was written.`),
+    answer.error ? h('pre', {class: 'error', id: 'test-error'}, answer.error) : null,
+    (answer.warnings || []).map((w) => h('p', {class: 'warning'}, `Warning: ${w}`)),
+    docs.map((d, i) => h('details', {open: i === 0, class: 'test-document'},
+      h('summary', {}, `${d.index} / ${d.id}`),
+      h('pre', {}, JSON.stringify(d.document, null, 2)))),
+    answer.truncated ? h('p', {class: 'muted'}, 'More documents were left out to keep this short.') : null,
+    h('details', {}, h('summary', {}, 'Cursor it would store'), h('pre', {}, JSON.stringify(answer.cursor ?? null))));
 }
 
 /** `HH:MM-HH:MM` lines as windows; the server checks the times. */

@@ -40,6 +40,81 @@ pub struct WorkerRecord {
     pub start_time: UnixMillis,
 }
 
+/// A worker's load under `load/<name>`, attached to its lease, rewritten
+/// every few seconds (apart from the registration, so that peers watching
+/// registrations see no churn).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadRecord {
+    /// When it was sampled: its age is the worker's heartbeat age.
+    pub time: UnixMillis,
+    /// CPU used since the previous sample, in percent of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// Resident memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// Jobs owned, by type.
+    #[serde(default)]
+    pub jobs_by_type: BTreeMap<String, u32>,
+}
+
+/// A dry run of a job, asked of one worker under `previews/<id>` (attached
+/// to the asking control server's lease, so an abandoned one vanishes); the
+/// worker writes its answer into the same record. Nothing of the run is
+/// delivered, checkpointed or counted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreviewRecord {
+    /// The worker asked to run it.
+    pub worker: String,
+    /// The job's id: an existing job's (its checkpoint's cursor and its
+    /// stored secrets are used), or a fresh one.
+    pub job_id: String,
+    pub existing: bool,
+    pub job_type: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Secret values given with the request, stored like a secrets record
+    /// (sealed, bound to the preview's id, when control has a key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<u8>,
+    pub max_documents: u32,
+    /// The run is cut at this time.
+    pub deadline: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<PreviewResult>,
+}
+
+/// What a dry run found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreviewResult {
+    /// The first documents it would write, as the index would get them.
+    pub documents: Vec<PreviewDocument>,
+    /// Documents it would write in all.
+    pub documents_total: u64,
+    /// Raw payloads and media it would archive, and their bytes (gzipped).
+    pub objects: u64,
+    pub object_bytes: u64,
+    pub items_fetched: u64,
+    pub items_filtered: u64,
+    pub bytes_fetched: u64,
+    pub warnings: Vec<String>,
+    /// Why the run failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The cursor the job would store after this run.
+    pub cursor: serde_json::Value,
+    pub duration_ms: u64,
+    /// Documents left out of `documents` to keep the answer small.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreviewDocument {
+    pub id: String,
+    pub index: String,
+    pub document: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The owner shown for a claim whose record does not decode: the claim (its
 /// key, lease and revision) still holds the job. No worker bears this name
 /// (names are DNS labels).

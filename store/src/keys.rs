@@ -25,10 +25,12 @@ pub enum KeyKind {
     Stats,
     Runs,
     Alert,
+    Load,
+    Preview,
 }
 
 impl KeyKind {
-    pub const ALL: [KeyKind; 9] = [
+    pub const ALL: [KeyKind; 11] = [
         Self::Job,
         Self::Secret,
         Self::Type,
@@ -38,6 +40,8 @@ impl KeyKind {
         Self::Stats,
         Self::Runs,
         Self::Alert,
+        Self::Load,
+        Self::Preview,
     ];
 
     fn segment(self) -> &'static str {
@@ -51,6 +55,8 @@ impl KeyKind {
             Self::Stats => "stats/",
             Self::Runs => "runs/",
             Self::Alert => "alerts/",
+            Self::Load => "load/",
+            Self::Preview => "previews/",
         }
     }
 }
@@ -126,6 +132,14 @@ impl Keys {
 
     pub fn alert(&self, id: &str) -> String {
         self.key(KeyKind::Alert, id)
+    }
+
+    pub fn load(&self, worker: &str) -> String {
+        self.key(KeyKind::Load, worker)
+    }
+
+    pub fn preview(&self, id: &str) -> String {
+        self.key(KeyKind::Preview, id)
     }
 
     /// Splits a key into its kind and name; `None` for keys outside the

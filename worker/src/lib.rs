@@ -19,8 +19,10 @@ pub mod fence;
 pub mod fetch;
 pub mod http;
 pub mod jobs;
+pub mod load;
 pub mod membership;
 pub mod ownership;
+pub mod preview;
 pub mod progress;
 pub mod redact;
 pub mod runner;
@@ -129,9 +131,30 @@ pub async fn run_worker(
     let stop_reports = CancellationToken::new();
     let reports =
         tokio::spawn(progress::report_loop(progress.clone(), config.name.clone(), report_to, stop_reports.clone()));
-    let scheduler =
-        scheduler::Scheduler::new(store, keys, membership, types, progress, services, scheduler_config, lease_rx);
+    let load_store = store.clone();
+    let load_keys = keys.clone();
+    let scheduler = scheduler::Scheduler::new(
+        store,
+        keys,
+        membership,
+        types,
+        progress,
+        services,
+        scheduler_config,
+        lease_rx.clone(),
+    );
+    let stop_load = CancellationToken::new();
+    let load = tokio::spawn(load::publish_loop(
+        load_store,
+        load_keys,
+        config.name.clone(),
+        scheduler.owned_by_type(),
+        lease_rx,
+        stop_load.clone(),
+    ));
     scheduler.run(shutdown).await;
+    stop_load.cancel();
+    let _ = load.await;
     // Drained: send the last counters, then leave the cluster.
     stop_reports.cancel();
     let _ = reports.await;

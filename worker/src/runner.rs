@@ -442,22 +442,31 @@ impl Runner {
             }
         };
         self.redactor = Redactor::new(secrets.values.values().map(String::as_str));
-        let input = BuildInput { job_id: &self.record.id, spec, params: &self.record.params, secrets: &secrets.values };
-        let job = (entry.build)(&input).map_err(|e| e.to_string())?;
-        let job_type = &self.record.job_type;
-        let index = IndexSpec {
-            name: self
-                .record
-                .params
-                .get(catalogue::INDEX_PARAM)
-                .and_then(|v| v.as_str())
-                .filter(|name| !name.is_empty())
-                .map_or_else(|| catalogue::default_index(job_type), String::from),
-            job_type: job_type.clone(),
-            mapping: Arc::new(index_mapping(&(entry.properties)())),
-        };
-        Ok((job, self.ctx.sinks.output(job_type, &self.record.id, index), entry.cursor))
+        let (job, index) = build_job((spec, entry), &self.record.id, &self.record.params, &secrets)?;
+        Ok((job, self.ctx.sinks.output(&self.record.job_type, &self.record.id, index), entry.cursor))
     }
+}
+
+/// A job built from its parameters and secrets, and the index its
+/// documents go to: what a runner runs, and what a dry run runs.
+pub(crate) fn build_job(
+    (spec, entry): (&JobTypeSpec, &JobTypeEntry),
+    job_id: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+    secrets: &SecretsRecord,
+) -> Result<(Box<dyn Job>, IndexSpec), String> {
+    let input = BuildInput { job_id, spec, params, secrets: &secrets.values };
+    let job = (entry.build)(&input).map_err(|e| e.to_string())?;
+    let index = IndexSpec {
+        name: params
+            .get(catalogue::INDEX_PARAM)
+            .and_then(|v| v.as_str())
+            .filter(|name| !name.is_empty())
+            .map_or_else(|| catalogue::default_index(&spec.name), String::from),
+        job_type: spec.name.clone(),
+        mapping: Arc::new(index_mapping(&(entry.properties)())),
+    };
+    Ok((job, index))
 }
 
 /// Counts a run and what it did in the process's metrics.

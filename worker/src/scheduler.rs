@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
-use ingest_store::keys::Keys;
-use ingest_store::{Revision, Store, StoreError, Txn, TxnOp, WatchStream};
+use ingest_store::keys::{KeyKind, Keys};
+use ingest_store::{EventKind, Revision, Store, StoreError, Txn, TxnOp, WatchBatch, WatchStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +21,10 @@ use crate::catalogue::JobTypeEntry;
 use crate::checkpoints::CheckpointWriter;
 use crate::claims::{ClaimRequest, ClaimTxns, Release};
 use crate::decide::{Decider, Resume, Running};
+use crate::load::OwnedByType;
 use crate::membership::{LeaseState, Membership};
 use crate::ownership::{self, Ownership};
+use crate::preview;
 use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
 use crate::view::{Claim, ClusterView};
@@ -71,7 +73,13 @@ pub struct Scheduler {
     runners: HashMap<String, (RunnerHandle, JobRecord)>,
     /// What to do, decided from the view (pure; this module does it).
     decider: Decider,
+    /// Jobs owned by type, for the load the worker publishes; counted
+    /// again at most every [`OWNED_COUNT_EVERY`].
+    owned: OwnedByType,
+    owned_counted: Option<Instant>,
 }
+
+const OWNED_COUNT_EVERY: Duration = Duration::from_secs(5);
 
 impl Scheduler {
     #[allow(clippy::too_many_arguments)]
@@ -111,6 +119,27 @@ impl Scheduler {
             lease_rx,
             view: ClusterView::default(),
             runners: HashMap::new(),
+            owned: OwnedByType::default(),
+            owned_counted: None,
+        }
+    }
+
+    /// The jobs this worker owns by type, kept current while it runs.
+    pub fn owned_by_type(&self) -> OwnedByType {
+        self.owned.clone()
+    }
+
+    fn count_owned(&mut self) {
+        if self.owned_counted.is_some_and(|at| at.elapsed() < OWNED_COUNT_EVERY) {
+            return;
+        }
+        self.owned_counted = Some(Instant::now());
+        let mut counts = BTreeMap::new();
+        for (_, record) in self.runners.values() {
+            *counts.entry(record.job_type.clone()).or_insert(0u32) += 1;
+        }
+        if let Ok(mut owned) = self.owned.lock() {
+            *owned = counts;
         }
     }
 
@@ -142,11 +171,13 @@ impl Scheduler {
                 item = next_batch(&mut watch) => match item {
                     Some(Ok(batch)) => {
                         self.view.loaded_at = batch.revision;
+                        self.answer_previews(&batch);
                         let mut changed = !self.view.apply(&self.keys, &batch).is_empty();
                         // Fold in whatever else already arrived: one
                         // reconcile for a burst of changes.
                         while let Some(Some(Ok(batch))) = next_batch(&mut watch).now_or_never() {
                             self.view.loaded_at = batch.revision;
+                            self.answer_previews(&batch);
                             changed |= !self.view.apply(&self.keys, &batch).is_empty();
                         }
                         relevant = changed;
@@ -170,6 +201,18 @@ impl Scheduler {
             }
         }
         self.drain().await;
+    }
+
+    /// Starts the dry runs asked of this worker in `batch`.
+    fn answer_previews(&self, batch: &WatchBatch) {
+        for event in &batch.events {
+            if event.kind != EventKind::Put || !matches!(self.keys.parse(&event.kv.key), Some((KeyKind::Preview, _))) {
+                continue;
+            }
+            if let Some(record) = preview::is_mine(&event.kv, &self.worker) {
+                tokio::spawn(preview::answer(self.runner_ctx.clone(), event.kv.clone(), record));
+            }
+        }
     }
 
     fn lease(&self) -> Option<LeaseState> {
@@ -245,6 +288,7 @@ impl Scheduler {
         self.resume(plan.resume, lease.lease).await;
         self.claim(plan.claim, lease.lease).await;
         metrics::gauge!(ingest_runtime::metrics::JOBS_OWNED).set(self.runners.len() as f64);
+        self.count_owned();
     }
 
     /// Removes runners that ended on their own (their claim was lost).

@@ -327,6 +327,64 @@ func (RunOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{4}
 }
 
+type FeedImport int32
+
+const (
+	FeedImport_FEED_IMPORT_UNSPECIFIED FeedImport = 0
+	FeedImport_FEED_IMPORT_CREATED     FeedImport = 1
+	// validate_only: it would be created.
+	FeedImport_FEED_IMPORT_WOULD_CREATE FeedImport = 2
+	// An rss job reads this URL already (or the document lists it twice).
+	FeedImport_FEED_IMPORT_DUPLICATE FeedImport = 3
+	// Not a feed job could be made of (e.g. not an http(s) URL).
+	FeedImport_FEED_IMPORT_INVALID FeedImport = 4
+)
+
+// Enum value maps for FeedImport.
+var (
+	FeedImport_name = map[int32]string{
+		0: "FEED_IMPORT_UNSPECIFIED",
+		1: "FEED_IMPORT_CREATED",
+		2: "FEED_IMPORT_WOULD_CREATE",
+		3: "FEED_IMPORT_DUPLICATE",
+		4: "FEED_IMPORT_INVALID",
+	}
+	FeedImport_value = map[string]int32{
+		"FEED_IMPORT_UNSPECIFIED":  0,
+		"FEED_IMPORT_CREATED":      1,
+		"FEED_IMPORT_WOULD_CREATE": 2,
+		"FEED_IMPORT_DUPLICATE":    3,
+		"FEED_IMPORT_INVALID":      4,
+	}
+)
+
+func (x FeedImport) Enum() *FeedImport {
+	p := new(FeedImport)
+	*p = x
+	return p
+}
+
+func (x FeedImport) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FeedImport) Descriptor() protoreflect.EnumDescriptor {
+	return file_ingest_v1_jobs_proto_enumTypes[5].Descriptor()
+}
+
+func (FeedImport) Type() protoreflect.EnumType {
+	return &file_ingest_v1_jobs_proto_enumTypes[5]
+}
+
+func (x FeedImport) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FeedImport.Descriptor instead.
+func (FeedImport) EnumDescriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{5}
+}
+
 // A job: what to ingest (type and parameters), how often, and its status.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2708,7 +2766,16 @@ type Worker struct {
 	// Jobs this worker owns now.
 	JobsOwned uint32 `protobuf:"varint,7,opt,name=jobs_owned,json=jobsOwned,proto3" json:"jobs_owned,omitempty"`
 	// Sum of the counters of the jobs it owns.
-	Counters      *JobCounters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
+	Counters *JobCounters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
+	// The worker's own figures, sampled every 10 s (unset until the first
+	// sample, or where the platform does not give them): CPU used in percent
+	// of one core, and resident memory.
+	CpuPercent *float64 `protobuf:"fixed64,9,opt,name=cpu_percent,json=cpuPercent,proto3,oneof" json:"cpu_percent,omitempty"`
+	RssBytes   *uint64  `protobuf:"varint,10,opt,name=rss_bytes,json=rssBytes,proto3,oneof" json:"rss_bytes,omitempty"`
+	// When the worker last wrote its figures: its heartbeat.
+	HeartbeatTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=heartbeat_time,json=heartbeatTime,proto3" json:"heartbeat_time,omitempty"`
+	// Jobs it owns by type, as it last counted them.
+	JobsByType    map[string]uint32 `protobuf:"bytes,12,rep,name=jobs_by_type,json=jobsByType,proto3" json:"jobs_by_type,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2795,6 +2862,34 @@ func (x *Worker) GetJobsOwned() uint32 {
 func (x *Worker) GetCounters() *JobCounters {
 	if x != nil {
 		return x.Counters
+	}
+	return nil
+}
+
+func (x *Worker) GetCpuPercent() float64 {
+	if x != nil && x.CpuPercent != nil {
+		return *x.CpuPercent
+	}
+	return 0
+}
+
+func (x *Worker) GetRssBytes() uint64 {
+	if x != nil && x.RssBytes != nil {
+		return *x.RssBytes
+	}
+	return 0
+}
+
+func (x *Worker) GetHeartbeatTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HeartbeatTime
+	}
+	return nil
+}
+
+func (x *Worker) GetJobsByType() map[string]uint32 {
+	if x != nil {
+		return x.JobsByType
 	}
 	return nil
 }
@@ -3564,6 +3659,754 @@ func (x *PreviewScheduleResponse) GetRunTimes() []*timestamppb.Timestamp {
 	return nil
 }
 
+type ImportOpmlRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The OPML document (at most 5 MiB, 10 000 feeds).
+	Opml string `protobuf:"bytes,1,opt,name=opml,proto3" json:"opml,omitempty"`
+	// List what would be created; write nothing.
+	ValidateOnly bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	// Interval of the created jobs; the rss type's default when unset.
+	Interval *durationpb.Duration `protobuf:"bytes,3,opt,name=interval,proto3" json:"interval,omitempty"`
+	// Labels given to every created job, besides `category` (from an
+	// enclosing outline, when it makes a valid label value).
+	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Create the jobs paused.
+	Paused        bool `protobuf:"varint,5,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportOpmlRequest) Reset() {
+	*x = ImportOpmlRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportOpmlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportOpmlRequest) ProtoMessage() {}
+
+func (x *ImportOpmlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportOpmlRequest.ProtoReflect.Descriptor instead.
+func (*ImportOpmlRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ImportOpmlRequest) GetOpml() string {
+	if x != nil {
+		return x.Opml
+	}
+	return ""
+}
+
+func (x *ImportOpmlRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *ImportOpmlRequest) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *ImportOpmlRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *ImportOpmlRequest) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+type ImportOpmlResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per feed of the document, in its order.
+	Feeds         []*ImportedFeed `protobuf:"bytes,1,rep,name=feeds,proto3" json:"feeds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportOpmlResponse) Reset() {
+	*x = ImportOpmlResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportOpmlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportOpmlResponse) ProtoMessage() {}
+
+func (x *ImportOpmlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportOpmlResponse.ProtoReflect.Descriptor instead.
+func (*ImportOpmlResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *ImportOpmlResponse) GetFeeds() []*ImportedFeed {
+	if x != nil {
+		return x.Feeds
+	}
+	return nil
+}
+
+// What ImportOpml did (or would do) with one feed.
+type ImportedFeed struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Url     string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	Title   string                 `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
+	Outcome FeedImport             `protobuf:"varint,3,opt,name=outcome,proto3,enum=ingest.v1.FeedImport" json:"outcome,omitempty"`
+	// The created job (CREATED), or the job already reading the URL
+	// (DUPLICATE).
+	JobId string `protobuf:"bytes,4,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Why it is INVALID (the field violations, readable).
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportedFeed) Reset() {
+	*x = ImportedFeed{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportedFeed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportedFeed) ProtoMessage() {}
+
+func (x *ImportedFeed) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportedFeed.ProtoReflect.Descriptor instead.
+func (*ImportedFeed) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ImportedFeed) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *ImportedFeed) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *ImportedFeed) GetOutcome() FeedImport {
+	if x != nil {
+		return x.Outcome
+	}
+	return FeedImport_FEED_IMPORT_UNSPECIFIED
+}
+
+func (x *ImportedFeed) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ImportedFeed) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ExportOpmlRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the rss jobs it matches, when set.
+	LabelSelector string `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportOpmlRequest) Reset() {
+	*x = ExportOpmlRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportOpmlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportOpmlRequest) ProtoMessage() {}
+
+func (x *ExportOpmlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportOpmlRequest.ProtoReflect.Descriptor instead.
+func (*ExportOpmlRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ExportOpmlRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+type ExportOpmlResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Opml          string                 `protobuf:"bytes,1,opt,name=opml,proto3" json:"opml,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportOpmlResponse) Reset() {
+	*x = ExportOpmlResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportOpmlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportOpmlResponse) ProtoMessage() {}
+
+func (x *ExportOpmlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportOpmlResponse.ProtoReflect.Descriptor instead.
+func (*ExportOpmlResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ExportOpmlResponse) GetOpml() string {
+	if x != nil {
+		return x.Opml
+	}
+	return ""
+}
+
+type ExportJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only the jobs it matches, when set.
+	LabelSelector string `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportJobsRequest) Reset() {
+	*x = ExportJobsRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportJobsRequest) ProtoMessage() {}
+
+func (x *ExportJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportJobsRequest.ProtoReflect.Descriptor instead.
+func (*ExportJobsRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ExportJobsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+type ExportJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In id order; status and output-only fields unset, no secret values.
+	Jobs          []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportJobsResponse) Reset() {
+	*x = ExportJobsResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportJobsResponse) ProtoMessage() {}
+
+func (x *ExportJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportJobsResponse.ProtoReflect.Descriptor instead.
+func (*ExportJobsResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *ExportJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+type ImportJobsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10 000 jobs; id, name, type, params (secrets included),
+	// interval, paused, labels and schedule are read.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Check every job; write nothing.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportJobsRequest) Reset() {
+	*x = ImportJobsRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportJobsRequest) ProtoMessage() {}
+
+func (x *ImportJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportJobsRequest.ProtoReflect.Descriptor instead.
+func (*ImportJobsRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *ImportJobsRequest) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *ImportJobsRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+type ImportJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per job, in request order (code 6 ALREADY_EXISTS when the id is
+	// taken, 3 INVALID_ARGUMENT with the violations in message).
+	Results       []*JobResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportJobsResponse) Reset() {
+	*x = ImportJobsResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportJobsResponse) ProtoMessage() {}
+
+func (x *ImportJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportJobsResponse.ProtoReflect.Descriptor instead.
+func (*ImportJobsResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ImportJobsResponse) GetResults() []*JobResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type PreviewJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A new job: type and params (secrets included). An existing job: its id,
+	// and optionally params to try instead of its own (secrets left out keep
+	// their stored values; a URL moved to another origin needs them entered
+	// again, as in UpdateJob). The run continues from the existing job's
+	// checkpoint.
+	Job *Job `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// Documents to answer; default 10, at most 50 (and at most 512 KiB).
+	MaxDocuments int32 `protobuf:"varint,2,opt,name=max_documents,json=maxDocuments,proto3" json:"max_documents,omitempty"`
+	// How long the run may take; default 20 s, at most 60 s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewJobRequest) Reset() {
+	*x = PreviewJobRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewJobRequest) ProtoMessage() {}
+
+func (x *PreviewJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewJobRequest.ProtoReflect.Descriptor instead.
+func (*PreviewJobRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *PreviewJobRequest) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *PreviewJobRequest) GetMaxDocuments() int32 {
+	if x != nil {
+		return x.MaxDocuments
+	}
+	return 0
+}
+
+func (x *PreviewJobRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type PreviewJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first documents the run would write, as the index would get them.
+	Documents []*PreviewDocument `protobuf:"bytes,1,rep,name=documents,proto3" json:"documents,omitempty"`
+	// Documents it would write in all.
+	DocumentsTotal uint64 `protobuf:"varint,2,opt,name=documents_total,json=documentsTotal,proto3" json:"documents_total,omitempty"`
+	// Raw payloads and media it would archive, and their bytes (gzipped).
+	Objects     uint64 `protobuf:"varint,3,opt,name=objects,proto3" json:"objects,omitempty"`
+	ObjectBytes uint64 `protobuf:"varint,4,opt,name=object_bytes,json=objectBytes,proto3" json:"object_bytes,omitempty"`
+	// What the run fetched (items_fetched, items_filtered, bytes_fetched).
+	Counters *JobCounters `protobuf:"bytes,5,opt,name=counters,proto3" json:"counters,omitempty"`
+	Warnings []string     `protobuf:"bytes,6,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// Why the run failed; empty when it succeeded.
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// The cursor the job would store after this run.
+	Cursor   *structpb.Value      `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The worker that ran it.
+	Worker string `protobuf:"bytes,10,opt,name=worker,proto3" json:"worker,omitempty"`
+	// Documents were left out of `documents` to keep the answer small.
+	Truncated     bool `protobuf:"varint,11,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewJobResponse) Reset() {
+	*x = PreviewJobResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewJobResponse) ProtoMessage() {}
+
+func (x *PreviewJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewJobResponse.ProtoReflect.Descriptor instead.
+func (*PreviewJobResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *PreviewJobResponse) GetDocuments() []*PreviewDocument {
+	if x != nil {
+		return x.Documents
+	}
+	return nil
+}
+
+func (x *PreviewJobResponse) GetDocumentsTotal() uint64 {
+	if x != nil {
+		return x.DocumentsTotal
+	}
+	return 0
+}
+
+func (x *PreviewJobResponse) GetObjects() uint64 {
+	if x != nil {
+		return x.Objects
+	}
+	return 0
+}
+
+func (x *PreviewJobResponse) GetObjectBytes() uint64 {
+	if x != nil {
+		return x.ObjectBytes
+	}
+	return 0
+}
+
+func (x *PreviewJobResponse) GetCounters() *JobCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+func (x *PreviewJobResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *PreviewJobResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PreviewJobResponse) GetCursor() *structpb.Value {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
+func (x *PreviewJobResponse) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *PreviewJobResponse) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *PreviewJobResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// A document a dry run would write.
+type PreviewDocument struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its id in the index (stable: the same item always gets the same id).
+	Id            string           `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Index         string           `protobuf:"bytes,2,opt,name=index,proto3" json:"index,omitempty"`
+	Document      *structpb.Struct `protobuf:"bytes,3,opt,name=document,proto3" json:"document,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewDocument) Reset() {
+	*x = PreviewDocument{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewDocument) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewDocument) ProtoMessage() {}
+
+func (x *PreviewDocument) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewDocument.ProtoReflect.Descriptor instead.
+func (*PreviewDocument) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *PreviewDocument) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PreviewDocument) GetIndex() string {
+	if x != nil {
+		return x.Index
+	}
+	return ""
+}
+
+func (x *PreviewDocument) GetDocument() *structpb.Struct {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
 var File_ingest_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_ingest_v1_jobs_proto_rawDesc = "" +
@@ -3738,7 +4581,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x03job\x18\x02 \x01(\v2\x0e.ingest.v1.JobR\x03job\"\x14\n" +
 	"\x12ListWorkersRequest\"B\n" +
 	"\x13ListWorkersResponse\x12+\n" +
-	"\aworkers\x18\x01 \x03(\v2\x11.ingest.v1.WorkerR\aworkers\"\xa7\x02\n" +
+	"\aworkers\x18\x01 \x03(\v2\x11.ingest.v1.WorkerR\aworkers\"\xd4\x04\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x16.ingest.v1.WorkerStateR\x05state\x12\x16\n" +
@@ -3749,7 +4592,20 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1d\n" +
 	"\n" +
 	"jobs_owned\x18\a \x01(\rR\tjobsOwned\x122\n" +
-	"\bcounters\x18\b \x01(\v2\x16.ingest.v1.JobCountersR\bcounters\"K\n" +
+	"\bcounters\x18\b \x01(\v2\x16.ingest.v1.JobCountersR\bcounters\x12$\n" +
+	"\vcpu_percent\x18\t \x01(\x01H\x00R\n" +
+	"cpuPercent\x88\x01\x01\x12 \n" +
+	"\trss_bytes\x18\n" +
+	" \x01(\x04H\x01R\brssBytes\x88\x01\x01\x12A\n" +
+	"\x0eheartbeat_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12C\n" +
+	"\fjobs_by_type\x18\f \x03(\v2!.ingest.v1.Worker.JobsByTypeEntryR\n" +
+	"jobsByType\x1a=\n" +
+	"\x0fJobsByTypeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01B\x0e\n" +
+	"\f_cpu_percentB\f\n" +
+	"\n" +
+	"_rss_bytes\"K\n" +
 	"\x10PauseJobsRequest\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\"C\n" +
@@ -3794,7 +4650,58 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x05R\x05count\"R\n" +
 	"\x17PreviewScheduleResponse\x127\n" +
-	"\trun_times\x18\x01 \x03(\v2\x1a.google.protobuf.TimestampR\brunTimes*\x9d\x01\n" +
+	"\trun_times\x18\x01 \x03(\v2\x1a.google.protobuf.TimestampR\brunTimes\"\x98\x02\n" +
+	"\x11ImportOpmlRequest\x12\x12\n" +
+	"\x04opml\x18\x01 \x01(\tR\x04opml\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\x125\n" +
+	"\binterval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12@\n" +
+	"\x06labels\x18\x04 \x03(\v2(.ingest.v1.ImportOpmlRequest.LabelsEntryR\x06labels\x12\x16\n" +
+	"\x06paused\x18\x05 \x01(\bR\x06paused\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
+	"\x12ImportOpmlResponse\x12-\n" +
+	"\x05feeds\x18\x01 \x03(\v2\x17.ingest.v1.ImportedFeedR\x05feeds\"\x98\x01\n" +
+	"\fImportedFeed\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x14\n" +
+	"\x05title\x18\x02 \x01(\tR\x05title\x12/\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2\x15.ingest.v1.FeedImportR\aoutcome\x12\x15\n" +
+	"\x06job_id\x18\x04 \x01(\tR\x05jobId\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\":\n" +
+	"\x11ExportOpmlRequest\x12%\n" +
+	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\"(\n" +
+	"\x12ExportOpmlResponse\x12\x12\n" +
+	"\x04opml\x18\x01 \x01(\tR\x04opml\":\n" +
+	"\x11ExportJobsRequest\x12%\n" +
+	"\x0elabel_selector\x18\x01 \x01(\tR\rlabelSelector\"8\n" +
+	"\x12ExportJobsResponse\x12\"\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.ingest.v1.JobR\x04jobs\"\\\n" +
+	"\x11ImportJobsRequest\x12\"\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x0e.ingest.v1.JobR\x04jobs\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"D\n" +
+	"\x12ImportJobsResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.ingest.v1.JobResultR\aresults\"\x8f\x01\n" +
+	"\x11PreviewJobRequest\x12 \n" +
+	"\x03job\x18\x01 \x01(\v2\x0e.ingest.v1.JobR\x03job\x12#\n" +
+	"\rmax_documents\x18\x02 \x01(\x05R\fmaxDocuments\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb7\x03\n" +
+	"\x12PreviewJobResponse\x128\n" +
+	"\tdocuments\x18\x01 \x03(\v2\x1a.ingest.v1.PreviewDocumentR\tdocuments\x12'\n" +
+	"\x0fdocuments_total\x18\x02 \x01(\x04R\x0edocumentsTotal\x12\x18\n" +
+	"\aobjects\x18\x03 \x01(\x04R\aobjects\x12!\n" +
+	"\fobject_bytes\x18\x04 \x01(\x04R\vobjectBytes\x122\n" +
+	"\bcounters\x18\x05 \x01(\v2\x16.ingest.v1.JobCountersR\bcounters\x12\x1a\n" +
+	"\bwarnings\x18\x06 \x03(\tR\bwarnings\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12.\n" +
+	"\x06cursor\x18\b \x01(\v2\x16.google.protobuf.ValueR\x06cursor\x125\n" +
+	"\bduration\x18\t \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
+	"\x06worker\x18\n" +
+	" \x01(\tR\x06worker\x12\x1c\n" +
+	"\ttruncated\x18\v \x01(\bR\ttruncated\"l\n" +
+	"\x0fPreviewDocument\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\tR\x05index\x123\n" +
+	"\bdocument\x18\x03 \x01(\v2\x17.google.protobuf.StructR\bdocument*\x9d\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -3828,8 +4735,14 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x17RUN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RUN_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n" +
 	"\x13RUN_OUTCOME_WARNING\x10\x02\x12\x16\n" +
-	"\x12RUN_OUTCOME_FAILED\x10\x032\xce\n" +
+	"\x12RUN_OUTCOME_FAILED\x10\x03*\x94\x01\n" +
 	"\n" +
+	"FeedImport\x12\x1b\n" +
+	"\x17FEED_IMPORT_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13FEED_IMPORT_CREATED\x10\x01\x12\x1c\n" +
+	"\x18FEED_IMPORT_WOULD_CREATE\x10\x02\x12\x19\n" +
+	"\x15FEED_IMPORT_DUPLICATE\x10\x03\x12\x17\n" +
+	"\x13FEED_IMPORT_INVALID\x10\x042\xc5\r\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tCreateJob\x12\x1b.ingest.v1.CreateJobRequest\x1a\x1c.ingest.v1.CreateJobResponse\x12=\n" +
@@ -3852,7 +4765,17 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"DeleteJobs\x12\x1c.ingest.v1.DeleteJobsRequest\x1a\x1d.ingest.v1.DeleteJobsResponse\x12L\n" +
 	"\vListJobRuns\x12\x1d.ingest.v1.ListJobRunsRequest\x1a\x1e.ingest.v1.ListJobRunsResponse\x12X\n" +
-	"\x0fPreviewSchedule\x12!.ingest.v1.PreviewScheduleRequest\x1a\".ingest.v1.PreviewScheduleResponseb\x06proto3"
+	"\x0fPreviewSchedule\x12!.ingest.v1.PreviewScheduleRequest\x1a\".ingest.v1.PreviewScheduleResponse\x12I\n" +
+	"\n" +
+	"ImportOpml\x12\x1c.ingest.v1.ImportOpmlRequest\x1a\x1d.ingest.v1.ImportOpmlResponse\x12I\n" +
+	"\n" +
+	"ExportOpml\x12\x1c.ingest.v1.ExportOpmlRequest\x1a\x1d.ingest.v1.ExportOpmlResponse\x12I\n" +
+	"\n" +
+	"ExportJobs\x12\x1c.ingest.v1.ExportJobsRequest\x1a\x1d.ingest.v1.ExportJobsResponse\x12I\n" +
+	"\n" +
+	"ImportJobs\x12\x1c.ingest.v1.ImportJobsRequest\x1a\x1d.ingest.v1.ImportJobsResponse\x12I\n" +
+	"\n" +
+	"PreviewJob\x12\x1c.ingest.v1.PreviewJobRequest\x1a\x1d.ingest.v1.PreviewJobResponseb\x06proto3"
 
 var (
 	file_ingest_v1_jobs_proto_rawDescOnce sync.Once
@@ -3866,174 +4789,215 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 	return file_ingest_v1_jobs_proto_rawDescData
 }
 
-var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_ingest_v1_jobs_proto_goTypes = []any{
 	(JobState)(0),                   // 0: ingest.v1.JobState
 	(ParamKind)(0),                  // 1: ingest.v1.ParamKind
 	(JobEventType)(0),               // 2: ingest.v1.JobEventType
 	(WorkerState)(0),                // 3: ingest.v1.WorkerState
 	(RunOutcome)(0),                 // 4: ingest.v1.RunOutcome
-	(*Job)(nil),                     // 5: ingest.v1.Job
-	(*Schedule)(nil),                // 6: ingest.v1.Schedule
-	(*TimeWindow)(nil),              // 7: ingest.v1.TimeWindow
-	(*JobStatus)(nil),               // 8: ingest.v1.JobStatus
-	(*Checkpoint)(nil),              // 9: ingest.v1.Checkpoint
-	(*JobCounters)(nil),             // 10: ingest.v1.JobCounters
-	(*JobError)(nil),                // 11: ingest.v1.JobError
-	(*CreateJobRequest)(nil),        // 12: ingest.v1.CreateJobRequest
-	(*CreateJobResponse)(nil),       // 13: ingest.v1.CreateJobResponse
-	(*GetJobRequest)(nil),           // 14: ingest.v1.GetJobRequest
-	(*GetJobResponse)(nil),          // 15: ingest.v1.GetJobResponse
-	(*ListJobsRequest)(nil),         // 16: ingest.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 17: ingest.v1.ListJobsResponse
-	(*UpdateJobRequest)(nil),        // 18: ingest.v1.UpdateJobRequest
-	(*UpdateJobResponse)(nil),       // 19: ingest.v1.UpdateJobResponse
-	(*DeleteJobRequest)(nil),        // 20: ingest.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),       // 21: ingest.v1.DeleteJobResponse
-	(*PauseJobRequest)(nil),         // 22: ingest.v1.PauseJobRequest
-	(*PauseJobResponse)(nil),        // 23: ingest.v1.PauseJobResponse
-	(*ResumeJobRequest)(nil),        // 24: ingest.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),       // 25: ingest.v1.ResumeJobResponse
-	(*RunJobNowRequest)(nil),        // 26: ingest.v1.RunJobNowRequest
-	(*RunJobNowResponse)(nil),       // 27: ingest.v1.RunJobNowResponse
-	(*ResetJobCursorRequest)(nil),   // 28: ingest.v1.ResetJobCursorRequest
-	(*ResetJobCursorResponse)(nil),  // 29: ingest.v1.ResetJobCursorResponse
-	(*ListJobTypesRequest)(nil),     // 30: ingest.v1.ListJobTypesRequest
-	(*ListJobTypesResponse)(nil),    // 31: ingest.v1.ListJobTypesResponse
-	(*JobType)(nil),                 // 32: ingest.v1.JobType
-	(*ParamRule)(nil),               // 33: ingest.v1.ParamRule
-	(*ParamAnyOf)(nil),              // 34: ingest.v1.ParamAnyOf
-	(*ParamRequiredIf)(nil),         // 35: ingest.v1.ParamRequiredIf
-	(*ParamOneOf)(nil),              // 36: ingest.v1.ParamOneOf
-	(*ParamSet)(nil),                // 37: ingest.v1.ParamSet
-	(*ParamSpec)(nil),               // 38: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),        // 39: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),       // 40: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),                // 41: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),      // 42: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),     // 43: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                  // 44: ingest.v1.Worker
-	(*PauseJobsRequest)(nil),        // 45: ingest.v1.PauseJobsRequest
-	(*PauseJobsResponse)(nil),       // 46: ingest.v1.PauseJobsResponse
-	(*ResumeJobsRequest)(nil),       // 47: ingest.v1.ResumeJobsRequest
-	(*ResumeJobsResponse)(nil),      // 48: ingest.v1.ResumeJobsResponse
-	(*RunJobsNowRequest)(nil),       // 49: ingest.v1.RunJobsNowRequest
-	(*RunJobsNowResponse)(nil),      // 50: ingest.v1.RunJobsNowResponse
-	(*DeleteJobsRequest)(nil),       // 51: ingest.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),      // 52: ingest.v1.DeleteJobsResponse
-	(*JobResult)(nil),               // 53: ingest.v1.JobResult
-	(*ListJobRunsRequest)(nil),      // 54: ingest.v1.ListJobRunsRequest
-	(*ListJobRunsResponse)(nil),     // 55: ingest.v1.ListJobRunsResponse
-	(*JobRun)(nil),                  // 56: ingest.v1.JobRun
-	(*PreviewScheduleRequest)(nil),  // 57: ingest.v1.PreviewScheduleRequest
-	(*PreviewScheduleResponse)(nil), // 58: ingest.v1.PreviewScheduleResponse
-	nil,                             // 59: ingest.v1.Job.LabelsEntry
-	(*structpb.Struct)(nil),         // 60: google.protobuf.Struct
-	(*durationpb.Duration)(nil),     // 61: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 62: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 63: google.protobuf.FieldMask
-	(*structpb.Value)(nil),          // 64: google.protobuf.Value
+	(FeedImport)(0),                 // 5: ingest.v1.FeedImport
+	(*Job)(nil),                     // 6: ingest.v1.Job
+	(*Schedule)(nil),                // 7: ingest.v1.Schedule
+	(*TimeWindow)(nil),              // 8: ingest.v1.TimeWindow
+	(*JobStatus)(nil),               // 9: ingest.v1.JobStatus
+	(*Checkpoint)(nil),              // 10: ingest.v1.Checkpoint
+	(*JobCounters)(nil),             // 11: ingest.v1.JobCounters
+	(*JobError)(nil),                // 12: ingest.v1.JobError
+	(*CreateJobRequest)(nil),        // 13: ingest.v1.CreateJobRequest
+	(*CreateJobResponse)(nil),       // 14: ingest.v1.CreateJobResponse
+	(*GetJobRequest)(nil),           // 15: ingest.v1.GetJobRequest
+	(*GetJobResponse)(nil),          // 16: ingest.v1.GetJobResponse
+	(*ListJobsRequest)(nil),         // 17: ingest.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 18: ingest.v1.ListJobsResponse
+	(*UpdateJobRequest)(nil),        // 19: ingest.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),       // 20: ingest.v1.UpdateJobResponse
+	(*DeleteJobRequest)(nil),        // 21: ingest.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),       // 22: ingest.v1.DeleteJobResponse
+	(*PauseJobRequest)(nil),         // 23: ingest.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),        // 24: ingest.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),        // 25: ingest.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),       // 26: ingest.v1.ResumeJobResponse
+	(*RunJobNowRequest)(nil),        // 27: ingest.v1.RunJobNowRequest
+	(*RunJobNowResponse)(nil),       // 28: ingest.v1.RunJobNowResponse
+	(*ResetJobCursorRequest)(nil),   // 29: ingest.v1.ResetJobCursorRequest
+	(*ResetJobCursorResponse)(nil),  // 30: ingest.v1.ResetJobCursorResponse
+	(*ListJobTypesRequest)(nil),     // 31: ingest.v1.ListJobTypesRequest
+	(*ListJobTypesResponse)(nil),    // 32: ingest.v1.ListJobTypesResponse
+	(*JobType)(nil),                 // 33: ingest.v1.JobType
+	(*ParamRule)(nil),               // 34: ingest.v1.ParamRule
+	(*ParamAnyOf)(nil),              // 35: ingest.v1.ParamAnyOf
+	(*ParamRequiredIf)(nil),         // 36: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),              // 37: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),                // 38: ingest.v1.ParamSet
+	(*ParamSpec)(nil),               // 39: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),        // 40: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),       // 41: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),                // 42: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),      // 43: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),     // 44: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                  // 45: ingest.v1.Worker
+	(*PauseJobsRequest)(nil),        // 46: ingest.v1.PauseJobsRequest
+	(*PauseJobsResponse)(nil),       // 47: ingest.v1.PauseJobsResponse
+	(*ResumeJobsRequest)(nil),       // 48: ingest.v1.ResumeJobsRequest
+	(*ResumeJobsResponse)(nil),      // 49: ingest.v1.ResumeJobsResponse
+	(*RunJobsNowRequest)(nil),       // 50: ingest.v1.RunJobsNowRequest
+	(*RunJobsNowResponse)(nil),      // 51: ingest.v1.RunJobsNowResponse
+	(*DeleteJobsRequest)(nil),       // 52: ingest.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),      // 53: ingest.v1.DeleteJobsResponse
+	(*JobResult)(nil),               // 54: ingest.v1.JobResult
+	(*ListJobRunsRequest)(nil),      // 55: ingest.v1.ListJobRunsRequest
+	(*ListJobRunsResponse)(nil),     // 56: ingest.v1.ListJobRunsResponse
+	(*JobRun)(nil),                  // 57: ingest.v1.JobRun
+	(*PreviewScheduleRequest)(nil),  // 58: ingest.v1.PreviewScheduleRequest
+	(*PreviewScheduleResponse)(nil), // 59: ingest.v1.PreviewScheduleResponse
+	(*ImportOpmlRequest)(nil),       // 60: ingest.v1.ImportOpmlRequest
+	(*ImportOpmlResponse)(nil),      // 61: ingest.v1.ImportOpmlResponse
+	(*ImportedFeed)(nil),            // 62: ingest.v1.ImportedFeed
+	(*ExportOpmlRequest)(nil),       // 63: ingest.v1.ExportOpmlRequest
+	(*ExportOpmlResponse)(nil),      // 64: ingest.v1.ExportOpmlResponse
+	(*ExportJobsRequest)(nil),       // 65: ingest.v1.ExportJobsRequest
+	(*ExportJobsResponse)(nil),      // 66: ingest.v1.ExportJobsResponse
+	(*ImportJobsRequest)(nil),       // 67: ingest.v1.ImportJobsRequest
+	(*ImportJobsResponse)(nil),      // 68: ingest.v1.ImportJobsResponse
+	(*PreviewJobRequest)(nil),       // 69: ingest.v1.PreviewJobRequest
+	(*PreviewJobResponse)(nil),      // 70: ingest.v1.PreviewJobResponse
+	(*PreviewDocument)(nil),         // 71: ingest.v1.PreviewDocument
+	nil,                             // 72: ingest.v1.Job.LabelsEntry
+	nil,                             // 73: ingest.v1.Worker.JobsByTypeEntry
+	nil,                             // 74: ingest.v1.ImportOpmlRequest.LabelsEntry
+	(*structpb.Struct)(nil),         // 75: google.protobuf.Struct
+	(*durationpb.Duration)(nil),     // 76: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 77: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 78: google.protobuf.FieldMask
+	(*structpb.Value)(nil),          // 79: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	60, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	61, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	62, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	62, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
-	59, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
-	6,  // 6: ingest.v1.Job.schedule:type_name -> ingest.v1.Schedule
-	7,  // 7: ingest.v1.Schedule.windows:type_name -> ingest.v1.TimeWindow
+	75, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	76, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	77, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	77, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
+	72, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
+	7,  // 6: ingest.v1.Job.schedule:type_name -> ingest.v1.Schedule
+	8,  // 7: ingest.v1.Schedule.windows:type_name -> ingest.v1.TimeWindow
 	0,  // 8: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
-	10, // 9: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	62, // 10: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
-	11, // 11: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	62, // 12: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
-	9,  // 13: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	62, // 14: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	5,  // 15: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
-	5,  // 16: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 17: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
+	11, // 9: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
+	77, // 10: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	12, // 11: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
+	77, // 12: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	10, // 13: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
+	77, // 14: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	6,  // 15: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
+	6,  // 16: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
+	6,  // 17: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
 	0,  // 18: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
-	5,  // 19: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
-	5,  // 20: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	63, // 21: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 22: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 23: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 24: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
-	5,  // 25: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
-	5,  // 26: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
-	32, // 27: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	38, // 28: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	61, // 29: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	61, // 30: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	33, // 31: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	35, // 32: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	36, // 33: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	34, // 34: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
-	37, // 35: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	6,  // 19: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
+	6,  // 20: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
+	78, // 21: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 22: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
+	6,  // 23: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
+	6,  // 24: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
+	6,  // 25: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
+	6,  // 26: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
+	33, // 27: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
+	39, // 28: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	76, // 29: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	76, // 30: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	34, // 31: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	36, // 32: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	37, // 33: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	35, // 34: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
+	38, // 35: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
 	1,  // 36: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	64, // 37: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	41, // 38: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	79, // 37: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	42, // 38: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
 	2,  // 39: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	5,  // 40: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	44, // 41: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	6,  // 40: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	45, // 41: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
 	3,  // 42: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	62, // 43: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	10, // 44: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	53, // 45: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
-	53, // 46: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
-	53, // 47: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
-	53, // 48: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
-	56, // 49: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
-	62, // 50: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
-	61, // 51: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
-	4,  // 52: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
-	10, // 53: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
-	6,  // 54: ingest.v1.PreviewScheduleRequest.schedule:type_name -> ingest.v1.Schedule
-	61, // 55: ingest.v1.PreviewScheduleRequest.interval:type_name -> google.protobuf.Duration
-	62, // 56: ingest.v1.PreviewScheduleResponse.run_times:type_name -> google.protobuf.Timestamp
-	12, // 57: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	14, // 58: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	16, // 59: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	18, // 60: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	20, // 61: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	22, // 62: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	24, // 63: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	26, // 64: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	28, // 65: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
-	30, // 66: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	39, // 67: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	42, // 68: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	45, // 69: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
-	47, // 70: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
-	49, // 71: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
-	51, // 72: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
-	54, // 73: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
-	57, // 74: ingest.v1.JobService.PreviewSchedule:input_type -> ingest.v1.PreviewScheduleRequest
-	13, // 75: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	15, // 76: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	17, // 77: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	19, // 78: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	21, // 79: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	23, // 80: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	25, // 81: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	27, // 82: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	29, // 83: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
-	31, // 84: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	40, // 85: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	43, // 86: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	46, // 87: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
-	48, // 88: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
-	50, // 89: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
-	52, // 90: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
-	55, // 91: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
-	58, // 92: ingest.v1.JobService.PreviewSchedule:output_type -> ingest.v1.PreviewScheduleResponse
-	75, // [75:93] is the sub-list for method output_type
-	57, // [57:75] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	77, // 43: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	11, // 44: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	77, // 45: ingest.v1.Worker.heartbeat_time:type_name -> google.protobuf.Timestamp
+	73, // 46: ingest.v1.Worker.jobs_by_type:type_name -> ingest.v1.Worker.JobsByTypeEntry
+	54, // 47: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
+	54, // 48: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
+	54, // 49: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
+	54, // 50: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
+	57, // 51: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
+	77, // 52: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
+	76, // 53: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
+	4,  // 54: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
+	11, // 55: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
+	7,  // 56: ingest.v1.PreviewScheduleRequest.schedule:type_name -> ingest.v1.Schedule
+	76, // 57: ingest.v1.PreviewScheduleRequest.interval:type_name -> google.protobuf.Duration
+	77, // 58: ingest.v1.PreviewScheduleResponse.run_times:type_name -> google.protobuf.Timestamp
+	76, // 59: ingest.v1.ImportOpmlRequest.interval:type_name -> google.protobuf.Duration
+	74, // 60: ingest.v1.ImportOpmlRequest.labels:type_name -> ingest.v1.ImportOpmlRequest.LabelsEntry
+	62, // 61: ingest.v1.ImportOpmlResponse.feeds:type_name -> ingest.v1.ImportedFeed
+	5,  // 62: ingest.v1.ImportedFeed.outcome:type_name -> ingest.v1.FeedImport
+	6,  // 63: ingest.v1.ExportJobsResponse.jobs:type_name -> ingest.v1.Job
+	6,  // 64: ingest.v1.ImportJobsRequest.jobs:type_name -> ingest.v1.Job
+	54, // 65: ingest.v1.ImportJobsResponse.results:type_name -> ingest.v1.JobResult
+	6,  // 66: ingest.v1.PreviewJobRequest.job:type_name -> ingest.v1.Job
+	76, // 67: ingest.v1.PreviewJobRequest.timeout:type_name -> google.protobuf.Duration
+	71, // 68: ingest.v1.PreviewJobResponse.documents:type_name -> ingest.v1.PreviewDocument
+	11, // 69: ingest.v1.PreviewJobResponse.counters:type_name -> ingest.v1.JobCounters
+	79, // 70: ingest.v1.PreviewJobResponse.cursor:type_name -> google.protobuf.Value
+	76, // 71: ingest.v1.PreviewJobResponse.duration:type_name -> google.protobuf.Duration
+	75, // 72: ingest.v1.PreviewDocument.document:type_name -> google.protobuf.Struct
+	13, // 73: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	15, // 74: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	17, // 75: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	19, // 76: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	21, // 77: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	23, // 78: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	25, // 79: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	27, // 80: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	29, // 81: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	31, // 82: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	40, // 83: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	43, // 84: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	46, // 85: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
+	48, // 86: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
+	50, // 87: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
+	52, // 88: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
+	55, // 89: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
+	58, // 90: ingest.v1.JobService.PreviewSchedule:input_type -> ingest.v1.PreviewScheduleRequest
+	60, // 91: ingest.v1.JobService.ImportOpml:input_type -> ingest.v1.ImportOpmlRequest
+	63, // 92: ingest.v1.JobService.ExportOpml:input_type -> ingest.v1.ExportOpmlRequest
+	65, // 93: ingest.v1.JobService.ExportJobs:input_type -> ingest.v1.ExportJobsRequest
+	67, // 94: ingest.v1.JobService.ImportJobs:input_type -> ingest.v1.ImportJobsRequest
+	69, // 95: ingest.v1.JobService.PreviewJob:input_type -> ingest.v1.PreviewJobRequest
+	14, // 96: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	16, // 97: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	18, // 98: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	20, // 99: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	22, // 100: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	24, // 101: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	26, // 102: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	28, // 103: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	30, // 104: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	32, // 105: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	41, // 106: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	44, // 107: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	47, // 108: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
+	49, // 109: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
+	51, // 110: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
+	53, // 111: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
+	56, // 112: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
+	59, // 113: ingest.v1.JobService.PreviewSchedule:output_type -> ingest.v1.PreviewScheduleResponse
+	61, // 114: ingest.v1.JobService.ImportOpml:output_type -> ingest.v1.ImportOpmlResponse
+	64, // 115: ingest.v1.JobService.ExportOpml:output_type -> ingest.v1.ExportOpmlResponse
+	66, // 116: ingest.v1.JobService.ExportJobs:output_type -> ingest.v1.ExportJobsResponse
+	68, // 117: ingest.v1.JobService.ImportJobs:output_type -> ingest.v1.ImportJobsResponse
+	70, // 118: ingest.v1.JobService.PreviewJob:output_type -> ingest.v1.PreviewJobResponse
+	96, // [96:119] is the sub-list for method output_type
+	73, // [73:96] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -4047,13 +5011,14 @@ func file_ingest_v1_jobs_proto_init() {
 		(*ParamRule_AnyOf)(nil),
 	}
 	file_ingest_v1_jobs_proto_msgTypes[33].OneofWrappers = []any{}
+	file_ingest_v1_jobs_proto_msgTypes[39].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   55,
+			NumEnums:      6,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,11 @@ const (
 	JobService_DeleteJobs_FullMethodName      = "/ingest.v1.JobService/DeleteJobs"
 	JobService_ListJobRuns_FullMethodName     = "/ingest.v1.JobService/ListJobRuns"
 	JobService_PreviewSchedule_FullMethodName = "/ingest.v1.JobService/PreviewSchedule"
+	JobService_ImportOpml_FullMethodName      = "/ingest.v1.JobService/ImportOpml"
+	JobService_ExportOpml_FullMethodName      = "/ingest.v1.JobService/ExportOpml"
+	JobService_ExportJobs_FullMethodName      = "/ingest.v1.JobService/ExportJobs"
+	JobService_ImportJobs_FullMethodName      = "/ingest.v1.JobService/ImportJobs"
+	JobService_PreviewJob_FullMethodName      = "/ingest.v1.JobService/PreviewJob"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -97,6 +102,29 @@ type JobServiceClient interface {
 	// jitter workers add to intervals): for previews before saving. A bad
 	// schedule fails with INVALID_ARGUMENT naming the part to fix.
 	PreviewSchedule(ctx context.Context, in *PreviewScheduleRequest, opts ...grpc.CallOption) (*PreviewScheduleResponse, error)
+	// Creates an rss job per feed of an OPML subscription list (nested
+	// outlines flattened); feeds whose URL an rss job already reads, or that
+	// appear twice, are skipped. With validate_only, lists what would be
+	// created and writes nothing.
+	ImportOpml(ctx context.Context, in *ImportOpmlRequest, opts ...grpc.CallOption) (*ImportOpmlResponse, error)
+	// The rss jobs (those a label selector picks, when given) as an OPML
+	// subscription list.
+	ExportOpml(ctx context.Context, in *ExportOpmlRequest, opts ...grpc.CallOption) (*ExportOpmlResponse, error)
+	// Jobs as they were created (id, name, type, params, interval, paused,
+	// labels, schedule), without their status and without secret values:
+	// secret_params_set names the secrets ImportJobs must be given again.
+	ExportJobs(ctx context.Context, in *ExportJobsRequest, opts ...grpc.CallOption) (*ExportJobsResponse, error)
+	// Creates the jobs ExportJobs gave (ids kept), each checked and written
+	// on its own, one result per job. A job naming secrets in
+	// secret_params_set must carry their values in params.
+	ImportJobs(ctx context.Context, in *ImportJobsRequest, opts ...grpc.CallOption) (*ImportJobsResponse, error)
+	// A dry run: one live worker that runs the job's type runs it once —
+	// fetch, parse, map — and answers the first documents it would write,
+	// what it would archive, its warnings or error, and the cursor it would
+	// store. Nothing is written: no document, object, checkpoint or counter.
+	// Checked like CreateJob (a new job) or UpdateJob (an existing one, with
+	// changed params); FAILED_PRECONDITION when no live worker runs the type.
+	PreviewJob(ctx context.Context, in *PreviewJobRequest, opts ...grpc.CallOption) (*PreviewJobResponse, error)
 }
 
 type jobServiceClient struct {
@@ -296,6 +324,56 @@ func (c *jobServiceClient) PreviewSchedule(ctx context.Context, in *PreviewSched
 	return out, nil
 }
 
+func (c *jobServiceClient) ImportOpml(ctx context.Context, in *ImportOpmlRequest, opts ...grpc.CallOption) (*ImportOpmlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportOpmlResponse)
+	err := c.cc.Invoke(ctx, JobService_ImportOpml_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ExportOpml(ctx context.Context, in *ExportOpmlRequest, opts ...grpc.CallOption) (*ExportOpmlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportOpmlResponse)
+	err := c.cc.Invoke(ctx, JobService_ExportOpml_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ExportJobs(ctx context.Context, in *ExportJobsRequest, opts ...grpc.CallOption) (*ExportJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportJobsResponse)
+	err := c.cc.Invoke(ctx, JobService_ExportJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ImportJobs(ctx context.Context, in *ImportJobsRequest, opts ...grpc.CallOption) (*ImportJobsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportJobsResponse)
+	err := c.cc.Invoke(ctx, JobService_ImportJobs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) PreviewJob(ctx context.Context, in *PreviewJobRequest, opts ...grpc.CallOption) (*PreviewJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreviewJobResponse)
+	err := c.cc.Invoke(ctx, JobService_PreviewJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -354,6 +432,29 @@ type JobServiceServer interface {
 	// jitter workers add to intervals): for previews before saving. A bad
 	// schedule fails with INVALID_ARGUMENT naming the part to fix.
 	PreviewSchedule(context.Context, *PreviewScheduleRequest) (*PreviewScheduleResponse, error)
+	// Creates an rss job per feed of an OPML subscription list (nested
+	// outlines flattened); feeds whose URL an rss job already reads, or that
+	// appear twice, are skipped. With validate_only, lists what would be
+	// created and writes nothing.
+	ImportOpml(context.Context, *ImportOpmlRequest) (*ImportOpmlResponse, error)
+	// The rss jobs (those a label selector picks, when given) as an OPML
+	// subscription list.
+	ExportOpml(context.Context, *ExportOpmlRequest) (*ExportOpmlResponse, error)
+	// Jobs as they were created (id, name, type, params, interval, paused,
+	// labels, schedule), without their status and without secret values:
+	// secret_params_set names the secrets ImportJobs must be given again.
+	ExportJobs(context.Context, *ExportJobsRequest) (*ExportJobsResponse, error)
+	// Creates the jobs ExportJobs gave (ids kept), each checked and written
+	// on its own, one result per job. A job naming secrets in
+	// secret_params_set must carry their values in params.
+	ImportJobs(context.Context, *ImportJobsRequest) (*ImportJobsResponse, error)
+	// A dry run: one live worker that runs the job's type runs it once —
+	// fetch, parse, map — and answers the first documents it would write,
+	// what it would archive, its warnings or error, and the cursor it would
+	// store. Nothing is written: no document, object, checkpoint or counter.
+	// Checked like CreateJob (a new job) or UpdateJob (an existing one, with
+	// changed params); FAILED_PRECONDITION when no live worker runs the type.
+	PreviewJob(context.Context, *PreviewJobRequest) (*PreviewJobResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -417,6 +518,21 @@ func (UnimplementedJobServiceServer) ListJobRuns(context.Context, *ListJobRunsRe
 }
 func (UnimplementedJobServiceServer) PreviewSchedule(context.Context, *PreviewScheduleRequest) (*PreviewScheduleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PreviewSchedule not implemented")
+}
+func (UnimplementedJobServiceServer) ImportOpml(context.Context, *ImportOpmlRequest) (*ImportOpmlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportOpml not implemented")
+}
+func (UnimplementedJobServiceServer) ExportOpml(context.Context, *ExportOpmlRequest) (*ExportOpmlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportOpml not implemented")
+}
+func (UnimplementedJobServiceServer) ExportJobs(context.Context, *ExportJobsRequest) (*ExportJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportJobs not implemented")
+}
+func (UnimplementedJobServiceServer) ImportJobs(context.Context, *ImportJobsRequest) (*ImportJobsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportJobs not implemented")
+}
+func (UnimplementedJobServiceServer) PreviewJob(context.Context, *PreviewJobRequest) (*PreviewJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreviewJob not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -756,6 +872,96 @@ func _JobService_PreviewSchedule_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ImportOpml_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportOpmlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ImportOpml(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ImportOpml_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ImportOpml(ctx, req.(*ImportOpmlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ExportOpml_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportOpmlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ExportOpml(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ExportOpml_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ExportOpml(ctx, req.(*ExportOpmlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ExportJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ExportJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ExportJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ExportJobs(ctx, req.(*ExportJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ImportJobs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportJobsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ImportJobs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ImportJobs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ImportJobs(ctx, req.(*ImportJobsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_PreviewJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreviewJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).PreviewJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_PreviewJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).PreviewJob(ctx, req.(*PreviewJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -830,6 +1036,26 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PreviewSchedule",
 			Handler:    _JobService_PreviewSchedule_Handler,
+		},
+		{
+			MethodName: "ImportOpml",
+			Handler:    _JobService_ImportOpml_Handler,
+		},
+		{
+			MethodName: "ExportOpml",
+			Handler:    _JobService_ExportOpml_Handler,
+		},
+		{
+			MethodName: "ExportJobs",
+			Handler:    _JobService_ExportJobs_Handler,
+		},
+		{
+			MethodName: "ImportJobs",
+			Handler:    _JobService_ImportJobs_Handler,
+		},
+		{
+			MethodName: "PreviewJob",
+			Handler:    _JobService_PreviewJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

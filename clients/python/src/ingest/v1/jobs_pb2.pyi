@@ -54,6 +54,14 @@ class RunOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_OUTCOME_SUCCEEDED: _ClassVar[RunOutcome]
     RUN_OUTCOME_WARNING: _ClassVar[RunOutcome]
     RUN_OUTCOME_FAILED: _ClassVar[RunOutcome]
+
+class FeedImport(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEED_IMPORT_UNSPECIFIED: _ClassVar[FeedImport]
+    FEED_IMPORT_CREATED: _ClassVar[FeedImport]
+    FEED_IMPORT_WOULD_CREATE: _ClassVar[FeedImport]
+    FEED_IMPORT_DUPLICATE: _ClassVar[FeedImport]
+    FEED_IMPORT_INVALID: _ClassVar[FeedImport]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_RUNNING: JobState
@@ -81,6 +89,11 @@ RUN_OUTCOME_UNSPECIFIED: RunOutcome
 RUN_OUTCOME_SUCCEEDED: RunOutcome
 RUN_OUTCOME_WARNING: RunOutcome
 RUN_OUTCOME_FAILED: RunOutcome
+FEED_IMPORT_UNSPECIFIED: FeedImport
+FEED_IMPORT_CREATED: FeedImport
+FEED_IMPORT_WOULD_CREATE: FeedImport
+FEED_IMPORT_DUPLICATE: FeedImport
+FEED_IMPORT_INVALID: FeedImport
 
 class Job(_message.Message):
     __slots__ = ("id", "name", "type", "params", "secret_params_set", "interval", "paused", "revision", "create_time", "update_time", "status", "labels", "schedule")
@@ -452,7 +465,14 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("name", "state", "weight", "job_types", "version", "start_time", "jobs_owned", "counters")
+    __slots__ = ("name", "state", "weight", "job_types", "version", "start_time", "jobs_owned", "counters", "cpu_percent", "rss_bytes", "heartbeat_time", "jobs_by_type")
+    class JobsByTypeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -461,6 +481,10 @@ class Worker(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     JOBS_OWNED_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
+    JOBS_BY_TYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: WorkerState
     weight: float
@@ -469,7 +493,11 @@ class Worker(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     jobs_owned: int
     counters: JobCounters
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., weight: _Optional[float] = ..., job_types: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs_owned: _Optional[int] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ...) -> None: ...
+    cpu_percent: float
+    rss_bytes: int
+    heartbeat_time: _timestamp_pb2.Timestamp
+    jobs_by_type: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., weight: _Optional[float] = ..., job_types: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs_owned: _Optional[int] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jobs_by_type: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class PauseJobsRequest(_message.Message):
     __slots__ = ("ids", "label_selector")
@@ -586,3 +614,128 @@ class PreviewScheduleResponse(_message.Message):
     RUN_TIMES_FIELD_NUMBER: _ClassVar[int]
     run_times: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
     def __init__(self, run_times: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ...) -> None: ...
+
+class ImportOpmlRequest(_message.Message):
+    __slots__ = ("opml", "validate_only", "interval", "labels", "paused")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    OPML_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    opml: str
+    validate_only: bool
+    interval: _duration_pb2.Duration
+    labels: _containers.ScalarMap[str, str]
+    paused: bool
+    def __init__(self, opml: _Optional[str] = ..., validate_only: _Optional[bool] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class ImportOpmlResponse(_message.Message):
+    __slots__ = ("feeds",)
+    FEEDS_FIELD_NUMBER: _ClassVar[int]
+    feeds: _containers.RepeatedCompositeFieldContainer[ImportedFeed]
+    def __init__(self, feeds: _Optional[_Iterable[_Union[ImportedFeed, _Mapping]]] = ...) -> None: ...
+
+class ImportedFeed(_message.Message):
+    __slots__ = ("url", "title", "outcome", "job_id", "message")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    title: str
+    outcome: FeedImport
+    job_id: str
+    message: str
+    def __init__(self, url: _Optional[str] = ..., title: _Optional[str] = ..., outcome: _Optional[_Union[FeedImport, str]] = ..., job_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ExportOpmlRequest(_message.Message):
+    __slots__ = ("label_selector",)
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    label_selector: str
+    def __init__(self, label_selector: _Optional[str] = ...) -> None: ...
+
+class ExportOpmlResponse(_message.Message):
+    __slots__ = ("opml",)
+    OPML_FIELD_NUMBER: _ClassVar[int]
+    opml: str
+    def __init__(self, opml: _Optional[str] = ...) -> None: ...
+
+class ExportJobsRequest(_message.Message):
+    __slots__ = ("label_selector",)
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    label_selector: str
+    def __init__(self, label_selector: _Optional[str] = ...) -> None: ...
+
+class ExportJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class ImportJobsRequest(_message.Message):
+    __slots__ = ("jobs", "validate_only")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    validate_only: bool
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
+
+class ImportJobsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[JobResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[JobResult, _Mapping]]] = ...) -> None: ...
+
+class PreviewJobRequest(_message.Message):
+    __slots__ = ("job", "max_documents", "timeout")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    max_documents: int
+    timeout: _duration_pb2.Duration
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., max_documents: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class PreviewJobResponse(_message.Message):
+    __slots__ = ("documents", "documents_total", "objects", "object_bytes", "counters", "warnings", "error", "cursor", "duration", "worker", "truncated")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[PreviewDocument]
+    documents_total: int
+    objects: int
+    object_bytes: int
+    counters: JobCounters
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    error: str
+    cursor: _struct_pb2.Value
+    duration: _duration_pb2.Duration
+    worker: str
+    truncated: bool
+    def __init__(self, documents: _Optional[_Iterable[_Union[PreviewDocument, _Mapping]]] = ..., documents_total: _Optional[int] = ..., objects: _Optional[int] = ..., object_bytes: _Optional[int] = ..., counters: _Optional[_Union[JobCounters, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., error: _Optional[str] = ..., cursor: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., worker: _Optional[str] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class PreviewDocument(_message.Message):
+    __slots__ = ("id", "index", "document")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: str
+    document: _struct_pb2.Struct
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[str] = ..., document: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

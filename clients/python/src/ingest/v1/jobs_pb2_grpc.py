@@ -128,6 +128,31 @@ class JobServiceStub:
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleRequest.SerializeToString,
                 response_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleResponse.FromString,
                 _registered_method=True)
+        self.ImportOpml = channel.unary_unary(
+                '/ingest.v1.JobService/ImportOpml',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ImportOpmlRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ImportOpmlResponse.FromString,
+                _registered_method=True)
+        self.ExportOpml = channel.unary_unary(
+                '/ingest.v1.JobService/ExportOpml',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ExportOpmlRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ExportOpmlResponse.FromString,
+                _registered_method=True)
+        self.ExportJobs = channel.unary_unary(
+                '/ingest.v1.JobService/ExportJobs',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ExportJobsRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ExportJobsResponse.FromString,
+                _registered_method=True)
+        self.ImportJobs = channel.unary_unary(
+                '/ingest.v1.JobService/ImportJobs',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ImportJobsRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ImportJobsResponse.FromString,
+                _registered_method=True)
+        self.PreviewJob = channel.unary_unary(
+                '/ingest.v1.JobService/PreviewJob',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -276,6 +301,54 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportOpml(self, request, context):
+        """Creates an rss job per feed of an OPML subscription list (nested
+        outlines flattened); feeds whose URL an rss job already reads, or that
+        appear twice, are skipped. With validate_only, lists what would be
+        created and writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportOpml(self, request, context):
+        """The rss jobs (those a label selector picks, when given) as an OPML
+        subscription list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportJobs(self, request, context):
+        """Jobs as they were created (id, name, type, params, interval, paused,
+        labels, schedule), without their status and without secret values:
+        secret_params_set names the secrets ImportJobs must be given again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportJobs(self, request, context):
+        """Creates the jobs ExportJobs gave (ids kept), each checked and written
+        on its own, one result per job. A job naming secrets in
+        secret_params_set must carry their values in params.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewJob(self, request, context):
+        """A dry run: one live worker that runs the job's type runs it once —
+        fetch, parse, map — and answers the first documents it would write,
+        what it would archive, its warnings or error, and the cursor it would
+        store. Nothing is written: no document, object, checkpoint or counter.
+        Checked like CreateJob (a new job) or UpdateJob (an existing one, with
+        changed params); FAILED_PRECONDITION when no live worker runs the type.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -368,6 +441,31 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.PreviewSchedule,
                     request_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleRequest.FromString,
                     response_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewScheduleResponse.SerializeToString,
+            ),
+            'ImportOpml': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportOpml,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ImportOpmlRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ImportOpmlResponse.SerializeToString,
+            ),
+            'ExportOpml': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportOpml,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ExportOpmlRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ExportOpmlResponse.SerializeToString,
+            ),
+            'ExportJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportJobs,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ExportJobsRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ExportJobsResponse.SerializeToString,
+            ),
+            'ImportJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportJobs,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ImportJobsRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ImportJobsResponse.SerializeToString,
+            ),
+            'PreviewJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewJob,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -860,6 +958,141 @@ class JobService:
             '/ingest.v1.JobService/PreviewSchedule',
             ingest_dot_v1_dot_jobs__pb2.PreviewScheduleRequest.SerializeToString,
             ingest_dot_v1_dot_jobs__pb2.PreviewScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportOpml(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ImportOpml',
+            ingest_dot_v1_dot_jobs__pb2.ImportOpmlRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ImportOpmlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportOpml(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ExportOpml',
+            ingest_dot_v1_dot_jobs__pb2.ExportOpmlRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ExportOpmlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ExportJobs',
+            ingest_dot_v1_dot_jobs__pb2.ExportJobsRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ExportJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ImportJobs',
+            ingest_dot_v1_dot_jobs__pb2.ImportJobsRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ImportJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/PreviewJob',
+            ingest_dot_v1_dot_jobs__pb2.PreviewJobRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.PreviewJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -317,6 +317,60 @@ export function runOutcomeToJSON(object: RunOutcome): string {
   }
 }
 
+export enum FeedImport {
+  FEED_IMPORT_UNSPECIFIED = 0,
+  FEED_IMPORT_CREATED = 1,
+  /** FEED_IMPORT_WOULD_CREATE - validate_only: it would be created. */
+  FEED_IMPORT_WOULD_CREATE = 2,
+  /** FEED_IMPORT_DUPLICATE - An rss job reads this URL already (or the document lists it twice). */
+  FEED_IMPORT_DUPLICATE = 3,
+  /** FEED_IMPORT_INVALID - Not a feed job could be made of (e.g. not an http(s) URL). */
+  FEED_IMPORT_INVALID = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function feedImportFromJSON(object: any): FeedImport {
+  switch (object) {
+    case 0:
+    case "FEED_IMPORT_UNSPECIFIED":
+      return FeedImport.FEED_IMPORT_UNSPECIFIED;
+    case 1:
+    case "FEED_IMPORT_CREATED":
+      return FeedImport.FEED_IMPORT_CREATED;
+    case 2:
+    case "FEED_IMPORT_WOULD_CREATE":
+      return FeedImport.FEED_IMPORT_WOULD_CREATE;
+    case 3:
+    case "FEED_IMPORT_DUPLICATE":
+      return FeedImport.FEED_IMPORT_DUPLICATE;
+    case 4:
+    case "FEED_IMPORT_INVALID":
+      return FeedImport.FEED_IMPORT_INVALID;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FeedImport.UNRECOGNIZED;
+  }
+}
+
+export function feedImportToJSON(object: FeedImport): string {
+  switch (object) {
+    case FeedImport.FEED_IMPORT_UNSPECIFIED:
+      return "FEED_IMPORT_UNSPECIFIED";
+    case FeedImport.FEED_IMPORT_CREATED:
+      return "FEED_IMPORT_CREATED";
+    case FeedImport.FEED_IMPORT_WOULD_CREATE:
+      return "FEED_IMPORT_WOULD_CREATE";
+    case FeedImport.FEED_IMPORT_DUPLICATE:
+      return "FEED_IMPORT_DUPLICATE";
+    case FeedImport.FEED_IMPORT_INVALID:
+      return "FEED_IMPORT_INVALID";
+    case FeedImport.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A job: what to ingest (type and parameters), how often, and its status. */
 export interface Job {
   /**
@@ -742,7 +796,29 @@ export interface Worker {
   /** Jobs this worker owns now. */
   jobsOwned: number;
   /** Sum of the counters of the jobs it owns. */
-  counters: JobCounters | undefined;
+  counters:
+    | JobCounters
+    | undefined;
+  /**
+   * The worker's own figures, sampled every 10 s (unset until the first
+   * sample, or where the platform does not give them): CPU used in percent
+   * of one core, and resident memory.
+   */
+  cpuPercent?: number | undefined;
+  rssBytes?:
+    | string
+    | undefined;
+  /** When the worker last wrote its figures: its heartbeat. */
+  heartbeatTime:
+    | Date
+    | undefined;
+  /** Jobs it owns by type, as it last counted them. */
+  jobsByType: { [key: string]: number };
+}
+
+export interface Worker_JobsByTypeEntry {
+  key: string;
+  value: number;
 }
 
 /**
@@ -852,6 +928,134 @@ export interface PreviewScheduleRequest {
 
 export interface PreviewScheduleResponse {
   runTimes: Date[];
+}
+
+export interface ImportOpmlRequest {
+  /** The OPML document (at most 5 MiB, 10 000 feeds). */
+  opml: string;
+  /** List what would be created; write nothing. */
+  validateOnly: boolean;
+  /** Interval of the created jobs; the rss type's default when unset. */
+  interval:
+    | Duration
+    | undefined;
+  /**
+   * Labels given to every created job, besides `category` (from an
+   * enclosing outline, when it makes a valid label value).
+   */
+  labels: { [key: string]: string };
+  /** Create the jobs paused. */
+  paused: boolean;
+}
+
+export interface ImportOpmlRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface ImportOpmlResponse {
+  /** One per feed of the document, in its order. */
+  feeds: ImportedFeed[];
+}
+
+/** What ImportOpml did (or would do) with one feed. */
+export interface ImportedFeed {
+  url: string;
+  title: string;
+  outcome: FeedImport;
+  /**
+   * The created job (CREATED), or the job already reading the URL
+   * (DUPLICATE).
+   */
+  jobId: string;
+  /** Why it is INVALID (the field violations, readable). */
+  message: string;
+}
+
+export interface ExportOpmlRequest {
+  /** Only the rss jobs it matches, when set. */
+  labelSelector: string;
+}
+
+export interface ExportOpmlResponse {
+  opml: string;
+}
+
+export interface ExportJobsRequest {
+  /** Only the jobs it matches, when set. */
+  labelSelector: string;
+}
+
+export interface ExportJobsResponse {
+  /** In id order; status and output-only fields unset, no secret values. */
+  jobs: Job[];
+}
+
+export interface ImportJobsRequest {
+  /**
+   * At most 10 000 jobs; id, name, type, params (secrets included),
+   * interval, paused, labels and schedule are read.
+   */
+  jobs: Job[];
+  /** Check every job; write nothing. */
+  validateOnly: boolean;
+}
+
+export interface ImportJobsResponse {
+  /**
+   * One per job, in request order (code 6 ALREADY_EXISTS when the id is
+   * taken, 3 INVALID_ARGUMENT with the violations in message).
+   */
+  results: JobResult[];
+}
+
+export interface PreviewJobRequest {
+  /**
+   * A new job: type and params (secrets included). An existing job: its id,
+   * and optionally params to try instead of its own (secrets left out keep
+   * their stored values; a URL moved to another origin needs them entered
+   * again, as in UpdateJob). The run continues from the existing job's
+   * checkpoint.
+   */
+  job:
+    | Job
+    | undefined;
+  /** Documents to answer; default 10, at most 50 (and at most 512 KiB). */
+  maxDocuments: number;
+  /** How long the run may take; default 20 s, at most 60 s. */
+  timeout: Duration | undefined;
+}
+
+export interface PreviewJobResponse {
+  /** The first documents the run would write, as the index would get them. */
+  documents: PreviewDocument[];
+  /** Documents it would write in all. */
+  documentsTotal: string;
+  /** Raw payloads and media it would archive, and their bytes (gzipped). */
+  objects: string;
+  objectBytes: string;
+  /** What the run fetched (items_fetched, items_filtered, bytes_fetched). */
+  counters: JobCounters | undefined;
+  warnings: string[];
+  /** Why the run failed; empty when it succeeded. */
+  error: string;
+  /** The cursor the job would store after this run. */
+  cursor: any | undefined;
+  duration:
+    | Duration
+    | undefined;
+  /** The worker that ran it. */
+  worker: string;
+  /** Documents were left out of `documents` to keep the answer small. */
+  truncated: boolean;
+}
+
+/** A document a dry run would write. */
+export interface PreviewDocument {
+  /** Its id in the index (stable: the same item always gets the same id). */
+  id: string;
+  index: string;
+  document: { [key: string]: any } | undefined;
 }
 
 function createBaseJob(): Job {
@@ -4881,6 +5085,10 @@ function createBaseWorker(): Worker {
     startTime: undefined,
     jobsOwned: 0,
     counters: undefined,
+    cpuPercent: undefined,
+    rssBytes: undefined,
+    heartbeatTime: undefined,
+    jobsByType: {},
   };
 }
 
@@ -4910,6 +5118,18 @@ export const Worker: MessageFns<Worker> = {
     if (message.counters !== undefined) {
       JobCounters.encode(message.counters, writer.uint32(66).fork()).join();
     }
+    if (message.cpuPercent !== undefined) {
+      writer.uint32(73).double(message.cpuPercent);
+    }
+    if (message.rssBytes !== undefined) {
+      writer.uint32(80).uint64(message.rssBytes);
+    }
+    if (message.heartbeatTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.heartbeatTime), writer.uint32(90).fork()).join();
+    }
+    globalThis.Object.entries(message.jobsByType).forEach(([key, value]: [string, number]) => {
+      Worker_JobsByTypeEntry.encode({ key: key as any, value }, writer.uint32(98).fork()).join();
+    });
     return writer;
   },
 
@@ -4990,6 +5210,41 @@ export const Worker: MessageFns<Worker> = {
             message.counters = JobCounters.decode(reader, reader.uint32());
             continue;
           }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.cpuPercent = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.rssBytes = reader.uint64().toString();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.heartbeatTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            const entry12 = Worker_JobsByTypeEntry.decode(reader, reader.uint32());
+            if (entry12.value !== undefined) {
+              message.jobsByType[entry12.key] = entry12.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5024,6 +5279,48 @@ export const Worker: MessageFns<Worker> = {
         ? globalThis.Number(object.jobs_owned)
         : 0,
       counters: isSet(object.counters) ? JobCounters.fromJSON(object.counters) : undefined,
+      cpuPercent: isSet(object.cpuPercent)
+        ? globalThis.Number(object.cpuPercent)
+        : isSet(object.cpu_percent)
+        ? globalThis.Number(object.cpu_percent)
+        : undefined,
+      rssBytes: isSet(object.rssBytes)
+        ? globalThis.String(object.rssBytes)
+        : isSet(object.rss_bytes)
+        ? globalThis.String(object.rss_bytes)
+        : undefined,
+      heartbeatTime: isSet(object.heartbeatTime)
+        ? fromJsonTimestamp(object.heartbeatTime)
+        : isSet(object.heartbeat_time)
+        ? fromJsonTimestamp(object.heartbeat_time)
+        : undefined,
+      jobsByType: isObject(object.jobsByType)
+        ? (globalThis.Object.entries(object.jobsByType) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.jobs_by_type)
+        ? (globalThis.Object.entries(object.jobs_by_type) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -5053,6 +5350,24 @@ export const Worker: MessageFns<Worker> = {
     if (message.counters !== undefined) {
       obj.counters = JobCounters.toJSON(message.counters);
     }
+    if (message.cpuPercent !== undefined) {
+      obj.cpuPercent = floatToJson(message.cpuPercent);
+    }
+    if (message.rssBytes !== undefined) {
+      obj.rssBytes = message.rssBytes;
+    }
+    if (message.heartbeatTime !== undefined) {
+      obj.heartbeatTime = message.heartbeatTime.toISOString();
+    }
+    if (message.jobsByType) {
+      const entries = globalThis.Object.entries(message.jobsByType) as [string, number][];
+      if (entries.length > 0) {
+        obj.jobsByType = {};
+        entries.forEach(([k, v]) => {
+          obj.jobsByType[k] = Math.round(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -5071,6 +5386,103 @@ export const Worker: MessageFns<Worker> = {
     message.counters = (object.counters !== undefined && object.counters !== null)
       ? JobCounters.fromPartial(object.counters)
       : undefined;
+    message.cpuPercent = object.cpuPercent ?? undefined;
+    message.rssBytes = object.rssBytes ?? undefined;
+    message.heartbeatTime = object.heartbeatTime ?? undefined;
+    message.jobsByType = (globalThis.Object.entries(object.jobsByType ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseWorker_JobsByTypeEntry(): Worker_JobsByTypeEntry {
+  return { key: "", value: 0 };
+}
+
+export const Worker_JobsByTypeEntry: MessageFns<Worker_JobsByTypeEntry> = {
+  encode(message: Worker_JobsByTypeEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Worker_JobsByTypeEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWorker_JobsByTypeEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Worker_JobsByTypeEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: Worker_JobsByTypeEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Worker_JobsByTypeEntry>, I>>(base?: I): Worker_JobsByTypeEntry {
+    return Worker_JobsByTypeEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Worker_JobsByTypeEntry>, I>>(object: I): Worker_JobsByTypeEntry {
+    const message = createBaseWorker_JobsByTypeEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
@@ -6334,6 +6746,1369 @@ export const PreviewScheduleResponse: MessageFns<PreviewScheduleResponse> = {
   },
 };
 
+function createBaseImportOpmlRequest(): ImportOpmlRequest {
+  return { opml: "", validateOnly: false, interval: undefined, labels: {}, paused: false };
+}
+
+export const ImportOpmlRequest: MessageFns<ImportOpmlRequest> = {
+  encode(message: ImportOpmlRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.opml !== "") {
+      writer.uint32(10).string(message.opml);
+    }
+    if (message.validateOnly !== false) {
+      writer.uint32(16).bool(message.validateOnly);
+    }
+    if (message.interval !== undefined) {
+      Duration.encode(message.interval, writer.uint32(26).fork()).join();
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      ImportOpmlRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
+    });
+    if (message.paused !== false) {
+      writer.uint32(40).bool(message.paused);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportOpmlRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportOpmlRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.opml = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.validateOnly = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.interval = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            const entry4 = ImportOpmlRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry4.value !== undefined) {
+              message.labels[entry4.key] = entry4.value;
+            }
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.paused = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportOpmlRequest {
+    return {
+      opml: isSet(object.opml) ? globalThis.String(object.opml) : "",
+      validateOnly: isSet(object.validateOnly)
+        ? globalThis.Boolean(object.validateOnly)
+        : isSet(object.validate_only)
+        ? globalThis.Boolean(object.validate_only)
+        : false,
+      interval: isSet(object.interval) ? Duration.fromJSON(object.interval) : undefined,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      paused: isSet(object.paused) ? globalThis.Boolean(object.paused) : false,
+    };
+  },
+
+  toJSON(message: ImportOpmlRequest): unknown {
+    const obj: any = {};
+    if (message.opml !== "") {
+      obj.opml = message.opml;
+    }
+    if (message.validateOnly !== false) {
+      obj.validateOnly = message.validateOnly;
+    }
+    if (message.interval !== undefined) {
+      obj.interval = Duration.toJSON(message.interval);
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    if (message.paused !== false) {
+      obj.paused = message.paused;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportOpmlRequest>, I>>(base?: I): ImportOpmlRequest {
+    return ImportOpmlRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportOpmlRequest>, I>>(object: I): ImportOpmlRequest {
+    const message = createBaseImportOpmlRequest();
+    message.opml = object.opml ?? "";
+    message.validateOnly = object.validateOnly ?? false;
+    message.interval = (object.interval !== undefined && object.interval !== null)
+      ? Duration.fromPartial(object.interval)
+      : undefined;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.paused = object.paused ?? false;
+    return message;
+  },
+};
+
+function createBaseImportOpmlRequest_LabelsEntry(): ImportOpmlRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const ImportOpmlRequest_LabelsEntry: MessageFns<ImportOpmlRequest_LabelsEntry> = {
+  encode(message: ImportOpmlRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportOpmlRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportOpmlRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportOpmlRequest_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ImportOpmlRequest_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportOpmlRequest_LabelsEntry>, I>>(base?: I): ImportOpmlRequest_LabelsEntry {
+    return ImportOpmlRequest_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportOpmlRequest_LabelsEntry>, I>>(
+    object: I,
+  ): ImportOpmlRequest_LabelsEntry {
+    const message = createBaseImportOpmlRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseImportOpmlResponse(): ImportOpmlResponse {
+  return { feeds: [] };
+}
+
+export const ImportOpmlResponse: MessageFns<ImportOpmlResponse> = {
+  encode(message: ImportOpmlResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.feeds) {
+      ImportedFeed.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportOpmlResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportOpmlResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.feeds.push(ImportedFeed.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportOpmlResponse {
+    return {
+      feeds: globalThis.Array.isArray(object?.feeds) ? object.feeds.map((e: any) => ImportedFeed.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ImportOpmlResponse): unknown {
+    const obj: any = {};
+    if (message.feeds?.length) {
+      obj.feeds = message.feeds.map((e) => ImportedFeed.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportOpmlResponse>, I>>(base?: I): ImportOpmlResponse {
+    return ImportOpmlResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportOpmlResponse>, I>>(object: I): ImportOpmlResponse {
+    const message = createBaseImportOpmlResponse();
+    message.feeds = object.feeds?.map((e) => ImportedFeed.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseImportedFeed(): ImportedFeed {
+  return { url: "", title: "", outcome: 0, jobId: "", message: "" };
+}
+
+export const ImportedFeed: MessageFns<ImportedFeed> = {
+  encode(message: ImportedFeed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.title !== "") {
+      writer.uint32(18).string(message.title);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(24).int32(message.outcome);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(34).string(message.jobId);
+    }
+    if (message.message !== "") {
+      writer.uint32(42).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportedFeed {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportedFeed();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.title = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportedFeed {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      title: isSet(object.title) ? globalThis.String(object.title) : "",
+      outcome: isSet(object.outcome) ? feedImportFromJSON(object.outcome) : 0,
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: ImportedFeed): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.title !== "") {
+      obj.title = message.title;
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = feedImportToJSON(message.outcome);
+    }
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportedFeed>, I>>(base?: I): ImportedFeed {
+    return ImportedFeed.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportedFeed>, I>>(object: I): ImportedFeed {
+    const message = createBaseImportedFeed();
+    message.url = object.url ?? "";
+    message.title = object.title ?? "";
+    message.outcome = object.outcome ?? 0;
+    message.jobId = object.jobId ?? "";
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseExportOpmlRequest(): ExportOpmlRequest {
+  return { labelSelector: "" };
+}
+
+export const ExportOpmlRequest: MessageFns<ExportOpmlRequest> = {
+  encode(message: ExportOpmlRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.labelSelector !== "") {
+      writer.uint32(10).string(message.labelSelector);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportOpmlRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportOpmlRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportOpmlRequest {
+    return {
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportOpmlRequest): unknown {
+    const obj: any = {};
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportOpmlRequest>, I>>(base?: I): ExportOpmlRequest {
+    return ExportOpmlRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportOpmlRequest>, I>>(object: I): ExportOpmlRequest {
+    const message = createBaseExportOpmlRequest();
+    message.labelSelector = object.labelSelector ?? "";
+    return message;
+  },
+};
+
+function createBaseExportOpmlResponse(): ExportOpmlResponse {
+  return { opml: "" };
+}
+
+export const ExportOpmlResponse: MessageFns<ExportOpmlResponse> = {
+  encode(message: ExportOpmlResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.opml !== "") {
+      writer.uint32(10).string(message.opml);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportOpmlResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportOpmlResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.opml = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportOpmlResponse {
+    return { opml: isSet(object.opml) ? globalThis.String(object.opml) : "" };
+  },
+
+  toJSON(message: ExportOpmlResponse): unknown {
+    const obj: any = {};
+    if (message.opml !== "") {
+      obj.opml = message.opml;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportOpmlResponse>, I>>(base?: I): ExportOpmlResponse {
+    return ExportOpmlResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportOpmlResponse>, I>>(object: I): ExportOpmlResponse {
+    const message = createBaseExportOpmlResponse();
+    message.opml = object.opml ?? "";
+    return message;
+  },
+};
+
+function createBaseExportJobsRequest(): ExportJobsRequest {
+  return { labelSelector: "" };
+}
+
+export const ExportJobsRequest: MessageFns<ExportJobsRequest> = {
+  encode(message: ExportJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.labelSelector !== "") {
+      writer.uint32(10).string(message.labelSelector);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.labelSelector = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportJobsRequest {
+    return {
+      labelSelector: isSet(object.labelSelector)
+        ? globalThis.String(object.labelSelector)
+        : isSet(object.label_selector)
+        ? globalThis.String(object.label_selector)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportJobsRequest): unknown {
+    const obj: any = {};
+    if (message.labelSelector !== "") {
+      obj.labelSelector = message.labelSelector;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportJobsRequest>, I>>(base?: I): ExportJobsRequest {
+    return ExportJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportJobsRequest>, I>>(object: I): ExportJobsRequest {
+    const message = createBaseExportJobsRequest();
+    message.labelSelector = object.labelSelector ?? "";
+    return message;
+  },
+};
+
+function createBaseExportJobsResponse(): ExportJobsResponse {
+  return { jobs: [] };
+}
+
+export const ExportJobsResponse: MessageFns<ExportJobsResponse> = {
+  encode(message: ExportJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      Job.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(Job.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportJobsResponse {
+    return { jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => Job.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ExportJobsResponse): unknown {
+    const obj: any = {};
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => Job.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportJobsResponse>, I>>(base?: I): ExportJobsResponse {
+    return ExportJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportJobsResponse>, I>>(object: I): ExportJobsResponse {
+    const message = createBaseExportJobsResponse();
+    message.jobs = object.jobs?.map((e) => Job.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseImportJobsRequest(): ImportJobsRequest {
+  return { jobs: [], validateOnly: false };
+}
+
+export const ImportJobsRequest: MessageFns<ImportJobsRequest> = {
+  encode(message: ImportJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      Job.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.validateOnly !== false) {
+      writer.uint32(16).bool(message.validateOnly);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(Job.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.validateOnly = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportJobsRequest {
+    return {
+      jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => Job.fromJSON(e)) : [],
+      validateOnly: isSet(object.validateOnly)
+        ? globalThis.Boolean(object.validateOnly)
+        : isSet(object.validate_only)
+        ? globalThis.Boolean(object.validate_only)
+        : false,
+    };
+  },
+
+  toJSON(message: ImportJobsRequest): unknown {
+    const obj: any = {};
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => Job.toJSON(e));
+    }
+    if (message.validateOnly !== false) {
+      obj.validateOnly = message.validateOnly;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportJobsRequest>, I>>(base?: I): ImportJobsRequest {
+    return ImportJobsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportJobsRequest>, I>>(object: I): ImportJobsRequest {
+    const message = createBaseImportJobsRequest();
+    message.jobs = object.jobs?.map((e) => Job.fromPartial(e)) || [];
+    message.validateOnly = object.validateOnly ?? false;
+    return message;
+  },
+};
+
+function createBaseImportJobsResponse(): ImportJobsResponse {
+  return { results: [] };
+}
+
+export const ImportJobsResponse: MessageFns<ImportJobsResponse> = {
+  encode(message: ImportJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      JobResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ImportJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseImportJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(JobResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ImportJobsResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => JobResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ImportJobsResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => JobResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ImportJobsResponse>, I>>(base?: I): ImportJobsResponse {
+    return ImportJobsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ImportJobsResponse>, I>>(object: I): ImportJobsResponse {
+    const message = createBaseImportJobsResponse();
+    message.results = object.results?.map((e) => JobResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePreviewJobRequest(): PreviewJobRequest {
+  return { job: undefined, maxDocuments: 0, timeout: undefined };
+}
+
+export const PreviewJobRequest: MessageFns<PreviewJobRequest> = {
+  encode(message: PreviewJobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.job !== undefined) {
+      Job.encode(message.job, writer.uint32(10).fork()).join();
+    }
+    if (message.maxDocuments !== 0) {
+      writer.uint32(16).int32(message.maxDocuments);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewJobRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewJobRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.job = Job.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxDocuments = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewJobRequest {
+    return {
+      job: isSet(object.job) ? Job.fromJSON(object.job) : undefined,
+      maxDocuments: isSet(object.maxDocuments)
+        ? globalThis.Number(object.maxDocuments)
+        : isSet(object.max_documents)
+        ? globalThis.Number(object.max_documents)
+        : 0,
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+    };
+  },
+
+  toJSON(message: PreviewJobRequest): unknown {
+    const obj: any = {};
+    if (message.job !== undefined) {
+      obj.job = Job.toJSON(message.job);
+    }
+    if (message.maxDocuments !== 0) {
+      obj.maxDocuments = Math.round(message.maxDocuments);
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PreviewJobRequest>, I>>(base?: I): PreviewJobRequest {
+    return PreviewJobRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PreviewJobRequest>, I>>(object: I): PreviewJobRequest {
+    const message = createBasePreviewJobRequest();
+    message.job = (object.job !== undefined && object.job !== null) ? Job.fromPartial(object.job) : undefined;
+    message.maxDocuments = object.maxDocuments ?? 0;
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePreviewJobResponse(): PreviewJobResponse {
+  return {
+    documents: [],
+    documentsTotal: "0",
+    objects: "0",
+    objectBytes: "0",
+    counters: undefined,
+    warnings: [],
+    error: "",
+    cursor: undefined,
+    duration: undefined,
+    worker: "",
+    truncated: false,
+  };
+}
+
+export const PreviewJobResponse: MessageFns<PreviewJobResponse> = {
+  encode(message: PreviewJobResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.documents) {
+      PreviewDocument.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.documentsTotal !== "0") {
+      writer.uint32(16).uint64(message.documentsTotal);
+    }
+    if (message.objects !== "0") {
+      writer.uint32(24).uint64(message.objects);
+    }
+    if (message.objectBytes !== "0") {
+      writer.uint32(32).uint64(message.objectBytes);
+    }
+    if (message.counters !== undefined) {
+      JobCounters.encode(message.counters, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.warnings) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.error !== "") {
+      writer.uint32(58).string(message.error);
+    }
+    if (message.cursor !== undefined) {
+      Value.encode(Value.wrap(message.cursor), writer.uint32(66).fork()).join();
+    }
+    if (message.duration !== undefined) {
+      Duration.encode(message.duration, writer.uint32(74).fork()).join();
+    }
+    if (message.worker !== "") {
+      writer.uint32(82).string(message.worker);
+    }
+    if (message.truncated !== false) {
+      writer.uint32(88).bool(message.truncated);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewJobResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewJobResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.documents.push(PreviewDocument.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.documentsTotal = reader.uint64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.objects = reader.uint64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.objectBytes = reader.uint64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.counters = JobCounters.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.warnings.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.cursor = Value.unwrap(Value.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.duration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.worker = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.truncated = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewJobResponse {
+    return {
+      documents: globalThis.Array.isArray(object?.documents)
+        ? object.documents.map((e: any) => PreviewDocument.fromJSON(e))
+        : [],
+      documentsTotal: isSet(object.documentsTotal)
+        ? globalThis.String(object.documentsTotal)
+        : isSet(object.documents_total)
+        ? globalThis.String(object.documents_total)
+        : "0",
+      objects: isSet(object.objects) ? globalThis.String(object.objects) : "0",
+      objectBytes: isSet(object.objectBytes)
+        ? globalThis.String(object.objectBytes)
+        : isSet(object.object_bytes)
+        ? globalThis.String(object.object_bytes)
+        : "0",
+      counters: isSet(object.counters) ? JobCounters.fromJSON(object.counters) : undefined,
+      warnings: globalThis.Array.isArray(object?.warnings) ? object.warnings.map((e: any) => globalThis.String(e)) : [],
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+      cursor: isSet(object?.cursor) ? object.cursor : undefined,
+      duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined,
+      worker: isSet(object.worker) ? globalThis.String(object.worker) : "",
+      truncated: isSet(object.truncated) ? globalThis.Boolean(object.truncated) : false,
+    };
+  },
+
+  toJSON(message: PreviewJobResponse): unknown {
+    const obj: any = {};
+    if (message.documents?.length) {
+      obj.documents = message.documents.map((e) => PreviewDocument.toJSON(e));
+    }
+    if (message.documentsTotal !== "0") {
+      obj.documentsTotal = message.documentsTotal;
+    }
+    if (message.objects !== "0") {
+      obj.objects = message.objects;
+    }
+    if (message.objectBytes !== "0") {
+      obj.objectBytes = message.objectBytes;
+    }
+    if (message.counters !== undefined) {
+      obj.counters = JobCounters.toJSON(message.counters);
+    }
+    if (message.warnings?.length) {
+      obj.warnings = message.warnings;
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    if (message.cursor !== undefined) {
+      obj.cursor = message.cursor;
+    }
+    if (message.duration !== undefined) {
+      obj.duration = Duration.toJSON(message.duration);
+    }
+    if (message.worker !== "") {
+      obj.worker = message.worker;
+    }
+    if (message.truncated !== false) {
+      obj.truncated = message.truncated;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PreviewJobResponse>, I>>(base?: I): PreviewJobResponse {
+    return PreviewJobResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PreviewJobResponse>, I>>(object: I): PreviewJobResponse {
+    const message = createBasePreviewJobResponse();
+    message.documents = object.documents?.map((e) => PreviewDocument.fromPartial(e)) || [];
+    message.documentsTotal = object.documentsTotal ?? "0";
+    message.objects = object.objects ?? "0";
+    message.objectBytes = object.objectBytes ?? "0";
+    message.counters = (object.counters !== undefined && object.counters !== null)
+      ? JobCounters.fromPartial(object.counters)
+      : undefined;
+    message.warnings = object.warnings?.map((e) => e) || [];
+    message.error = object.error ?? "";
+    message.cursor = object.cursor === undefined ? undefined : object.cursor;
+    message.duration = (object.duration !== undefined && object.duration !== null)
+      ? Duration.fromPartial(object.duration)
+      : undefined;
+    message.worker = object.worker ?? "";
+    message.truncated = object.truncated ?? false;
+    return message;
+  },
+};
+
+function createBasePreviewDocument(): PreviewDocument {
+  return { id: "", index: "", document: undefined };
+}
+
+export const PreviewDocument: MessageFns<PreviewDocument> = {
+  encode(message: PreviewDocument, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.index !== "") {
+      writer.uint32(18).string(message.index);
+    }
+    if (message.document !== undefined) {
+      Struct.encode(Struct.wrap(message.document), writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PreviewDocument {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePreviewDocument();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.index = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.document = Struct.unwrap(Struct.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PreviewDocument {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      index: isSet(object.index) ? globalThis.String(object.index) : "",
+      document: isObject(object.document) ? object.document : undefined,
+    };
+  },
+
+  toJSON(message: PreviewDocument): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.index !== "") {
+      obj.index = message.index;
+    }
+    if (message.document !== undefined) {
+      obj.document = message.document;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PreviewDocument>, I>>(base?: I): PreviewDocument {
+    return PreviewDocument.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PreviewDocument>, I>>(object: I): PreviewDocument {
+    const message = createBasePreviewDocument();
+    message.id = object.id ?? "";
+    message.index = object.index ?? "";
+    message.document = object.document ?? undefined;
+    return message;
+  },
+};
+
 /**
  * JobService manages long-lived ingestion jobs. Every write is validated
  * against the parameter spec that workers publish for the job's type; bad
@@ -6560,6 +8335,79 @@ export const JobServiceService = {
       Buffer.from(PreviewScheduleResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PreviewScheduleResponse => PreviewScheduleResponse.decode(value),
   },
+  /**
+   * Creates an rss job per feed of an OPML subscription list (nested
+   * outlines flattened); feeds whose URL an rss job already reads, or that
+   * appear twice, are skipped. With validate_only, lists what would be
+   * created and writes nothing.
+   */
+  importOpml: {
+    path: "/ingest.v1.JobService/ImportOpml" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportOpmlRequest): Buffer => Buffer.from(ImportOpmlRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportOpmlRequest => ImportOpmlRequest.decode(value),
+    responseSerialize: (value: ImportOpmlResponse): Buffer => Buffer.from(ImportOpmlResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportOpmlResponse => ImportOpmlResponse.decode(value),
+  },
+  /**
+   * The rss jobs (those a label selector picks, when given) as an OPML
+   * subscription list.
+   */
+  exportOpml: {
+    path: "/ingest.v1.JobService/ExportOpml" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExportOpmlRequest): Buffer => Buffer.from(ExportOpmlRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportOpmlRequest => ExportOpmlRequest.decode(value),
+    responseSerialize: (value: ExportOpmlResponse): Buffer => Buffer.from(ExportOpmlResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportOpmlResponse => ExportOpmlResponse.decode(value),
+  },
+  /**
+   * Jobs as they were created (id, name, type, params, interval, paused,
+   * labels, schedule), without their status and without secret values:
+   * secret_params_set names the secrets ImportJobs must be given again.
+   */
+  exportJobs: {
+    path: "/ingest.v1.JobService/ExportJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExportJobsRequest): Buffer => Buffer.from(ExportJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportJobsRequest => ExportJobsRequest.decode(value),
+    responseSerialize: (value: ExportJobsResponse): Buffer => Buffer.from(ExportJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportJobsResponse => ExportJobsResponse.decode(value),
+  },
+  /**
+   * Creates the jobs ExportJobs gave (ids kept), each checked and written
+   * on its own, one result per job. A job naming secrets in
+   * secret_params_set must carry their values in params.
+   */
+  importJobs: {
+    path: "/ingest.v1.JobService/ImportJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ImportJobsRequest): Buffer => Buffer.from(ImportJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ImportJobsRequest => ImportJobsRequest.decode(value),
+    responseSerialize: (value: ImportJobsResponse): Buffer => Buffer.from(ImportJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ImportJobsResponse => ImportJobsResponse.decode(value),
+  },
+  /**
+   * A dry run: one live worker that runs the job's type runs it once —
+   * fetch, parse, map — and answers the first documents it would write,
+   * what it would archive, its warnings or error, and the cursor it would
+   * store. Nothing is written: no document, object, checkpoint or counter.
+   * Checked like CreateJob (a new job) or UpdateJob (an existing one, with
+   * changed params); FAILED_PRECONDITION when no live worker runs the type.
+   */
+  previewJob: {
+    path: "/ingest.v1.JobService/PreviewJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PreviewJobRequest): Buffer => Buffer.from(PreviewJobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PreviewJobRequest => PreviewJobRequest.decode(value),
+    responseSerialize: (value: PreviewJobResponse): Buffer => Buffer.from(PreviewJobResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PreviewJobResponse => PreviewJobResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -6632,6 +8480,39 @@ export interface JobServiceServer extends UntypedServiceImplementation {
    * schedule fails with INVALID_ARGUMENT naming the part to fix.
    */
   previewSchedule: handleUnaryCall<PreviewScheduleRequest, PreviewScheduleResponse>;
+  /**
+   * Creates an rss job per feed of an OPML subscription list (nested
+   * outlines flattened); feeds whose URL an rss job already reads, or that
+   * appear twice, are skipped. With validate_only, lists what would be
+   * created and writes nothing.
+   */
+  importOpml: handleUnaryCall<ImportOpmlRequest, ImportOpmlResponse>;
+  /**
+   * The rss jobs (those a label selector picks, when given) as an OPML
+   * subscription list.
+   */
+  exportOpml: handleUnaryCall<ExportOpmlRequest, ExportOpmlResponse>;
+  /**
+   * Jobs as they were created (id, name, type, params, interval, paused,
+   * labels, schedule), without their status and without secret values:
+   * secret_params_set names the secrets ImportJobs must be given again.
+   */
+  exportJobs: handleUnaryCall<ExportJobsRequest, ExportJobsResponse>;
+  /**
+   * Creates the jobs ExportJobs gave (ids kept), each checked and written
+   * on its own, one result per job. A job naming secrets in
+   * secret_params_set must carry their values in params.
+   */
+  importJobs: handleUnaryCall<ImportJobsRequest, ImportJobsResponse>;
+  /**
+   * A dry run: one live worker that runs the job's type runs it once —
+   * fetch, parse, map — and answers the first documents it would write,
+   * what it would archive, its warnings or error, and the cursor it would
+   * store. Nothing is written: no document, object, checkpoint or counter.
+   * Checked like CreateJob (a new job) or UpdateJob (an existing one, with
+   * changed params); FAILED_PRECONDITION when no live worker runs the type.
+   */
+  previewJob: handleUnaryCall<PreviewJobRequest, PreviewJobResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -6946,6 +8827,109 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PreviewScheduleResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Creates an rss job per feed of an OPML subscription list (nested
+   * outlines flattened); feeds whose URL an rss job already reads, or that
+   * appear twice, are skipped. With validate_only, lists what would be
+   * created and writes nothing.
+   */
+  importOpml(
+    request: ImportOpmlRequest,
+    callback: (error: ServiceError | null, response: ImportOpmlResponse) => void,
+  ): ClientUnaryCall;
+  importOpml(
+    request: ImportOpmlRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportOpmlResponse) => void,
+  ): ClientUnaryCall;
+  importOpml(
+    request: ImportOpmlRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportOpmlResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The rss jobs (those a label selector picks, when given) as an OPML
+   * subscription list.
+   */
+  exportOpml(
+    request: ExportOpmlRequest,
+    callback: (error: ServiceError | null, response: ExportOpmlResponse) => void,
+  ): ClientUnaryCall;
+  exportOpml(
+    request: ExportOpmlRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExportOpmlResponse) => void,
+  ): ClientUnaryCall;
+  exportOpml(
+    request: ExportOpmlRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExportOpmlResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Jobs as they were created (id, name, type, params, interval, paused,
+   * labels, schedule), without their status and without secret values:
+   * secret_params_set names the secrets ImportJobs must be given again.
+   */
+  exportJobs(
+    request: ExportJobsRequest,
+    callback: (error: ServiceError | null, response: ExportJobsResponse) => void,
+  ): ClientUnaryCall;
+  exportJobs(
+    request: ExportJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExportJobsResponse) => void,
+  ): ClientUnaryCall;
+  exportJobs(
+    request: ExportJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExportJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Creates the jobs ExportJobs gave (ids kept), each checked and written
+   * on its own, one result per job. A job naming secrets in
+   * secret_params_set must carry their values in params.
+   */
+  importJobs(
+    request: ImportJobsRequest,
+    callback: (error: ServiceError | null, response: ImportJobsResponse) => void,
+  ): ClientUnaryCall;
+  importJobs(
+    request: ImportJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ImportJobsResponse) => void,
+  ): ClientUnaryCall;
+  importJobs(
+    request: ImportJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ImportJobsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A dry run: one live worker that runs the job's type runs it once —
+   * fetch, parse, map — and answers the first documents it would write,
+   * what it would archive, its warnings or error, and the cursor it would
+   * store. Nothing is written: no document, object, checkpoint or counter.
+   * Checked like CreateJob (a new job) or UpdateJob (an existing one, with
+   * changed params); FAILED_PRECONDITION when no live worker runs the type.
+   */
+  previewJob(
+    request: PreviewJobRequest,
+    callback: (error: ServiceError | null, response: PreviewJobResponse) => void,
+  ): ClientUnaryCall;
+  previewJob(
+    request: PreviewJobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PreviewJobResponse) => void,
+  ): ClientUnaryCall;
+  previewJob(
+    request: PreviewJobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PreviewJobResponse) => void,
   ): ClientUnaryCall;
 }
 
