@@ -272,3 +272,63 @@ async fn a_wrong_api_key_is_reported_on_the_jobs_and_loses_nothing() {
     assert_exactly_once(&cluster, &index, &jobs, total);
     cluster.stop();
 }
+
+/// Documents the index refuses are listed on their job with the reason
+/// (the whole letter in the bucket); once the mapping is fixed, a replay
+/// sends them again: each lands once, under its own id, and leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_on_the_job_and_replayed_after_a_mapping_fix() {
+    let _serial = serial().await;
+    let index = start_index(Engine::Elasticsearch9).await;
+    let s3 = tokio::task::spawn_blocking(S3Server::start).await.expect("start S3");
+    // A mapping that refuses the demo's numeric `seq`.
+    let strict = json!({"mappings": {"dynamic": false, "properties": {"seq": {"type": "boolean"}}}});
+    tokio::task::block_in_place(|| index.json("PUT", "/ingest-demo-letters", Some(&strict)));
+    let mut cluster = Cluster::start(TTL).await;
+    cluster.worker_env = sink_env(&index);
+    cluster.worker_env.extend(s3.env("ingest-raw"));
+    cluster.start_worker("w1");
+    let params = json!({"total_items": 5, "items_per_run": 5, "index": "ingest-demo-letters"});
+    let job = cluster.create_job("letters", "demo", Duration::from_secs(1), params).await.expect("create");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        let page = cluster.control.list_dead_letters(&job, 0, None).await.expect("list dead letters");
+        if page.total == 5 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "{} dead letters listed, want 5\n{}", page.total, cluster.log_tails());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first = &page.letters[0];
+    assert_eq!(first.record.status, 400, "{:?}", first.record);
+    assert!(first.record.reason.contains("seq"), "{}", first.record.reason);
+    let shown = cluster.control.get_dead_letter(&job, &first.name).await.expect("get");
+    assert!(shown.record.preview.contains("\"seq\""), "{}", shown.record.preview);
+    let sinks = common::s3_sink(&s3, "ingest-raw");
+    let letter = sinks.client().get_object().bucket("ingest-raw").key(&first.record.key).send().await;
+    assert!(letter.is_ok(), "the whole letter is in the bucket under {}", first.record.key);
+    assert_eq!(tokio::task::block_in_place(|| index.count("ingest-demo-letters")), 0);
+
+    // The mapping fixed (the index made again), the letters sent again.
+    let fixed = json!({"mappings": {"dynamic": false, "properties": {"seq": {"type": "long"}}}});
+    tokio::task::block_in_place(|| {
+        index.json("DELETE", "/ingest-demo-letters", None);
+        index.json("PUT", "/ingest-demo-letters", Some(&fixed))
+    });
+    assert_eq!(cluster.control.replay_dead_letters(&job, &[]).await.expect("replay"), 5);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = cluster.control.list_dead_letters(&job, 0, None).await.expect("list").total;
+        let landed = tokio::task::block_in_place(|| index.count("ingest-demo-letters"));
+        if left == 0 && landed == 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} letters left, {landed} documents landed\n{}", cluster.log_tails());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Purging a job's (now empty) list forgets nothing else; deleting the
+    // job removes whatever is listed.
+    assert_eq!(cluster.control.purge_dead_letters(&job, &[]).await.expect("purge"), 0);
+    cluster.stop();
+}

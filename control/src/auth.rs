@@ -21,7 +21,7 @@ use tonic::Status;
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// JobService calls a `read` token may make.
-const READ_METHODS: [&str; 9] = [
+const READ_METHODS: [&str; 11] = [
     "GetJob",
     "ListJobs",
     "WatchJobs",
@@ -31,6 +31,8 @@ const READ_METHODS: [&str; 9] = [
     "PreviewSchedule",
     "ExportOpml",
     "ExportJobs",
+    "ListDeadLetters",
+    "GetDeadLetter",
 ];
 
 /// What a call needs: nothing, or a token granting this role.

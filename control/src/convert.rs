@@ -13,6 +13,7 @@ use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
 use crate::error::ControlError;
+use crate::letters::Letter;
 use crate::preview::PreviewAnswer;
 use crate::service::{JobOutcome, JobTypeView, WorkerView};
 use crate::transfer::{FeedOutcome, ImportedFeed};
@@ -172,6 +173,23 @@ pub fn imported_feed_to_pb(feed: ImportedFeed) -> pb::ImportedFeed {
         FeedOutcome::Invalid(message) => (pb::FeedImport::Invalid, String::new(), message),
     };
     pb::ImportedFeed { url: feed.url, title: feed.title, outcome: outcome as i32, job_id, message }
+}
+
+/// A dead letter; `preview` with the document's start (GetDeadLetter).
+pub fn letter_to_pb(letter: Letter, preview: bool) -> pb::DeadLetter {
+    let Letter { name, record } = letter;
+    pb::DeadLetter {
+        letter_id: name,
+        document_id: record.id,
+        index: record.index,
+        status: u32::from(record.status),
+        reason: record.reason,
+        time: Some(timestamp(record.time)),
+        object_key: record.key,
+        bytes: record.bytes,
+        replay_pending: record.replay,
+        preview: if preview { record.preview } else { String::new() },
+    }
 }
 
 /// A dry run's answer.

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
-    duration_from_pb, imported_feed_to_pb, job_spec_to_pb, job_to_pb, job_type_to_pb, outcomes_to_pb, params_from_pb,
-    preview_to_pb, schedule_from_pb, state_filter_from_pb, watch_update_to_pb, worker_to_pb,
+    duration_from_pb, imported_feed_to_pb, job_spec_to_pb, job_to_pb, job_type_to_pb, letter_to_pb, outcomes_to_pb,
+    params_from_pb, preview_to_pb, schedule_from_pb, state_filter_from_pb, watch_update_to_pb, worker_to_pb,
 };
 use crate::error::{ControlError, code_name};
 use crate::preview::PreviewAsk;
@@ -318,6 +318,59 @@ impl JobService for GrpcJobService {
             };
             let answer = self.service.preview_job(ask).await?;
             Ok(Response::new(preview_to_pb(answer)))
+        })
+        .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<pb::ListDeadLettersResponse> {
+        observed("ListDeadLetters", async move {
+            let request = request.into_inner();
+            if request.page_size < 0 {
+                return Err(ControlError::invalid("page_size", "must not be negative").into());
+            }
+            let after = Some(request.page_token.as_str()).filter(|t| !t.is_empty());
+            let page = self.service.list_dead_letters(&request.job_id, request.page_size as usize, after).await?;
+            Ok(Response::new(pb::ListDeadLettersResponse {
+                dead_letters: page.letters.into_iter().map(|l| letter_to_pb(l, false)).collect(),
+                next_page_token: page.next_after.unwrap_or_default(),
+                total: page.total,
+            }))
+        })
+        .await
+    }
+
+    async fn get_dead_letter(&self, request: Request<pb::GetDeadLetterRequest>) -> Result<pb::GetDeadLetterResponse> {
+        observed("GetDeadLetter", async move {
+            let request = request.into_inner();
+            let letter = self.service.get_dead_letter(&request.job_id, &request.letter_id).await?;
+            Ok(Response::new(pb::GetDeadLetterResponse { dead_letter: Some(letter_to_pb(letter, true)) }))
+        })
+        .await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<pb::ReplayDeadLettersRequest>,
+    ) -> Result<pb::ReplayDeadLettersResponse> {
+        observed("ReplayDeadLetters", async move {
+            let request = request.into_inner();
+            let queued = self.service.replay_dead_letters(&request.job_id, &request.letter_ids).await?;
+            Ok(Response::new(pb::ReplayDeadLettersResponse { queued }))
+        })
+        .await
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<pb::PurgeDeadLettersRequest>,
+    ) -> Result<pb::PurgeDeadLettersResponse> {
+        observed("PurgeDeadLetters", async move {
+            let request = request.into_inner();
+            let purged = self.service.purge_dead_letters(&request.job_id, &request.letter_ids).await?;
+            Ok(Response::new(pb::PurgeDeadLettersResponse { purged }))
         })
         .await
     }

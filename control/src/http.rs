@@ -20,12 +20,13 @@ use crate::service::ControlService;
 
 /// The UI's files, compiled into the binary: `/` and `/ui/<name>`.
 const INDEX_HTML: &str = include_str!("../ui/index.html");
-const UI_FILES: [(&str, &str, &str); 9] = [
+const UI_FILES: [(&str, &str, &str); 10] = [
     ("app.js", include_str!("../ui/app.js"), JAVASCRIPT),
     ("api.js", include_str!("../ui/api.js"), JAVASCRIPT),
     ("dom.js", include_str!("../ui/dom.js"), JAVASCRIPT),
     ("form.js", include_str!("../ui/form.js"), JAVASCRIPT),
     ("jobs.js", include_str!("../ui/jobs.js"), JAVASCRIPT),
+    ("letters.js", include_str!("../ui/letters.js"), JAVASCRIPT),
     ("runs.js", include_str!("../ui/runs.js"), JAVASCRIPT),
     ("transfer.js", include_str!("../ui/transfer.js"), JAVASCRIPT),
     ("workers.js", include_str!("../ui/workers.js"), JAVASCRIPT),

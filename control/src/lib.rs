@@ -16,6 +16,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod json_api;
+pub mod letters;
 pub mod opml;
 pub mod preview;
 pub mod progress;

@@ -405,7 +405,9 @@ impl ControlService {
         // The claim under owners/<id> belongs to its worker, which sees the
         // spec disappear, stops the job and releases it.
         let ops = [KeyKind::Job, KeyKind::Secret, KeyKind::State, KeyKind::Stats, KeyKind::Runs, KeyKind::Alert]
-            .map(|kind| TxnOp::delete(self.keys.key(kind, id)));
+            .map(|kind| TxnOp::delete(self.keys.key(kind, id)))
+            .into_iter()
+            .chain([TxnOp::delete_range(KeyRange::prefix(self.keys.dead_letters(id)))]);
         let response = self.store.txn(Txn::new().when([guard]).and_then(ops).or_else([TxnOp::get(job_key)])).await?;
         if response.succeeded {
             tracing::info!(job = %id, revision = response.revision, "job deleted");

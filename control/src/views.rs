@@ -148,7 +148,8 @@ impl JobPieces {
             | KeyKind::Runs
             | KeyKind::Alert
             | KeyKind::Load
-            | KeyKind::Preview => false,
+            | KeyKind::Preview
+            | KeyKind::DeadLetter => false,
         }
     }
 }

@@ -237,8 +237,13 @@ impl JobsView {
                         slot.spec_changed |= kind == KeyKind::Job;
                     }
                 }
-                KeyKind::Secret | KeyKind::Type | KeyKind::Runs | KeyKind::Alert | KeyKind::Load | KeyKind::Preview => {
-                }
+                KeyKind::Secret
+                | KeyKind::Type
+                | KeyKind::Runs
+                | KeyKind::Alert
+                | KeyKind::Load
+                | KeyKind::Preview
+                | KeyKind::DeadLetter => {}
             }
         }
         if workers_changed {

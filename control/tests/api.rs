@@ -28,6 +28,7 @@ on_both_stores!(
     bad_labels_selectors_and_picks_write_nothing,
     schedules_are_checked_stored_and_previewed,
     opml_and_json_move_jobs_in_and_out,
+    dead_letters_are_listed_paged_flagged_and_purged,
 );
 
 const SECRET: &str = "hunter2-very-secret";
@@ -1003,5 +1004,74 @@ async fn opml_and_json_move_jobs_in_and_out(mut h: Harness) {
     assert_eq!(back.labels, spec.labels);
     let results = h.client.import_jobs(import(vec![filled])).await.expect("again").into_inner().results;
     assert_eq!(results[0].code, Code::AlreadyExists as i32);
+    h.stop().await;
+}
+
+async fn dead_letters_are_listed_paged_flagged_and_purged(mut h: Harness) {
+    let job = create(&mut h.client, probe_job("refused")).await;
+    // As an owner lists them: three refused documents.
+    let mut names = Vec::new();
+    for n in 0..3 {
+        let name = format!("{:064x}", n + 1);
+        let record = ingest_model::DeadLetterRecord {
+            id: format!("doc-{n}"),
+            index: "ingest-probe".into(),
+            status: 400,
+            reason: "mapper_parsing_exception: failed to parse field [seq]".into(),
+            key: format!("dead-letters/ingest-probe/2026/11/30/{name}.json"),
+            time: 1_800_000_000_000 + n,
+            preview: format!("{{\"seq\":{n}}}"),
+            bytes: 9,
+            replay: false,
+        };
+        let key = h.keys.dead_letter(&job.id, &name);
+        h.store.put(&key, serde_json::to_vec(&record).expect("encode"), 0).await.expect("put");
+        names.push(name);
+    }
+    let list =
+        |token: &str| pb::ListDeadLettersRequest { job_id: job.id.clone(), page_size: 2, page_token: token.into() };
+    let first = h.client.list_dead_letters(list("")).await.expect("list").into_inner();
+    assert_eq!((first.total, first.dead_letters.len()), (3, 2));
+    assert!(first.dead_letters.iter().all(|l| l.preview.is_empty()), "no preview in a list");
+    let second = h.client.list_dead_letters(list(&first.next_page_token)).await.expect("page 2").into_inner();
+    assert_eq!(second.dead_letters.len(), 1);
+    assert!(second.next_page_token.is_empty());
+    let one = pb::GetDeadLetterRequest { job_id: job.id.clone(), letter_id: names[1].clone() };
+    let one = h.client.get_dead_letter(one).await.expect("get").into_inner().dead_letter.expect("letter");
+    assert_eq!((one.document_id.as_str(), one.status, one.preview.as_str()), ("doc-1", 400, "{\"seq\":1}"));
+
+    // Replay needs an owner to do it.
+    let replay = |ids: Vec<String>| pb::ReplayDeadLettersRequest { job_id: job.id.clone(), letter_ids: ids };
+    let status = h.client.replay_dead_letters(replay(vec![])).await.expect_err("no owner");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("resume"), "{}", status.message());
+    h.claim(&job.id, "w1").await;
+    let queued = h.client.replay_dead_letters(replay(vec![names[0].clone()])).await.expect("replay one");
+    assert_eq!(queued.into_inner().queued, 1);
+    let all = h.client.list_dead_letters(list("")).await.expect("list").into_inner().dead_letters;
+    assert!(all.iter().any(|l| l.replay_pending) && !all.iter().all(|l| l.replay_pending), "{all:?}");
+
+    // Bad input: field violations, nothing written.
+    let before = h.dump().await;
+    let bad = pb::GetDeadLetterRequest { job_id: job.id.clone(), letter_id: "nope".into() };
+    assert_eq!(violated_fields(&h.client.get_dead_letter(bad).await.expect_err("bad id")), ["letter_id"]);
+    let bad = pb::PurgeDeadLettersRequest { job_id: job.id.clone(), letter_ids: vec!["x".into()] };
+    assert_eq!(violated_fields(&h.client.purge_dead_letters(bad).await.expect_err("bad id")), ["letter_ids[0]"]);
+    let missing = pb::ListDeadLettersRequest { job_id: "missing-job".into(), ..Default::default() };
+    assert_eq!(h.client.list_dead_letters(missing).await.expect_err("missing").code(), Code::NotFound);
+    assert_eq!(h.dump().await, before);
+
+    let purge = |ids: Vec<String>| pb::PurgeDeadLettersRequest { job_id: job.id.clone(), letter_ids: ids };
+    assert_eq!(
+        h.client.purge_dead_letters(purge(vec![names[2].clone()])).await.expect("purge one").into_inner().purged,
+        1
+    );
+    assert_eq!(h.client.purge_dead_letters(purge(vec![])).await.expect("purge all").into_inner().purged, 2);
+    assert_eq!(h.client.list_dead_letters(list("")).await.expect("list").into_inner().total, 0);
+    // Deleting a job deletes its letters.
+    let key = h.keys.dead_letter(&job.id, &names[0]);
+    h.store.put(&key, b"{}".to_vec(), 0).await.expect("put");
+    h.client.delete_job(pb::DeleteJobRequest { id: job.id.clone(), revision: 0 }).await.expect("delete");
+    assert!(h.store.get(&key).await.expect("get").is_none(), "the job's letters outlived it");
     h.stop().await;
 }

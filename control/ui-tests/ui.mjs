@@ -215,6 +215,10 @@ try {
     if (first[2] !== 'succeeded' || first[4] !== '5' || !/^w\d$/.test(first[8])) throw new Error(`newest run: ${first}`);
     const bars = await page.locator('svg.runs-chart rect.bar').count();
     if (bars < 2) throw new Error(`${bars} bars in the runs chart`);
+    // Files take every document: no dead letters.
+    const letters = await until('the dead letters', () => page.locator('#letters-count').innerText().catch(() => ''),
+      (t) => t.length > 0);
+    if (!letters.startsWith('None')) throw new Error(letters);
   });
 
   await check('counter rising', async () => {

@@ -2,6 +2,7 @@
 // current by the WatchJobs stream), and the job actions.
 
 import {call} from './api.js';
+import {renderLetters} from './letters.js';
 import {renderRuns} from './runs.js';
 import {
   STATE_NAMES, bytes, count, dateTime, durationSeconds, durationText, h, num, relative, replace, stateBadge,
@@ -149,6 +150,8 @@ export function renderJob(main, store, id, navigate) {
   // Kept across redraws (it loads on its own); placed after the details.
   const runsSection = h('section', {id: 'runs'});
   const updateRuns = renderRuns(runsSection, id);
+  const lettersSection = h('section', {id: 'letters'});
+  const updateLetters = renderLetters(lettersSection, id);
   replace(main, alert, content);
 
   const act = async (label, method, request, after) => {
@@ -223,6 +226,7 @@ export function renderJob(main, store, id, navigate) {
         secrets.map((name) => detail(name, 'set (write-only)')),
         params.length + secrets.length === 0 ? h('dd', {class: 'muted'}, 'Defaults only.') : null)),
       runsSection,
+      lettersSection,
       h('section', {}, h('h2', {}, 'Checkpoint'), status.checkpoint
         ? [h('p', {class: 'muted'}, `${bytes(status.checkpoint.cursorBytes)} cursor`),
           h('pre', {class: 'checkpoint'}, status.checkpoint.cursorPreview)]
@@ -237,6 +241,7 @@ export function renderJob(main, store, id, navigate) {
             h('td', {class: 'num'}, count(s.failed)), h('td', {class: 'num'}, count(s.runs))))))
         : h('p', {class: 'muted'}, 'Counters seen while this page is open appear here.')));
     updateRuns(num(counters.runs));
+    updateLetters(num(counters.itemsFailed));
   };
 }
 

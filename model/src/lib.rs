@@ -20,9 +20,9 @@ pub use params::{
     JobTypeSpec, MovedOrigin, ParamKind, ParamRule, ParamSpec, SplitParams, moved_origins, validate_params,
 };
 pub use records::{
-    CheckpointRecord, ClaimProgress, Counters, ErrorRecord, LoadRecord, MAX_RUNS, OwnerRecord, PreviewDocument,
-    PreviewRecord, PreviewResult, RunOutcome, RunRecord, RunsRecord, SecretsRecord, StatsLedger, StatsRecord,
-    UNREADABLE_OWNER, WorkerRecord, WorkerState,
+    CheckpointRecord, ClaimProgress, Counters, DeadLetterRecord, ErrorRecord, LoadRecord, MAX_DEAD_LETTERS_PER_JOB,
+    MAX_RUNS, OwnerRecord, PreviewDocument, PreviewRecord, PreviewResult, RunOutcome, RunRecord, RunsRecord,
+    SecretsRecord, StatsLedger, StatsRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState,
 };
 pub use schedule::Schedule;
 pub use status::{JobState, derive_state};

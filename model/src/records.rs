@@ -58,6 +58,32 @@ pub struct LoadRecord {
     pub jobs_by_type: BTreeMap<String, u32>,
 }
 
+/// A document the index refused, under `dead/<job>/<letter>` (written by
+/// the job's owner; control lists, flags for replay and purges). The whole
+/// letter is in the object store under `key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    /// The document's id in the index.
+    pub id: String,
+    pub index: String,
+    pub status: u16,
+    pub reason: String,
+    pub key: String,
+    pub time: UnixMillis,
+    /// The document's start, for display.
+    #[serde(default)]
+    pub preview: String,
+    pub bytes: u64,
+    /// Asked to be sent again; the owner does it and removes the record
+    /// (or records the new refusal).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+}
+
+/// Dead letters listed per job; refusals past it are in the object store
+/// only (and counted on the job).
+pub const MAX_DEAD_LETTERS_PER_JOB: usize = 1000;
+
 /// A dry run of a job, asked of one worker under `previews/<id>` (attached
 /// to the asking control server's lease, so an abandoned one vanishes); the
 /// worker writes its answer into the same record. Nothing of the run is

@@ -103,8 +103,40 @@ impl Sinks {
             index,
             prepared: false,
             preparing: None,
+            letters: Vec::new(),
         }
     }
+}
+
+/// A document the index refused, kept as a dead letter: where the whole
+/// letter is (`key`, in the object store) and enough to show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The document's id in the index.
+    pub id: String,
+    pub index: String,
+    pub status: u16,
+    pub reason: String,
+    pub key: String,
+    pub time: DateTime<Utc>,
+    /// The document's start (at most [`LETTER_PREVIEW_BYTES`]), for display.
+    pub preview: String,
+    /// The document's size in bytes.
+    pub bytes: usize,
+}
+
+/// How much of a refused document a dead letter's record shows.
+pub const LETTER_PREVIEW_BYTES: usize = 16 * 1024;
+
+/// What sending a dead letter again did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    /// The index took it.
+    Written,
+    /// Refused again: the new letter (its reason may differ).
+    Refused(DeadLetter),
+    /// The letter is no longer in the object store.
+    Missing,
 }
 
 /// An index's mapping: the job type's properties and the fields every
@@ -128,6 +160,9 @@ pub struct JobOutput {
     prepared: bool,
     /// A preparation still under way when the last call's time ran out.
     preparing: Option<tokio::task::JoinHandle<Result<(), SinkError>>>,
+    /// Dead letters of the deliveries since `take_letters` (in memory only
+    /// until the job's runner lists them).
+    letters: Vec<DeadLetter>,
 }
 
 impl JobOutput {
@@ -167,8 +202,10 @@ impl JobOutput {
         delivered.written = outcome.written;
         delivered.rejected = outcome.rejected.len() as u64;
         delivered.first_rejection = outcome.rejected.first().map(|r| format!("document {}: {}", r.id, r.reason));
-        let letters = outcome.rejected.iter().map(|r| self.dead_letter(r, now)).collect();
-        self.put_all(letters, deadline).await?;
+        let letters: Vec<(Object, DeadLetter)> = outcome.rejected.iter().map(|r| self.dead_letter(r, now)).collect();
+        let (objects, kept): (Vec<Object>, Vec<DeadLetter>) = letters.into_iter().unzip();
+        self.put_all(objects, deadline).await?;
+        self.letters.extend(kept);
         if delivered.rejected > 0 {
             tracing::warn!(
                 job = %self.job_id, index = %self.index.name, rejected = delivered.rejected,
@@ -251,7 +288,41 @@ impl JobOutput {
         futures::stream::iter(puts).buffer_unordered(OBJECT_CONCURRENCY).try_collect::<Vec<()>>().await.map(drop)
     }
 
-    fn dead_letter(&self, rejection: &Rejection, now: DateTime<Utc>) -> Object {
+    /// The dead letters of the deliveries since the last call, for the
+    /// job's own list of them.
+    pub fn take_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.letters)
+    }
+
+    /// Sends the document of the dead letter under `key` to the index again
+    /// (e.g. after its mapping was fixed), with its id: a document written
+    /// since under that id is replaced, never duplicated.
+    pub async fn replay(&mut self, key: &str) -> Result<Replayed, SinkError> {
+        let deadline = Instant::now() + self.sinks.timeout;
+        self.prepare(deadline).await?;
+        let Some(body) = self.sinks.objects.get(key).await? else { return Ok(Replayed::Missing) };
+        let letter: Value = serde_json::from_slice(&body)
+            .map_err(|e| SinkError::permanent("delivery", format!("dead letter {key} is not JSON: {e}")))?;
+        let (Some(id), Some(source)) = (letter["id"].as_str(), letter.get("source").filter(|s| s.is_object())) else {
+            return Err(SinkError::permanent("delivery", format!("dead letter {key} holds no document")));
+        };
+        let source = serde_json::to_vec(source).map_err(|e| SinkError::permanent("delivery", e.to_string()))?;
+        let doc = Document { index: self.index_name.clone(), id: id.to_string(), source: source.into() };
+        let outcome = match tokio::time::timeout_at(deadline, self.sinks.documents.write(vec![doc])).await {
+            Ok(outcome) => outcome?,
+            Err(_) => return Err(self.timed_out()),
+        };
+        match outcome.rejected.first() {
+            None => Ok(Replayed::Written),
+            Some(rejection) => {
+                let (object, letter) = self.dead_letter(rejection, Utc::now());
+                self.put_all(vec![object], deadline).await?;
+                Ok(Replayed::Refused(letter))
+            }
+        }
+    }
+
+    fn dead_letter(&self, rejection: &Rejection, now: DateTime<Utc>) -> (Object, DeadLetter) {
         let source: Value = serde_json::from_slice(&rejection.source).unwrap_or(Value::Null);
         let letter = json!({
             "index": rejection.index,
@@ -263,11 +334,22 @@ impl JobOutput {
             "rejected_at": now.to_rfc3339(),
             "source": source,
         });
-        Object {
-            key: dead_letter_key(&rejection.index, &rejection.id, now),
-            body: letter.to_string().into(),
-            content_type: "application/json",
+        let key = dead_letter_key(&rejection.index, &rejection.id, now);
+        let mut cut = LETTER_PREVIEW_BYTES.min(rejection.source.len());
+        while cut > 0 && std::str::from_utf8(&rejection.source[..cut]).is_err() {
+            cut -= 1;
         }
+        let kept = DeadLetter {
+            id: rejection.id.clone(),
+            index: rejection.index.clone(),
+            status: rejection.status,
+            reason: rejection.reason.clone(),
+            key: key.clone(),
+            time: now,
+            preview: String::from_utf8_lossy(&rejection.source[..cut]).into_owned(),
+            bytes: rejection.source.len(),
+        };
+        (Object { key, body: letter.to_string().into(), content_type: "application/json" }, kept)
     }
 
     fn timed_out(&self) -> SinkError {

@@ -131,6 +131,12 @@ pub trait ObjectSink: Send + Sync {
     /// Stores the object (overwriting: keys are content addresses).
     async fn put(&self, object: &Object) -> Result<(), SinkError>;
 
+    /// Reads an object back (a dead letter, to send it again); `None` when
+    /// there is no such key.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        Err(SinkError::permanent("objects", format!("{} cannot read {key} back", self.describe())))
+    }
+
     /// For logs: what this sink writes to.
     fn describe(&self) -> String;
 }

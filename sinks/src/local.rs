@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::xxh3_64;
@@ -157,6 +158,16 @@ impl ObjectSink for LocalObjects {
         })
         .await
         .map_err(|e| SinkError::permanent("local", format!("object writer failed: {e}")))?
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        check_key(key).map_err(|e| SinkError::permanent("local", e))?;
+        let path = self.path(key);
+        match tokio::fs::read(&path).await {
+            Ok(body) => Ok(Some(body.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, &e)),
+        }
     }
 
     fn describe(&self) -> String {

@@ -13,6 +13,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_smithy_http_client::tls;
+use bytes::Bytes;
 
 use crate::{Object, ObjectSink, SinkError};
 
@@ -119,6 +120,17 @@ impl ObjectSink for S3Sink {
             .await
             .map_err(|e| classify(&format!("cannot store {}", object.key), &e))?;
         Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {
+        let response = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(response) => response,
+            Err(SdkError::ServiceError(e)) if e.err().is_no_such_key() => return Ok(None),
+            Err(e) => return Err(classify(&format!("cannot read {key}"), &e)),
+        };
+        let body =
+            response.body.collect().await.map_err(|e| SinkError::transient(SINK, format!("cannot read {key}: {e}")))?;
+        Ok(Some(body.into_bytes()))
     }
 
     fn describe(&self) -> String {

@@ -27,10 +27,11 @@ pub enum KeyKind {
     Alert,
     Load,
     Preview,
+    DeadLetter,
 }
 
 impl KeyKind {
-    pub const ALL: [KeyKind; 11] = [
+    pub const ALL: [KeyKind; 12] = [
         Self::Job,
         Self::Secret,
         Self::Type,
@@ -42,6 +43,7 @@ impl KeyKind {
         Self::Alert,
         Self::Load,
         Self::Preview,
+        Self::DeadLetter,
     ];
 
     fn segment(self) -> &'static str {
@@ -57,6 +59,7 @@ impl KeyKind {
             Self::Alert => "alerts/",
             Self::Load => "load/",
             Self::Preview => "previews/",
+            Self::DeadLetter => "dead/",
         }
     }
 }
@@ -140,6 +143,15 @@ impl Keys {
 
     pub fn preview(&self, id: &str) -> String {
         self.key(KeyKind::Preview, id)
+    }
+
+    /// The prefix of one job's dead letters (`dead/<job>/`).
+    pub fn dead_letters(&self, job: &str) -> String {
+        self.key(KeyKind::DeadLetter, &format!("{job}/"))
+    }
+
+    pub fn dead_letter(&self, job: &str, letter: &str) -> String {
+        self.key(KeyKind::DeadLetter, &format!("{job}/{letter}"))
     }
 
     /// Splits a key into its kind and name; `None` for keys outside the

@@ -19,6 +19,7 @@ pub mod fence;
 pub mod fetch;
 pub mod http;
 pub mod jobs;
+pub mod letters;
 pub mod load;
 pub mod membership;
 pub mod ownership;

@@ -21,6 +21,7 @@ use crate::checkpoints::CheckpointWriter;
 use crate::fence::Fence;
 use crate::fetch::{FencedFetcher, Fetcher};
 use crate::jobs::{CursorFormat, ErrorKind, Job, JobError, NextRun, RunContext, RunReport};
+use crate::letters;
 use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
@@ -362,6 +363,11 @@ impl Runner {
             result = job.run(&mut ctx) => result,
             () = cancel.cancelled() => return Wait::at_least(Duration::ZERO),
         };
+        // Documents the index refused in this run join the job's list.
+        let letters = output.take_letters();
+        if let Err(error) = letters::keep(self.ctx.store.as_ref(), &self.ctx.keys, &self.record.id, letters).await {
+            tracing::warn!(job = %self.record.id, %error, "dead letters not listed (they are in the object store)");
+        }
         match result {
             Ok(outcome) => {
                 *failures = 0;
@@ -457,7 +463,15 @@ pub(crate) fn build_job(
 ) -> Result<(Box<dyn Job>, IndexSpec), String> {
     let input = BuildInput { job_id, spec, params, secrets: &secrets.values };
     let job = (entry.build)(&input).map_err(|e| e.to_string())?;
-    let index = IndexSpec {
+    Ok((job, index_spec((spec, entry), params)))
+}
+
+/// The index a job's documents go to, with its type's mapping.
+pub(crate) fn index_spec(
+    (spec, entry): (&JobTypeSpec, &JobTypeEntry),
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> IndexSpec {
+    IndexSpec {
         name: params
             .get(catalogue::INDEX_PARAM)
             .and_then(|v| v.as_str())
@@ -465,8 +479,7 @@ pub(crate) fn build_job(
             .map_or_else(|| catalogue::default_index(&spec.name), String::from),
         job_type: spec.name.clone(),
         mapping: Arc::new(index_mapping(&(entry.properties)())),
-    };
-    Ok((job, index))
+    }
 }
 
 /// Counts a run and what it did in the process's metrics.

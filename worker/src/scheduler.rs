@@ -24,10 +24,10 @@ use crate::decide::{Decider, Resume, Running};
 use crate::load::OwnedByType;
 use crate::membership::{LeaseState, Membership};
 use crate::ownership::{self, Ownership};
-use crate::preview;
 use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
 use crate::view::{Claim, ClusterView};
+use crate::{letters, preview};
 
 /// Timings of the scheduler.
 #[derive(Clone, Debug)]
@@ -172,12 +172,14 @@ impl Scheduler {
                     Some(Ok(batch)) => {
                         self.view.loaded_at = batch.revision;
                         self.answer_previews(&batch);
+                        self.replay_letters(&batch);
                         let mut changed = !self.view.apply(&self.keys, &batch).is_empty();
                         // Fold in whatever else already arrived: one
                         // reconcile for a burst of changes.
                         while let Some(Some(Ok(batch))) = next_batch(&mut watch).now_or_never() {
                             self.view.loaded_at = batch.revision;
                             self.answer_previews(&batch);
+                            self.replay_letters(&batch);
                             changed |= !self.view.apply(&self.keys, &batch).is_empty();
                         }
                         relevant = changed;
@@ -211,6 +213,25 @@ impl Scheduler {
             }
             if let Some(record) = preview::is_mine(&event.kv, &self.worker) {
                 tokio::spawn(preview::answer(self.runner_ctx.clone(), event.kv.clone(), record));
+            }
+        }
+    }
+
+    /// Sends again the dead letters an operator flagged, of jobs this
+    /// worker runs.
+    fn replay_letters(&self, batch: &WatchBatch) {
+        for event in &batch.events {
+            let Some((KeyKind::DeadLetter, name)) = self.keys.parse(&event.kv.key) else { continue };
+            if event.kind != EventKind::Put {
+                continue;
+            }
+            let Some((job_id, _)) = name.split_once('/') else { continue };
+            let Some((_, record)) = self.runners.get(job_id) else { continue };
+            let Ok(letter) = serde_json::from_slice::<ingest_model::DeadLetterRecord>(&event.kv.value) else {
+                continue;
+            };
+            if letter.replay {
+                tokio::spawn(letters::replay(self.runner_ctx.clone(), record.clone(), event.kv.clone(), letter));
             }
         }
     }

@@ -4407,6 +4407,544 @@ func (x *PreviewDocument) GetDocument() *structpb.Struct {
 	return nil
 }
 
+// A document the index refused.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names the letter under its job (for Get, Replay, Purge).
+	LetterId string `protobuf:"bytes,1,opt,name=letter_id,json=letterId,proto3" json:"letter_id,omitempty"`
+	// The document's id in the index.
+	DocumentId string `protobuf:"bytes,2,opt,name=document_id,json=documentId,proto3" json:"document_id,omitempty"`
+	Index      string `protobuf:"bytes,3,opt,name=index,proto3" json:"index,omitempty"`
+	// The index's HTTP status for it, and why.
+	Status uint32                 `protobuf:"varint,4,opt,name=status,proto3" json:"status,omitempty"`
+	Reason string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Time   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	// Where the whole letter is in the object store.
+	ObjectKey string `protobuf:"bytes,7,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
+	// The document's size in bytes.
+	Bytes uint64 `protobuf:"varint,8,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Asked to be sent again, not done yet.
+	ReplayPending bool `protobuf:"varint,9,opt,name=replay_pending,json=replayPending,proto3" json:"replay_pending,omitempty"`
+	// GetDeadLetter only: the document's start (at most 16 KiB of JSON).
+	Preview       string `protobuf:"bytes,10,opt,name=preview,proto3" json:"preview,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *DeadLetter) GetLetterId() string {
+	if x != nil {
+		return x.LetterId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDocumentId() string {
+	if x != nil {
+		return x.DocumentId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetIndex() string {
+	if x != nil {
+		return x.Index
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetObjectKey() string {
+	if x != nil {
+		return x.ObjectKey
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetReplayPending() bool {
+	if x != nil {
+		return x.ReplayPending
+	}
+	return false
+}
+
+func (x *DeadLetter) GetPreview() string {
+	if x != nil {
+		return x.Preview
+	}
+	return ""
+}
+
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Default 50, at most 500.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *ListDeadLettersRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetters   []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Dead letters of the job in all (at most 1 000 are listed per job; more
+	// refusals are in the object store only).
+	Total         uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListDeadLettersResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+type GetDeadLetterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	LetterId      string                 `protobuf:"bytes,2,opt,name=letter_id,json=letterId,proto3" json:"letter_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterRequest) Reset() {
+	*x = GetDeadLetterRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterRequest) ProtoMessage() {}
+
+func (x *GetDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *GetDeadLetterRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetDeadLetterRequest) GetLetterId() string {
+	if x != nil {
+		return x.LetterId
+	}
+	return ""
+}
+
+type GetDeadLetterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetter    *DeadLetter            `protobuf:"bytes,1,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterResponse) Reset() {
+	*x = GetDeadLetterResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterResponse) ProtoMessage() {}
+
+func (x *GetDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *GetDeadLetterResponse) GetDeadLetter() *DeadLetter {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return nil
+}
+
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The letters to send again; all of the job's when empty.
+	LetterIds     []string `protobuf:"bytes,2,rep,name=letter_ids,json=letterIds,proto3" json:"letter_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ReplayDeadLettersRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ReplayDeadLettersRequest) GetLetterIds() []string {
+	if x != nil {
+		return x.LetterIds
+	}
+	return nil
+}
+
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Letters asked to be sent again.
+	Queued        uint64 `protobuf:"varint,1,opt,name=queued,proto3" json:"queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ReplayDeadLettersResponse) GetQueued() uint64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+type PurgeDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// The letters to forget; all of the job's when empty.
+	LetterIds     []string `protobuf:"bytes,2,rep,name=letter_ids,json=letterIds,proto3" json:"letter_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDeadLettersRequest) Reset() {
+	*x = PurgeDeadLettersRequest{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDeadLettersRequest) ProtoMessage() {}
+
+func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *PurgeDeadLettersRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PurgeDeadLettersRequest) GetLetterIds() []string {
+	if x != nil {
+		return x.LetterIds
+	}
+	return nil
+}
+
+type PurgeDeadLettersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Purged        uint64                 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDeadLettersResponse) Reset() {
+	*x = PurgeDeadLettersResponse{}
+	mi := &file_ingest_v1_jobs_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDeadLettersResponse) ProtoMessage() {}
+
+func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ingest_v1_jobs_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_ingest_v1_jobs_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *PurgeDeadLettersResponse) GetPurged() uint64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
+}
+
 var File_ingest_v1_jobs_proto protoreflect.FileDescriptor
 
 const file_ingest_v1_jobs_proto_rawDesc = "" +
@@ -4701,7 +5239,49 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x0fPreviewDocument\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\tR\x05index\x123\n" +
-	"\bdocument\x18\x03 \x01(\v2\x17.google.protobuf.StructR\bdocument*\x9d\x01\n" +
+	"\bdocument\x18\x03 \x01(\v2\x17.google.protobuf.StructR\bdocument\"\xb6\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x1b\n" +
+	"\tletter_id\x18\x01 \x01(\tR\bletterId\x12\x1f\n" +
+	"\vdocument_id\x18\x02 \x01(\tR\n" +
+	"documentId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\tR\x05index\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\rR\x06status\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
+	"\n" +
+	"object_key\x18\a \x01(\tR\tobjectKey\x12\x14\n" +
+	"\x05bytes\x18\b \x01(\x04R\x05bytes\x12%\n" +
+	"\x0ereplay_pending\x18\t \x01(\bR\rreplayPending\x12\x18\n" +
+	"\apreview\x18\n" +
+	" \x01(\tR\apreview\"k\n" +
+	"\x16ListDeadLettersRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x91\x01\n" +
+	"\x17ListDeadLettersResponse\x128\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x15.ingest.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\"J\n" +
+	"\x14GetDeadLetterRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tletter_id\x18\x02 \x01(\tR\bletterId\"O\n" +
+	"\x15GetDeadLetterResponse\x126\n" +
+	"\vdead_letter\x18\x01 \x01(\v2\x15.ingest.v1.DeadLetterR\n" +
+	"deadLetter\"P\n" +
+	"\x18ReplayDeadLettersRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
+	"\n" +
+	"letter_ids\x18\x02 \x03(\tR\tletterIds\"3\n" +
+	"\x19ReplayDeadLettersResponse\x12\x16\n" +
+	"\x06queued\x18\x01 \x01(\x04R\x06queued\"O\n" +
+	"\x17PurgeDeadLettersRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1d\n" +
+	"\n" +
+	"letter_ids\x18\x02 \x03(\tR\tletterIds\"2\n" +
+	"\x18PurgeDeadLettersResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x04R\x06purged*\x9d\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_PENDING\x10\x01\x12\x15\n" +
@@ -4742,7 +5322,7 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\x13FEED_IMPORT_CREATED\x10\x01\x12\x1c\n" +
 	"\x18FEED_IMPORT_WOULD_CREATE\x10\x02\x12\x19\n" +
 	"\x15FEED_IMPORT_DUPLICATE\x10\x03\x12\x17\n" +
-	"\x13FEED_IMPORT_INVALID\x10\x042\xc5\r\n" +
+	"\x13FEED_IMPORT_INVALID\x10\x042\xb0\x10\n" +
 	"\n" +
 	"JobService\x12F\n" +
 	"\tCreateJob\x12\x1b.ingest.v1.CreateJobRequest\x1a\x1c.ingest.v1.CreateJobResponse\x12=\n" +
@@ -4775,7 +5355,11 @@ const file_ingest_v1_jobs_proto_rawDesc = "" +
 	"\n" +
 	"ImportJobs\x12\x1c.ingest.v1.ImportJobsRequest\x1a\x1d.ingest.v1.ImportJobsResponse\x12I\n" +
 	"\n" +
-	"PreviewJob\x12\x1c.ingest.v1.PreviewJobRequest\x1a\x1d.ingest.v1.PreviewJobResponseb\x06proto3"
+	"PreviewJob\x12\x1c.ingest.v1.PreviewJobRequest\x1a\x1d.ingest.v1.PreviewJobResponse\x12X\n" +
+	"\x0fListDeadLetters\x12!.ingest.v1.ListDeadLettersRequest\x1a\".ingest.v1.ListDeadLettersResponse\x12R\n" +
+	"\rGetDeadLetter\x12\x1f.ingest.v1.GetDeadLetterRequest\x1a .ingest.v1.GetDeadLetterResponse\x12^\n" +
+	"\x11ReplayDeadLetters\x12#.ingest.v1.ReplayDeadLettersRequest\x1a$.ingest.v1.ReplayDeadLettersResponse\x12[\n" +
+	"\x10PurgeDeadLetters\x12\".ingest.v1.PurgeDeadLettersRequest\x1a#.ingest.v1.PurgeDeadLettersResponseb\x06proto3"
 
 var (
 	file_ingest_v1_jobs_proto_rawDescOnce sync.Once
@@ -4790,214 +5374,234 @@ func file_ingest_v1_jobs_proto_rawDescGZIP() []byte {
 }
 
 var file_ingest_v1_jobs_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_ingest_v1_jobs_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_ingest_v1_jobs_proto_goTypes = []any{
-	(JobState)(0),                   // 0: ingest.v1.JobState
-	(ParamKind)(0),                  // 1: ingest.v1.ParamKind
-	(JobEventType)(0),               // 2: ingest.v1.JobEventType
-	(WorkerState)(0),                // 3: ingest.v1.WorkerState
-	(RunOutcome)(0),                 // 4: ingest.v1.RunOutcome
-	(FeedImport)(0),                 // 5: ingest.v1.FeedImport
-	(*Job)(nil),                     // 6: ingest.v1.Job
-	(*Schedule)(nil),                // 7: ingest.v1.Schedule
-	(*TimeWindow)(nil),              // 8: ingest.v1.TimeWindow
-	(*JobStatus)(nil),               // 9: ingest.v1.JobStatus
-	(*Checkpoint)(nil),              // 10: ingest.v1.Checkpoint
-	(*JobCounters)(nil),             // 11: ingest.v1.JobCounters
-	(*JobError)(nil),                // 12: ingest.v1.JobError
-	(*CreateJobRequest)(nil),        // 13: ingest.v1.CreateJobRequest
-	(*CreateJobResponse)(nil),       // 14: ingest.v1.CreateJobResponse
-	(*GetJobRequest)(nil),           // 15: ingest.v1.GetJobRequest
-	(*GetJobResponse)(nil),          // 16: ingest.v1.GetJobResponse
-	(*ListJobsRequest)(nil),         // 17: ingest.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),        // 18: ingest.v1.ListJobsResponse
-	(*UpdateJobRequest)(nil),        // 19: ingest.v1.UpdateJobRequest
-	(*UpdateJobResponse)(nil),       // 20: ingest.v1.UpdateJobResponse
-	(*DeleteJobRequest)(nil),        // 21: ingest.v1.DeleteJobRequest
-	(*DeleteJobResponse)(nil),       // 22: ingest.v1.DeleteJobResponse
-	(*PauseJobRequest)(nil),         // 23: ingest.v1.PauseJobRequest
-	(*PauseJobResponse)(nil),        // 24: ingest.v1.PauseJobResponse
-	(*ResumeJobRequest)(nil),        // 25: ingest.v1.ResumeJobRequest
-	(*ResumeJobResponse)(nil),       // 26: ingest.v1.ResumeJobResponse
-	(*RunJobNowRequest)(nil),        // 27: ingest.v1.RunJobNowRequest
-	(*RunJobNowResponse)(nil),       // 28: ingest.v1.RunJobNowResponse
-	(*ResetJobCursorRequest)(nil),   // 29: ingest.v1.ResetJobCursorRequest
-	(*ResetJobCursorResponse)(nil),  // 30: ingest.v1.ResetJobCursorResponse
-	(*ListJobTypesRequest)(nil),     // 31: ingest.v1.ListJobTypesRequest
-	(*ListJobTypesResponse)(nil),    // 32: ingest.v1.ListJobTypesResponse
-	(*JobType)(nil),                 // 33: ingest.v1.JobType
-	(*ParamRule)(nil),               // 34: ingest.v1.ParamRule
-	(*ParamAnyOf)(nil),              // 35: ingest.v1.ParamAnyOf
-	(*ParamRequiredIf)(nil),         // 36: ingest.v1.ParamRequiredIf
-	(*ParamOneOf)(nil),              // 37: ingest.v1.ParamOneOf
-	(*ParamSet)(nil),                // 38: ingest.v1.ParamSet
-	(*ParamSpec)(nil),               // 39: ingest.v1.ParamSpec
-	(*WatchJobsRequest)(nil),        // 40: ingest.v1.WatchJobsRequest
-	(*WatchJobsResponse)(nil),       // 41: ingest.v1.WatchJobsResponse
-	(*JobEvent)(nil),                // 42: ingest.v1.JobEvent
-	(*ListWorkersRequest)(nil),      // 43: ingest.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),     // 44: ingest.v1.ListWorkersResponse
-	(*Worker)(nil),                  // 45: ingest.v1.Worker
-	(*PauseJobsRequest)(nil),        // 46: ingest.v1.PauseJobsRequest
-	(*PauseJobsResponse)(nil),       // 47: ingest.v1.PauseJobsResponse
-	(*ResumeJobsRequest)(nil),       // 48: ingest.v1.ResumeJobsRequest
-	(*ResumeJobsResponse)(nil),      // 49: ingest.v1.ResumeJobsResponse
-	(*RunJobsNowRequest)(nil),       // 50: ingest.v1.RunJobsNowRequest
-	(*RunJobsNowResponse)(nil),      // 51: ingest.v1.RunJobsNowResponse
-	(*DeleteJobsRequest)(nil),       // 52: ingest.v1.DeleteJobsRequest
-	(*DeleteJobsResponse)(nil),      // 53: ingest.v1.DeleteJobsResponse
-	(*JobResult)(nil),               // 54: ingest.v1.JobResult
-	(*ListJobRunsRequest)(nil),      // 55: ingest.v1.ListJobRunsRequest
-	(*ListJobRunsResponse)(nil),     // 56: ingest.v1.ListJobRunsResponse
-	(*JobRun)(nil),                  // 57: ingest.v1.JobRun
-	(*PreviewScheduleRequest)(nil),  // 58: ingest.v1.PreviewScheduleRequest
-	(*PreviewScheduleResponse)(nil), // 59: ingest.v1.PreviewScheduleResponse
-	(*ImportOpmlRequest)(nil),       // 60: ingest.v1.ImportOpmlRequest
-	(*ImportOpmlResponse)(nil),      // 61: ingest.v1.ImportOpmlResponse
-	(*ImportedFeed)(nil),            // 62: ingest.v1.ImportedFeed
-	(*ExportOpmlRequest)(nil),       // 63: ingest.v1.ExportOpmlRequest
-	(*ExportOpmlResponse)(nil),      // 64: ingest.v1.ExportOpmlResponse
-	(*ExportJobsRequest)(nil),       // 65: ingest.v1.ExportJobsRequest
-	(*ExportJobsResponse)(nil),      // 66: ingest.v1.ExportJobsResponse
-	(*ImportJobsRequest)(nil),       // 67: ingest.v1.ImportJobsRequest
-	(*ImportJobsResponse)(nil),      // 68: ingest.v1.ImportJobsResponse
-	(*PreviewJobRequest)(nil),       // 69: ingest.v1.PreviewJobRequest
-	(*PreviewJobResponse)(nil),      // 70: ingest.v1.PreviewJobResponse
-	(*PreviewDocument)(nil),         // 71: ingest.v1.PreviewDocument
-	nil,                             // 72: ingest.v1.Job.LabelsEntry
-	nil,                             // 73: ingest.v1.Worker.JobsByTypeEntry
-	nil,                             // 74: ingest.v1.ImportOpmlRequest.LabelsEntry
-	(*structpb.Struct)(nil),         // 75: google.protobuf.Struct
-	(*durationpb.Duration)(nil),     // 76: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 77: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),   // 78: google.protobuf.FieldMask
-	(*structpb.Value)(nil),          // 79: google.protobuf.Value
+	(JobState)(0),                     // 0: ingest.v1.JobState
+	(ParamKind)(0),                    // 1: ingest.v1.ParamKind
+	(JobEventType)(0),                 // 2: ingest.v1.JobEventType
+	(WorkerState)(0),                  // 3: ingest.v1.WorkerState
+	(RunOutcome)(0),                   // 4: ingest.v1.RunOutcome
+	(FeedImport)(0),                   // 5: ingest.v1.FeedImport
+	(*Job)(nil),                       // 6: ingest.v1.Job
+	(*Schedule)(nil),                  // 7: ingest.v1.Schedule
+	(*TimeWindow)(nil),                // 8: ingest.v1.TimeWindow
+	(*JobStatus)(nil),                 // 9: ingest.v1.JobStatus
+	(*Checkpoint)(nil),                // 10: ingest.v1.Checkpoint
+	(*JobCounters)(nil),               // 11: ingest.v1.JobCounters
+	(*JobError)(nil),                  // 12: ingest.v1.JobError
+	(*CreateJobRequest)(nil),          // 13: ingest.v1.CreateJobRequest
+	(*CreateJobResponse)(nil),         // 14: ingest.v1.CreateJobResponse
+	(*GetJobRequest)(nil),             // 15: ingest.v1.GetJobRequest
+	(*GetJobResponse)(nil),            // 16: ingest.v1.GetJobResponse
+	(*ListJobsRequest)(nil),           // 17: ingest.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),          // 18: ingest.v1.ListJobsResponse
+	(*UpdateJobRequest)(nil),          // 19: ingest.v1.UpdateJobRequest
+	(*UpdateJobResponse)(nil),         // 20: ingest.v1.UpdateJobResponse
+	(*DeleteJobRequest)(nil),          // 21: ingest.v1.DeleteJobRequest
+	(*DeleteJobResponse)(nil),         // 22: ingest.v1.DeleteJobResponse
+	(*PauseJobRequest)(nil),           // 23: ingest.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),          // 24: ingest.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),          // 25: ingest.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),         // 26: ingest.v1.ResumeJobResponse
+	(*RunJobNowRequest)(nil),          // 27: ingest.v1.RunJobNowRequest
+	(*RunJobNowResponse)(nil),         // 28: ingest.v1.RunJobNowResponse
+	(*ResetJobCursorRequest)(nil),     // 29: ingest.v1.ResetJobCursorRequest
+	(*ResetJobCursorResponse)(nil),    // 30: ingest.v1.ResetJobCursorResponse
+	(*ListJobTypesRequest)(nil),       // 31: ingest.v1.ListJobTypesRequest
+	(*ListJobTypesResponse)(nil),      // 32: ingest.v1.ListJobTypesResponse
+	(*JobType)(nil),                   // 33: ingest.v1.JobType
+	(*ParamRule)(nil),                 // 34: ingest.v1.ParamRule
+	(*ParamAnyOf)(nil),                // 35: ingest.v1.ParamAnyOf
+	(*ParamRequiredIf)(nil),           // 36: ingest.v1.ParamRequiredIf
+	(*ParamOneOf)(nil),                // 37: ingest.v1.ParamOneOf
+	(*ParamSet)(nil),                  // 38: ingest.v1.ParamSet
+	(*ParamSpec)(nil),                 // 39: ingest.v1.ParamSpec
+	(*WatchJobsRequest)(nil),          // 40: ingest.v1.WatchJobsRequest
+	(*WatchJobsResponse)(nil),         // 41: ingest.v1.WatchJobsResponse
+	(*JobEvent)(nil),                  // 42: ingest.v1.JobEvent
+	(*ListWorkersRequest)(nil),        // 43: ingest.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),       // 44: ingest.v1.ListWorkersResponse
+	(*Worker)(nil),                    // 45: ingest.v1.Worker
+	(*PauseJobsRequest)(nil),          // 46: ingest.v1.PauseJobsRequest
+	(*PauseJobsResponse)(nil),         // 47: ingest.v1.PauseJobsResponse
+	(*ResumeJobsRequest)(nil),         // 48: ingest.v1.ResumeJobsRequest
+	(*ResumeJobsResponse)(nil),        // 49: ingest.v1.ResumeJobsResponse
+	(*RunJobsNowRequest)(nil),         // 50: ingest.v1.RunJobsNowRequest
+	(*RunJobsNowResponse)(nil),        // 51: ingest.v1.RunJobsNowResponse
+	(*DeleteJobsRequest)(nil),         // 52: ingest.v1.DeleteJobsRequest
+	(*DeleteJobsResponse)(nil),        // 53: ingest.v1.DeleteJobsResponse
+	(*JobResult)(nil),                 // 54: ingest.v1.JobResult
+	(*ListJobRunsRequest)(nil),        // 55: ingest.v1.ListJobRunsRequest
+	(*ListJobRunsResponse)(nil),       // 56: ingest.v1.ListJobRunsResponse
+	(*JobRun)(nil),                    // 57: ingest.v1.JobRun
+	(*PreviewScheduleRequest)(nil),    // 58: ingest.v1.PreviewScheduleRequest
+	(*PreviewScheduleResponse)(nil),   // 59: ingest.v1.PreviewScheduleResponse
+	(*ImportOpmlRequest)(nil),         // 60: ingest.v1.ImportOpmlRequest
+	(*ImportOpmlResponse)(nil),        // 61: ingest.v1.ImportOpmlResponse
+	(*ImportedFeed)(nil),              // 62: ingest.v1.ImportedFeed
+	(*ExportOpmlRequest)(nil),         // 63: ingest.v1.ExportOpmlRequest
+	(*ExportOpmlResponse)(nil),        // 64: ingest.v1.ExportOpmlResponse
+	(*ExportJobsRequest)(nil),         // 65: ingest.v1.ExportJobsRequest
+	(*ExportJobsResponse)(nil),        // 66: ingest.v1.ExportJobsResponse
+	(*ImportJobsRequest)(nil),         // 67: ingest.v1.ImportJobsRequest
+	(*ImportJobsResponse)(nil),        // 68: ingest.v1.ImportJobsResponse
+	(*PreviewJobRequest)(nil),         // 69: ingest.v1.PreviewJobRequest
+	(*PreviewJobResponse)(nil),        // 70: ingest.v1.PreviewJobResponse
+	(*PreviewDocument)(nil),           // 71: ingest.v1.PreviewDocument
+	(*DeadLetter)(nil),                // 72: ingest.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),    // 73: ingest.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 74: ingest.v1.ListDeadLettersResponse
+	(*GetDeadLetterRequest)(nil),      // 75: ingest.v1.GetDeadLetterRequest
+	(*GetDeadLetterResponse)(nil),     // 76: ingest.v1.GetDeadLetterResponse
+	(*ReplayDeadLettersRequest)(nil),  // 77: ingest.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil), // 78: ingest.v1.ReplayDeadLettersResponse
+	(*PurgeDeadLettersRequest)(nil),   // 79: ingest.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),  // 80: ingest.v1.PurgeDeadLettersResponse
+	nil,                               // 81: ingest.v1.Job.LabelsEntry
+	nil,                               // 82: ingest.v1.Worker.JobsByTypeEntry
+	nil,                               // 83: ingest.v1.ImportOpmlRequest.LabelsEntry
+	(*structpb.Struct)(nil),           // 84: google.protobuf.Struct
+	(*durationpb.Duration)(nil),       // 85: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 86: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 87: google.protobuf.FieldMask
+	(*structpb.Value)(nil),            // 88: google.protobuf.Value
 }
 var file_ingest_v1_jobs_proto_depIdxs = []int32{
-	75, // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
-	76, // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
-	77, // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
-	77, // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
-	72, // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
-	7,  // 6: ingest.v1.Job.schedule:type_name -> ingest.v1.Schedule
-	8,  // 7: ingest.v1.Schedule.windows:type_name -> ingest.v1.TimeWindow
-	0,  // 8: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
-	11, // 9: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
-	77, // 10: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
-	12, // 11: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
-	77, // 12: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
-	10, // 13: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
-	77, // 14: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
-	6,  // 15: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
-	6,  // 16: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
-	6,  // 17: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
-	0,  // 18: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
-	6,  // 19: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
-	6,  // 20: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
-	78, // 21: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,  // 22: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
-	6,  // 23: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
-	6,  // 24: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
-	6,  // 25: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
-	6,  // 26: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
-	33, // 27: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
-	39, // 28: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
-	76, // 29: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
-	76, // 30: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
-	34, // 31: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
-	36, // 32: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
-	37, // 33: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
-	35, // 34: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
-	38, // 35: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
-	1,  // 36: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
-	79, // 37: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
-	42, // 38: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
-	2,  // 39: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
-	6,  // 40: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
-	45, // 41: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
-	3,  // 42: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
-	77, // 43: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
-	11, // 44: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
-	77, // 45: ingest.v1.Worker.heartbeat_time:type_name -> google.protobuf.Timestamp
-	73, // 46: ingest.v1.Worker.jobs_by_type:type_name -> ingest.v1.Worker.JobsByTypeEntry
-	54, // 47: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
-	54, // 48: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
-	54, // 49: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
-	54, // 50: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
-	57, // 51: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
-	77, // 52: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
-	76, // 53: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
-	4,  // 54: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
-	11, // 55: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
-	7,  // 56: ingest.v1.PreviewScheduleRequest.schedule:type_name -> ingest.v1.Schedule
-	76, // 57: ingest.v1.PreviewScheduleRequest.interval:type_name -> google.protobuf.Duration
-	77, // 58: ingest.v1.PreviewScheduleResponse.run_times:type_name -> google.protobuf.Timestamp
-	76, // 59: ingest.v1.ImportOpmlRequest.interval:type_name -> google.protobuf.Duration
-	74, // 60: ingest.v1.ImportOpmlRequest.labels:type_name -> ingest.v1.ImportOpmlRequest.LabelsEntry
-	62, // 61: ingest.v1.ImportOpmlResponse.feeds:type_name -> ingest.v1.ImportedFeed
-	5,  // 62: ingest.v1.ImportedFeed.outcome:type_name -> ingest.v1.FeedImport
-	6,  // 63: ingest.v1.ExportJobsResponse.jobs:type_name -> ingest.v1.Job
-	6,  // 64: ingest.v1.ImportJobsRequest.jobs:type_name -> ingest.v1.Job
-	54, // 65: ingest.v1.ImportJobsResponse.results:type_name -> ingest.v1.JobResult
-	6,  // 66: ingest.v1.PreviewJobRequest.job:type_name -> ingest.v1.Job
-	76, // 67: ingest.v1.PreviewJobRequest.timeout:type_name -> google.protobuf.Duration
-	71, // 68: ingest.v1.PreviewJobResponse.documents:type_name -> ingest.v1.PreviewDocument
-	11, // 69: ingest.v1.PreviewJobResponse.counters:type_name -> ingest.v1.JobCounters
-	79, // 70: ingest.v1.PreviewJobResponse.cursor:type_name -> google.protobuf.Value
-	76, // 71: ingest.v1.PreviewJobResponse.duration:type_name -> google.protobuf.Duration
-	75, // 72: ingest.v1.PreviewDocument.document:type_name -> google.protobuf.Struct
-	13, // 73: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
-	15, // 74: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
-	17, // 75: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
-	19, // 76: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
-	21, // 77: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
-	23, // 78: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
-	25, // 79: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
-	27, // 80: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
-	29, // 81: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
-	31, // 82: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
-	40, // 83: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
-	43, // 84: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
-	46, // 85: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
-	48, // 86: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
-	50, // 87: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
-	52, // 88: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
-	55, // 89: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
-	58, // 90: ingest.v1.JobService.PreviewSchedule:input_type -> ingest.v1.PreviewScheduleRequest
-	60, // 91: ingest.v1.JobService.ImportOpml:input_type -> ingest.v1.ImportOpmlRequest
-	63, // 92: ingest.v1.JobService.ExportOpml:input_type -> ingest.v1.ExportOpmlRequest
-	65, // 93: ingest.v1.JobService.ExportJobs:input_type -> ingest.v1.ExportJobsRequest
-	67, // 94: ingest.v1.JobService.ImportJobs:input_type -> ingest.v1.ImportJobsRequest
-	69, // 95: ingest.v1.JobService.PreviewJob:input_type -> ingest.v1.PreviewJobRequest
-	14, // 96: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
-	16, // 97: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
-	18, // 98: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
-	20, // 99: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
-	22, // 100: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
-	24, // 101: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
-	26, // 102: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
-	28, // 103: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
-	30, // 104: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
-	32, // 105: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
-	41, // 106: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
-	44, // 107: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
-	47, // 108: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
-	49, // 109: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
-	51, // 110: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
-	53, // 111: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
-	56, // 112: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
-	59, // 113: ingest.v1.JobService.PreviewSchedule:output_type -> ingest.v1.PreviewScheduleResponse
-	61, // 114: ingest.v1.JobService.ImportOpml:output_type -> ingest.v1.ImportOpmlResponse
-	64, // 115: ingest.v1.JobService.ExportOpml:output_type -> ingest.v1.ExportOpmlResponse
-	66, // 116: ingest.v1.JobService.ExportJobs:output_type -> ingest.v1.ExportJobsResponse
-	68, // 117: ingest.v1.JobService.ImportJobs:output_type -> ingest.v1.ImportJobsResponse
-	70, // 118: ingest.v1.JobService.PreviewJob:output_type -> ingest.v1.PreviewJobResponse
-	96, // [96:119] is the sub-list for method output_type
-	73, // [73:96] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	84,  // 0: ingest.v1.Job.params:type_name -> google.protobuf.Struct
+	85,  // 1: ingest.v1.Job.interval:type_name -> google.protobuf.Duration
+	86,  // 2: ingest.v1.Job.create_time:type_name -> google.protobuf.Timestamp
+	86,  // 3: ingest.v1.Job.update_time:type_name -> google.protobuf.Timestamp
+	9,   // 4: ingest.v1.Job.status:type_name -> ingest.v1.JobStatus
+	81,  // 5: ingest.v1.Job.labels:type_name -> ingest.v1.Job.LabelsEntry
+	7,   // 6: ingest.v1.Job.schedule:type_name -> ingest.v1.Schedule
+	8,   // 7: ingest.v1.Schedule.windows:type_name -> ingest.v1.TimeWindow
+	0,   // 8: ingest.v1.JobStatus.state:type_name -> ingest.v1.JobState
+	11,  // 9: ingest.v1.JobStatus.counters:type_name -> ingest.v1.JobCounters
+	86,  // 10: ingest.v1.JobStatus.last_success_time:type_name -> google.protobuf.Timestamp
+	12,  // 11: ingest.v1.JobStatus.last_error:type_name -> ingest.v1.JobError
+	86,  // 12: ingest.v1.JobStatus.next_run_time:type_name -> google.protobuf.Timestamp
+	10,  // 13: ingest.v1.JobStatus.checkpoint:type_name -> ingest.v1.Checkpoint
+	86,  // 14: ingest.v1.JobError.time:type_name -> google.protobuf.Timestamp
+	6,   // 15: ingest.v1.CreateJobRequest.job:type_name -> ingest.v1.Job
+	6,   // 16: ingest.v1.CreateJobResponse.job:type_name -> ingest.v1.Job
+	6,   // 17: ingest.v1.GetJobResponse.job:type_name -> ingest.v1.Job
+	0,   // 18: ingest.v1.ListJobsRequest.state:type_name -> ingest.v1.JobState
+	6,   // 19: ingest.v1.ListJobsResponse.jobs:type_name -> ingest.v1.Job
+	6,   // 20: ingest.v1.UpdateJobRequest.job:type_name -> ingest.v1.Job
+	87,  // 21: ingest.v1.UpdateJobRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,   // 22: ingest.v1.UpdateJobResponse.job:type_name -> ingest.v1.Job
+	6,   // 23: ingest.v1.PauseJobResponse.job:type_name -> ingest.v1.Job
+	6,   // 24: ingest.v1.ResumeJobResponse.job:type_name -> ingest.v1.Job
+	6,   // 25: ingest.v1.RunJobNowResponse.job:type_name -> ingest.v1.Job
+	6,   // 26: ingest.v1.ResetJobCursorResponse.job:type_name -> ingest.v1.Job
+	33,  // 27: ingest.v1.ListJobTypesResponse.job_types:type_name -> ingest.v1.JobType
+	39,  // 28: ingest.v1.JobType.params:type_name -> ingest.v1.ParamSpec
+	85,  // 29: ingest.v1.JobType.default_interval:type_name -> google.protobuf.Duration
+	85,  // 30: ingest.v1.JobType.min_interval:type_name -> google.protobuf.Duration
+	34,  // 31: ingest.v1.JobType.rules:type_name -> ingest.v1.ParamRule
+	36,  // 32: ingest.v1.ParamRule.required_if:type_name -> ingest.v1.ParamRequiredIf
+	37,  // 33: ingest.v1.ParamRule.one_of:type_name -> ingest.v1.ParamOneOf
+	35,  // 34: ingest.v1.ParamRule.any_of:type_name -> ingest.v1.ParamAnyOf
+	38,  // 35: ingest.v1.ParamOneOf.sets:type_name -> ingest.v1.ParamSet
+	1,   // 36: ingest.v1.ParamSpec.kind:type_name -> ingest.v1.ParamKind
+	88,  // 37: ingest.v1.ParamSpec.default_value:type_name -> google.protobuf.Value
+	42,  // 38: ingest.v1.WatchJobsResponse.events:type_name -> ingest.v1.JobEvent
+	2,   // 39: ingest.v1.JobEvent.type:type_name -> ingest.v1.JobEventType
+	6,   // 40: ingest.v1.JobEvent.job:type_name -> ingest.v1.Job
+	45,  // 41: ingest.v1.ListWorkersResponse.workers:type_name -> ingest.v1.Worker
+	3,   // 42: ingest.v1.Worker.state:type_name -> ingest.v1.WorkerState
+	86,  // 43: ingest.v1.Worker.start_time:type_name -> google.protobuf.Timestamp
+	11,  // 44: ingest.v1.Worker.counters:type_name -> ingest.v1.JobCounters
+	86,  // 45: ingest.v1.Worker.heartbeat_time:type_name -> google.protobuf.Timestamp
+	82,  // 46: ingest.v1.Worker.jobs_by_type:type_name -> ingest.v1.Worker.JobsByTypeEntry
+	54,  // 47: ingest.v1.PauseJobsResponse.results:type_name -> ingest.v1.JobResult
+	54,  // 48: ingest.v1.ResumeJobsResponse.results:type_name -> ingest.v1.JobResult
+	54,  // 49: ingest.v1.RunJobsNowResponse.results:type_name -> ingest.v1.JobResult
+	54,  // 50: ingest.v1.DeleteJobsResponse.results:type_name -> ingest.v1.JobResult
+	57,  // 51: ingest.v1.ListJobRunsResponse.runs:type_name -> ingest.v1.JobRun
+	86,  // 52: ingest.v1.JobRun.start_time:type_name -> google.protobuf.Timestamp
+	85,  // 53: ingest.v1.JobRun.duration:type_name -> google.protobuf.Duration
+	4,   // 54: ingest.v1.JobRun.outcome:type_name -> ingest.v1.RunOutcome
+	11,  // 55: ingest.v1.JobRun.counters:type_name -> ingest.v1.JobCounters
+	7,   // 56: ingest.v1.PreviewScheduleRequest.schedule:type_name -> ingest.v1.Schedule
+	85,  // 57: ingest.v1.PreviewScheduleRequest.interval:type_name -> google.protobuf.Duration
+	86,  // 58: ingest.v1.PreviewScheduleResponse.run_times:type_name -> google.protobuf.Timestamp
+	85,  // 59: ingest.v1.ImportOpmlRequest.interval:type_name -> google.protobuf.Duration
+	83,  // 60: ingest.v1.ImportOpmlRequest.labels:type_name -> ingest.v1.ImportOpmlRequest.LabelsEntry
+	62,  // 61: ingest.v1.ImportOpmlResponse.feeds:type_name -> ingest.v1.ImportedFeed
+	5,   // 62: ingest.v1.ImportedFeed.outcome:type_name -> ingest.v1.FeedImport
+	6,   // 63: ingest.v1.ExportJobsResponse.jobs:type_name -> ingest.v1.Job
+	6,   // 64: ingest.v1.ImportJobsRequest.jobs:type_name -> ingest.v1.Job
+	54,  // 65: ingest.v1.ImportJobsResponse.results:type_name -> ingest.v1.JobResult
+	6,   // 66: ingest.v1.PreviewJobRequest.job:type_name -> ingest.v1.Job
+	85,  // 67: ingest.v1.PreviewJobRequest.timeout:type_name -> google.protobuf.Duration
+	71,  // 68: ingest.v1.PreviewJobResponse.documents:type_name -> ingest.v1.PreviewDocument
+	11,  // 69: ingest.v1.PreviewJobResponse.counters:type_name -> ingest.v1.JobCounters
+	88,  // 70: ingest.v1.PreviewJobResponse.cursor:type_name -> google.protobuf.Value
+	85,  // 71: ingest.v1.PreviewJobResponse.duration:type_name -> google.protobuf.Duration
+	84,  // 72: ingest.v1.PreviewDocument.document:type_name -> google.protobuf.Struct
+	86,  // 73: ingest.v1.DeadLetter.time:type_name -> google.protobuf.Timestamp
+	72,  // 74: ingest.v1.ListDeadLettersResponse.dead_letters:type_name -> ingest.v1.DeadLetter
+	72,  // 75: ingest.v1.GetDeadLetterResponse.dead_letter:type_name -> ingest.v1.DeadLetter
+	13,  // 76: ingest.v1.JobService.CreateJob:input_type -> ingest.v1.CreateJobRequest
+	15,  // 77: ingest.v1.JobService.GetJob:input_type -> ingest.v1.GetJobRequest
+	17,  // 78: ingest.v1.JobService.ListJobs:input_type -> ingest.v1.ListJobsRequest
+	19,  // 79: ingest.v1.JobService.UpdateJob:input_type -> ingest.v1.UpdateJobRequest
+	21,  // 80: ingest.v1.JobService.DeleteJob:input_type -> ingest.v1.DeleteJobRequest
+	23,  // 81: ingest.v1.JobService.PauseJob:input_type -> ingest.v1.PauseJobRequest
+	25,  // 82: ingest.v1.JobService.ResumeJob:input_type -> ingest.v1.ResumeJobRequest
+	27,  // 83: ingest.v1.JobService.RunJobNow:input_type -> ingest.v1.RunJobNowRequest
+	29,  // 84: ingest.v1.JobService.ResetJobCursor:input_type -> ingest.v1.ResetJobCursorRequest
+	31,  // 85: ingest.v1.JobService.ListJobTypes:input_type -> ingest.v1.ListJobTypesRequest
+	40,  // 86: ingest.v1.JobService.WatchJobs:input_type -> ingest.v1.WatchJobsRequest
+	43,  // 87: ingest.v1.JobService.ListWorkers:input_type -> ingest.v1.ListWorkersRequest
+	46,  // 88: ingest.v1.JobService.PauseJobs:input_type -> ingest.v1.PauseJobsRequest
+	48,  // 89: ingest.v1.JobService.ResumeJobs:input_type -> ingest.v1.ResumeJobsRequest
+	50,  // 90: ingest.v1.JobService.RunJobsNow:input_type -> ingest.v1.RunJobsNowRequest
+	52,  // 91: ingest.v1.JobService.DeleteJobs:input_type -> ingest.v1.DeleteJobsRequest
+	55,  // 92: ingest.v1.JobService.ListJobRuns:input_type -> ingest.v1.ListJobRunsRequest
+	58,  // 93: ingest.v1.JobService.PreviewSchedule:input_type -> ingest.v1.PreviewScheduleRequest
+	60,  // 94: ingest.v1.JobService.ImportOpml:input_type -> ingest.v1.ImportOpmlRequest
+	63,  // 95: ingest.v1.JobService.ExportOpml:input_type -> ingest.v1.ExportOpmlRequest
+	65,  // 96: ingest.v1.JobService.ExportJobs:input_type -> ingest.v1.ExportJobsRequest
+	67,  // 97: ingest.v1.JobService.ImportJobs:input_type -> ingest.v1.ImportJobsRequest
+	69,  // 98: ingest.v1.JobService.PreviewJob:input_type -> ingest.v1.PreviewJobRequest
+	73,  // 99: ingest.v1.JobService.ListDeadLetters:input_type -> ingest.v1.ListDeadLettersRequest
+	75,  // 100: ingest.v1.JobService.GetDeadLetter:input_type -> ingest.v1.GetDeadLetterRequest
+	77,  // 101: ingest.v1.JobService.ReplayDeadLetters:input_type -> ingest.v1.ReplayDeadLettersRequest
+	79,  // 102: ingest.v1.JobService.PurgeDeadLetters:input_type -> ingest.v1.PurgeDeadLettersRequest
+	14,  // 103: ingest.v1.JobService.CreateJob:output_type -> ingest.v1.CreateJobResponse
+	16,  // 104: ingest.v1.JobService.GetJob:output_type -> ingest.v1.GetJobResponse
+	18,  // 105: ingest.v1.JobService.ListJobs:output_type -> ingest.v1.ListJobsResponse
+	20,  // 106: ingest.v1.JobService.UpdateJob:output_type -> ingest.v1.UpdateJobResponse
+	22,  // 107: ingest.v1.JobService.DeleteJob:output_type -> ingest.v1.DeleteJobResponse
+	24,  // 108: ingest.v1.JobService.PauseJob:output_type -> ingest.v1.PauseJobResponse
+	26,  // 109: ingest.v1.JobService.ResumeJob:output_type -> ingest.v1.ResumeJobResponse
+	28,  // 110: ingest.v1.JobService.RunJobNow:output_type -> ingest.v1.RunJobNowResponse
+	30,  // 111: ingest.v1.JobService.ResetJobCursor:output_type -> ingest.v1.ResetJobCursorResponse
+	32,  // 112: ingest.v1.JobService.ListJobTypes:output_type -> ingest.v1.ListJobTypesResponse
+	41,  // 113: ingest.v1.JobService.WatchJobs:output_type -> ingest.v1.WatchJobsResponse
+	44,  // 114: ingest.v1.JobService.ListWorkers:output_type -> ingest.v1.ListWorkersResponse
+	47,  // 115: ingest.v1.JobService.PauseJobs:output_type -> ingest.v1.PauseJobsResponse
+	49,  // 116: ingest.v1.JobService.ResumeJobs:output_type -> ingest.v1.ResumeJobsResponse
+	51,  // 117: ingest.v1.JobService.RunJobsNow:output_type -> ingest.v1.RunJobsNowResponse
+	53,  // 118: ingest.v1.JobService.DeleteJobs:output_type -> ingest.v1.DeleteJobsResponse
+	56,  // 119: ingest.v1.JobService.ListJobRuns:output_type -> ingest.v1.ListJobRunsResponse
+	59,  // 120: ingest.v1.JobService.PreviewSchedule:output_type -> ingest.v1.PreviewScheduleResponse
+	61,  // 121: ingest.v1.JobService.ImportOpml:output_type -> ingest.v1.ImportOpmlResponse
+	64,  // 122: ingest.v1.JobService.ExportOpml:output_type -> ingest.v1.ExportOpmlResponse
+	66,  // 123: ingest.v1.JobService.ExportJobs:output_type -> ingest.v1.ExportJobsResponse
+	68,  // 124: ingest.v1.JobService.ImportJobs:output_type -> ingest.v1.ImportJobsResponse
+	70,  // 125: ingest.v1.JobService.PreviewJob:output_type -> ingest.v1.PreviewJobResponse
+	74,  // 126: ingest.v1.JobService.ListDeadLetters:output_type -> ingest.v1.ListDeadLettersResponse
+	76,  // 127: ingest.v1.JobService.GetDeadLetter:output_type -> ingest.v1.GetDeadLetterResponse
+	78,  // 128: ingest.v1.JobService.ReplayDeadLetters:output_type -> ingest.v1.ReplayDeadLettersResponse
+	80,  // 129: ingest.v1.JobService.PurgeDeadLetters:output_type -> ingest.v1.PurgeDeadLettersResponse
+	103, // [103:130] is the sub-list for method output_type
+	76,  // [76:103] is the sub-list for method input_type
+	76,  // [76:76] is the sub-list for extension type_name
+	76,  // [76:76] is the sub-list for extension extendee
+	0,   // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_ingest_v1_jobs_proto_init() }
@@ -5018,7 +5622,7 @@ func file_ingest_v1_jobs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ingest_v1_jobs_proto_rawDesc), len(file_ingest_v1_jobs_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   69,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

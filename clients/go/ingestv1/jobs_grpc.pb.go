@@ -19,29 +19,33 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	JobService_CreateJob_FullMethodName       = "/ingest.v1.JobService/CreateJob"
-	JobService_GetJob_FullMethodName          = "/ingest.v1.JobService/GetJob"
-	JobService_ListJobs_FullMethodName        = "/ingest.v1.JobService/ListJobs"
-	JobService_UpdateJob_FullMethodName       = "/ingest.v1.JobService/UpdateJob"
-	JobService_DeleteJob_FullMethodName       = "/ingest.v1.JobService/DeleteJob"
-	JobService_PauseJob_FullMethodName        = "/ingest.v1.JobService/PauseJob"
-	JobService_ResumeJob_FullMethodName       = "/ingest.v1.JobService/ResumeJob"
-	JobService_RunJobNow_FullMethodName       = "/ingest.v1.JobService/RunJobNow"
-	JobService_ResetJobCursor_FullMethodName  = "/ingest.v1.JobService/ResetJobCursor"
-	JobService_ListJobTypes_FullMethodName    = "/ingest.v1.JobService/ListJobTypes"
-	JobService_WatchJobs_FullMethodName       = "/ingest.v1.JobService/WatchJobs"
-	JobService_ListWorkers_FullMethodName     = "/ingest.v1.JobService/ListWorkers"
-	JobService_PauseJobs_FullMethodName       = "/ingest.v1.JobService/PauseJobs"
-	JobService_ResumeJobs_FullMethodName      = "/ingest.v1.JobService/ResumeJobs"
-	JobService_RunJobsNow_FullMethodName      = "/ingest.v1.JobService/RunJobsNow"
-	JobService_DeleteJobs_FullMethodName      = "/ingest.v1.JobService/DeleteJobs"
-	JobService_ListJobRuns_FullMethodName     = "/ingest.v1.JobService/ListJobRuns"
-	JobService_PreviewSchedule_FullMethodName = "/ingest.v1.JobService/PreviewSchedule"
-	JobService_ImportOpml_FullMethodName      = "/ingest.v1.JobService/ImportOpml"
-	JobService_ExportOpml_FullMethodName      = "/ingest.v1.JobService/ExportOpml"
-	JobService_ExportJobs_FullMethodName      = "/ingest.v1.JobService/ExportJobs"
-	JobService_ImportJobs_FullMethodName      = "/ingest.v1.JobService/ImportJobs"
-	JobService_PreviewJob_FullMethodName      = "/ingest.v1.JobService/PreviewJob"
+	JobService_CreateJob_FullMethodName         = "/ingest.v1.JobService/CreateJob"
+	JobService_GetJob_FullMethodName            = "/ingest.v1.JobService/GetJob"
+	JobService_ListJobs_FullMethodName          = "/ingest.v1.JobService/ListJobs"
+	JobService_UpdateJob_FullMethodName         = "/ingest.v1.JobService/UpdateJob"
+	JobService_DeleteJob_FullMethodName         = "/ingest.v1.JobService/DeleteJob"
+	JobService_PauseJob_FullMethodName          = "/ingest.v1.JobService/PauseJob"
+	JobService_ResumeJob_FullMethodName         = "/ingest.v1.JobService/ResumeJob"
+	JobService_RunJobNow_FullMethodName         = "/ingest.v1.JobService/RunJobNow"
+	JobService_ResetJobCursor_FullMethodName    = "/ingest.v1.JobService/ResetJobCursor"
+	JobService_ListJobTypes_FullMethodName      = "/ingest.v1.JobService/ListJobTypes"
+	JobService_WatchJobs_FullMethodName         = "/ingest.v1.JobService/WatchJobs"
+	JobService_ListWorkers_FullMethodName       = "/ingest.v1.JobService/ListWorkers"
+	JobService_PauseJobs_FullMethodName         = "/ingest.v1.JobService/PauseJobs"
+	JobService_ResumeJobs_FullMethodName        = "/ingest.v1.JobService/ResumeJobs"
+	JobService_RunJobsNow_FullMethodName        = "/ingest.v1.JobService/RunJobsNow"
+	JobService_DeleteJobs_FullMethodName        = "/ingest.v1.JobService/DeleteJobs"
+	JobService_ListJobRuns_FullMethodName       = "/ingest.v1.JobService/ListJobRuns"
+	JobService_PreviewSchedule_FullMethodName   = "/ingest.v1.JobService/PreviewSchedule"
+	JobService_ImportOpml_FullMethodName        = "/ingest.v1.JobService/ImportOpml"
+	JobService_ExportOpml_FullMethodName        = "/ingest.v1.JobService/ExportOpml"
+	JobService_ExportJobs_FullMethodName        = "/ingest.v1.JobService/ExportJobs"
+	JobService_ImportJobs_FullMethodName        = "/ingest.v1.JobService/ImportJobs"
+	JobService_PreviewJob_FullMethodName        = "/ingest.v1.JobService/PreviewJob"
+	JobService_ListDeadLetters_FullMethodName   = "/ingest.v1.JobService/ListDeadLetters"
+	JobService_GetDeadLetter_FullMethodName     = "/ingest.v1.JobService/GetDeadLetter"
+	JobService_ReplayDeadLetters_FullMethodName = "/ingest.v1.JobService/ReplayDeadLetters"
+	JobService_PurgeDeadLetters_FullMethodName  = "/ingest.v1.JobService/PurgeDeadLetters"
 )
 
 // JobServiceClient is the client API for JobService service.
@@ -125,6 +129,17 @@ type JobServiceClient interface {
 	// Checked like CreateJob (a new job) or UpdateJob (an existing one, with
 	// changed params); FAILED_PRECONDITION when no live worker runs the type.
 	PreviewJob(ctx context.Context, in *PreviewJobRequest, opts ...grpc.CallOption) (*PreviewJobResponse, error)
+	// A job's dead letters (documents the index refused, with the reason),
+	// a page at a time, and how many there are.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// One dead letter with the start of its document.
+	GetDeadLetter(ctx context.Context, in *GetDeadLetterRequest, opts ...grpc.CallOption) (*GetDeadLetterResponse, error)
+	// Asks the job's owner to send dead letters to the index again (e.g.
+	// after a mapping fix): each is removed once written, or shows its new
+	// refusal. FAILED_PRECONDITION when the job has no owner (resume it).
+	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
+	// Forgets dead letters (their copies in the object store stay).
+	PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error)
 }
 
 type jobServiceClient struct {
@@ -374,6 +389,46 @@ func (c *jobServiceClient) PreviewJob(ctx context.Context, in *PreviewJobRequest
 	return out, nil
 }
 
+func (c *jobServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, JobService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) GetDeadLetter(ctx context.Context, in *GetDeadLetterRequest, opts ...grpc.CallOption) (*GetDeadLetterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDeadLetterResponse)
+	err := c.cc.Invoke(ctx, JobService_GetDeadLetter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeadLettersResponse)
+	err := c.cc.Invoke(ctx, JobService_ReplayDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *jobServiceClient) PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeDeadLettersResponse)
+	err := c.cc.Invoke(ctx, JobService_PurgeDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // JobServiceServer is the server API for JobService service.
 // All implementations must embed UnimplementedJobServiceServer
 // for forward compatibility.
@@ -455,6 +510,17 @@ type JobServiceServer interface {
 	// Checked like CreateJob (a new job) or UpdateJob (an existing one, with
 	// changed params); FAILED_PRECONDITION when no live worker runs the type.
 	PreviewJob(context.Context, *PreviewJobRequest) (*PreviewJobResponse, error)
+	// A job's dead letters (documents the index refused, with the reason),
+	// a page at a time, and how many there are.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// One dead letter with the start of its document.
+	GetDeadLetter(context.Context, *GetDeadLetterRequest) (*GetDeadLetterResponse, error)
+	// Asks the job's owner to send dead letters to the index again (e.g.
+	// after a mapping fix): each is removed once written, or shows its new
+	// refusal. FAILED_PRECONDITION when the job has no owner (resume it).
+	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
+	// Forgets dead letters (their copies in the object store stay).
+	PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error)
 	mustEmbedUnimplementedJobServiceServer()
 }
 
@@ -533,6 +599,18 @@ func (UnimplementedJobServiceServer) ImportJobs(context.Context, *ImportJobsRequ
 }
 func (UnimplementedJobServiceServer) PreviewJob(context.Context, *PreviewJobRequest) (*PreviewJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PreviewJob not implemented")
+}
+func (UnimplementedJobServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedJobServiceServer) GetDeadLetter(context.Context, *GetDeadLetterRequest) (*GetDeadLetterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeadLetter not implemented")
+}
+func (UnimplementedJobServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
+func (UnimplementedJobServiceServer) PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeDeadLetters not implemented")
 }
 func (UnimplementedJobServiceServer) mustEmbedUnimplementedJobServiceServer() {}
 func (UnimplementedJobServiceServer) testEmbeddedByValue()                    {}
@@ -962,6 +1040,78 @@ func _JobService_PreviewJob_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _JobService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_GetDeadLetter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeadLetterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).GetDeadLetter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_GetDeadLetter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).GetDeadLetter(ctx, req.(*GetDeadLetterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).ReplayDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_ReplayDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).ReplayDeadLetters(ctx, req.(*ReplayDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _JobService_PurgeDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JobServiceServer).PurgeDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: JobService_PurgeDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JobServiceServer).PurgeDeadLetters(ctx, req.(*PurgeDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // JobService_ServiceDesc is the grpc.ServiceDesc for JobService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1056,6 +1206,22 @@ var JobService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PreviewJob",
 			Handler:    _JobService_PreviewJob_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _JobService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "GetDeadLetter",
+			Handler:    _JobService_GetDeadLetter_Handler,
+		},
+		{
+			MethodName: "ReplayDeadLetters",
+			Handler:    _JobService_ReplayDeadLetters_Handler,
+		},
+		{
+			MethodName: "PurgeDeadLetters",
+			Handler:    _JobService_PurgeDeadLetters_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

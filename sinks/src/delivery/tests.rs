@@ -237,3 +237,68 @@ async fn a_slow_first_answer_is_reported_by_the_next_delivery_and_a_silent_sink_
     }
     assert_eq!(*silent.attempts.lock().unwrap(), 1, "the one attempt under way is waited for, not repeated");
 }
+
+/// Refuses documents whose id ends in "bad" until its mapping is "fixed".
+#[derive(Default)]
+struct Fixable {
+    fixed: std::sync::atomic::AtomicBool,
+    written: std::sync::Mutex<Vec<(String, Value)>>,
+}
+
+#[async_trait]
+impl DocumentSink for Fixable {
+    async fn prepare(&self, _: &IndexSpec) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn write(&self, docs: Vec<Document>) -> Result<WriteOutcome, SinkError> {
+        let fixed = self.fixed.load(std::sync::atomic::Ordering::SeqCst);
+        let mut outcome = WriteOutcome::default();
+        for doc in docs {
+            if doc.id.ends_with("bad") && !fixed {
+                outcome.rejected.push(Rejection {
+                    index: doc.index.to_string(),
+                    id: doc.id.clone(),
+                    status: 400,
+                    reason: "mapper_parsing_exception".into(),
+                    source: doc.source.clone(),
+                });
+            } else {
+                outcome.written += 1;
+                let source = serde_json::from_slice(&doc.source).unwrap();
+                self.written.lock().unwrap().push((doc.id.clone(), source));
+            }
+        }
+        Ok(outcome)
+    }
+    fn describe(&self) -> String {
+        "fixable".into()
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_once_and_sent_again_once_the_index_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(Fixable::default());
+    let sinks = Arc::new(Sinks::new(index.clone(), Arc::new(LocalObjects::new(dir.path())), Duration::from_secs(5)));
+    let mut output = sinks.output("demo", "job-1", spec());
+    let mut bad = item(3, false);
+    bad.id = "job-1:bad".into();
+    output.deliver(vec![item(1, false), bad]).await.unwrap();
+    let letters = output.take_letters();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!((letter.id.as_str(), letter.status, letter.index.as_str()), ("job-1:bad", 400, "ingest-demo"));
+    assert!(letter.preview.contains("\"n\":3"), "{}", letter.preview);
+    assert!(dir.path().join(&letter.key).is_file(), "the whole letter is in the object store");
+    assert!(output.take_letters().is_empty(), "taken once");
+
+    // Still refused: a new letter; once the mapping is fixed: written, with
+    // the same id and document.
+    assert!(matches!(output.replay(&letter.key).await.unwrap(), Replayed::Refused(again) if again.id == "job-1:bad"));
+    index.fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(output.replay(&letter.key).await.unwrap(), Replayed::Written);
+    let written = index.written.lock().unwrap().clone();
+    let (id, doc) = written.last().unwrap();
+    assert_eq!((id.as_str(), &doc["n"], &doc["job_id"]), ("job-1:bad", &Value::from(3), &Value::from("job-1")));
+    assert_eq!(output.replay("dead-letters/none/x.json").await.unwrap(), Replayed::Missing);
+}

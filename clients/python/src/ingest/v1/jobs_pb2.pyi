@@ -739,3 +739,89 @@ class PreviewDocument(_message.Message):
     index: str
     document: _struct_pb2.Struct
     def __init__(self, id: _Optional[str] = ..., index: _Optional[str] = ..., document: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("letter_id", "document_id", "index", "status", "reason", "time", "object_key", "bytes", "replay_pending", "preview")
+    LETTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_PENDING_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    letter_id: str
+    document_id: str
+    index: str
+    status: int
+    reason: str
+    time: _timestamp_pb2.Timestamp
+    object_key: str
+    bytes: int
+    replay_pending: bool
+    preview: str
+    def __init__(self, letter_id: _Optional[str] = ..., document_id: _Optional[str] = ..., index: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., object_key: _Optional[str] = ..., bytes: _Optional[int] = ..., replay_pending: _Optional[bool] = ..., preview: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "next_page_token", "total")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_page_token: str
+    total: int
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class GetDeadLetterRequest(_message.Message):
+    __slots__ = ("job_id", "letter_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LETTER_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    letter_id: str
+    def __init__(self, job_id: _Optional[str] = ..., letter_id: _Optional[str] = ...) -> None: ...
+
+class GetDeadLetterResponse(_message.Message):
+    __slots__ = ("dead_letter",)
+    DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
+    dead_letter: DeadLetter
+    def __init__(self, dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ...) -> None: ...
+
+class ReplayDeadLettersRequest(_message.Message):
+    __slots__ = ("job_id", "letter_ids")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LETTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    letter_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., letter_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReplayDeadLettersResponse(_message.Message):
+    __slots__ = ("queued",)
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    def __init__(self, queued: _Optional[int] = ...) -> None: ...
+
+class PurgeDeadLettersRequest(_message.Message):
+    __slots__ = ("job_id", "letter_ids")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LETTER_IDS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    letter_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., letter_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PurgeDeadLettersResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

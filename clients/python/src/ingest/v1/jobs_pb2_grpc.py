@@ -153,6 +153,26 @@ class JobServiceStub:
                 request_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobRequest.SerializeToString,
                 response_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/ingest.v1.JobService/ListDeadLetters',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/ingest.v1.JobService/GetDeadLetter',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.GetDeadLetterRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.GetDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/ingest.v1.JobService/ReplayDeadLetters',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/ingest.v1.JobService/PurgeDeadLetters',
+                request_serializer=ingest_dot_v1_dot_jobs__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=ingest_dot_v1_dot_jobs__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -349,6 +369,37 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """A job's dead letters (documents the index refused, with the reason),
+        a page at a time, and how many there are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """One dead letter with the start of its document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Asks the job's owner to send dead letters to the index again (e.g.
+        after a mapping fix): each is removed once written, or shows its new
+        refusal. FAILED_PRECONDITION when the job has no owner (resume it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Forgets dead letters (their copies in the object store stay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -466,6 +517,26 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.PreviewJob,
                     request_deserializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobRequest.FromString,
                     response_serializer=ingest_dot_v1_dot_jobs__pb2.PreviewJobResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.GetDeadLetterRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.GetDeadLetterResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=ingest_dot_v1_dot_jobs__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=ingest_dot_v1_dot_jobs__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1093,6 +1164,114 @@ class JobService:
             '/ingest.v1.JobService/PreviewJob',
             ingest_dot_v1_dot_jobs__pb2.PreviewJobRequest.SerializeToString,
             ingest_dot_v1_dot_jobs__pb2.PreviewJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ListDeadLetters',
+            ingest_dot_v1_dot_jobs__pb2.ListDeadLettersRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/GetDeadLetter',
+            ingest_dot_v1_dot_jobs__pb2.GetDeadLetterRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.GetDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/ReplayDeadLetters',
+            ingest_dot_v1_dot_jobs__pb2.ReplayDeadLettersRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ingest.v1.JobService/PurgeDeadLetters',
+            ingest_dot_v1_dot_jobs__pb2.PurgeDeadLettersRequest.SerializeToString,
+            ingest_dot_v1_dot_jobs__pb2.PurgeDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

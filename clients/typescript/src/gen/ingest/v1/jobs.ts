@@ -1058,6 +1058,76 @@ export interface PreviewDocument {
   document: { [key: string]: any } | undefined;
 }
 
+/** A document the index refused. */
+export interface DeadLetter {
+  /** Names the letter under its job (for Get, Replay, Purge). */
+  letterId: string;
+  /** The document's id in the index. */
+  documentId: string;
+  index: string;
+  /** The index's HTTP status for it, and why. */
+  status: number;
+  reason: string;
+  time:
+    | Date
+    | undefined;
+  /** Where the whole letter is in the object store. */
+  objectKey: string;
+  /** The document's size in bytes. */
+  bytes: string;
+  /** Asked to be sent again, not done yet. */
+  replayPending: boolean;
+  /** GetDeadLetter only: the document's start (at most 16 KiB of JSON). */
+  preview: string;
+}
+
+export interface ListDeadLettersRequest {
+  jobId: string;
+  /** Default 50, at most 500. */
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListDeadLettersResponse {
+  deadLetters: DeadLetter[];
+  nextPageToken: string;
+  /**
+   * Dead letters of the job in all (at most 1 000 are listed per job; more
+   * refusals are in the object store only).
+   */
+  total: string;
+}
+
+export interface GetDeadLetterRequest {
+  jobId: string;
+  letterId: string;
+}
+
+export interface GetDeadLetterResponse {
+  deadLetter: DeadLetter | undefined;
+}
+
+export interface ReplayDeadLettersRequest {
+  jobId: string;
+  /** The letters to send again; all of the job's when empty. */
+  letterIds: string[];
+}
+
+export interface ReplayDeadLettersResponse {
+  /** Letters asked to be sent again. */
+  queued: string;
+}
+
+export interface PurgeDeadLettersRequest {
+  jobId: string;
+  /** The letters to forget; all of the job's when empty. */
+  letterIds: string[];
+}
+
+export interface PurgeDeadLettersResponse {
+  purged: string;
+}
+
 function createBaseJob(): Job {
   return {
     id: "",
@@ -8109,6 +8179,956 @@ export const PreviewDocument: MessageFns<PreviewDocument> = {
   },
 };
 
+function createBaseDeadLetter(): DeadLetter {
+  return {
+    letterId: "",
+    documentId: "",
+    index: "",
+    status: 0,
+    reason: "",
+    time: undefined,
+    objectKey: "",
+    bytes: "0",
+    replayPending: false,
+    preview: "",
+  };
+}
+
+export const DeadLetter: MessageFns<DeadLetter> = {
+  encode(message: DeadLetter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.letterId !== "") {
+      writer.uint32(10).string(message.letterId);
+    }
+    if (message.documentId !== "") {
+      writer.uint32(18).string(message.documentId);
+    }
+    if (message.index !== "") {
+      writer.uint32(26).string(message.index);
+    }
+    if (message.status !== 0) {
+      writer.uint32(32).uint32(message.status);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(50).fork()).join();
+    }
+    if (message.objectKey !== "") {
+      writer.uint32(58).string(message.objectKey);
+    }
+    if (message.bytes !== "0") {
+      writer.uint32(64).uint64(message.bytes);
+    }
+    if (message.replayPending !== false) {
+      writer.uint32(72).bool(message.replayPending);
+    }
+    if (message.preview !== "") {
+      writer.uint32(82).string(message.preview);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeadLetter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeadLetter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.letterId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.documentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.index = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.status = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.objectKey = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.bytes = reader.uint64().toString();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.replayPending = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.preview = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeadLetter {
+    return {
+      letterId: isSet(object.letterId)
+        ? globalThis.String(object.letterId)
+        : isSet(object.letter_id)
+        ? globalThis.String(object.letter_id)
+        : "",
+      documentId: isSet(object.documentId)
+        ? globalThis.String(object.documentId)
+        : isSet(object.document_id)
+        ? globalThis.String(object.document_id)
+        : "",
+      index: isSet(object.index) ? globalThis.String(object.index) : "",
+      status: isSet(object.status) ? globalThis.Number(object.status) : 0,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      objectKey: isSet(object.objectKey)
+        ? globalThis.String(object.objectKey)
+        : isSet(object.object_key)
+        ? globalThis.String(object.object_key)
+        : "",
+      bytes: isSet(object.bytes) ? globalThis.String(object.bytes) : "0",
+      replayPending: isSet(object.replayPending)
+        ? globalThis.Boolean(object.replayPending)
+        : isSet(object.replay_pending)
+        ? globalThis.Boolean(object.replay_pending)
+        : false,
+      preview: isSet(object.preview) ? globalThis.String(object.preview) : "",
+    };
+  },
+
+  toJSON(message: DeadLetter): unknown {
+    const obj: any = {};
+    if (message.letterId !== "") {
+      obj.letterId = message.letterId;
+    }
+    if (message.documentId !== "") {
+      obj.documentId = message.documentId;
+    }
+    if (message.index !== "") {
+      obj.index = message.index;
+    }
+    if (message.status !== 0) {
+      obj.status = Math.round(message.status);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.objectKey !== "") {
+      obj.objectKey = message.objectKey;
+    }
+    if (message.bytes !== "0") {
+      obj.bytes = message.bytes;
+    }
+    if (message.replayPending !== false) {
+      obj.replayPending = message.replayPending;
+    }
+    if (message.preview !== "") {
+      obj.preview = message.preview;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeadLetter>, I>>(base?: I): DeadLetter {
+    return DeadLetter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeadLetter>, I>>(object: I): DeadLetter {
+    const message = createBaseDeadLetter();
+    message.letterId = object.letterId ?? "";
+    message.documentId = object.documentId ?? "";
+    message.index = object.index ?? "";
+    message.status = object.status ?? 0;
+    message.reason = object.reason ?? "";
+    message.time = object.time ?? undefined;
+    message.objectKey = object.objectKey ?? "";
+    message.bytes = object.bytes ?? "0";
+    message.replayPending = object.replayPending ?? false;
+    message.preview = object.preview ?? "";
+    return message;
+  },
+};
+
+function createBaseListDeadLettersRequest(): ListDeadLettersRequest {
+  return { jobId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListDeadLettersRequest: MessageFns<ListDeadLettersRequest> = {
+  encode(message: ListDeadLettersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDeadLettersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDeadLettersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDeadLettersRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListDeadLettersRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListDeadLettersRequest>, I>>(base?: I): ListDeadLettersRequest {
+    return ListDeadLettersRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDeadLettersRequest>, I>>(object: I): ListDeadLettersRequest {
+    const message = createBaseListDeadLettersRequest();
+    message.jobId = object.jobId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListDeadLettersResponse(): ListDeadLettersResponse {
+  return { deadLetters: [], nextPageToken: "", total: "0" };
+}
+
+export const ListDeadLettersResponse: MessageFns<ListDeadLettersResponse> = {
+  encode(message: ListDeadLettersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.deadLetters) {
+      DeadLetter.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    if (message.total !== "0") {
+      writer.uint32(24).uint64(message.total);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDeadLettersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDeadLettersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deadLetters.push(DeadLetter.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.total = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDeadLettersResponse {
+    return {
+      deadLetters: globalThis.Array.isArray(object?.deadLetters)
+        ? object.deadLetters.map((e: any) => DeadLetter.fromJSON(e))
+        : globalThis.Array.isArray(object?.dead_letters)
+        ? object.dead_letters.map((e: any) => DeadLetter.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+      total: isSet(object.total) ? globalThis.String(object.total) : "0",
+    };
+  },
+
+  toJSON(message: ListDeadLettersResponse): unknown {
+    const obj: any = {};
+    if (message.deadLetters?.length) {
+      obj.deadLetters = message.deadLetters.map((e) => DeadLetter.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    if (message.total !== "0") {
+      obj.total = message.total;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListDeadLettersResponse>, I>>(base?: I): ListDeadLettersResponse {
+    return ListDeadLettersResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDeadLettersResponse>, I>>(object: I): ListDeadLettersResponse {
+    const message = createBaseListDeadLettersResponse();
+    message.deadLetters = object.deadLetters?.map((e) => DeadLetter.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    message.total = object.total ?? "0";
+    return message;
+  },
+};
+
+function createBaseGetDeadLetterRequest(): GetDeadLetterRequest {
+  return { jobId: "", letterId: "" };
+}
+
+export const GetDeadLetterRequest: MessageFns<GetDeadLetterRequest> = {
+  encode(message: GetDeadLetterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.letterId !== "") {
+      writer.uint32(18).string(message.letterId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDeadLetterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDeadLetterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.letterId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDeadLetterRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      letterId: isSet(object.letterId)
+        ? globalThis.String(object.letterId)
+        : isSet(object.letter_id)
+        ? globalThis.String(object.letter_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetDeadLetterRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.letterId !== "") {
+      obj.letterId = message.letterId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDeadLetterRequest>, I>>(base?: I): GetDeadLetterRequest {
+    return GetDeadLetterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDeadLetterRequest>, I>>(object: I): GetDeadLetterRequest {
+    const message = createBaseGetDeadLetterRequest();
+    message.jobId = object.jobId ?? "";
+    message.letterId = object.letterId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetDeadLetterResponse(): GetDeadLetterResponse {
+  return { deadLetter: undefined };
+}
+
+export const GetDeadLetterResponse: MessageFns<GetDeadLetterResponse> = {
+  encode(message: GetDeadLetterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deadLetter !== undefined) {
+      DeadLetter.encode(message.deadLetter, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDeadLetterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDeadLetterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deadLetter = DeadLetter.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDeadLetterResponse {
+    return {
+      deadLetter: isSet(object.deadLetter)
+        ? DeadLetter.fromJSON(object.deadLetter)
+        : isSet(object.dead_letter)
+        ? DeadLetter.fromJSON(object.dead_letter)
+        : undefined,
+    };
+  },
+
+  toJSON(message: GetDeadLetterResponse): unknown {
+    const obj: any = {};
+    if (message.deadLetter !== undefined) {
+      obj.deadLetter = DeadLetter.toJSON(message.deadLetter);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDeadLetterResponse>, I>>(base?: I): GetDeadLetterResponse {
+    return GetDeadLetterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDeadLetterResponse>, I>>(object: I): GetDeadLetterResponse {
+    const message = createBaseGetDeadLetterResponse();
+    message.deadLetter = (object.deadLetter !== undefined && object.deadLetter !== null)
+      ? DeadLetter.fromPartial(object.deadLetter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReplayDeadLettersRequest(): ReplayDeadLettersRequest {
+  return { jobId: "", letterIds: [] };
+}
+
+export const ReplayDeadLettersRequest: MessageFns<ReplayDeadLettersRequest> = {
+  encode(message: ReplayDeadLettersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    for (const v of message.letterIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplayDeadLettersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplayDeadLettersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.letterIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplayDeadLettersRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      letterIds: globalThis.Array.isArray(object?.letterIds)
+        ? object.letterIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.letter_ids)
+        ? object.letter_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ReplayDeadLettersRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.letterIds?.length) {
+      obj.letterIds = message.letterIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplayDeadLettersRequest>, I>>(base?: I): ReplayDeadLettersRequest {
+    return ReplayDeadLettersRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplayDeadLettersRequest>, I>>(object: I): ReplayDeadLettersRequest {
+    const message = createBaseReplayDeadLettersRequest();
+    message.jobId = object.jobId ?? "";
+    message.letterIds = object.letterIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseReplayDeadLettersResponse(): ReplayDeadLettersResponse {
+  return { queued: "0" };
+}
+
+export const ReplayDeadLettersResponse: MessageFns<ReplayDeadLettersResponse> = {
+  encode(message: ReplayDeadLettersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queued !== "0") {
+      writer.uint32(8).uint64(message.queued);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplayDeadLettersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplayDeadLettersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.queued = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplayDeadLettersResponse {
+    return { queued: isSet(object.queued) ? globalThis.String(object.queued) : "0" };
+  },
+
+  toJSON(message: ReplayDeadLettersResponse): unknown {
+    const obj: any = {};
+    if (message.queued !== "0") {
+      obj.queued = message.queued;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplayDeadLettersResponse>, I>>(base?: I): ReplayDeadLettersResponse {
+    return ReplayDeadLettersResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplayDeadLettersResponse>, I>>(object: I): ReplayDeadLettersResponse {
+    const message = createBaseReplayDeadLettersResponse();
+    message.queued = object.queued ?? "0";
+    return message;
+  },
+};
+
+function createBasePurgeDeadLettersRequest(): PurgeDeadLettersRequest {
+  return { jobId: "", letterIds: [] };
+}
+
+export const PurgeDeadLettersRequest: MessageFns<PurgeDeadLettersRequest> = {
+  encode(message: PurgeDeadLettersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    for (const v of message.letterIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeDeadLettersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeDeadLettersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.letterIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeDeadLettersRequest {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      letterIds: globalThis.Array.isArray(object?.letterIds)
+        ? object.letterIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.letter_ids)
+        ? object.letter_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PurgeDeadLettersRequest): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.letterIds?.length) {
+      obj.letterIds = message.letterIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PurgeDeadLettersRequest>, I>>(base?: I): PurgeDeadLettersRequest {
+    return PurgeDeadLettersRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PurgeDeadLettersRequest>, I>>(object: I): PurgeDeadLettersRequest {
+    const message = createBasePurgeDeadLettersRequest();
+    message.jobId = object.jobId ?? "";
+    message.letterIds = object.letterIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBasePurgeDeadLettersResponse(): PurgeDeadLettersResponse {
+  return { purged: "0" };
+}
+
+export const PurgeDeadLettersResponse: MessageFns<PurgeDeadLettersResponse> = {
+  encode(message: PurgeDeadLettersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.purged !== "0") {
+      writer.uint32(8).uint64(message.purged);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeDeadLettersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeDeadLettersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.purged = reader.uint64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeDeadLettersResponse {
+    return { purged: isSet(object.purged) ? globalThis.String(object.purged) : "0" };
+  },
+
+  toJSON(message: PurgeDeadLettersResponse): unknown {
+    const obj: any = {};
+    if (message.purged !== "0") {
+      obj.purged = message.purged;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PurgeDeadLettersResponse>, I>>(base?: I): PurgeDeadLettersResponse {
+    return PurgeDeadLettersResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PurgeDeadLettersResponse>, I>>(object: I): PurgeDeadLettersResponse {
+    const message = createBasePurgeDeadLettersResponse();
+    message.purged = object.purged ?? "0";
+    return message;
+  },
+};
+
 /**
  * JobService manages long-lived ingestion jobs. Every write is validated
  * against the parameter spec that workers publish for the job's type; bad
@@ -8408,6 +9428,60 @@ export const JobServiceService = {
     responseSerialize: (value: PreviewJobResponse): Buffer => Buffer.from(PreviewJobResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PreviewJobResponse => PreviewJobResponse.decode(value),
   },
+  /**
+   * A job's dead letters (documents the index refused, with the reason),
+   * a page at a time, and how many there are.
+   */
+  listDeadLetters: {
+    path: "/ingest.v1.JobService/ListDeadLetters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDeadLettersRequest): Buffer =>
+      Buffer.from(ListDeadLettersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDeadLettersRequest => ListDeadLettersRequest.decode(value),
+    responseSerialize: (value: ListDeadLettersResponse): Buffer =>
+      Buffer.from(ListDeadLettersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDeadLettersResponse => ListDeadLettersResponse.decode(value),
+  },
+  /** One dead letter with the start of its document. */
+  getDeadLetter: {
+    path: "/ingest.v1.JobService/GetDeadLetter" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDeadLetterRequest): Buffer => Buffer.from(GetDeadLetterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDeadLetterRequest => GetDeadLetterRequest.decode(value),
+    responseSerialize: (value: GetDeadLetterResponse): Buffer =>
+      Buffer.from(GetDeadLetterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetDeadLetterResponse => GetDeadLetterResponse.decode(value),
+  },
+  /**
+   * Asks the job's owner to send dead letters to the index again (e.g.
+   * after a mapping fix): each is removed once written, or shows its new
+   * refusal. FAILED_PRECONDITION when the job has no owner (resume it).
+   */
+  replayDeadLetters: {
+    path: "/ingest.v1.JobService/ReplayDeadLetters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplayDeadLettersRequest): Buffer =>
+      Buffer.from(ReplayDeadLettersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplayDeadLettersRequest => ReplayDeadLettersRequest.decode(value),
+    responseSerialize: (value: ReplayDeadLettersResponse): Buffer =>
+      Buffer.from(ReplayDeadLettersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplayDeadLettersResponse => ReplayDeadLettersResponse.decode(value),
+  },
+  /** Forgets dead letters (their copies in the object store stay). */
+  purgeDeadLetters: {
+    path: "/ingest.v1.JobService/PurgeDeadLetters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PurgeDeadLettersRequest): Buffer =>
+      Buffer.from(PurgeDeadLettersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PurgeDeadLettersRequest => PurgeDeadLettersRequest.decode(value),
+    responseSerialize: (value: PurgeDeadLettersResponse): Buffer =>
+      Buffer.from(PurgeDeadLettersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PurgeDeadLettersResponse => PurgeDeadLettersResponse.decode(value),
+  },
 } as const;
 
 export interface JobServiceServer extends UntypedServiceImplementation {
@@ -8513,6 +9587,21 @@ export interface JobServiceServer extends UntypedServiceImplementation {
    * changed params); FAILED_PRECONDITION when no live worker runs the type.
    */
   previewJob: handleUnaryCall<PreviewJobRequest, PreviewJobResponse>;
+  /**
+   * A job's dead letters (documents the index refused, with the reason),
+   * a page at a time, and how many there are.
+   */
+  listDeadLetters: handleUnaryCall<ListDeadLettersRequest, ListDeadLettersResponse>;
+  /** One dead letter with the start of its document. */
+  getDeadLetter: handleUnaryCall<GetDeadLetterRequest, GetDeadLetterResponse>;
+  /**
+   * Asks the job's owner to send dead letters to the index again (e.g.
+   * after a mapping fix): each is removed once written, or shows its new
+   * refusal. FAILED_PRECONDITION when the job has no owner (resume it).
+   */
+  replayDeadLetters: handleUnaryCall<ReplayDeadLettersRequest, ReplayDeadLettersResponse>;
+  /** Forgets dead letters (their copies in the object store stay). */
+  purgeDeadLetters: handleUnaryCall<PurgeDeadLettersRequest, PurgeDeadLettersResponse>;
 }
 
 export interface JobServiceClient extends Client {
@@ -8930,6 +10019,77 @@ export interface JobServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PreviewJobResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A job's dead letters (documents the index refused, with the reason),
+   * a page at a time, and how many there are.
+   */
+  listDeadLetters(
+    request: ListDeadLettersRequest,
+    callback: (error: ServiceError | null, response: ListDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  listDeadLetters(
+    request: ListDeadLettersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  listDeadLetters(
+    request: ListDeadLettersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  /** One dead letter with the start of its document. */
+  getDeadLetter(
+    request: GetDeadLetterRequest,
+    callback: (error: ServiceError | null, response: GetDeadLetterResponse) => void,
+  ): ClientUnaryCall;
+  getDeadLetter(
+    request: GetDeadLetterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetDeadLetterResponse) => void,
+  ): ClientUnaryCall;
+  getDeadLetter(
+    request: GetDeadLetterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetDeadLetterResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Asks the job's owner to send dead letters to the index again (e.g.
+   * after a mapping fix): each is removed once written, or shows its new
+   * refusal. FAILED_PRECONDITION when the job has no owner (resume it).
+   */
+  replayDeadLetters(
+    request: ReplayDeadLettersRequest,
+    callback: (error: ServiceError | null, response: ReplayDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  replayDeadLetters(
+    request: ReplayDeadLettersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplayDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  replayDeadLetters(
+    request: ReplayDeadLettersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplayDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  /** Forgets dead letters (their copies in the object store stay). */
+  purgeDeadLetters(
+    request: PurgeDeadLettersRequest,
+    callback: (error: ServiceError | null, response: PurgeDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  purgeDeadLetters(
+    request: PurgeDeadLettersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PurgeDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  purgeDeadLetters(
+    request: PurgeDeadLettersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PurgeDeadLettersResponse) => void,
   ): ClientUnaryCall;
 }
 
