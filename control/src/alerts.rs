@@ -16,30 +16,31 @@
 //! backoff on network errors, 408, 429 and 5xx (6 attempts over about a
 //! minute), given up on other answers; at most 8 at once, 1 000 waiting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use ingest_model::{JobState, UnixMillis, now_millis};
+use ingest_model::{JobState, StatsRecord, UnixMillis, WorkerRecord, WorkerState, derive_state, now_millis};
 use ingest_runtime::Secret;
 use ingest_runtime::metrics as m;
 use ingest_store::keys::{KeyKind, Keys};
-use ingest_store::{Compare, CompareOp, Revision, Store, StoreError, Txn, TxnOp};
+use ingest_store::{Compare, CompareOp, EventKind, KeyValue, Revision, Store, StoreError, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{ControlService, JobFilter};
+use crate::service::ControlService;
 use crate::views::JobView;
-use crate::watch::{JobEvent, WatchUpdate, watch_jobs};
 
 /// Bucket bounds of `ingest_job_consecutive_failures` (cumulative, plus +Inf).
 const FAILURE_BUCKETS: [u32; 5] = [0, 1, 3, 10, 50];
 /// Wait before following the jobs again after the stream ended.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
+/// The gauges are updated at most this often.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 const DELIVERY_ATTEMPTS: u32 = 6;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_WAITING: usize = 1000;
@@ -104,16 +105,28 @@ pub struct Tally {
 
 impl Tally {
     /// Counts a job as it is now; returns its health before, if known.
-    pub fn upsert(&mut self, view: &JobView) -> Option<Health> {
-        let entry = (view.record.job_type.clone(), view.status.state, view.status.stats.consecutive_failures);
-        self.jobs.insert(view.record.id.clone(), entry).map(|(_, state, _)| Health::of(state))
+    pub fn upsert(&mut self, id: &str, job_type: &str, state: JobState, failures: u32) -> Option<Health> {
+        match self.jobs.get_mut(id) {
+            Some(held) => {
+                let before = Health::of(held.1);
+                if held.0 != job_type {
+                    held.0 = job_type.to_string();
+                }
+                (held.1, held.2) = (state, failures);
+                Some(before)
+            }
+            None => {
+                self.jobs.insert(id.to_string(), (job_type.to_string(), state, failures));
+                None
+            }
+        }
     }
 
     pub fn remove(&mut self, id: &str) {
         self.jobs.remove(id);
     }
 
-    /// Forgets every job (a new snapshot follows); the (type, state) pairs
+    /// Forgets every job (a new load follows); the (type, state) pairs
     /// seen stay, to read 0.
     fn clear(&mut self) {
         self.jobs.clear();
@@ -166,12 +179,64 @@ pub async fn run(service: ControlService, notifier: Option<Arc<Notifier>>, shutd
     let mut tally = Tally::default();
     while !shutdown.is_cancelled() {
         match follow(&service, notifier.as_deref(), &mut tally, &shutdown).await {
-            Ok(()) => {}
+            Ok(()) => return,
             Err(error) => tracing::warn!(%error, "following the jobs for alerts and gauges; starting again"),
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(RESTART_DELAY) => {}
+        }
+    }
+}
+
+/// What the health of a job depends on, and nothing more: the follower
+/// reads only specs, claims, counters and workers (never checkpoints), and
+/// decodes of a spec only its type and whether it is paused. Each part
+/// remembers the revision it was read at, so replays never go backwards.
+#[derive(Default)]
+struct Bits {
+    spec: Option<(SpecBits, Revision)>,
+    owner: Option<Revision>,
+    stats: Option<(StatsRecord, Revision)>,
+}
+
+#[derive(Deserialize)]
+struct SpecBits {
+    #[serde(rename = "type")]
+    job_type: String,
+    #[serde(default)]
+    paused: bool,
+}
+
+impl Bits {
+    /// The job's type, state (derived as every view derives it) and
+    /// failures in a row; `None` without a spec.
+    fn state(&self, live: &HashSet<String>) -> Option<(&str, JobState, u32)> {
+        let (spec, _) = self.spec.as_ref()?;
+        let stats = self.stats.as_ref().map(|(s, _)| s);
+        let owner = self.owner.map(|_| "");
+        let (state, _) = derive_state(&spec.job_type, spec.paused, owner, stats, live.contains(&spec.job_type));
+        Some((spec.job_type.as_str(), state, stats.map_or(0, |s| s.consecutive_failures)))
+    }
+
+    /// Applies one key's change; false when it is older than what is held.
+    fn apply(&mut self, kind: KeyKind, kv: &KeyValue, deleted: bool) -> bool {
+        let rev = kv.mod_revision;
+        let newer = |held: Option<Revision>| held.is_none_or(|h| rev > h);
+        match kind {
+            KeyKind::Job if newer(self.spec.as_ref().map(|s| s.1)) => {
+                self.spec = if deleted { None } else { serde_json::from_slice(&kv.value).ok().map(|s| (s, rev)) };
+                true
+            }
+            KeyKind::Owner if newer(self.owner) => {
+                self.owner = (!deleted).then_some(rev);
+                true
+            }
+            KeyKind::Stats if newer(self.stats.as_ref().map(|s| s.1)) => {
+                self.stats = if deleted { None } else { serde_json::from_slice(&kv.value).ok().map(|s| (s, rev)) };
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -182,46 +247,115 @@ async fn follow(
     tally: &mut Tally,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    // Alerts as stored: the snapshot is compared with them, so transitions
-    // that happened while no control server watched are caught up.
+    let store = service.store().as_ref();
+    let keys = service.keys();
+    // Alerts as stored: the load is compared with them, so transitions that
+    // happened while no control server watched are caught up.
     let mut stored = match notifier {
         Some(notifier) => notifier.stored().await.map_err(|e| e.to_string())?,
         None => HashMap::new(),
     };
-    let mut rx =
-        watch_jobs(service, JobFilter::default(), 0, shutdown.child_token()).await.map_err(|e| e.to_string())?;
-    tally.clear();
-    while let Some(update) = rx.recv().await {
-        let WatchUpdate { events, snapshot, synced, .. } = update.map_err(|e| e.to_string())?;
-        for event in events {
-            match event {
-                JobEvent::Upserted(view) => {
-                    let health = Health::of(view.status.state);
-                    let before = tally.upsert(&view);
-                    let changed = if snapshot {
-                        stored.remove(&view.record.id).unwrap_or(Health::Ok) != health
-                    } else {
-                        before != Some(health)
-                    };
-                    if let Some(notifier) = notifier.filter(|_| changed)
-                        && let Err(error) = notifier.observe(&view, health).await
-                    {
-                        tracing::warn!(job = %view.record.id, %error, "cannot record the job's alert state");
-                    }
+    let before = store.current_revision().await.map_err(|e| e.to_string())?;
+    let mut jobs: HashMap<String, Bits> = HashMap::new();
+    let mut workers: BTreeMap<String, WorkerRecord> = BTreeMap::new();
+    for kind in [KeyKind::Job, KeyKind::Owner, KeyKind::Stats, KeyKind::Worker] {
+        let kvs = ingest_store::scan_prefix(store, &keys.prefix(kind)).await.map_err(|e| e.to_string())?;
+        for kv in &kvs {
+            let Some((_, id)) = keys.parse(&kv.key) else { continue };
+            if kind == KeyKind::Worker {
+                if let Ok(worker) = serde_json::from_slice::<WorkerRecord>(&kv.value) {
+                    workers.insert(id.to_string(), worker);
                 }
-                JobEvent::Deleted(id) => tally.remove(&id),
+            } else {
+                jobs.entry(id.to_string()).or_default().apply(kind, kv, false);
             }
         }
-        if synced {
-            // Alerts of jobs that are gone: DeleteJob removes them, this
-            // only tidies up after older versions.
-            stored.clear();
-        }
-        if !snapshot || synced {
-            tally.publish();
+    }
+    let mut live = live_types(&workers);
+    tally.clear();
+    for (id, bits) in &jobs {
+        let Some((job_type, state, failures)) = bits.state(&live) else { continue };
+        tally.upsert(id, job_type, state, failures);
+        let health = Health::of(state);
+        if stored.remove(id).unwrap_or(Health::Ok) != health
+            && let Some(notifier) = notifier
+        {
+            notifier.changed(service, id, health).await;
         }
     }
-    Ok(())
+    drop(stored);
+    tally.publish();
+    let mut watch = store.watch_prefix(keys.root(), before + 1).await.map_err(|e| e.to_string())?;
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    loop {
+        let batch = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = publish.tick(), if dirty => {
+                tally.publish();
+                dirty = false;
+                continue;
+            }
+            batch = watch.next() => match batch {
+                Some(Ok(batch)) => batch,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("the store's watch ended".to_string()),
+            },
+        };
+        let mut touched: Vec<String> = Vec::new();
+        let mut workers_changed = false;
+        for event in &batch.events {
+            let Some((kind, id)) = keys.parse(&event.kv.key) else { continue };
+            let deleted = event.kind == EventKind::Delete;
+            match kind {
+                KeyKind::Worker => {
+                    workers_changed = true;
+                    if deleted {
+                        workers.remove(id);
+                    } else if let Ok(worker) = serde_json::from_slice::<WorkerRecord>(&event.kv.value) {
+                        workers.insert(id.to_string(), worker);
+                    }
+                }
+                KeyKind::Job | KeyKind::Owner | KeyKind::Stats
+                    if jobs.entry(id.to_string()).or_default().apply(kind, &event.kv, deleted) =>
+                {
+                    touched.push(id.to_string());
+                }
+                _ => {}
+            }
+        }
+        if workers_changed {
+            let now_live = live_types(&workers);
+            if now_live != live {
+                live = now_live;
+                touched = jobs.keys().cloned().collect();
+            }
+        }
+        for id in touched {
+            let Some(bits) = jobs.get(&id) else { continue };
+            let Some((job_type, state, failures)) = bits.state(&live) else {
+                tally.remove(&id);
+                if bits.spec.is_none() && bits.owner.is_none() && bits.stats.is_none() {
+                    jobs.remove(&id);
+                }
+                dirty = true;
+                continue;
+            };
+            let health = Health::of(state);
+            let before = tally.upsert(&id, job_type, state, failures);
+            dirty = true;
+            // A new job is told of only when it starts out alerted.
+            let changed = before.map_or(health != Health::Ok, |b| b != health);
+            if changed && let Some(notifier) = notifier {
+                notifier.changed(service, &id, health).await;
+            }
+        }
+    }
+}
+
+fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {
+    workers.values().filter(|w| w.state == WorkerState::Active).flat_map(|w| w.types.iter().cloned()).collect()
 }
 
 /// Posts webhooks for health changes, once per change cluster-wide.
@@ -256,6 +390,20 @@ impl Notifier {
                 Some((id.to_string(), record.health))
             })
             .collect())
+    }
+
+    /// A job's health changed to `health`: its view (for the webhook) is
+    /// read, then recorded as below. Errors are logged.
+    async fn changed(&self, service: &ControlService, id: &str, health: Health) {
+        let observed = match service.get_job(id).await {
+            // Its health as read now (it may have moved on since the event).
+            Ok(view) => self.observe(&view, Health::of(view.status.state)).await.map_err(|e| e.to_string()),
+            Err(crate::error::ControlError::NotFound { .. }) => Ok(()), // deleted meanwhile
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = observed {
+            tracing::warn!(job = %id, ?health, %error, "cannot record the job's alert state");
+        }
     }
 
     /// The job's health is now `health`: record it, and if this control
@@ -396,37 +544,15 @@ fn user_agent() -> String {
 
 #[cfg(test)]
 mod tests {
-    use ingest_model::{JobRecord, StatsRecord};
-
     use super::*;
-    use crate::views::JobStatusView;
-
-    fn view(id: &str, job_type: &str, state: JobState, failures: u32) -> JobView {
-        let record: JobRecord = serde_json::from_value(json!({
-            "id": id, "name": id, "type": job_type, "params": {}, "interval": 60000, "paused": false,
-            "create_time": 0, "update_time": 0,
-        }))
-        .expect("record");
-        let stats = StatsRecord { consecutive_failures: failures, ..Default::default() };
-        let status = JobStatusView {
-            state,
-            reason: String::new(),
-            owner: None,
-            epoch: 0,
-            stats,
-            next_run: None,
-            checkpoint: None,
-        };
-        JobView { record, revision: 1, status }
-    }
 
     #[test]
     fn the_tally_counts_by_type_and_state_and_buckets_failures() {
         let mut tally = Tally::default();
-        assert_eq!(tally.upsert(&view("a", "rss", JobState::Running, 0)), None);
-        tally.upsert(&view("b", "rss", JobState::Failing, 2));
-        tally.upsert(&view("c", "demo", JobState::Failing, 12));
-        assert_eq!(tally.upsert(&view("b", "rss", JobState::Failing, 3)), Some(Health::Failing));
+        assert_eq!(tally.upsert("a", "rss", JobState::Running, 0), None);
+        tally.upsert("b", "rss", JobState::Failing, 2);
+        tally.upsert("c", "demo", JobState::Failing, 12);
+        assert_eq!(tally.upsert("b", "rss", JobState::Failing, 3), Some(Health::Failing));
         let counts = tally.by_type_and_state();
         assert_eq!(counts.get(&("rss".to_string(), "running")), Some(&1));
         assert_eq!(counts.get(&("rss".to_string(), "failing")), Some(&1));
@@ -437,6 +563,38 @@ mod tests {
         // A pair that empties reads 0 rather than vanishing.
         tally.remove("c");
         assert_eq!(tally.by_type_and_state().get(&("demo".to_string(), "failing")), Some(&0));
+    }
+
+    #[test]
+    fn a_job_s_bits_give_the_state_every_view_gives() {
+        let kv = |value: serde_json::Value, rev: Revision| KeyValue {
+            key: String::new(),
+            value: serde_json::to_vec(&value).expect("json"),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        };
+        let live: HashSet<String> = ["rss".to_string()].into();
+        let mut bits = Bits::default();
+        assert!(bits.state(&live).is_none(), "no spec, no job");
+        let spec = json!({"type": "rss", "paused": false, "name": "x", "params": {"url": "https://a.test/"}});
+        assert!(bits.apply(KeyKind::Job, &kv(spec.clone(), 5), false));
+        assert_eq!(bits.state(&live).map(|s| s.1), Some(JobState::Pending));
+        assert_eq!(bits.state(&HashSet::new()).map(|s| s.1), Some(JobState::Unschedulable));
+        bits.apply(KeyKind::Owner, &kv(json!({"worker": "w1"}), 6), false);
+        assert_eq!(bits.state(&live).map(|s| s.1), Some(JobState::Running));
+        let failing = json!({"last_error": {"time": 10, "message": "boom"}, "consecutive_failures": 2});
+        bits.apply(KeyKind::Stats, &kv(failing, 7), false);
+        assert_eq!(bits.state(&live), Some(("rss", JobState::Failing, 2)));
+        // An older event does not undo a newer one.
+        assert!(!bits.apply(KeyKind::Stats, &kv(json!({}), 6), false));
+        assert_eq!(bits.state(&live).map(|s| s.1), Some(JobState::Failing));
+        let paused = json!({"type": "rss", "paused": true});
+        bits.apply(KeyKind::Job, &kv(paused, 8), false);
+        assert_eq!(bits.state(&live).map(|s| s.1), Some(JobState::Paused));
+        bits.apply(KeyKind::Job, &kv(json!(null), 9), true);
+        assert!(bits.state(&live).is_none(), "deleted");
     }
 
     #[test]
