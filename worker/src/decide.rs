@@ -6,6 +6,7 @@
 //! the hand-over budget) live here, between calls.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ingest_model::JobRecord;
@@ -33,7 +34,7 @@ pub trait Running {
 pub struct Resume {
     pub id: String,
     pub epoch: Revision,
-    pub record: JobRecord,
+    pub record: Arc<JobRecord>,
     pub spec_revision: Revision,
 }
 
@@ -138,7 +139,7 @@ impl Decider {
                         Some(runner) if only_requests_changed(runner.record(), record) => {
                             plan.requests.push((id.clone(), *spec_revision));
                         }
-                        Some(runner) if runner.record() != record => {
+                        Some(runner) if runner.record() != record.as_ref() => {
                             plan.release.push(id.clone()); // rebuilt from the new spec once released
                         }
                         Some(_) => {}

@@ -67,7 +67,7 @@ pub async fn keep(store: &dyn Store, keys: &Keys, job_id: &str, letters: Vec<Dea
 /// Sends the dead letter `kv` of `job` again, then removes its record (or
 /// records the new refusal, or why it could not be sent), if the record is
 /// still the one read.
-pub async fn replay(ctx: Arc<RunnerContext>, job: JobRecord, kv: KeyValue, record: DeadLetterRecord) {
+pub async fn replay(ctx: Arc<RunnerContext>, job: Arc<JobRecord>, kv: KeyValue, record: DeadLetterRecord) {
     let Some(entry) = ctx.types.get(&job.job_type) else { return };
     let index = index_spec((&entry.0, &entry.1), &job.params);
     let mut output = ctx.sinks.output(&job.job_type, &job.id, index);

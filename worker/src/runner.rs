@@ -75,7 +75,7 @@ impl RunnerHandle {
     pub fn spawn(
         ctx: Arc<RunnerContext>,
         lease: LeaseId,
-        record: JobRecord,
+        record: Arc<JobRecord>,
         spec_revision: Revision,
         epoch: Revision,
         checkpoint: Result<CheckpointRecord, String>,
@@ -151,7 +151,7 @@ struct Runner {
     ctx: Arc<RunnerContext>,
     /// The lease the claim was made under.
     lease: LeaseId,
-    record: JobRecord,
+    record: Arc<JobRecord>,
     epoch: Revision,
     checkpoint: CheckpointRecord,
     cancel: CancellationToken,

@@ -70,7 +70,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     lease_rx: watch::Receiver<Option<LeaseState>>,
     view: ClusterView,
-    runners: HashMap<String, (RunnerHandle, JobRecord)>,
+    runners: HashMap<String, (RunnerHandle, Arc<JobRecord>)>,
     /// What to do, decided from the view (pure; this module does it).
     decider: Decider,
     /// Jobs owned by type, for the load the worker publishes; counted
@@ -331,7 +331,7 @@ impl Scheduler {
             return;
         }
         tracing::warn!(worker = %self.worker, jobs = self.runners.len(), "lease deadline passed; stopping every job");
-        let runners: Vec<(String, (RunnerHandle, JobRecord))> = self.runners.drain().collect();
+        let runners: Vec<(String, (RunnerHandle, Arc<JobRecord>))> = self.runners.drain().collect();
         futures::future::join_all(runners.into_iter().map(|(id, (runner, _))| {
             let progress = self.progress.clone();
             let worker = self.worker.clone();
@@ -446,7 +446,7 @@ impl Scheduler {
     fn start(
         &mut self,
         id: String,
-        record: JobRecord,
+        record: Arc<JobRecord>,
         spec_revision: Revision,
         epoch: Revision,
         checkpoint: Result<CheckpointRecord, String>,
@@ -492,7 +492,7 @@ async fn next_batch(watch: &mut Option<WatchStream>) -> Option<Result<ingest_sto
     }
 }
 
-impl Running for (RunnerHandle, JobRecord) {
+impl Running for (RunnerHandle, Arc<JobRecord>) {
     fn spec_revision(&self) -> Revision {
         self.0.spec_revision
     }

@@ -4,6 +4,7 @@
 //! only applies when newer, so the watch may start before the load ended.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ingest_model::{JobRecord, OwnerRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState};
 use ingest_store::keys::{KeyKind, Keys};
@@ -21,7 +22,8 @@ pub struct Claim {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
     pub workers: HashMap<String, (WorkerRecord, Revision)>,
-    pub jobs: HashMap<String, (JobRecord, Revision)>,
+    /// Job specs, shared with the runners and the scheduler (one copy each).
+    pub jobs: HashMap<String, (Arc<JobRecord>, Revision)>,
     pub claims: HashMap<String, (Claim, Revision)>,
     /// When this worker first saw each live peer (local monotonic time).
     pub first_seen: HashMap<String, tokio::time::Instant>,
@@ -82,7 +84,7 @@ impl ClusterView {
         let rev = kv.mod_revision;
         match kind {
             KeyKind::Job => {
-                apply_entry(&mut self.jobs, name, rev, deleted, || decode::<JobRecord>(kv))?;
+                apply_entry(&mut self.jobs, name, rev, deleted, || decode::<JobRecord>(kv).map(Arc::new))?;
                 Some(Touched::Job(name.to_string()))
             }
             KeyKind::Owner => {

@@ -60,7 +60,7 @@ fn view(workers: &[&str], jobs: usize, seen: Instant) -> ClusterView {
     }
     for i in 0..jobs {
         let id = format!("job-{i}");
-        view.jobs.insert(id.clone(), (record(&id), 10));
+        view.jobs.insert(id.clone(), (record(&id).into(), 10));
     }
     view
 }
@@ -130,17 +130,17 @@ fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_ar
     // job-0: claimed, no runner → resume. job-1: paused → release.
     // job-2: only a run-now request and its labels changed → told (no
     // restart). job-3: params changed → release.
-    view.jobs.get_mut("job-1").expect("job").0.paused = true;
+    Arc::make_mut(&mut view.jobs.get_mut("job-1").expect("job").0).paused = true;
     let mut runners = HashMap::new();
     let mut asked = record("job-2");
     asked.run_now_seq = 1;
     asked.update_time = 5;
     asked.labels.insert("team".into(), "news".into());
-    view.jobs.insert("job-2".into(), (asked, 11));
+    view.jobs.insert("job-2".into(), (asked.into(), 11));
     runners.insert("job-2".to_string(), Runs(10, record("job-2")));
     let mut changed = record("job-3");
     changed.params.insert("items_per_run".into(), 5.into());
-    view.jobs.insert("job-3".into(), (changed, 11));
+    view.jobs.insert("job-3".into(), (changed.into(), 11));
     runners.insert("job-3".to_string(), Runs(10, record("job-3")));
     // A runner of a deleted job, and a claim of mine on another deleted one.
     runners.insert("gone".to_string(), Runs(10, record("gone")));
