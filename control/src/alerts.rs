@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use ingest_model::{JobState, StatsRecord, UnixMillis, WorkerRecord, WorkerState, derive_state, now_millis};
+use ingest_model::{JobState, StatsRecord, UnixMillis, WorkerRecord, derive_state, now_millis};
 use ingest_runtime::Secret;
 use ingest_runtime::metrics as m;
 use ingest_store::keys::{KeyKind, Keys};
@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::ControlService;
-use crate::views::JobView;
+use crate::views::{JobView, live_types};
 
 /// Bucket bounds of `ingest_job_consecutive_failures` (cumulative, plus +Inf).
 const FAILURE_BUCKETS: [u32; 5] = [0, 1, 3, 10, 50];
@@ -352,10 +352,6 @@ async fn follow(
             }
         }
     }
-}
-
-fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {
-    workers.values().filter(|w| w.state == WorkerState::Active).flat_map(|w| w.types.iter().cloned()).collect()
 }
 
 /// Posts webhooks for health changes, once per change cluster-wide.

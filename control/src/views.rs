@@ -182,6 +182,11 @@ pub struct Cluster {
     pub workers: BTreeMap<String, WorkerRecord>,
 }
 
+/// The job types some active worker of `workers` runs.
+pub fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {
+    workers.values().filter(|w| w.state == WorkerState::Active).flat_map(|w| w.types.iter().cloned()).collect()
+}
+
 impl Cluster {
     pub async fn read(store: &dyn Store, keys: &Keys) -> Result<Self, ControlError> {
         let mut cluster = Self::default();
@@ -195,7 +200,7 @@ impl Cluster {
 
     /// Job types at least one active worker runs.
     pub fn live_types(&self) -> HashSet<String> {
-        self.workers.values().filter(|w| w.state == WorkerState::Active).flat_map(|w| w.types.iter().cloned()).collect()
+        live_types(&self.workers)
     }
 
     /// Active workers that run `job_type`.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ControlError;
 use crate::service::{ControlService, JobFilter};
-use crate::views::{JobPieces, JobView, decode, scan_prefix};
+use crate::views::{JobPieces, JobView, decode, live_types, scan_prefix};
 
 /// Jobs per snapshot message.
 const SNAPSHOT_CHUNK: usize = 100;
@@ -288,8 +288,4 @@ struct Touched {
     held: bool,
     /// Its spec was written or deleted.
     spec_changed: bool,
-}
-
-fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {
-    crate::views::Cluster { workers: workers.clone() }.live_types()
 }
