@@ -14,7 +14,7 @@ use ingest_runtime::{KeyArgs, LogArgs, shutdown_on_signal};
 use ingest_sinks::SinkArgs;
 use ingest_store::{EmbeddedStore, Store};
 use ingest_worker::fetch::{FetchArgs, OwnEndpoint};
-use ingest_worker::{JobServices, ProgressReceiver, ReportTo, SchedulerConfig, WorkerArgs, run_worker};
+use ingest_worker::{JobServices, ProgressReceiver, ReportTo, WorkerArgs, run_worker};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -113,7 +113,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             store,
             keys,
             worker_config,
-            SchedulerConfig::default(),
+            args.worker.scheduler_config(),
             report_to,
             services,
             None, // control's HTTP server serves this process's /metrics

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::objects::check_key;
@@ -30,6 +31,8 @@ use crate::{Document, DocumentSink, IndexSpec, Object, ObjectSink, SinkError, Wr
 pub struct LocalDocuments {
     dir: PathBuf,
     files: Arc<Mutex<HashMap<String, IndexFile>>>,
+    /// One writer: the files' lock serializes writes anyway.
+    writers: Arc<Semaphore>,
 }
 
 struct IndexFile {
@@ -40,7 +43,7 @@ struct IndexFile {
 
 impl LocalDocuments {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), files: Arc::default() }
+        Self { dir: dir.into(), files: Arc::default(), writers: Arc::new(Semaphore::new(1)) }
     }
 
     /// The file of an index.
@@ -58,7 +61,7 @@ impl DocumentSink for LocalDocuments {
 
     async fn write(&self, docs: Vec<Document>) -> Result<WriteOutcome, SinkError> {
         let (dir, files) = (self.dir.clone(), self.files.clone());
-        tokio::task::spawn_blocking(move || {
+        blocking(&self.writers, "document writer", move || {
             let mut files = files.lock().map_err(|_| SinkError::permanent("local", "document files poisoned"))?;
             let mut outcome = WriteOutcome::default();
             for doc in docs {
@@ -85,7 +88,6 @@ impl DocumentSink for LocalDocuments {
             Ok(outcome)
         })
         .await
-        .map_err(|e| SinkError::permanent("local", format!("document writer failed: {e}")))?
     }
 
     fn describe(&self) -> String {
@@ -120,14 +122,36 @@ impl IndexFile {
     }
 }
 
+/// Runs `write` on the blocking pool once one of `writers` is free (held
+/// until it returns, even if the caller stops waiting).
+async fn blocking<T: Send + 'static>(
+    writers: &Arc<Semaphore>,
+    what: &str,
+    write: impl FnOnce() -> Result<T, SinkError> + Send + 'static,
+) -> Result<T, SinkError> {
+    let permit = writers.clone().acquire_owned().await.map_err(|e| SinkError::permanent("local", e.to_string()))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        write()
+    })
+    .await
+    .map_err(|e| SinkError::permanent("local", format!("{what} failed: {e}")))?
+}
+
 /// Objects as files under `dir`, at their keys.
 pub struct LocalObjects {
     dir: PathBuf,
+    writers: Arc<Semaphore>,
 }
+
+/// Objects written at once: each waits on the disk (its fsync), so more
+/// threads only cost memory (a first burst of 10 000 runs, unbounded, held
+/// ~200 threads of the blocking pool).
+const OBJECT_WRITERS: usize = 4;
 
 impl LocalObjects {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), writers: Arc::new(Semaphore::new(OBJECT_WRITERS)) }
     }
 
     /// The file of a key.
@@ -146,7 +170,7 @@ impl ObjectSink for LocalObjects {
         check_key(&object.key).map_err(|e| SinkError::permanent("local", e))?;
         let path = self.path(&object.key);
         let body = object.body.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(&self.writers, "object writer", move || {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io_error(parent, &e))?;
             }
@@ -157,7 +181,6 @@ impl ObjectSink for LocalObjects {
             std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, &e))
         })
         .await
-        .map_err(|e| SinkError::permanent("local", format!("object writer failed: {e}")))?
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, SinkError> {

@@ -10,7 +10,7 @@ use ingest_sinks::SinkArgs;
 use crate::fetch::{FetchArgs, OwnEndpoint};
 use ingest_runtime::tokens::{Role, TokenSource};
 
-use crate::{ControlEndpoint, JobServices, ReportTo, SchedulerConfig, WorkerArgs, run_worker};
+use crate::{ControlEndpoint, JobServices, ReportTo, WorkerArgs, run_worker};
 
 /// Flags of a worker process; every flag also reads an `INGEST_*` variable.
 #[derive(Debug, clap::Args)]
@@ -86,7 +86,8 @@ impl WorkerCommand {
         tracing::info!(worker = %config.name, control = %self.control, "worker starting");
         let control = ReportTo::Control(ControlEndpoint { url: self.control.clone(), token, tls: self.control_tls()? });
         let keys = self.etcd.keys.keys();
-        run_worker(store, keys, config, SchedulerConfig::default(), control, services, metrics, shutdown).await
+        let scheduler = self.worker.scheduler_config();
+        run_worker(store, keys, config, scheduler, control, services, metrics, shutdown).await
     }
 }
 

@@ -58,6 +58,11 @@ pub struct WorkerArgs {
     /// other types never land on it.
     #[arg(long, env = "INGEST_JOB_TYPES", value_delimiter = ',')]
     pub job_types: Vec<String>,
+    /// Runs at once on this worker; a job whose turn comes waits for a free
+    /// slot. Bounds the memory of a burst (a cold start runs every job).
+    #[arg(long, env = "INGEST_MAX_RUNNING_JOBS", default_value_t = scheduler::DEFAULT_MAX_RUNNING,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_running_jobs: u32,
 }
 
 impl WorkerArgs {
@@ -65,6 +70,10 @@ impl WorkerArgs {
         let name = self.name.clone().unwrap_or_else(default_name);
         let job_types = self.job_types.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         WorkerConfig { name, weight: self.weight, lease_ttl: self.lease_ttl, job_types }
+    }
+
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        SchedulerConfig { max_running: self.max_running_jobs as usize, ..SchedulerConfig::default() }
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use ingest_model::schedule;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, UnixMillis, now_millis};
-use ingest_sinks::delivery::index_mapping;
 use ingest_sinks::{IndexSpec, JobOutput, Sinks};
 use ingest_store::keys::Keys;
 use ingest_store::{LeaseId, Revision, Store};
@@ -46,6 +45,8 @@ pub struct RunnerContext {
     pub secrets_keys: Option<Arc<ingest_runtime::secrets_key::SecretsKeys>>,
     /// The worker's lease: a runner stops by itself when its deadline passes.
     pub lease_rx: watch::Receiver<Option<LeaseState>>,
+    /// Slots for runs at once (`--max-running-jobs`), taken in turn.
+    pub running: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a runner ended.
@@ -196,7 +197,7 @@ impl Runner {
     }
 
     async fn run_loop(&mut self) -> RunnerExit {
-        if self.unreadable.is_some() && !self.wait_for_reset().await {
+        if self.unreadable.is_some() && !Box::pin(self.wait_for_reset()).await {
             return RunnerExit::Stopped(None);
         }
         let mut job = None;
@@ -209,10 +210,13 @@ impl Runner {
             if !self.wait_until_due().await {
                 return RunnerExit::Stopped(Some(self.checkpoint.clone()));
             }
+            let Some(slot) = self.run_slot().await else {
+                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
+            };
             self.apply_cursor_reset();
             if job.is_none() {
                 self.run_started = now_millis();
-                job = match self.build().await {
+                job = match Box::pin(self.build()).await {
                     Ok(built) => Some(built),
                     Err(message) => {
                         let message = self.redactor.apply(&message);
@@ -229,10 +233,13 @@ impl Runner {
                 };
             }
             let next = match job.as_mut() {
-                Some((job, output, format)) => self.run_once(job.as_mut(), output, *format, &mut failures).await,
+                Some((job, output, format)) => {
+                    Box::pin(self.run_once(job.as_mut(), output, *format, &mut failures)).await
+                }
                 None => Wait::at_least(backoff(&mut failures, self.record.interval, None)),
             };
-            if self.unreadable.is_some() && !self.wait_for_reset().await {
+            drop(slot);
+            if self.unreadable.is_some() && !Box::pin(self.wait_for_reset()).await {
                 return RunnerExit::Stopped(Some(self.checkpoint.clone()));
             }
             // A reset asked for during the run wins over the run's cursor.
@@ -242,7 +249,7 @@ impl Runner {
                 return RunnerExit::Stopped(Some(self.checkpoint.clone()));
             }
             self.checkpoint.next_run = Some(self.next_run_at(next));
-            if !self.write_checkpoint().await {
+            if !Box::pin(self.write_checkpoint()).await {
                 return RunnerExit::Lost;
             }
         }
@@ -325,6 +332,15 @@ impl Runner {
                 () = tokio::time::sleep(due_in) => return true,
                 changed = self.requests.changed() => if changed.is_err() { return false },
             }
+        }
+    }
+
+    /// A slot to run in, in turn with the worker's other due jobs. None
+    /// when cancelled meanwhile.
+    async fn run_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            () = self.cancel.cancelled() => None,
+            permit = self.ctx.running.clone().acquire_owned() => permit.ok(),
         }
     }
 
@@ -478,7 +494,7 @@ pub(crate) fn index_spec(
             .filter(|name| !name.is_empty())
             .map_or_else(|| catalogue::default_index(&spec.name), String::from),
         job_type: spec.name.clone(),
-        mapping: Arc::new(index_mapping(&(entry.properties)())),
+        mapping: entry.mapping.clone(),
     }
 }
 
@@ -548,6 +564,20 @@ fn backoff(failures: &mut u32, interval: Duration, retry_after: Option<Duration>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn future_size<Fut>(_: impl FnOnce(Runner) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// A task per owned job: what an idle one holds is its future (its
+    /// runs, builds and checkpoint writes are boxed while they last, the
+    /// fence sets no timer), so 10 000 idle jobs stay small. It was 1 920
+    /// bytes before; 1 144 after (rustc 1.9x).
+    #[test]
+    fn an_idle_runner_task_is_small() {
+        let size = future_size(Runner::run);
+        assert!(size <= 1280, "a runner's future is {size} bytes");
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
