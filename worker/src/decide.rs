@@ -5,7 +5,7 @@
 //! (how long a job has waited unowned, how long a peer has ranked first,
 //! the hand-over budget) live here, between calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::assign;
 use crate::claims::ClaimRequest;
-use crate::view::ClusterView;
+use crate::view::{Changes, ClusterView};
 
 /// Share of its jobs a worker hands over per second when rebalancing.
 const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
@@ -52,6 +52,8 @@ pub struct Plan {
     /// Runners whose spec changed only in its requests (run now, reset
     /// cursor): told, not rebuilt; (id, new spec revision).
     pub requests: Vec<(String, Revision)>,
+    /// How many jobs this decision looked at.
+    pub looked_at: usize,
 }
 
 /// The decision and the timers it keeps between reconciles.
@@ -68,6 +70,12 @@ pub struct Decider {
     release_budget: f64,
     /// When `release_budget` last grew.
     release_budget_at: Instant,
+    /// Jobs changed since the last decision (spec, claim, runner): the next
+    /// one looks at these and at the jobs a timer holds, not at every job.
+    touched: HashSet<String>,
+    /// Look at every job: at the start, after a re-list, when a worker came
+    /// or went (every ranking may change), when every runner stopped.
+    touched_all: bool,
 }
 
 impl Decider {
@@ -79,7 +87,46 @@ impl Decider {
             not_first_since: HashMap::new(),
             release_budget: 0.0,
             release_budget_at: Instant::now(),
+            touched: HashSet::new(),
+            touched_all: true,
         }
+    }
+
+    /// What a batch of watch events changed.
+    pub fn touched(&mut self, changes: Changes) {
+        if changes.workers {
+            self.touched_all = true;
+        } else if !self.touched_all {
+            self.touched.extend(changes.jobs);
+        }
+    }
+
+    /// One job changed (e.g. its runner ended).
+    pub fn touch(&mut self, id: &str) {
+        if !self.touched_all {
+            self.touched.insert(id.to_string());
+        }
+    }
+
+    /// Every job may have changed (a re-list, a new lease).
+    pub fn touch_all(&mut self) {
+        self.touched_all = true;
+        self.touched.clear();
+    }
+
+    /// The jobs the next decision looks at: those touched, and those a
+    /// timer holds (waiting unowned, or ranked first by a peer).
+    fn jobs_to_look_at<R>(&mut self, view: &ClusterView, worker: &str, runners: &HashMap<String, R>) -> Vec<String> {
+        if std::mem::take(&mut self.touched_all) {
+            self.touched.clear();
+            let mine = view.claims.iter().filter(|(_, (c, _))| c.worker == worker).map(|(id, _)| id);
+            let all: HashSet<&String> = view.jobs.keys().chain(runners.keys()).chain(mine).collect();
+            return all.into_iter().cloned().collect();
+        }
+        let mut ids = std::mem::take(&mut self.touched);
+        ids.extend(self.unowned_since.keys().cloned());
+        ids.extend(self.not_first_since.keys().cloned());
+        ids.into_iter().collect()
     }
 
     /// The plan for `worker` holding `lease` at `now`; `runs` says which job
@@ -96,14 +143,30 @@ impl Decider {
         let mut plan = Plan::default();
         let mut rebalance = Vec::new();
         let mut candidates: HashMap<&str, Vec<assign::Candidate<'_>>> = HashMap::new();
-        for (id, (record, spec_revision)) in &view.jobs {
+        let ids = self.jobs_to_look_at(view, worker, runners);
+        plan.looked_at = ids.len();
+        for id in ids {
+            let Some((record, spec_revision)) = view.jobs.get(&id) else {
+                // Deleted: stop its runner, or drop my claim no runner holds.
+                self.unowned_since.remove(&id);
+                if runners.contains_key(&id) {
+                    plan.release.push(id);
+                } else if let Some((c, _)) =
+                    view.claims.get(&id).filter(|(c, _)| c.worker == worker && c.lease == lease)
+                {
+                    plan.stray.push((id, c.epoch));
+                }
+                continue;
+            };
             let candidates =
                 candidates.entry(record.job_type.as_str()).or_insert_with(|| view.candidates(&record.job_type));
-            let position = assign::position(id, worker, candidates);
-            match view.claims.get(id).map(|(c, _)| c) {
-                None if record.paused => {
-                    // A paused job is not waiting for anyone.
-                    self.unowned_since.remove(id);
+            let position = assign::position(&id, worker, candidates);
+            match view.claims.get(&id).map(|(c, _)| c) {
+                None if record.paused || position.is_none() => {
+                    // A paused job waits for no one; one this worker may not
+                    // run is not its to watch (a worker that may will come
+                    // with a change of workers).
+                    self.unowned_since.remove(&id);
                 }
                 None => {
                     let since = *self.unowned_since.entry(id.clone()).or_insert(now);
@@ -113,7 +176,7 @@ impl Decider {
                     let may_claim = match position {
                         Some(0) => true,
                         Some(p) => {
-                            waited >= self.fallback_step * p as u32 && self.first_settled(view, id, candidates, now)
+                            waited >= self.fallback_step * p as u32 && self.first_settled(view, &id, candidates, now)
                         }
                         None => false,
                     };
@@ -122,12 +185,12 @@ impl Decider {
                     }
                 }
                 Some(claim) if claim.worker == worker && claim.lease == lease => {
-                    self.unowned_since.remove(id);
+                    self.unowned_since.remove(&id);
                     if record.paused {
                         plan.release.push(id.clone());
                         continue;
                     }
-                    match runners.get(id) {
+                    match runners.get(&id) {
                         None => plan.resume.push(Resume {
                             id: id.clone(),
                             epoch: claim.epoch,
@@ -145,28 +208,19 @@ impl Decider {
                         Some(_) => {}
                     }
                     if position == Some(0) {
-                        self.not_first_since.remove(id);
+                        self.not_first_since.remove(&id);
                     } else {
                         let since = *self.not_first_since.entry(id.clone()).or_insert(now);
                         if now.duration_since(since) >= self.stabilization {
-                            rebalance.push(id.clone());
+                            rebalance.push(id);
                         }
                     }
                 }
                 Some(_) => {
-                    self.unowned_since.remove(id);
+                    self.unowned_since.remove(&id);
                 }
             }
         }
-        // Runners of deleted jobs, and claims of mine on deleted jobs.
-        let orphans = runners.keys().filter(|id| !view.jobs.contains_key(*id)).cloned();
-        plan.stray = view
-            .claims
-            .iter()
-            .filter(|(id, (c, _))| c.worker == worker && c.lease == lease && !view.jobs.contains_key(*id))
-            .filter(|(id, _)| !runners.contains_key(*id))
-            .map(|(id, (c, _))| (id.clone(), c.epoch))
-            .collect();
         self.unowned_since.retain(|id, _| view.jobs.contains_key(id) && !view.claims.contains_key(id));
         self.not_first_since.retain(|id, _| runners.contains_key(id));
 
@@ -181,7 +235,6 @@ impl Decider {
         let paced = rebalance.len().min(self.release_budget as usize);
         self.release_budget -= paced as f64;
         plan.release.extend(rebalance.into_iter().take(paced));
-        plan.release.extend(orphans);
         plan
     }
 
@@ -193,11 +246,14 @@ impl Decider {
     /// A claim was released (or every job lost): its hand-over timer ends.
     pub fn released(&mut self, id: &str) {
         self.not_first_since.remove(id);
+        self.touch(id);
     }
 
-    /// Every runner stopped at once.
+    /// Every runner stopped at once: every claim of mine is looked at again
+    /// (resumed if still valid).
     pub fn lost_all(&mut self) {
         self.not_first_since.clear();
+        self.touch_all();
     }
 
     /// Whether the worker ranked first for `job` has been known for at least

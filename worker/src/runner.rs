@@ -47,6 +47,16 @@ pub struct RunnerContext {
     pub lease_rx: watch::Receiver<Option<LeaseState>>,
     /// Slots for runs at once (`--max-running-jobs`), taken in turn.
     pub running: Arc<tokio::sync::Semaphore>,
+    /// Jobs whose runner ended on its own (claim lost), for the scheduler
+    /// to reap without looking at every runner.
+    pub ended: std::sync::Mutex<Vec<String>>,
+}
+
+impl RunnerContext {
+    /// The jobs whose runners ended on their own since the last call.
+    pub fn take_ended(&self) -> Vec<String> {
+        self.ended.lock().map(|mut ended| std::mem::take(&mut *ended)).unwrap_or_default()
+    }
 }
 
 /// How a runner ended.
@@ -191,6 +201,9 @@ impl Runner {
         };
         if matches!(exit, RunnerExit::Lost) {
             ownership::log(Ownership::Lost, &id, &worker, self.epoch);
+            if let Ok(mut ended) = self.ctx.ended.lock() {
+                ended.push(id.clone());
+            }
         }
         ownership::log(Ownership::Stop, &id, &worker, self.epoch);
         exit

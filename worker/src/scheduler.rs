@@ -37,8 +37,6 @@ pub struct SchedulerConfig {
     pub stabilization: Duration,
     /// Rank k may claim a job unowned for k × this (liveness fallback).
     pub fallback_step: Duration,
-    /// Full re-list, as a backstop to the watch.
-    pub resync: Duration,
     /// Time left to drain on shutdown before giving up (the lease revoke
     /// frees what is left).
     pub drain_budget: Duration,
@@ -56,7 +54,6 @@ impl Default for SchedulerConfig {
         Self {
             stabilization: Duration::from_secs(5),
             fallback_step: Duration::from_secs(2),
-            resync: Duration::from_secs(30),
             drain_budget: Duration::from_secs(6),
             max_running: DEFAULT_MAX_RUNNING as usize,
         }
@@ -85,9 +82,16 @@ pub struct Scheduler {
     /// again at most every [`OWNED_COUNT_EVERY`].
     owned: OwnedByType,
     owned_counted: Option<Instant>,
+    /// The lease every runner was started under.
+    runners_lease: Option<ingest_store::LeaseId>,
+    /// When the runners were last checked for a task that ended without
+    /// saying so (a panic): a backstop, see `reap_lost`.
+    reaped_all: Instant,
 }
 
 const OWNED_COUNT_EVERY: Duration = Duration::from_secs(5);
+/// How often every runner is checked for a task that ended unannounced.
+const REAP_ALL_EVERY: Duration = Duration::from_secs(10);
 
 impl Scheduler {
     #[allow(clippy::too_many_arguments)]
@@ -114,6 +118,7 @@ impl Scheduler {
             secrets_keys: services.secrets_keys,
             lease_rx: lease_rx.clone(),
             running: Arc::new(tokio::sync::Semaphore::new(config.max_running.max(1))),
+            ended: Default::default(),
         });
         Self {
             store,
@@ -130,6 +135,8 @@ impl Scheduler {
             runners: HashMap::new(),
             owned: OwnedByType::default(),
             owned_counted: None,
+            runners_lease: None,
+            reaped_all: Instant::now(),
         }
     }
 
@@ -161,7 +168,9 @@ impl Scheduler {
         };
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut resync = tokio::time::interval_at(Instant::now() + self.config.resync, self.config.resync);
+        // The watch is the view's only source after the load: no periodic
+        // re-list (100 000 keys per worker every 30 s); a re-list only when
+        // the watch cannot continue from its revision (compacted).
         loop {
             let deadline = self.lease().map_or_else(|| Instant::now() + Duration::from_secs(3600), |l| l.deadline);
             // A watch batch that only carried checkpoints or counters changes
@@ -182,14 +191,14 @@ impl Scheduler {
                         self.view.loaded_at = batch.revision;
                         self.answer_previews(&batch);
                         self.replay_letters(&batch);
-                        let mut changed = !self.view.apply(&self.keys, &batch).is_empty();
+                        let mut changed = self.apply(&batch);
                         // Fold in whatever else already arrived: one
                         // reconcile for a burst of changes.
                         while let Some(Some(Ok(batch))) = next_batch(&mut watch).now_or_never() {
                             self.view.loaded_at = batch.revision;
                             self.answer_previews(&batch);
                             self.replay_letters(&batch);
-                            changed |= !self.view.apply(&self.keys, &batch).is_empty();
+                            changed |= self.apply(&batch);
                         }
                         relevant = changed;
                     }
@@ -200,18 +209,34 @@ impl Scheduler {
                     _ => {
                         tokio::select! {
                             () = shutdown.cancelled() => {}
-                            () = tokio::time::sleep(Duration::from_millis(500)) => watch = self.rewatch().await,
+                            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                                watch = match self.rewatch().await {
+                                    Err(StoreError::Compacted { .. }) => {
+                                        tracing::warn!(worker = %self.worker, "watch revision compacted; re-listing");
+                                        self.sync(&shutdown).await
+                                    }
+                                    other => other.ok(),
+                                }
+                            }
                         }
                     }
                 },
                 _ = tick.tick() => {}
-                _ = resync.tick() => watch = self.sync(&shutdown).await,
             }
             if relevant {
                 self.reconcile().await;
             }
         }
         self.drain().await;
+    }
+
+    /// Applies a batch of watch events to the view; true when something
+    /// scheduling looks at changed (the jobs it touched are looked at next).
+    fn apply(&mut self, batch: &WatchBatch) -> bool {
+        let changes = self.view.apply(&self.keys, batch);
+        let relevant = !changes.is_empty();
+        self.decider.touched(changes);
+        relevant
     }
 
     /// Starts the dry runs asked of this worker in `batch`.
@@ -262,7 +287,13 @@ impl Scheduler {
                         }
                     }
                     self.view = view;
-                    return self.rewatch().await;
+                    self.decider.touch_all();
+                    match self.rewatch().await {
+                        Ok(watch) => return Some(watch),
+                        // Compacted between the load and the watch: load again.
+                        Err(StoreError::Compacted { .. }) => continue,
+                        Err(_) => return None,
+                    }
                 }
                 Err(error) => tracing::warn!(worker = %self.worker, %error, "cannot load the cluster view; retrying"),
             }
@@ -273,14 +304,11 @@ impl Scheduler {
         }
     }
 
-    async fn rewatch(&self) -> Option<WatchStream> {
-        match self.store.watch_prefix(self.keys.root(), self.view.loaded_at + 1).await {
-            Ok(watch) => Some(watch),
-            Err(error) => {
-                tracing::warn!(worker = %self.worker, %error, "cannot watch; retrying");
-                None
-            }
-        }
+    /// The watch from the view's revision on.
+    async fn rewatch(&self) -> Result<WatchStream, StoreError> {
+        self.store.watch_prefix(self.keys.root(), self.view.loaded_at + 1).await.inspect_err(|error| {
+            tracing::warn!(worker = %self.worker, %error, "cannot watch; retrying");
+        })
     }
 
     /// Brings the running jobs in line with the view.
@@ -291,8 +319,11 @@ impl Scheduler {
             self.stop_all_lost().await;
             return;
         };
-        if self.runners.values().any(|(r, _)| r.lease != lease.lease) {
+        if self.runners_lease != Some(lease.lease) {
+            // Claims of another lease are not mine to run any more.
             self.stop_all_lost().await;
+            self.runners_lease = Some(lease.lease);
+            self.decider.touch_all();
         }
         let types = &self.types;
         let plan = self.decider.decide(
@@ -321,14 +352,19 @@ impl Scheduler {
         self.count_owned();
     }
 
-    /// Removes runners that ended on their own (their claim was lost).
+    /// Removes runners that ended on their own (their claim was lost): those
+    /// that said so, and every 10 s any task found finished (a panic).
     async fn reap_lost(&mut self) {
-        let lost: Vec<String> =
-            self.runners.iter().filter(|(_, (r, _))| r.is_finished()).map(|(id, _)| id.clone()).collect();
+        let mut lost = self.runner_ctx.take_ended();
+        if self.reaped_all.elapsed() >= REAP_ALL_EVERY {
+            self.reaped_all = Instant::now();
+            lost.extend(self.runners.iter().filter(|(_, (r, _))| r.is_finished()).map(|(id, _)| id.clone()));
+        }
         for id in lost {
             if let Some((runner, _)) = self.runners.remove(&id) {
                 runner.stop().await;
                 self.progress.finish(&id);
+                self.decider.touch(&id);
             }
         }
     }
@@ -352,6 +388,8 @@ impl Scheduler {
             }
         }))
         .await;
+        // Those that ended on their own are stopped too: none is left to reap.
+        self.runner_ctx.take_ended();
         self.decider.lost_all();
     }
 

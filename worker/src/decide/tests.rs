@@ -47,15 +47,7 @@ fn record(id: &str) -> JobRecord {
 fn view(workers: &[&str], jobs: usize, seen: Instant) -> ClusterView {
     let mut view = ClusterView::default();
     for name in workers {
-        let worker = WorkerRecord {
-            name: name.to_string(),
-            state: WorkerState::Active,
-            weight: 1.0,
-            types: vec!["demo".into()],
-            version: "test".into(),
-            start_time: 0,
-        };
-        view.workers.insert(name.to_string(), (worker, 1));
+        view.workers.insert(name.to_string(), (demo_worker(name), 1));
         view.first_seen.insert(name.to_string(), seen);
     }
     for i in 0..jobs {
@@ -63,6 +55,18 @@ fn view(workers: &[&str], jobs: usize, seen: Instant) -> ClusterView {
         view.jobs.insert(id.clone(), (record(&id).into(), 10));
     }
     view
+}
+
+/// An active worker running demo.
+fn demo_worker(name: &str) -> WorkerRecord {
+    WorkerRecord {
+        name: name.to_string(),
+        state: WorkerState::Active,
+        weight: 1.0,
+        types: vec!["demo".into()],
+        version: "test".into(),
+        start_time: 0,
+    }
 }
 
 fn claim(view: &mut ClusterView, id: &str, worker: &str) {
@@ -190,4 +194,44 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     let expected = (runners.len() as f64 * 0.1 * 0.5) as usize;
     assert_eq!(next.len(), expected.min(theirs.len() - moved.len()));
     assert!(next.iter().all(|id| !moved.contains(id)));
+}
+
+/// A decision looks at what changed and at what a timer holds, not at every
+/// job: 100 000 settled jobs cost nothing per tick.
+#[test]
+fn a_decision_looks_only_at_what_changed_or_waits() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME], 100, t0);
+    let mut runners = HashMap::new();
+    for id in view.jobs.keys().cloned().collect::<Vec<_>>() {
+        claim(&mut view, &id, ME);
+        runners.insert(id.clone(), Runs(10, record(&id)));
+    }
+    let mut decider = Decider::new(STABLE, STEP);
+    let runs = |_: &str| true;
+    let first = decider.decide(&view, ME, LEASE, runs, &runners, t0);
+    assert_eq!((first.looked_at, first.release.len(), first.claim.len()), (100, 0, 0), "{first:?}");
+    let settled = decider.decide(&view, ME, LEASE, runs, &runners, t0);
+    assert_eq!(settled, Plan::default(), "nothing changed, nothing looked at");
+
+    // One spec changes, one job is deleted: those two are looked at.
+    let mut changed = record("job-5");
+    changed.params.insert("items_per_run".into(), 5.into());
+    view.jobs.insert("job-5".into(), (changed.into(), 11));
+    view.jobs.remove("job-7");
+    decider.touched(Changes { workers: false, jobs: vec!["job-5".into(), "job-7".into()] });
+    let plan = decider.decide(&view, ME, LEASE, runs, &runners, t0);
+    let mut released = plan.release.clone();
+    released.sort();
+    assert_eq!((plan.looked_at, released), (2, vec!["job-5".to_string(), "job-7".to_string()]));
+
+    // A peer joins: every job is looked at once, then only those waiting to
+    // move (their hand-over timers) until they have moved.
+    view.workers.insert(PEER.into(), (demo_worker(PEER), 30));
+    decider.touched(Changes { workers: true, jobs: Vec::new() });
+    assert_eq!(decider.decide(&view, ME, LEASE, runs, &runners, t0).looked_at, 100, "job-7's runner is still here");
+    let theirs = first_for(&view, PEER).len();
+    assert!(theirs > 0);
+    let waiting = decider.decide(&view, ME, LEASE, runs, &runners, t0 + Duration::from_secs(1));
+    assert_eq!(waiting.looked_at, theirs, "only the jobs waiting to move");
 }
