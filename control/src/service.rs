@@ -3,8 +3,8 @@
 //! gRPC adapter (`grpc.rs`) converts at the edge. Every read-modify-write is
 //! one store transaction guarded by the revision it read.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -140,11 +140,18 @@ pub struct ControlService {
     keys: Keys,
     /// Seals job secrets at rest (`--secrets-key-file`); `None`: in clear.
     secrets_keys: Option<Arc<SecretsKeys>>,
+    /// Job type specs CreateJob validated against, with the revision each
+    /// was read at: the create is guarded on that revision, so a spec a
+    /// worker has republished since is read again, never trusted stale.
+    type_specs: Arc<Mutex<HashMap<String, CachedSpec>>>,
 }
+
+/// A job type's spec and the revision of `types/<name>` it was read at.
+type CachedSpec = (Arc<JobTypeSpec>, Revision);
 
 impl ControlService {
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
-        Self { store, keys, secrets_keys: None }
+        Self { store, keys, secrets_keys: None, type_specs: Arc::default() }
     }
 
     /// Seals every secrets record written from now on with these keys.
@@ -165,24 +172,43 @@ impl ControlService {
         self.secrets_keys.as_deref()
     }
 
+    /// One transaction when the type's spec is known: the spec comes from
+    /// this server's cache, guarded in the transaction by its revision, and
+    /// the workers (for the job's state) are read in the same transaction.
     pub async fn create_job(&self, new: NewJob, validate_only: bool) -> Result<JobView, ControlError> {
-        let mut violations = Vec::new();
-        let id = match new.id.as_deref().filter(|id| !id.is_empty()) {
-            Some(id) => {
-                if let Err(e) = validate_job_id(id) {
-                    violations.push(FieldViolation::new("job_id", e));
-                }
-                id.to_string()
+        let id = new
+            .id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), String::from);
+        match self.create_once(&id, &new, validate_only).await? {
+            Some(view) => Ok(view),
+            // The type's spec changed since it was cached: validate again
+            // against the one stored now.
+            None => {
+                self.forget_type_spec(&new.job_type);
+                self.create_once(&id, &new, validate_only).await?.ok_or_else(|| {
+                    ControlError::Unavailable(format!("job type '{}' is being republished; try again", new.job_type))
+                })
             }
-            None => uuid::Uuid::now_v7().simple().to_string(),
-        };
+        }
+    }
+
+    /// A create against the cached spec; `None` when the spec's revision
+    /// moved meanwhile (nothing written).
+    async fn create_once(&self, id: &str, new: &NewJob, validate_only: bool) -> Result<Option<JobView>, ControlError> {
+        let mut violations = Vec::new();
+        if new.id.as_deref().is_some_and(|id| !id.is_empty())
+            && let Err(e) = validate_job_id(id)
+        {
+            violations.push(FieldViolation::new("job_id", e));
+        }
         if let Err(e) = validate_name(&new.name) {
             violations.push(FieldViolation::new("job.name", e));
         }
         violations.extend(validate_labels(&new.labels, "job.labels"));
         check_schedule(&new.schedule, &mut violations);
-        let spec = self.type_spec_or_violation(&new.job_type, &mut violations).await?;
-        let Some(spec) = spec else {
+        let Some((spec, spec_revision)) = self.cached_type_spec(&new.job_type, &mut violations).await? else {
             return Err(ControlError::Invalid(violations));
         };
         let interval = check_interval(new.interval, &spec, &mut violations);
@@ -199,41 +225,56 @@ impl ControlService {
         };
         let now = now_millis();
         let record = JobRecord {
-            id: id.clone(),
-            name: new.name,
-            job_type: new.job_type,
+            id: id.to_string(),
+            name: new.name.clone(),
+            job_type: new.job_type.clone(),
             params: split.params,
             secret_names: split.secrets.keys().cloned().collect(),
             interval,
             paused: new.paused,
             run_now_seq: 0,
             cursor_reset_seq: 0,
-            labels: new.labels,
-            schedule: new.schedule,
+            labels: new.labels.clone(),
+            schedule: new.schedule.clone(),
             create_time: now,
             update_time: now,
         };
         if validate_only {
-            return self.view_of(record, 0).await;
+            return self.view_of(record, 0).await.map(Some);
         }
-        let job_key = self.keys.job(&id);
+        let job_key = self.keys.job(id);
+        let type_key = self.keys.job_type(&new.job_type);
         let mut ops = vec![TxnOp::put(job_key.clone(), encode(&record)?)];
         if !split.secrets.is_empty() {
             let record = SecretsRecord { values: split.secrets };
             let stored =
-                secrets_key::store(self.secrets_keys.as_deref(), &id, &record).map_err(ControlError::Internal)?;
-            ops.push(TxnOp::put(self.keys.secret(&id), stored));
+                secrets_key::store(self.secrets_keys.as_deref(), id, &record).map_err(ControlError::Internal)?;
+            ops.push(TxnOp::put(self.keys.secret(id), stored));
         }
-        let response = self.store.txn(Txn::new().when([Compare::absent(job_key)]).and_then(ops)).await?;
-        if !response.succeeded {
-            return Err(ControlError::AlreadyExists(id));
-        }
-        tracing::info!(job = %id, job_type = %record.job_type, revision = response.revision, "job created");
         // A new job has no claim, counters or checkpoint yet: only the
         // workers are needed to tell its state.
-        let live_types = Cluster::read(self.store.as_ref(), &self.keys).await?.live_types();
+        ops.push(TxnOp::Range(RangeRequest::new(KeyRange::prefix(self.keys.prefix(KeyKind::Worker)))));
+        let txn = Txn::new()
+            .when([Compare::absent(job_key.clone()), Compare::mod_revision(type_key, CompareOp::Equal, spec_revision)])
+            .and_then(ops)
+            .or_else([TxnOp::get(job_key)]);
+        let response = self.store.txn(txn).await?;
+        if !response.succeeded {
+            return match response.responses.first() {
+                Some(TxnOpResponse::Range(r)) if !r.kvs.is_empty() => Err(ControlError::AlreadyExists(id.to_string())),
+                _ => Ok(None),
+            };
+        }
+        tracing::info!(job = %id, job_type = %record.job_type, revision = response.revision, "job created");
+        let workers = match response.responses.last() {
+            Some(TxnOpResponse::Range(r)) => Cluster::from_kvs(&r.kvs),
+            _ => Cluster::default(),
+        };
         let pieces = JobPieces { job: Some((record, response.revision)), ..Default::default() };
-        pieces.view(&live_types).ok_or_else(|| ControlError::Internal("job view vanished".to_string()))
+        pieces
+            .view(&workers.live_types())
+            .map(Some)
+            .ok_or_else(|| ControlError::Internal("job view vanished".to_string()))
     }
 
     pub async fn get_job(&self, id: &str) -> Result<JobView, ControlError> {
@@ -698,12 +739,45 @@ impl ControlService {
             .ok_or_else(|| ControlError::Internal("job view vanished".to_string()))
     }
 
+    /// The spec of `job_type` and the revision it was read at, from this
+    /// server's cache or else the store; a violation on `job.type` when unknown.
+    async fn cached_type_spec(
+        &self,
+        job_type: &str,
+        violations: &mut Vec<FieldViolation>,
+    ) -> Result<Option<CachedSpec>, ControlError> {
+        if let Some(cached) = self.type_specs.lock().ok().and_then(|specs| specs.get(job_type).cloned()) {
+            return Ok(Some(cached));
+        }
+        let Some((spec, revision)) = self.read_type_spec(job_type, violations).await? else { return Ok(None) };
+        let cached = (Arc::new(spec), revision);
+        if let Ok(mut specs) = self.type_specs.lock() {
+            specs.insert(job_type.to_string(), cached.clone());
+        }
+        Ok(Some(cached))
+    }
+
+    fn forget_type_spec(&self, job_type: &str) {
+        if let Ok(mut specs) = self.type_specs.lock() {
+            specs.remove(job_type);
+        }
+    }
+
     /// The spec of `job_type`, or a violation on `job.type` when unknown.
     pub(crate) async fn type_spec_or_violation(
         &self,
         job_type: &str,
         violations: &mut Vec<FieldViolation>,
     ) -> Result<Option<JobTypeSpec>, ControlError> {
+        Ok(self.read_type_spec(job_type, violations).await?.map(|(spec, _)| spec))
+    }
+
+    /// The stored spec of `job_type` and its revision, or a violation.
+    async fn read_type_spec(
+        &self,
+        job_type: &str,
+        violations: &mut Vec<FieldViolation>,
+    ) -> Result<Option<(JobTypeSpec, Revision)>, ControlError> {
         if job_type.is_empty() {
             violations.push(FieldViolation::new("job.type", "required: one of the types listed by ListJobTypes"));
             return Ok(None);
@@ -713,7 +787,7 @@ impl ControlService {
             return Ok(None);
         }
         match self.store.get(&self.keys.job_type(job_type)).await? {
-            Some(kv) => Ok(decode(&kv)),
+            Some(kv) => Ok(decode(&kv).map(|spec| (spec, kv.mod_revision))),
             None => {
                 let known = read_types(self.store.as_ref(), &self.keys).await?;
                 let names: Vec<&str> = known.keys().map(String::as_str).collect();

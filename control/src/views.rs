@@ -189,13 +189,13 @@ pub fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {
 
 impl Cluster {
     pub async fn read(store: &dyn Store, keys: &Keys) -> Result<Self, ControlError> {
-        let mut cluster = Self::default();
-        for kv in scan_prefix(store, keys.prefix(KeyKind::Worker)).await? {
-            if let Some(worker) = decode::<WorkerRecord>(&kv) {
-                cluster.workers.insert(worker.name.clone(), worker);
-            }
-        }
-        Ok(cluster)
+        Ok(Self::from_kvs(&scan_prefix(store, keys.prefix(KeyKind::Worker)).await?))
+    }
+
+    /// From the records under `workers/` (those that decode).
+    pub fn from_kvs(kvs: &[KeyValue]) -> Self {
+        let workers = kvs.iter().filter_map(decode::<WorkerRecord>).map(|w| (w.name.clone(), w)).collect();
+        Self { workers }
     }
 
     /// Job types at least one active worker runs.

@@ -29,6 +29,7 @@ on_both_stores!(
     schedules_are_checked_stored_and_previewed,
     opml_and_json_move_jobs_in_and_out,
     dead_letters_are_listed_paged_flagged_and_purged,
+    a_republished_type_spec_is_validated_against_at_once,
 );
 
 const SECRET: &str = "hunter2-very-secret";
@@ -1073,5 +1074,39 @@ async fn dead_letters_are_listed_paged_flagged_and_purged(mut h: Harness) {
     h.store.put(&key, b"{}".to_vec(), 0).await.expect("put");
     h.client.delete_job(pb::DeleteJobRequest { id: job.id.clone(), revision: 0 }).await.expect("delete");
     assert!(h.store.get(&key).await.expect("get").is_none(), "the job's letters outlived it");
+    h.stop().await;
+}
+
+/// CreateJob keeps the type specs it validated against, guarded by their
+/// revision: a spec a worker republishes is used from the next create on,
+/// and the job's state in the answer comes from the workers read with it.
+async fn a_republished_type_spec_is_validated_against_at_once(mut h: Harness) {
+    let first = create(&mut h.client, probe_job("before")).await;
+    assert_eq!(first.status.as_ref().map(|s| s.state), Some(pb::JobState::Unschedulable as i32));
+    let mut spec = probe_type();
+    spec.params.push(ingest_model::ParamSpec::new("region", ingest_model::ParamKind::String, "where").required());
+    let value = serde_json::to_vec(&spec).expect("encode");
+    h.store.put(&h.keys.job_type("probe"), value, 0).await.expect("republish");
+
+    let before = h.dump().await;
+    let refused = h.client.create_job(pb::CreateJobRequest { job: Some(probe_job("after")), ..Default::default() });
+    let status = refused.await.expect_err("the new spec requires a region");
+    assert_eq!((status.code(), violated_fields(&status)), (Code::InvalidArgument, vec!["job.params.region".into()]));
+    assert_eq!(h.dump().await, before, "a refused create writes nothing");
+
+    h.start_worker("w1", vec![spec]).await;
+    let mut job = probe_job("after");
+    job.params = params(json!({"url": "https://example.org/a", "region": "eu"}));
+    eventually(Duration::from_secs(10), "a worker for the type", || {
+        let (mut client, job) = (h.client.clone(), job.clone());
+        async move {
+            let created = client.create_job(pb::CreateJobRequest { job: Some(job), ..Default::default() }).await;
+            let created = created.expect("create").into_inner().job.expect("job");
+            let state = created.status.as_ref().map(|s| s.state);
+            let _ = client.delete_job(pb::DeleteJobRequest { id: created.id, revision: 0 }).await;
+            state == Some(pb::JobState::Pending as i32)
+        }
+    })
+    .await;
     h.stop().await;
 }
