@@ -50,6 +50,8 @@ command -v unzip >/dev/null 2>&1 || apt_install unzip
 # Test certificates (testkit, scripts/elasticsearch.sh) and the scripts' HTTP checks.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v curl >/dev/null 2>&1 || apt_install curl
+# The partition test (cli/tests/partition.rs) makes a network namespace.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || apt_install iproute2
 bash "$deps_dir/opensearch.sh" install
 # Elasticsearch 9 needs Java 21+ (a Temurin under /usr/lib/jvm on this kind of machine).
 ES_VERSION=9.1.0 bash "$deps_dir/elasticsearch.sh" install

@@ -35,8 +35,8 @@ use ingest_store::{
     Compare, CompareOp, EtcdOptions, EtcdStore, KeyRange, LeaseId, RangeRequest, Revision, Store, StoreError, Txn,
     TxnOp, scan_prefix,
 };
-use ingest_testkit::EtcdServer;
 use ingest_testkit::ownership::{self, EventKind, mono_now_ns};
+use ingest_testkit::{EtcdCluster, EtcdServer};
 use ingest_worker::assign::{self, Candidate};
 use ingest_worker::{Membership, WorkerConfig, catalogue};
 use tokio_util::sync::CancellationToken;
@@ -107,6 +107,13 @@ pub struct ClusterArgs {
     /// Keep the workers' JSON logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
+    /// etcd members (1 or 3): with 3, a real cluster of three processes;
+    /// the etcd CPU and request figures are then the first member's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    etcd_members: u32,
+    /// Skip the memory phase (one worker holding every job).
+    #[arg(long, conflicts_with = "rss_only")]
+    no_memory: bool,
     /// The jobs' interval, in seconds: 3600 keeps them idle after their
     /// first run; 60 measures the steady writes of 10 000 jobs running every
     /// minute (checkpoints, counters and run history, all batched).
@@ -136,15 +143,19 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let bin = ingest_binary()?;
     let jobs = args.jobs as usize;
     let workers = args.workers as usize;
-    let etcd = tokio::task::spawn_blocking(EtcdServer::start).await.context("etcd did not start")?;
+    let members = args.etcd_members as usize;
+    let cluster =
+        tokio::task::spawn_blocking(move || EtcdCluster::start(members)).await.context("etcd did not start")?;
+    let etcd = &cluster.members[0];
+    let endpoints = cluster.endpoints();
     let store: Arc<dyn Store> = Arc::new(
-        EtcdStore::connect(EtcdOptions { endpoints: vec![etcd.endpoint()], ..Default::default() })
+        EtcdStore::connect(EtcdOptions { endpoints: endpoints.clone(), ..Default::default() })
             .await
             .context("connecting to etcd")?,
     );
     let logs = tempfile::Builder::new().prefix("ingest-bench-cluster-").tempdir().context("creating a log dir")?;
     let interval = Duration::from_secs(args.interval_secs);
-    let bench = Bench { etcd: &etcd, store, bin, logs: logs.path().to_path_buf(), jobs, workers, interval };
+    let bench = Bench { etcd, endpoints, store, bin, logs: logs.path().to_path_buf(), jobs, workers, interval };
     println!(
         "ingest-bench cluster: {jobs} jobs (interval {} s), {workers} workers, steady window {} s{}{}",
         interval.as_secs(),
@@ -152,7 +163,11 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         if args.rss_only { ", memory phase only" } else { "" },
         if args.checkpointed { ", jobs checkpointed before the start" } else { "" }
     );
-    println!("  etcd {} (data on {})", etcd.endpoint(), etcd.data_dir().display());
+    println!(
+        "  etcd {} ({members} member(s); the first's data on {})",
+        bench.endpoints.join(","),
+        etcd.data_dir().display()
+    );
     println!("  worker binary {}", bench.bin.display());
     println!("  worker logs in {}", bench.logs.display());
     println!(
@@ -164,6 +179,9 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let result = async {
         if !args.rss_only {
             bench.cluster_phase(&args, &mut outcome).await?;
+        }
+        if args.no_memory {
+            return Ok(());
         }
         bench.memory_phase(&args, &mut outcome).await
     }
@@ -177,7 +195,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         let lines: Vec<&str> = log.lines().collect();
         eprintln!("--- etcd log tail\n{}", lines[lines.len().saturating_sub(20)..].join("\n"));
     }
-    drop(etcd);
+    drop(cluster);
     result?;
     let missed = summary(jobs, workers, &outcome);
     ensure!(missed.is_empty(), "bars missed: {}", missed.join("; "));
@@ -199,7 +217,10 @@ fn ingest_binary() -> anyhow::Result<PathBuf> {
 }
 
 struct Bench<'a> {
+    /// The first etcd member (its CPU and metrics are reported).
     etcd: &'a EtcdServer,
+    /// Every member's client URL.
+    endpoints: Vec<String>,
     /// The bench's own store client: job setup, polling and baselines.
     store: Arc<dyn Store>,
     bin: PathBuf,
@@ -465,7 +486,7 @@ impl Bench<'_> {
     fn spawn_worker(&self, name: &str, root: &str, control_url: &str) -> anyhow::Result<WorkerProc> {
         let log = self.logs.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let endpoint = self.etcd.endpoint();
+        let endpoint = self.endpoints.join(",");
         let child = Command::new(&self.bin)
             .args(["worker", "--name", name, "--etcd", &endpoint, "--key-root", root, "--control", control_url])
             .args(["--log-format", "json"])

@@ -455,6 +455,9 @@ async fn a_worker_woken_past_its_lease_sends_nothing_for_jobs_it_lost() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
     let fixture = paging_fixture(seen.clone(), cluster.store.clone(), cluster.keys.clone()).await;
     cluster.worker_env.push(("INGEST_FETCH_ALLOW".into(), format!("127.0.0.1:{}", fixture.port())));
+    // Pages as fast as the fixture answers: this test is about fencing, not
+    // about a host's pace (every paging job is on one host, so one worker).
+    cluster.worker_env.push(("INGEST_FETCH_HOST_RATE".into(), "1000".into()));
     for name in ["a", "b"] {
         cluster.start_worker(name);
         let pid = cluster.workers[name].id();

@@ -23,6 +23,17 @@ pub fn catalogue() -> Vec<JobTypeEntry> {
     ]
 }
 
+/// The host a job of `job_type` is placed and paced by: that of its URL
+/// parameter when its type is paced (`JobType::PACED_BY`), from the whole
+/// catalogue (every worker places every job alike, whatever it runs).
+pub fn paced_host(job_type: &str, params: &Map<String, Value>) -> Option<String> {
+    static PACED_BY: std::sync::OnceLock<BTreeMap<String, &'static str>> = std::sync::OnceLock::new();
+    let paced_by =
+        PACED_BY.get_or_init(|| catalogue().into_iter().filter_map(|e| Some(((e.spec)().name, e.paced_by?))).collect());
+    let param = paced_by.get(job_type)?;
+    crate::fetch::pace::host_of(params.get(*param)?.as_str()?)
+}
+
 /// The catalogue's entries named in `only` (all when it is empty); a name
 /// that is no job type is an error listing the ones there are.
 pub fn runs(only: &[String]) -> Result<Vec<JobTypeEntry>, String> {
@@ -46,6 +57,8 @@ pub struct JobTypeEntry {
     /// The index mapping built from `properties`, once per type: every job
     /// of the type shares it (built per job, it cost ~5.7 KB a job).
     pub mapping: Arc<Value>,
+    /// The URL parameter its jobs are placed and paced by (`JobType::PACED_BY`).
+    pub paced_by: Option<&'static str>,
     pub build: fn(&BuildInput<'_>) -> Result<Box<dyn Job>, BuildError>,
     /// Its cursor's format version and migrations.
     pub cursor: CursorFormat,
@@ -57,6 +70,7 @@ pub fn entry<T: JobType>() -> JobTypeEntry {
         spec: || spec_of::<T::Params>(T::NAME, T::DESCRIPTION, T::DEFAULT_INTERVAL, T::MIN_INTERVAL),
         properties: T::properties,
         mapping: Arc::new(ingest_sinks::delivery::index_mapping(&T::properties())),
+        paced_by: T::PACED_BY,
         build: |input| {
             let params =
                 parse_params::<T::Params>(input.spec, input.params, input.secrets).map_err(BuildError::Params)?;

@@ -160,7 +160,7 @@ impl Decider {
             };
             let candidates =
                 candidates.entry(record.job_type.as_str()).or_insert_with(|| view.candidates(&record.job_type));
-            let position = assign::position(&id, worker, candidates);
+            let position = assign::position(view.rank_key(&id), worker, candidates);
             match view.claims.get(&id).map(|(c, _)| c) {
                 None if record.paused || position.is_none() => {
                     // A paused job waits for no one; one this worker may not
@@ -259,7 +259,7 @@ impl Decider {
     /// Whether the worker ranked first for `job` has been known for at least
     /// the stabilization period (a slow starter is not robbed of its jobs).
     fn first_settled(&self, view: &ClusterView, job: &str, candidates: &[assign::Candidate<'_>], now: Instant) -> bool {
-        let Some(first) = assign::rank(job, candidates).into_iter().next() else { return true };
+        let Some(first) = assign::rank(view.rank_key(job), candidates).into_iter().next() else { return true };
         view.first_seen.get(first).is_none_or(|seen| now.duration_since(*seen) >= self.stabilization)
     }
 }

@@ -44,8 +44,9 @@ impl Fence {
     /// reason past the deadline does nothing more (a woken process runs ready
     /// tasks before the timer driver has noticed the deadline). It sets no
     /// timer and follows no renewals itself: an idle runner costs no wake-up
-    /// per keepalive (10 000 of them did), and the scheduler stops every
-    /// runner when the deadline passes.
+    /// per keepalive (10 000 of them did); one timer per lease cancels every
+    /// runner when the deadline passes (`scheduler::guard_deadline`), which
+    /// wakes them to find this broken.
     pub fn broken(&self) -> impl Future<Output = ()> + Send + 'static {
         let fence = self.clone();
         std::future::poll_fn(move |_| if fence.holds() { Poll::Pending } else { Poll::Ready(()) })

@@ -9,6 +9,7 @@
 pub mod address;
 pub mod body;
 pub mod connector;
+pub mod pace;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -54,6 +55,14 @@ pub struct FetchArgs {
     /// public roots (e.g. an internal CA).
     #[arg(long, env = "INGEST_FETCH_CA")]
     pub fetch_ca: Option<std::path::PathBuf>,
+    /// Requests per second to one host by jobs that fetch given URLs (rss,
+    /// http_json). Their jobs are placed by host, so this holds cluster-wide.
+    #[arg(long, env = "INGEST_FETCH_HOST_RATE", default_value_t = 1.0, value_parser = pace::parse_rate)]
+    pub fetch_host_rate: f64,
+    /// Other rates for some hosts, e.g. feeds.example.org=5,slow.example=0.2
+    /// (the same on every worker).
+    #[arg(long, env = "INGEST_FETCH_HOST_RATES", default_value = "")]
+    pub fetch_host_rates: pace::HostRates,
 }
 
 /// Networks allowed although private or local.
@@ -76,6 +85,8 @@ impl Default for FetchArgs {
             fetch_max_bytes: 15 * 1024 * 1024,
             fetch_per_host: 4,
             fetch_ca: None,
+            fetch_host_rate: 1.0,
+            fetch_host_rates: pace::HostRates::default(),
         }
     }
 }
@@ -196,19 +207,40 @@ pub enum FetchError {
 }
 
 /// What a job fetches with: the worker's fetcher behind its claim's fence.
-#[derive(Clone)]
 pub struct FencedFetcher {
     fetcher: Arc<Fetcher>,
     fence: Fence,
+    /// Requests wait for their host's slot (jobs of paced types).
+    paced: bool,
+    /// A host whose slot the run already waited for (before taking a run
+    /// slot): its first request there goes at once.
+    turn: std::sync::Mutex<Option<String>>,
 }
 
 impl FencedFetcher {
     pub fn new(fetcher: Arc<Fetcher>, fence: Fence) -> Self {
-        Self { fetcher, fence }
+        Self { fetcher, fence, paced: false, turn: Default::default() }
     }
 
-    /// [`Fetcher::get`] behind this fence.
+    /// Each request waits for its host's next slot (`pace.rs`); `turn`: a
+    /// host whose slot was already taken for the first request there.
+    pub fn paced(mut self, turn: Option<String>) -> Self {
+        self.paced = true;
+        self.turn = std::sync::Mutex::new(turn);
+        self
+    }
+
+    /// [`Fetcher::get`] behind this fence (after the host's slot, when paced:
+    /// the wait is not part of the fetch's timeout).
     pub async fn get(&self, request: &Request) -> Result<Response, FetchError> {
+        if self.paced
+            && let Some(host) = pace::host_of(request.url.as_str())
+        {
+            let had_turn = self.turn.lock().is_ok_and(|mut turn| turn.take_if(|t| *t == host).is_some());
+            if !had_turn {
+                self.fetcher.pacer.wait(&host).await;
+            }
+        }
         self.fetcher.get(request, &self.fence).await
     }
 }
@@ -226,6 +258,8 @@ pub struct Fetcher {
     max_bytes: usize,
     per_host: usize,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Requests per second per host, for paced jobs.
+    pub pacer: pace::HostPacer,
 }
 
 impl Fetcher {
@@ -255,6 +289,7 @@ impl Fetcher {
             max_bytes: args.fetch_max_bytes,
             per_host: args.fetch_per_host as usize,
             hosts: Mutex::new(HashMap::new()),
+            pacer: pace::HostPacer::new(args.fetch_host_rate, &args.fetch_host_rates),
         })
     }
 

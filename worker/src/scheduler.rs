@@ -84,6 +84,9 @@ pub struct Scheduler {
     owned_counted: Option<Instant>,
     /// The lease every runner was started under.
     runners_lease: Option<ingest_store::LeaseId>,
+    /// Cancelled when that lease's deadline passes (`guard_deadline`): every
+    /// runner holds a child of it.
+    lease_token: Option<(ingest_store::LeaseId, CancellationToken)>,
     /// When the runners were last checked for a task that ended without
     /// saying so (a panic): a backstop, see `reap_lost`.
     reaped_all: Instant,
@@ -136,6 +139,7 @@ impl Scheduler {
             owned: OwnedByType::default(),
             owned_counted: None,
             runners_lease: None,
+            lease_token: None,
             reaped_all: Instant::now(),
         }
     }
@@ -499,6 +503,7 @@ impl Scheduler {
         checkpoint: Result<CheckpointRecord, String>,
         lease: ingest_store::LeaseId,
     ) {
+        let cancel = self.runner_token(lease);
         let runner = RunnerHandle::spawn(
             self.runner_ctx.clone(),
             lease,
@@ -506,9 +511,25 @@ impl Scheduler {
             spec_revision,
             epoch,
             checkpoint,
-            CancellationToken::new(),
+            cancel,
         );
         self.runners.insert(id, (runner, record));
+    }
+
+    /// A runner's cancellation: a child of the token `guard_deadline` cancels
+    /// at `lease`'s deadline (a new one after a deadline passed).
+    fn runner_token(&mut self, lease: ingest_store::LeaseId) -> CancellationToken {
+        match &self.lease_token {
+            Some((held, token)) if *held == lease && !token.is_cancelled() => token.child_token(),
+            _ => {
+                let token = CancellationToken::new();
+                tokio::spawn(guard_deadline(lease, self.lease_rx.clone(), token.clone()));
+                if let Some((_, old)) = self.lease_token.replace((lease, token.clone())) {
+                    old.cancel();
+                }
+                token.child_token()
+            }
+        }
     }
 
     /// Shutdown: mark draining, stop everything, release it all with the
@@ -530,6 +551,28 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Cancels `token` once `lease`'s local deadline passes (or another lease
+/// replaces it): runners stop at the deadline by themselves, even while the
+/// scheduler waits on a store without quorum. One timer for all of them,
+/// re-armed at each renewal; a runner's own fence is checked whenever it
+/// wakes (`fence.rs`).
+async fn guard_deadline(
+    lease: ingest_store::LeaseId,
+    mut lease_rx: watch::Receiver<Option<LeaseState>>,
+    token: CancellationToken,
+) {
+    loop {
+        let state = *lease_rx.borrow_and_update();
+        let Some(state) = state.filter(|s| s.lease == lease && s.deadline > Instant::now()) else { break };
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep_until(state.deadline) => {}
+            changed = lease_rx.changed() => if changed.is_err() { break },
+        }
+    }
+    token.cancel();
 }
 
 async fn next_batch(watch: &mut Option<WatchStream>) -> Option<Result<ingest_store::WatchBatch, StoreError>> {

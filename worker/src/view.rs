@@ -24,6 +24,9 @@ pub struct ClusterView {
     pub workers: HashMap<String, (WorkerRecord, Revision)>,
     /// Job specs, shared with the runners and the scheduler (one copy each).
     pub jobs: HashMap<String, (Arc<JobRecord>, Revision)>,
+    /// The host each paced job is placed by (`catalogue::paced_host`); other
+    /// jobs are placed by their id.
+    pub hosts: HashMap<String, Arc<str>>,
     pub claims: HashMap<String, (Claim, Revision)>,
     /// When this worker first saw each live peer (local monotonic time).
     pub first_seen: HashMap<String, tokio::time::Instant>,
@@ -85,6 +88,11 @@ impl ClusterView {
         match kind {
             KeyKind::Job => {
                 apply_entry(&mut self.jobs, name, rev, deleted, || decode::<JobRecord>(kv).map(Arc::new))?;
+                let host = self.jobs.get(name).and_then(|(r, _)| crate::catalogue::paced_host(&r.job_type, &r.params));
+                match host {
+                    Some(host) => self.hosts.insert(name.to_string(), host.into()),
+                    None => self.hosts.remove(name),
+                };
                 Some(Touched::Job(name.to_string()))
             }
             KeyKind::Owner => {
@@ -127,6 +135,11 @@ impl ClusterView {
     pub fn record_release(&mut self, id: &str, revision: Revision) {
         self.claims.remove(id);
         self.released.insert(id.to_string(), revision);
+    }
+
+    /// What `job` is ranked by: its host when it is paced, else its id.
+    pub fn rank_key<'a>(&'a self, job: &'a str) -> &'a str {
+        self.hosts.get(job).map_or(job, |host| host)
     }
 
     /// Active workers that run `job_type`, with their weights.

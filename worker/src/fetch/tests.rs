@@ -79,7 +79,7 @@ fn fetcher(allow: &str) -> FencedFetcher {
         fetch_timeout: Duration::from_secs(2),
         fetch_max_bytes: 1 << 20,
         fetch_per_host: 4,
-        fetch_ca: None,
+        ..FetchArgs::default()
     })
     .unwrap();
     FencedFetcher::new(std::sync::Arc::new(fetcher), crate::fence::Fence::unbounded())

@@ -149,6 +149,7 @@ impl JobType for HttpJson {
     const DESCRIPTION: &'static str = "Polls any JSON API and indexes the items of its answers, page by page.";
     const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
     const MIN_INTERVAL: Duration = Duration::from_secs(10);
+    const PACED_BY: Option<&'static str> = Some("url");
     type Params = HttpJsonParams;
 
     fn properties() -> Value {

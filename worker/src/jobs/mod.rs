@@ -179,6 +179,13 @@ pub trait JobType: Job + Sized + 'static {
     fn migrate_cursor(version: u32, _cursor: Value) -> Result<Value, String> {
         Err(format!("no migration from cursor version {version} to {}", Self::CURSOR_VERSION))
     }
+    /// The URL parameter whose host this type's jobs fetch, when it is
+    /// user-given (feeds, any JSON API): such jobs are placed by that host
+    /// (all of a host's jobs on one worker) and every request they make waits
+    /// for its host's slot (`fetch/pace.rs`), so a host's rate holds across
+    /// the cluster. `None` (API types with their own rate limits): placed by
+    /// job id, not paced.
+    const PACED_BY: Option<&'static str> = None;
     /// Index mapping properties of its documents (the common fields are added).
     fn properties() -> Value;
     /// A fresh instance for one job from its parsed parameters (never shared

@@ -82,6 +82,7 @@ impl JobType for Rss {
     const DESCRIPTION: &'static str = "Polls an RSS, Atom or JSON Feed and indexes its entries once each.";
     const DEFAULT_INTERVAL: Duration = Duration::from_secs(15 * 60);
     const MIN_INTERVAL: Duration = Duration::from_secs(60);
+    const PACED_BY: Option<&'static str> = Some("url");
     type Params = RssParams;
 
     fn properties() -> Value {
