@@ -114,6 +114,10 @@ pub struct ClusterArgs {
     /// Skip the memory phase (one worker holding every job).
     #[arg(long, conflicts_with = "rss_only")]
     no_memory: bool,
+    /// Skip the join and kill of the cluster phase (one more worker joins,
+    /// then one is killed with -9).
+    #[arg(long)]
+    no_churn: bool,
     /// The jobs' interval, in seconds: 3600 keeps them idle after their
     /// first run; 60 measures the steady writes of 10 000 jobs running every
     /// minute (checkpoints, counters and run history, all batched).
@@ -137,7 +141,29 @@ struct Outcome {
     slowest_exit: Option<Duration>,
     /// Workers that did not exit cleanly in time.
     unclean_exits: usize,
+    /// Cluster phase: one worker joining N.
+    join: Option<Join>,
+    /// Cluster phase: time until every job of a worker killed with -9 has
+    /// another owner.
+    failover: Option<Duration>,
 }
+
+/// What one worker joining N moved.
+struct Join {
+    workers_before: usize,
+    moved: usize,
+    to_new: usize,
+    between_old: usize,
+    gap_p99: Duration,
+    gap_max: Duration,
+    settled: Duration,
+}
+
+/// Issue 18: a job moving on a join is unowned at most this long (p99).
+const MOVE_GAP_BAR: Duration = Duration::from_millis(500);
+/// The workers' lease TTL (the default): a killed worker's jobs move
+/// within TTL + 1 s.
+const WORKER_TTL: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let bin = ingest_binary()?;
@@ -317,7 +343,111 @@ impl Bench<'_> {
             println!("  {:<4} {held:>6} jobs   {}", proc.name, mem.summary());
         }
 
+        let mut procs = procs;
+        if !args.no_churn {
+            self.churn(keys, control, &mut procs, outcome).await?;
+        }
         self.shutdown(keys, procs, outcome).await
+    }
+
+    /// One more worker joins; once every job is on its first-ranked worker,
+    /// the moves and the gaps they caused are read from the ownership logs.
+    /// Then the first worker is killed with -9 until its jobs have other
+    /// owners.
+    async fn churn(
+        &self,
+        keys: &Keys,
+        control: &Control,
+        procs: &mut Vec<WorkerProc>,
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        let before = procs.len();
+        let joiner = format!("w{}", before + 1);
+        let mut names: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
+        names.push(joiner.clone());
+        let candidates: Vec<Candidate<'_>> = names.iter().map(|n| Candidate { name: n, weight: 1.0 }).collect();
+        let t1 = mono_now_ns();
+        let joined_at = Instant::now();
+        procs.push(self.spawn_worker(&joiner, keys.root(), &control.url)?);
+        loop {
+            let misplaced = self.misplaced(keys, &candidates).await?;
+            if misplaced == 0 {
+                break;
+            }
+            ensure!(joined_at.elapsed() < SETTLE_TIMEOUT, "{misplaced} jobs still misplaced after the join");
+            check_running(procs)?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let settled = joined_at.elapsed();
+        let t2 = mono_now_ns();
+        let history = ownership::History::new(ownership::parse_files(procs.iter().map(|p| p.log.as_path())), &[]);
+        let moves = history.moves_between(t1, t2);
+        let to_new = moves.iter().filter(|m| m.to == joiner).count();
+        let gaps = history.gaps(t1, t2, false);
+        println!();
+        println!("Join: {joiner} joins {before} workers");
+        println!(
+            "  every job on its first-ranked worker after {:.2} s; {} moves ({to_new} to {joiner}, {} between the \
+             others; J/{} = {:.0}); unowned gaps of moved jobs: p99 {:.0} ms, max {:.0} ms ({} gaps)",
+            settled.as_secs_f64(),
+            moves.len(),
+            moves.len() - to_new,
+            before + 1,
+            self.jobs as f64 / (before + 1) as f64,
+            gaps.p99.as_secs_f64() * 1000.0,
+            gaps.max.as_secs_f64() * 1000.0,
+            gaps.count
+        );
+        outcome.join = Some(Join {
+            workers_before: before,
+            moved: moves.len(),
+            to_new,
+            between_old: moves.len() - to_new,
+            gap_p99: gaps.p99,
+            gap_max: gaps.max,
+            settled,
+        });
+
+        let mut victim = procs.remove(0);
+        let held: Vec<String> = self.owned_by(keys, &victim.name).await?;
+        let killed_at = Instant::now();
+        victim.child.kill().context("kill -9")?;
+        let _ = victim.child.wait();
+        let failover = loop {
+            let owners = self.owners(keys).await?;
+            if held.iter().all(|id| owners.get(id).is_some_and(|w| *w != victim.name)) {
+                break killed_at.elapsed();
+            }
+            ensure!(killed_at.elapsed() < Duration::from_secs(120), "the killed worker's jobs were not taken over");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "Kill -9: {} held {} jobs; all owned by others after {:.2} s (lease TTL {} s)",
+            victim.name,
+            held.len(),
+            failover.as_secs_f64(),
+            WORKER_TTL.as_secs()
+        );
+        outcome.failover = Some(failover);
+        Ok(())
+    }
+
+    /// Every claim: job id -> worker.
+    async fn owners(&self, keys: &Keys) -> anyhow::Result<BTreeMap<String, String>> {
+        let prefix = keys.prefix(KeyKind::Owner);
+        let claims = retry("reading the claims", || scan_prefix(self.store.as_ref(), &prefix)).await?;
+        Ok(claims
+            .iter()
+            .filter_map(|kv| {
+                let (_, id) = keys.parse(&kv.key)?;
+                let owner = serde_json::from_slice::<OwnerRecord>(&kv.value).ok()?;
+                Some((id.to_string(), owner.worker))
+            })
+            .collect())
+    }
+
+    async fn owned_by(&self, keys: &Keys, worker: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self.owners(keys).await?.into_iter().filter(|(_, w)| w == worker).map(|(id, _)| id).collect())
     }
 
     /// Writes the demo type and `jobs` demo jobs; returns every job id with
@@ -1297,6 +1427,35 @@ fn summary(jobs: usize, workers: usize, outcome: &Outcome) -> Vec<String> {
             "  idle CPU of the worker holding {held} jobs: {cpu:.2} % of a core, {per_10k:.2} % per 10 000 jobs \
              (bar <= {IDLE_CPU_BAR_PERCENT_PER_10K} %): {}",
             verdict(per_10k <= IDLE_CPU_BAR_PERCENT_PER_10K, "idle CPU")
+        );
+    }
+    if let Some(join) = &outcome.join {
+        let n = join.workers_before + 1;
+        let expected = jobs as f64 / n as f64;
+        // Binomial spread of J/(N+1): 4 sigma.
+        let sigma = (jobs as f64 * (1.0 / n as f64) * (1.0 - 1.0 / n as f64)).sqrt();
+        let near = (join.to_new as f64 - expected).abs() <= 4.0 * sigma + 1.0;
+        println!(
+            "  join {} -> {n}: {} moved to the newcomer (J/{n} = {expected:.0} ± {:.0}), {} between the others \
+             (bar 0), gap p99 {:.0} ms (bar <= {} ms; max {:.0} ms), settled in {:.2} s: {}",
+            join.workers_before,
+            join.to_new,
+            4.0 * sigma,
+            join.between_old,
+            join.gap_p99.as_secs_f64() * 1000.0,
+            MOVE_GAP_BAR.as_millis(),
+            join.gap_max.as_secs_f64() * 1000.0,
+            join.settled.as_secs_f64(),
+            verdict(near && join.between_old == 0 && join.moved == join.to_new && join.gap_p99 <= MOVE_GAP_BAR, "join"),
+        );
+    }
+    if let Some(failover) = outcome.failover {
+        let bar = WORKER_TTL + Duration::from_secs(1);
+        println!(
+            "  kill -9 of one worker: its jobs owned by others after {:.2} s (bar <= TTL + 1 s = {} s): {}",
+            failover.as_secs_f64(),
+            bar.as_secs(),
+            verdict(failover <= bar, "failover")
         );
     }
     if let Some(slowest) = outcome.slowest_exit {

@@ -138,15 +138,17 @@ impl ObjectSink for S3Sink {
     }
 }
 
-/// Transient unless the store answered with a 4xx other than 408/429
-/// (wrong credentials, a refused bucket name: retrying will not help).
+/// Transient unless the store answered with a 4xx other than 408, 429 and
+/// 499 (wrong credentials, a refused bucket name: retrying will not help).
+/// 499 is MinIO's "ClientDisconnected", which it answers to requests in
+/// flight while it shuts down: the request may well succeed again.
 fn classify<E>(what: &str, error: &SdkError<E, HttpResponse>) -> SinkError
 where
     E: std::error::Error + 'static,
 {
     let message = format!("{what}: {}", DisplayErrorContext(error));
     match error.raw_response().map(|raw| raw.status().as_u16()) {
-        Some(status) if (400..500).contains(&status) && status != 408 && status != 429 => {
+        Some(status) if (400..500).contains(&status) && ![408, 429, 499].contains(&status) => {
             SinkError::permanent(SINK, message)
         }
         _ => SinkError::transient(SINK, message),
