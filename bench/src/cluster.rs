@@ -376,7 +376,9 @@ impl Bench<'_> {
             }
             ensure!(joined_at.elapsed() < SETTLE_TIMEOUT, "{misplaced} jobs still misplaced after the join");
             check_running(procs)?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Each look reads every claim: not more often than the cluster
+            // can afford at 100 000 jobs.
+            tokio::time::sleep(Duration::from_millis(100).max(Duration::from_micros(self.jobs as u64 * 5))).await;
         }
         let settled = joined_at.elapsed();
         let t2 = mono_now_ns();

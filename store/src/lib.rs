@@ -410,29 +410,88 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// Keys read per request by [`scan_range`]: keeps every response well under
-/// gRPC's message size limit.
+/// Keys read by the first request of [`scan_range`].
 const SCAN_CHUNK: i64 = 500;
+/// Most keys read per request by [`scan_range`].
+const SCAN_CHUNK_MAX: i64 = 10_000;
+/// Bytes a [`scan_range`] page aims at: later pages are sized from the
+/// first ones' keys and values, well under the client's 128 MiB limit.
+const SCAN_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Every key under `prefix`, read in chunks.
+/// Every key under `prefix`, read in pages.
 pub async fn scan_prefix(store: &dyn Store, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
     scan_range(store, prefix.to_string(), prefix_end(prefix)).await
 }
 
-/// Every key in `[start, end)`, read in chunks of [`SCAN_CHUNK`] keys.
+/// Every key in `[start, end)`, read in pages of [`SCAN_CHUNK`] keys, then
+/// of as many as fit [`SCAN_PAGE_BYTES`] by the sizes seen (at most
+/// [`SCAN_CHUNK_MAX`]). Few large pages matter: etcd 3.4 walks every key to
+/// the end of a range to count it, whatever the limit, so each page costs the
+/// whole rest of the range (100 000 job specs in pages of 500 cost 200 such
+/// walks; in pages sized by bytes, 10).
 pub async fn scan_range(store: &dyn Store, start: String, end: String) -> Result<Vec<KeyValue>, StoreError> {
     let mut out = Vec::new();
     let mut from = start;
+    let mut limit = SCAN_CHUNK;
     loop {
-        let page =
-            store.range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(SCAN_CHUNK)).await?;
+        let page = store.range(RangeRequest::new(KeyRange::between(from.clone(), end.clone())).limit(limit)).await?;
         let more = page.more;
         if let Some(last) = page.kvs.last() {
             from = format!("{}\0", last.key);
+        }
+        let bytes: usize = page.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+        if !page.kvs.is_empty() {
+            let per_key = (bytes / page.kvs.len()).max(1);
+            limit = ((SCAN_PAGE_BYTES / per_key) as i64).clamp(SCAN_CHUNK, SCAN_CHUNK_MAX);
         }
         out.extend(page.kvs);
         if !more {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// The embedded store, recording each range's limit.
+    struct Recording {
+        inner: EmbeddedStore,
+        limits: Mutex<Vec<i64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl StoreWrapper for Recording {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+
+        async fn range(&self, request: RangeRequest) -> Result<RangeResponse, StoreError> {
+            self.limits.lock().expect("lock").push(request.limit);
+            self.inner.range(request).await
+        }
+    }
+
+    /// Every key of the range, in order, none outside it; the first page is
+    /// small, the next ones sized by the bytes the first one had.
+    #[tokio::test]
+    async fn a_scan_reads_every_key_in_pages_sized_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Recording { inner: EmbeddedStore::open(dir.path()).expect("store"), limits: Mutex::default() };
+        let keys: Vec<String> = (0..3000).map(|i| format!("/t/jobs/{i:05}")).collect();
+        for chunk in keys.chunks(100) {
+            let ops = chunk.iter().map(|k| TxnOp::put(k.clone(), vec![b'x'; 100]));
+            store.inner.txn(Txn::new().and_then(ops)).await.expect("write");
+        }
+        store.inner.put("/t/jobt", b"outside".to_vec(), 0).await.expect("write");
+        store.inner.put("/t/job", b"outside".to_vec(), 0).await.expect("write");
+        let scanned = scan_prefix(&store, "/t/jobs/").await.expect("scan");
+        let scanned: Vec<&str> = scanned.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(scanned, keys.iter().map(String::as_str).collect::<Vec<_>>());
+        let limits = store.limits.lock().expect("lock").clone();
+        assert_eq!(limits, [500, 10_000], "a small first page, then as many as fit 4 MiB (at most 10 000)");
     }
 }
