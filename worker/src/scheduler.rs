@@ -513,6 +513,11 @@ impl Scheduler {
             checkpoint,
             cancel,
         );
+        // Looked at again by the next decision: a job claimed by the liveness
+        // fallback (another worker ranks first) starts its hand-over timer
+        // there. The watch will not say so: the view already holds the
+        // claim at its revision.
+        self.decider.touch(&id);
         self.runners.insert(id, (runner, record));
     }
 
