@@ -25,7 +25,7 @@ use ingest_model::{JobState, StatsRecord, UnixMillis, WorkerRecord, derive_state
 use ingest_runtime::Secret;
 use ingest_runtime::metrics as m;
 use ingest_store::keys::{KeyKind, Keys};
-use ingest_store::{Compare, CompareOp, EventKind, KeyValue, Revision, Store, StoreError, Txn, TxnOp};
+use ingest_store::{Compare, CompareOp, EventKind, KeyValue, Revision, Store, StoreError, Txn, TxnOp, WatchSet};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
@@ -258,7 +258,8 @@ async fn follow(
     let before = store.current_revision().await.map_err(|e| e.to_string())?;
     let mut jobs: HashMap<String, Bits> = HashMap::new();
     let mut workers: BTreeMap<String, WorkerRecord> = BTreeMap::new();
-    for kind in [KeyKind::Job, KeyKind::Owner, KeyKind::Stats, KeyKind::Worker] {
+    let followed = [KeyKind::Job, KeyKind::Owner, KeyKind::Stats, KeyKind::Worker];
+    for kind in followed {
         let kvs = ingest_store::scan_prefix(store, &keys.prefix(kind)).await.map_err(|e| e.to_string())?;
         for kv in &kvs {
             let Some((_, id)) = keys.parse(&kv.key) else { continue };
@@ -285,7 +286,9 @@ async fn follow(
     }
     drop(stored);
     tally.publish();
-    let mut watch = store.watch_prefix(keys.root(), before + 1).await.map_err(|e| e.to_string())?;
+    // Those prefixes only: not the checkpoints and run records every run writes.
+    let mut watch = WatchSet::new(followed.map(|kind| keys.prefix(kind)), before + 1);
+    watch.open(store).await.map_err(|e| e.to_string())?;
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dirty = false;

@@ -354,7 +354,10 @@ impl Store for EtcdStore {
     }
 
     async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> Result<WatchStream, StoreError> {
-        let mut options = etcd::WatchOptions::new().with_prefix();
+        // Progress reports (every 10 min by etcd's default) move a quiet
+        // watch's revision on, so a re-watch after a break starts near the
+        // present instead of from a revision compacted since.
+        let mut options = etcd::WatchOptions::new().with_prefix().with_progress_notify();
         if start_revision > 0 {
             options = options.with_start_revision(start_revision);
         }
@@ -495,20 +498,25 @@ async fn forward_watch(
             }
             Ok(Some(response)) => {
                 if response.events().is_empty() {
-                    continue; // progress notification or a late `created`
+                    if response.created() || header_revision(response.header()) == 0 {
+                        continue;
+                    }
+                    // A progress report: every change up to its revision was sent.
+                    Ok(WatchBatch { events: Vec::new(), revision: header_revision(response.header()) })
+                } else {
+                    let events = response
+                        .events()
+                        .iter()
+                        .filter_map(|event| {
+                            let kind = match event.event_type() {
+                                etcd::EventType::Put => EventKind::Put,
+                                etcd::EventType::Delete => EventKind::Delete,
+                            };
+                            event.kv().map(|kv| WatchEvent { kind, kv: convert_kv(kv) })
+                        })
+                        .collect();
+                    Ok(WatchBatch { events, revision: header_revision(response.header()) })
                 }
-                let events = response
-                    .events()
-                    .iter()
-                    .filter_map(|event| {
-                        let kind = match event.event_type() {
-                            etcd::EventType::Put => EventKind::Put,
-                            etcd::EventType::Delete => EventKind::Delete,
-                        };
-                        event.kv().map(|kv| WatchEvent { kind, kv: convert_kv(kv) })
-                    })
-                    .collect();
-                Ok(WatchBatch { events, revision: header_revision(response.header()) })
             }
             Ok(None) => Err(StoreError::Unavailable("etcd ended the watch stream".into())),
             Err(error) => Err(StoreError::Unavailable(format!("etcd watch stream broke: {error}"))),

@@ -7,6 +7,7 @@
 mod embedded;
 mod etcd;
 pub mod keys;
+mod watch_set;
 mod wrap;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, create_private_dir};
 pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
+pub use watch_set::WatchSet;
 pub use wrap::StoreWrapper;
 
 /// A store revision. Every write transaction increments the global revision by
@@ -308,7 +310,9 @@ pub struct WatchEvent {
 }
 
 /// The events of one or more revisions, in revision order. Events of one
-/// revision are never split across batches.
+/// revision are never split across batches. A batch without events is a
+/// progress report (etcd sends one now and then to a quiet watch): every
+/// change under the prefix up to `revision` was delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchBatch {
     pub events: Vec<WatchEvent>,
@@ -330,6 +334,14 @@ impl WatchStream {
     /// The next batch of events.
     pub async fn next(&mut self) -> Option<Result<WatchBatch, StoreError>> {
         self.rx.recv().await
+    }
+
+    /// Polls for the next batch (for reading several watches at once).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<WatchBatch, StoreError>>> {
+        self.rx.poll_recv(cx)
     }
 }
 

@@ -146,7 +146,7 @@ impl Decider {
         let ids = self.jobs_to_look_at(view, worker, runners);
         plan.looked_at = ids.len();
         for id in ids {
-            let Some((record, spec_revision)) = view.jobs.get(&id) else {
+            let Some((spec, spec_revision)) = view.jobs.get(&id) else {
                 // Deleted: stop its runner, or drop my claim no runner holds.
                 self.unowned_since.remove(&id);
                 if runners.contains_key(&id) {
@@ -158,11 +158,10 @@ impl Decider {
                 }
                 continue;
             };
-            let candidates =
-                candidates.entry(record.job_type.as_str()).or_insert_with(|| view.candidates(&record.job_type));
+            let candidates = candidates.entry(&spec.job_type).or_insert_with(|| view.candidates(&spec.job_type));
             let position = assign::position(view.rank_key(&id), worker, candidates);
             match view.claims.get(&id).map(|(c, _)| c) {
-                None if record.paused || position.is_none() => {
+                None if spec.paused || position.is_none() => {
                     // A paused job waits for no one; one this worker may not
                     // run is not its to watch (a worker that may will come
                     // with a change of workers).
@@ -180,32 +179,34 @@ impl Decider {
                         }
                         None => false,
                     };
-                    if may_claim && runs(&record.job_type) {
+                    if may_claim && runs(&spec.job_type) {
                         plan.claim.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
                     }
                 }
                 Some(claim) if claim.worker == worker && claim.lease == lease => {
                     self.unowned_since.remove(&id);
-                    if record.paused {
+                    if spec.paused {
                         plan.release.push(id.clone());
                         continue;
                     }
                     match runners.get(&id) {
-                        None => plan.resume.push(Resume {
-                            id: id.clone(),
-                            epoch: claim.epoch,
-                            record: record.clone(),
-                            spec_revision: *spec_revision,
-                        }),
+                        None => {
+                            if let Some(record) = spec.record() {
+                                let (epoch, spec_revision) = (claim.epoch, *spec_revision);
+                                plan.resume.push(Resume { id: id.clone(), epoch, record, spec_revision });
+                            }
+                        }
                         // Same spec revision: nothing to compare.
                         Some(runner) if runner.spec_revision() == *spec_revision => {}
-                        Some(runner) if only_requests_changed(runner.record(), record) => {
-                            plan.requests.push((id.clone(), *spec_revision));
-                        }
-                        Some(runner) if runner.record() != record.as_ref() => {
-                            plan.release.push(id.clone()); // rebuilt from the new spec once released
-                        }
-                        Some(_) => {}
+                        Some(runner) => match spec.record() {
+                            Some(record) if only_requests_changed(runner.record(), &record) => {
+                                plan.requests.push((id.clone(), *spec_revision));
+                            }
+                            Some(record) if runner.record() != record.as_ref() => {
+                                plan.release.push(id.clone()); // rebuilt from the new spec once released
+                            }
+                            _ => {}
+                        },
                     }
                     if position == Some(0) {
                         self.not_first_since.remove(&id);

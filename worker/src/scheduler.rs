@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
 use ingest_store::keys::{KeyKind, Keys};
-use ingest_store::{EventKind, Revision, Store, StoreError, Txn, TxnOp, WatchBatch, WatchStream};
+use ingest_store::{EventKind, Revision, Store, StoreError, Txn, TxnOp, WatchBatch, WatchSet};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -190,16 +190,14 @@ impl Scheduler {
                     return;
                 },
                 () = tokio::time::sleep_until(deadline), if !self.runners.is_empty() => {}
-                item = next_batch(&mut watch) => match item {
+                item = watch.next() => match item {
                     Some(Ok(batch)) => {
-                        self.view.loaded_at = batch.revision;
                         self.answer_previews(&batch);
                         self.replay_letters(&batch);
                         let mut changed = self.apply(&batch);
                         // Fold in whatever else already arrived: one
                         // reconcile for a burst of changes.
-                        while let Some(Some(Ok(batch))) = next_batch(&mut watch).now_or_never() {
-                            self.view.loaded_at = batch.revision;
+                        while let Some(Some(Ok(batch))) = watch.next().now_or_never() {
                             self.answer_previews(&batch);
                             self.replay_letters(&batch);
                             changed |= self.apply(&batch);
@@ -214,12 +212,9 @@ impl Scheduler {
                         tokio::select! {
                             () = shutdown.cancelled() => {}
                             () = tokio::time::sleep(Duration::from_millis(500)) => {
-                                watch = match self.rewatch().await {
-                                    Err(StoreError::Compacted { .. }) => {
-                                        tracing::warn!(worker = %self.worker, "watch revision compacted; re-listing");
-                                        self.sync(&shutdown).await
-                                    }
-                                    other => other.ok(),
+                                if let Err(StoreError::Compacted { .. }) = self.rewatch(&mut watch).await {
+                                    tracing::warn!(worker = %self.worker, "watch revision compacted; re-listing");
+                                    watch = self.sync(&shutdown).await;
                                 }
                             }
                         }
@@ -280,7 +275,7 @@ impl Scheduler {
 
     /// Loads the view and starts the watch after it (retrying until both
     /// work or shutdown).
-    async fn sync(&mut self, shutdown: &CancellationToken) -> Option<WatchStream> {
+    async fn sync(&mut self, shutdown: &CancellationToken) -> WatchSet {
         loop {
             match ClusterView::load(self.store.as_ref(), &self.keys).await {
                 Ok(mut view) => {
@@ -292,25 +287,35 @@ impl Scheduler {
                     }
                     self.view = view;
                     self.decider.touch_all();
-                    match self.rewatch().await {
-                        Ok(watch) => return Some(watch),
+                    let mut watch = WatchSet::new(self.watched_prefixes(), self.view.loaded_at + 1);
+                    match self.rewatch(&mut watch).await {
                         // Compacted between the load and the watch: load again.
                         Err(StoreError::Compacted { .. }) => continue,
-                        Err(_) => return None,
+                        // Re-made by the loop when it failed otherwise.
+                        _ => return watch,
                     }
                 }
                 Err(error) => tracing::warn!(worker = %self.worker, %error, "cannot load the cluster view; retrying"),
             }
             tokio::select! {
-                () = shutdown.cancelled() => return None,
+                () = shutdown.cancelled() => return WatchSet::new([], 0),
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
 
-    /// The watch from the view's revision on.
-    async fn rewatch(&self) -> Result<WatchStream, StoreError> {
-        self.store.watch_prefix(self.keys.root(), self.view.loaded_at + 1).await.inspect_err(|error| {
+    /// What the worker watches: what it decides from (specs, claims,
+    /// workers) and what is asked of it (previews, dead-letter replays) —
+    /// not the checkpoints, counters and run records every job writes.
+    fn watched_prefixes(&self) -> Vec<String> {
+        [KeyKind::Job, KeyKind::Owner, KeyKind::Worker, KeyKind::Preview, KeyKind::DeadLetter]
+            .map(|kind| self.keys.prefix(kind))
+            .to_vec()
+    }
+
+    /// Re-makes the watches that are not running, each from where it stopped.
+    async fn rewatch(&self, watch: &mut WatchSet) -> Result<(), StoreError> {
+        watch.open(self.store.as_ref()).await.inspect_err(|error| {
             tracing::warn!(worker = %self.worker, %error, "cannot watch; retrying");
         })
     }
@@ -339,14 +344,16 @@ impl Scheduler {
             Instant::now(),
         );
         for (id, spec_revision) in plan.requests {
-            let (Some((runner, running)), Some((record, _))) = (self.runners.get_mut(&id), self.view.jobs.get(&id))
+            let (Some((runner, running)), Some(record)) =
+                (self.runners.get_mut(&id), self.view.jobs.get(&id).and_then(|(spec, _)| spec.record()))
             else {
                 continue;
             };
             runner.run_now(record.run_now_seq);
             runner.reset_cursor(record.cursor_reset_seq);
             runner.spec_revision = spec_revision;
-            *running = record.clone();
+            self.view.hold_decoded(&id, spec_revision, &record);
+            *running = record;
         }
         self.release(plan.release, lease.lease).await;
         self.release_stray(plan.stray, lease.lease).await;
@@ -488,7 +495,7 @@ impl Scheduler {
             ownership::log(Ownership::Claim, &w.id, &self.worker, w.epoch);
             self.decider.claimed(&w.id);
             self.view.record_claim(&w.id, Claim { worker: self.worker.clone(), epoch: w.epoch, lease });
-            let Some((record, _)) = self.view.jobs.get(&w.id).cloned() else { continue };
+            let Some(record) = self.view.jobs.get(&w.id).and_then(|(spec, _)| spec.record()) else { continue };
             let spec_revision = revisions.get(w.id.as_str()).copied().unwrap_or(0);
             self.start(w.id, record, spec_revision, w.epoch, w.checkpoint, lease);
         }
@@ -518,6 +525,7 @@ impl Scheduler {
         // there. The watch will not say so: the view already holds the
         // claim at its revision.
         self.decider.touch(&id);
+        self.view.hold_decoded(&id, spec_revision, &record);
         self.runners.insert(id, (runner, record));
     }
 
@@ -578,13 +586,6 @@ async fn guard_deadline(
         }
     }
     token.cancel();
-}
-
-async fn next_batch(watch: &mut Option<WatchStream>) -> Option<Result<ingest_store::WatchBatch, StoreError>> {
-    match watch {
-        Some(watch) => watch.next().await,
-        None => None,
-    }
 }
 
 impl Running for (RunnerHandle, Arc<JobRecord>) {

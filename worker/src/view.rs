@@ -1,9 +1,10 @@
 //! A worker's view of the cluster: the job specs, the claims and the live
-//! workers, loaded by range reads and kept current by one watch on the key
-//! root. Every entry remembers the revision it was written at and an event
-//! only applies when newer, so the watch may start before the load ended.
+//! workers, loaded by range reads and kept current by a watch of each of
+//! their prefixes. Every entry remembers the revision it was written at and
+//! an event only applies when newer, so the watch may start before the load
+//! ended and the prefixes' batches need no order between them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ingest_model::{JobRecord, OwnerRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState};
@@ -22,8 +23,8 @@ pub struct Claim {
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
     pub workers: HashMap<String, (WorkerRecord, Revision)>,
-    /// Job specs, shared with the runners and the scheduler (one copy each).
-    pub jobs: HashMap<String, (Arc<JobRecord>, Revision)>,
+    /// Job specs: every job's, most of them other workers' (see [`JobSpec`]).
+    pub jobs: HashMap<String, (JobSpec, Revision)>,
     /// The host each paced job is placed by (`catalogue::paced_host`); other
     /// jobs are placed by their id.
     pub hosts: HashMap<String, Arc<str>>,
@@ -35,6 +36,43 @@ pub struct ClusterView {
     released: HashMap<String, Revision>,
     /// Revision of the load; the watch continues after it.
     pub loaded_at: Revision,
+    /// One copy of each job type's name, shared by the specs.
+    type_names: HashSet<Arc<str>>,
+}
+
+/// A job's spec as the view holds it. Most specs in a cluster are other
+/// workers' jobs (100 000 of them on every worker): of those the view keeps
+/// what placement reads, decoded, and the record as stored; the decoded
+/// record only of the jobs this worker runs, shared with their runners.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    pub job_type: Arc<str>,
+    pub paused: bool,
+    body: Body,
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Decoded(Arc<JobRecord>),
+    Stored(Box<[u8]>),
+}
+
+impl JobSpec {
+    /// A spec held as stored, as the watch leaves it.
+    #[cfg(test)]
+    pub fn stored(record: &JobRecord) -> Self {
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        Self { job_type: record.job_type.as_str().into(), paused: record.paused, body: Body::Stored(bytes.into()) }
+    }
+
+    /// The whole record (decoded again when only stored; it decoded when it
+    /// came in, so `None` is not expected).
+    pub fn record(&self) -> Option<Arc<JobRecord>> {
+        match &self.body {
+            Body::Decoded(record) => Some(record.clone()),
+            Body::Stored(bytes) => serde_json::from_slice(bytes).ok().map(Arc::new),
+        }
+    }
 }
 
 /// What a batch of events changed.
@@ -87,8 +125,23 @@ impl ClusterView {
         let rev = kv.mod_revision;
         match kind {
             KeyKind::Job => {
-                apply_entry(&mut self.jobs, name, rev, deleted, || decode::<JobRecord>(kv).map(Arc::new))?;
-                let host = self.jobs.get(name).and_then(|(r, _)| crate::catalogue::paced_host(&r.job_type, &r.params));
+                let mut host = None;
+                let type_names = &mut self.type_names;
+                let spec = || {
+                    // Decoded whole once: what does not decode is skipped.
+                    let record = decode::<JobRecord>(kv)?;
+                    host = crate::catalogue::paced_host(&record.job_type, &record.params);
+                    let job_type = match type_names.get(record.job_type.as_str()) {
+                        Some(name) => name.clone(),
+                        None => {
+                            let name: Arc<str> = record.job_type.as_str().into();
+                            type_names.insert(name.clone());
+                            name
+                        }
+                    };
+                    Some(JobSpec { job_type, paused: record.paused, body: Body::Stored(kv.value.clone().into()) })
+                };
+                apply_entry(&mut self.jobs, name, rev, deleted, spec)?;
                 match host {
                     Some(host) => self.hosts.insert(name.to_string(), host.into()),
                     None => self.hosts.remove(name),
@@ -121,6 +174,16 @@ impl ClusterView {
                 Some(Touched::Worker)
             }
             _ => None,
+        }
+    }
+
+    /// Holds `job`'s spec decoded while this worker runs it: the runner's
+    /// copy (when the view holds that revision).
+    pub fn hold_decoded(&mut self, job: &str, revision: Revision, record: &Arc<JobRecord>) {
+        if let Some((spec, held)) = self.jobs.get_mut(job)
+            && *held == revision
+        {
+            spec.body = Body::Decoded(record.clone());
         }
     }
 
@@ -248,6 +311,45 @@ mod tests {
         claim.value = br#"{"worker":"w"}"#.to_vec();
         view.apply(&keys, &WatchBatch { events: vec![put(claim)], revision: 12 });
         assert!(!view.claims.contains_key("job-1"));
+    }
+
+    /// A spec from the watch is kept as stored and reads back whole; the
+    /// jobs this worker runs share the runner's decoded copy, and a spec
+    /// that does not decode leaves the view as it was.
+    #[test]
+    fn specs_are_kept_stored_until_run_here() {
+        let keys = Keys::default();
+        let mut view = ClusterView::default();
+        let mut record = serde_json::json!({
+            "id": "job-1", "name": "job-1", "type": "rss", "params": {"url": "https://Feeds.Example.org/a.xml"},
+            "interval": 60000, "paused": false, "create_time": 1, "update_time": 1
+        });
+        let mut kv = worker_kv(&keys, "x", &[], WorkerState::Active, 5);
+        kv.key = keys.job("job-1");
+        kv.value = serde_json::to_vec(&record).expect("json");
+        view.apply(&keys, &WatchBatch { events: vec![put(kv.clone())], revision: 5 });
+        let (spec, revision) = view.jobs.get("job-1").cloned().expect("the spec is in the view");
+        assert_eq!((&*spec.job_type, spec.paused, revision), ("rss", false, 5));
+        assert!(matches!(spec.body, Body::Stored(_)));
+        let whole = spec.record().expect("the stored spec decodes");
+        assert_eq!(whole.params.get("url").and_then(|u| u.as_str()), Some("https://Feeds.Example.org/a.xml"));
+        assert_eq!(view.rank_key("job-1"), "feeds.example.org", "a paced job ranks by its host");
+
+        view.hold_decoded("job-1", 4, &whole);
+        assert!(matches!(view.jobs["job-1"].0.body, Body::Stored(_)), "another revision is not held");
+        view.hold_decoded("job-1", 5, &whole);
+        let held = view.jobs["job-1"].0.record().expect("held");
+        assert!(Arc::ptr_eq(&held, &whole), "one decoded copy, the runner's");
+
+        kv.value = b"{not json".to_vec();
+        kv.mod_revision = 6;
+        view.apply(&keys, &WatchBatch { events: vec![put(kv.clone())], revision: 6 });
+        assert_eq!(view.jobs["job-1"].1, 5, "an undecodable spec changes nothing");
+        record["paused"] = true.into();
+        kv.value = serde_json::to_vec(&record).expect("json");
+        kv.mod_revision = 7;
+        view.apply(&keys, &WatchBatch { events: vec![put(kv)], revision: 7 });
+        assert!(view.jobs["job-1"].0.paused);
     }
 
     /// A claim record that does not decode still holds its job: nobody

@@ -3,7 +3,7 @@ use std::time::Duration;
 use ingest_model::{WorkerRecord, WorkerState};
 
 use super::*;
-use crate::view::Claim;
+use crate::view::{Claim, JobSpec};
 
 const ME: &str = "me";
 const PEER: &str = "peer";
@@ -52,7 +52,7 @@ fn view(workers: &[&str], jobs: usize, seen: Instant) -> ClusterView {
     }
     for i in 0..jobs {
         let id = format!("job-{i}");
-        view.jobs.insert(id.clone(), (record(&id).into(), 10));
+        view.jobs.insert(id.clone(), (JobSpec::stored(&record(&id)), 10));
     }
     view
 }
@@ -86,6 +86,16 @@ fn claimed(plan: &Plan) -> Vec<String> {
     let mut ids: Vec<String> = plan.claim.iter().map(|c| c.id.clone()).collect();
     ids.sort();
     ids
+}
+
+/// Every job of `view` claimed by me, with a runner of its spec.
+fn run_every_job(view: &mut ClusterView) -> HashMap<String, Runs> {
+    let mut runners = HashMap::new();
+    for id in view.jobs.keys().cloned().collect::<Vec<_>>() {
+        claim(view, &id, ME);
+        runners.insert(id.clone(), Runs(10, record(&id)));
+    }
+    runners
 }
 
 fn no_runners() -> HashMap<String, Runs> {
@@ -134,17 +144,19 @@ fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_ar
     // job-0: claimed, no runner → resume. job-1: paused → release.
     // job-2: only a run-now request and its labels changed → told (no
     // restart). job-3: params changed → release.
-    Arc::make_mut(&mut view.jobs.get_mut("job-1").expect("job").0).paused = true;
+    let mut paused = record("job-1");
+    paused.paused = true;
+    view.jobs.insert("job-1".into(), (JobSpec::stored(&paused), 11));
     let mut runners = HashMap::new();
     let mut asked = record("job-2");
     asked.run_now_seq = 1;
     asked.update_time = 5;
     asked.labels.insert("team".into(), "news".into());
-    view.jobs.insert("job-2".into(), (asked.into(), 11));
+    view.jobs.insert("job-2".into(), (JobSpec::stored(&asked), 11));
     runners.insert("job-2".to_string(), Runs(10, record("job-2")));
     let mut changed = record("job-3");
     changed.params.insert("items_per_run".into(), 5.into());
-    view.jobs.insert("job-3".into(), (changed.into(), 11));
+    view.jobs.insert("job-3".into(), (JobSpec::stored(&changed), 11));
     runners.insert("job-3".to_string(), Runs(10, record("job-3")));
     // A runner of a deleted job, and a claim of mine on another deleted one.
     runners.insert("gone".to_string(), Runs(10, record("gone")));
@@ -169,11 +181,7 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     let t0 = Instant::now();
     let mut view = view(&[ME, PEER], 400, t0);
     let theirs = first_for(&view, PEER);
-    let mut runners = HashMap::new();
-    for id in view.jobs.keys().cloned().collect::<Vec<_>>() {
-        claim(&mut view, &id, ME);
-        runners.insert(id.clone(), Runs(10, record(&id)));
-    }
+    let mut runners = run_every_job(&mut view);
     let mut decider = Decider::new(STABLE, STEP);
     let runs = |_: &str| true;
     assert!(decider.decide(&view, ME, LEASE, runs, &runners, t0).release.is_empty(), "not before stabilization");
@@ -202,11 +210,7 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
 fn a_decision_looks_only_at_what_changed_or_waits() {
     let t0 = Instant::now();
     let mut view = view(&[ME], 100, t0);
-    let mut runners = HashMap::new();
-    for id in view.jobs.keys().cloned().collect::<Vec<_>>() {
-        claim(&mut view, &id, ME);
-        runners.insert(id.clone(), Runs(10, record(&id)));
-    }
+    let runners = run_every_job(&mut view);
     let mut decider = Decider::new(STABLE, STEP);
     let runs = |_: &str| true;
     let first = decider.decide(&view, ME, LEASE, runs, &runners, t0);
@@ -217,7 +221,7 @@ fn a_decision_looks_only_at_what_changed_or_waits() {
     // One spec changes, one job is deleted: those two are looked at.
     let mut changed = record("job-5");
     changed.params.insert("items_per_run".into(), 5.into());
-    view.jobs.insert("job-5".into(), (changed.into(), 11));
+    view.jobs.insert("job-5".into(), (JobSpec::stored(&changed), 11));
     view.jobs.remove("job-7");
     decider.touched(Changes { workers: false, jobs: vec!["job-5".into(), "job-7".into()] });
     let plan = decider.decide(&view, ME, LEASE, runs, &runners, t0);
