@@ -5,7 +5,9 @@
 
 use ingest_model::{CheckpointRecord, OwnerRecord};
 use ingest_store::keys::Keys;
-use ingest_store::{Compare, CompareOp, LeaseId, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use ingest_store::{
+    Compare, CompareOp, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 
 /// Jobs per claim or release transaction. etcd allows 128 operations per
 /// branch and 128 compares by default; each job takes two of each.
@@ -28,6 +30,17 @@ fn still_free(read: &[TxnOpResponse], spec_revision: Revision) -> bool {
         }
         _ => false,
     }
+}
+
+/// What a round of claims did: the claims won, and the owners and specs
+/// read by batches that failed (newer than the view that asked, so the
+/// view learns from them and does not ask again for a job already taken:
+/// with a view that lags, asking every tick kept etcd busy with failing
+/// claims at 100 000 jobs, which made every view lag more).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub won: Vec<Won>,
+    pub seen: Vec<KeyValue>,
 }
 
 /// A won claim with the checkpoint to resume from (or why it cannot be
@@ -61,11 +74,11 @@ impl ClaimTxns<'_> {
     /// in the same transaction which jobs are taken or changed, and the rest
     /// are tried again together: one more transaction per conflict, not a
     /// split down to single jobs (which cost 10 workers starting at once
-    /// seconds of sequential transactions). Returns the won claims.
-    pub async fn claim(&self, requests: &[ClaimRequest]) -> Result<Vec<Won>, StoreError> {
+    /// seconds of sequential transactions).
+    pub async fn claim(&self, requests: &[ClaimRequest]) -> Result<Claimed, StoreError> {
         let owner = serde_json::to_vec(&OwnerRecord { worker: self.worker.to_string() })
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut won = Vec::new();
+        let mut claimed = Claimed::default();
         let mut pending: Vec<Vec<ClaimRequest>> = requests.chunks(BATCH).map(<[ClaimRequest]>::to_vec).collect();
         while let Some(batch) = pending.pop() {
             let compares = batch.iter().flat_map(|r| {
@@ -82,7 +95,7 @@ impl ClaimTxns<'_> {
             let response = self.store.txn(txn).await?;
             metrics::histogram!(ingest_runtime::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
             if response.succeeded {
-                won.extend(batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
+                claimed.won.extend(batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
                     id: r.id.clone(),
                     epoch: response.revision,
                     checkpoint,
@@ -95,6 +108,11 @@ impl ClaimTxns<'_> {
                 .filter(|(r, read)| still_free(read, r.spec_revision))
                 .map(|(r, _)| r.clone())
                 .collect();
+            for read in &response.responses {
+                if let TxnOpResponse::Range(range) = read {
+                    claimed.seen.extend(range.kvs.iter().cloned());
+                }
+            }
             if free.len() < batch.len() {
                 if !free.is_empty() {
                     pending.push(free);
@@ -106,7 +124,7 @@ impl ClaimTxns<'_> {
                 pending.push(b.to_vec());
             }
         }
-        Ok(won)
+        Ok(claimed)
     }
 
     /// Writes checkpoints, each only if this worker still holds the claim at
@@ -242,12 +260,19 @@ mod tests {
         store.inner.put(&keys.job("job-01"), b"{\"changed\":1}".to_vec(), 0).await.expect("change");
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
         let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease };
-        let won = txns.claim(&requests).await.expect("claim");
-        let mut ids: Vec<&str> = won.iter().map(|w| w.id.as_str()).collect();
+        let claimed = txns.claim(&requests).await.expect("claim");
+        let mut ids: Vec<&str> = claimed.won.iter().map(|w| w.id.as_str()).collect();
         ids.sort_unstable();
         let expected: Vec<&str> =
             requests.iter().enumerate().filter(|(i, _)| i % 4 != 0 && *i != 1).map(|(_, r)| r.id.as_str()).collect();
         assert_eq!(ids, expected);
         assert_eq!(store.txns.load(Ordering::SeqCst), 2, "the failed batch, then the rest together");
+        // What the failed batch read is handed back for the view: the
+        // peer's claims and the changed spec among them.
+        let seen = |key: &str| claimed.seen.iter().find(|kv| kv.key == key).map(|kv| kv.value.clone());
+        for r in requests.iter().step_by(4) {
+            assert_eq!(seen(&keys.owner(&r.id)).as_deref(), Some(&br#"{"worker":"peer"}"#[..]));
+        }
+        assert_eq!(seen(&keys.job("job-01")).as_deref(), Some(&b"{\"changed\":1}"[..]));
     }
 }

@@ -483,13 +483,18 @@ impl Scheduler {
             return;
         }
         let txns = ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease };
-        let won = match txns.claim(&claims).await {
-            Ok(won) => won,
+        let claimed = match txns.claim(&claims).await {
+            Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(worker = %self.worker, %error, jobs = claims.len(), "cannot claim jobs");
                 return;
             }
         };
+        // Taken or changed meanwhile: the view learns it now, not when its
+        // watch gets there, and the decision does not ask again.
+        let changes = self.view.apply_read(&self.keys, &claimed.seen);
+        self.decider.touched(changes);
+        let won = claimed.won;
         let revisions: HashMap<&str, Revision> = claims.iter().map(|c| (c.id.as_str(), c.spec_revision)).collect();
         for w in won {
             ownership::log(Ownership::Claim, &w.id, &self.worker, w.epoch);

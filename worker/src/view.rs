@@ -120,6 +120,20 @@ impl ClusterView {
         changes
     }
 
+    /// Applies keys read outside the watch (by a claim that failed): newer
+    /// than the view, or older and ignored like a stale event.
+    pub fn apply_read(&mut self, keys: &Keys, kvs: &[KeyValue]) -> Changes {
+        let mut changes = Changes::default();
+        for kv in kvs {
+            match self.apply_kv(keys, kv, false) {
+                Some(Touched::Worker) => changes.workers = true,
+                Some(Touched::Job(id)) => changes.jobs.push(id),
+                None => {}
+            }
+        }
+        changes
+    }
+
     fn apply_kv(&mut self, keys: &Keys, kv: &KeyValue, deleted: bool) -> Option<Touched> {
         let (kind, name) = keys.parse(&kv.key)?;
         let rev = kv.mod_revision;
