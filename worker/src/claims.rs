@@ -3,6 +3,7 @@
 //! revision is the epoch, and every later write of the owner is fenced on
 //! that epoch and lease (a lease is not a lock).
 
+use futures::StreamExt;
 use ingest_model::{CheckpointRecord, OwnerRecord};
 use ingest_store::keys::Keys;
 use ingest_store::{
@@ -12,6 +13,11 @@ use ingest_store::{
 /// Jobs per claim or release transaction. etcd allows 128 operations per
 /// branch and 128 compares by default; each job takes two of each.
 pub const BATCH: usize = 40;
+
+/// Claim or release transactions in flight at once: a join or a failover
+/// moves thousands of jobs to one worker, and one transaction after the
+/// other made each moved job wait seconds unowned.
+const IN_FLIGHT: usize = 4;
 
 /// A job to claim: its id and the revision of its spec as seen, so a job
 /// changed, paused or deleted meanwhile is not claimed.
@@ -79,52 +85,74 @@ impl ClaimTxns<'_> {
         let owner = serde_json::to_vec(&OwnerRecord { worker: self.worker.to_string() })
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut claimed = Claimed::default();
+        let owner = &owner;
         let mut pending: Vec<Vec<ClaimRequest>> = requests.chunks(BATCH).map(<[ClaimRequest]>::to_vec).collect();
-        while let Some(batch) = pending.pop() {
-            let compares = batch.iter().flat_map(|r| {
-                [
-                    Compare::absent(self.keys.owner(&r.id)),
-                    Compare::mod_revision(self.keys.job(&r.id), CompareOp::Equal, r.spec_revision),
-                ]
-            });
-            let puts = batch.iter().map(|r| TxnOp::put_with_lease(self.keys.owner(&r.id), owner.clone(), self.lease));
-            let gets = batch.iter().map(|r| TxnOp::get(self.keys.state(&r.id)));
-            let why = batch.iter().flat_map(|r| [TxnOp::get(self.keys.owner(&r.id)), TxnOp::get(self.keys.job(&r.id))]);
-            let started = std::time::Instant::now();
-            let txn = Txn::new().when(compares).and_then(puts.chain(gets)).or_else(why);
-            let response = self.store.txn(txn).await?;
-            metrics::histogram!(ingest_runtime::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
-            if response.succeeded {
-                claimed.won.extend(batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
-                    id: r.id.clone(),
-                    epoch: response.revision,
-                    checkpoint,
-                }));
-                continue;
-            }
-            let free: Vec<ClaimRequest> = batch
-                .iter()
-                .zip(response.responses.chunks(2))
-                .filter(|(r, read)| still_free(read, r.spec_revision))
-                .map(|(r, _)| r.clone())
-                .collect();
-            for read in &response.responses {
-                if let TxnOpResponse::Range(range) = read {
-                    claimed.seen.extend(range.kvs.iter().cloned());
+        while !pending.is_empty() {
+            let attempts: Vec<_> =
+                std::mem::take(&mut pending).into_iter().map(|batch| self.try_claim(batch, owner)).collect();
+            let mut attempts = futures::stream::iter(attempts).buffer_unordered(IN_FLIGHT);
+            while let Some((batch, response)) = attempts.next().await {
+                let response = response?;
+                if response.succeeded {
+                    claimed.won.extend(
+                        batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
+                            id: r.id.clone(),
+                            epoch: response.revision,
+                            checkpoint,
+                        }),
+                    );
+                    continue;
                 }
-            }
-            if free.len() < batch.len() {
-                if !free.is_empty() {
-                    pending.push(free);
+                let free: Vec<ClaimRequest> = batch
+                    .iter()
+                    .zip(response.responses.chunks(2))
+                    .filter(|(r, read)| still_free(read, r.spec_revision))
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                for read in &response.responses {
+                    if let TxnOpResponse::Range(range) = read {
+                        claimed.seen.extend(range.kvs.iter().cloned());
+                    }
                 }
-            } else if batch.len() > 1 {
-                // Nothing looked taken (a read that raced): split.
-                let (a, b) = batch.split_at(batch.len() / 2);
-                pending.push(a.to_vec());
-                pending.push(b.to_vec());
+                if free.len() < batch.len() {
+                    if !free.is_empty() {
+                        pending.push(free);
+                    }
+                } else if batch.len() > 1 {
+                    // Nothing looked taken (a read that raced): split.
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    pending.push(a.to_vec());
+                    pending.push(b.to_vec());
+                }
             }
         }
         Ok(claimed)
+    }
+
+    async fn try_claim(
+        &self,
+        batch: Vec<ClaimRequest>,
+        owner: &[u8],
+    ) -> (Vec<ClaimRequest>, Result<TxnResponse, StoreError>) {
+        let started = std::time::Instant::now();
+        let response = self.store.txn(self.claim_txn(&batch, owner)).await;
+        metrics::histogram!(ingest_runtime::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
+        (batch, response)
+    }
+
+    /// Claims `batch` if every job is unowned and at the spec revision seen,
+    /// reading the checkpoints; else reads why (owners and specs).
+    fn claim_txn(&self, batch: &[ClaimRequest], owner: &[u8]) -> Txn {
+        let compares = batch.iter().flat_map(|r| {
+            [
+                Compare::absent(self.keys.owner(&r.id)),
+                Compare::mod_revision(self.keys.job(&r.id), CompareOp::Equal, r.spec_revision),
+            ]
+        });
+        let puts = batch.iter().map(|r| TxnOp::put_with_lease(self.keys.owner(&r.id), owner.to_vec(), self.lease));
+        let gets = batch.iter().map(|r| TxnOp::get(self.keys.state(&r.id)));
+        let why = batch.iter().flat_map(|r| [TxnOp::get(self.keys.owner(&r.id)), TxnOp::get(self.keys.job(&r.id))]);
+        Txn::new().when(compares).and_then(puts.chain(gets)).or_else(why)
     }
 
     /// Writes checkpoints, each only if this worker still holds the claim at
@@ -160,26 +188,45 @@ impl ClaimTxns<'_> {
     pub async fn release(&self, releases: &[Release]) -> Result<Vec<(String, Revision)>, StoreError> {
         let mut released = Vec::new();
         let mut pending: Vec<&[Release]> = releases.chunks(BATCH).collect();
-        while let Some(batch) = pending.pop() {
-            let compares = batch.iter().flat_map(|r| self.fence(&r.id, r.epoch));
-            let mut ops = Vec::with_capacity(batch.len() * 2);
-            for r in batch {
-                if let Some(checkpoint) = &r.checkpoint {
-                    let value = serde_json::to_vec(checkpoint).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                    ops.push(TxnOp::put(self.keys.state(&r.id), value));
+        while !pending.is_empty() {
+            let attempts: Vec<_> =
+                std::mem::take(&mut pending).into_iter().map(|batch| self.try_release(batch)).collect();
+            let mut attempts = futures::stream::iter(attempts).buffer_unordered(IN_FLIGHT);
+            while let Some((batch, response)) = attempts.next().await {
+                let response = response?;
+                if response.succeeded {
+                    released.extend(batch.iter().map(|r| (r.id.clone(), response.revision)));
+                } else if batch.len() > 1 {
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    pending.push(a);
+                    pending.push(b);
                 }
-                ops.push(TxnOp::delete(self.keys.owner(&r.id)));
-            }
-            let response = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
-            if response.succeeded {
-                released.extend(batch.iter().map(|r| (r.id.clone(), response.revision)));
-            } else if batch.len() > 1 {
-                let (a, b) = batch.split_at(batch.len() / 2);
-                pending.push(a);
-                pending.push(b);
             }
         }
         Ok(released)
+    }
+
+    async fn try_release<'r>(&self, batch: &'r [Release]) -> (&'r [Release], Result<TxnResponse, StoreError>) {
+        let response = match self.release_txn(batch) {
+            Ok(txn) => self.store.txn(txn).await,
+            Err(error) => Err(error),
+        };
+        (batch, response)
+    }
+
+    /// Writes each checkpoint and deletes each claim of `batch` if every
+    /// claim is still this worker's at its epoch.
+    fn release_txn(&self, batch: &[Release]) -> Result<Txn, StoreError> {
+        let compares = batch.iter().flat_map(|r| self.fence(&r.id, r.epoch));
+        let mut ops = Vec::with_capacity(batch.len() * 2);
+        for r in batch {
+            if let Some(checkpoint) = &r.checkpoint {
+                let value = serde_json::to_vec(checkpoint).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                ops.push(TxnOp::put(self.keys.state(&r.id), value));
+            }
+            ops.push(TxnOp::delete(self.keys.owner(&r.id)));
+        }
+        Ok(Txn::new().when(compares).and_then(ops))
     }
 
     /// The claim on `id` is still the one made at `epoch` under this lease.
