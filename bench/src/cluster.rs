@@ -70,6 +70,11 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// checkpoint (or no more checkpoints come), and no more than `workers + 1` revisions per second happened
 /// over this window.
 const QUIET_WINDOW: Duration = Duration::from_secs(3);
+/// First runs still going after this long without a new checkpoint are
+/// taken as done (a failed first checkpoint waits for the next run). Longer
+/// than the quiet window: 100 000 first runs on the local sinks of one
+/// machine pause for seconds.
+const CHECKPOINTS_QUIET: Duration = Duration::from_secs(10);
 /// Longest wait for a worker to exit after SIGTERM before it is killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the bench's own reads are retried before it gives up.
@@ -678,9 +683,10 @@ impl Bench<'_> {
         let allowed = (QUIET_WINDOW.as_secs_f64() * (procs.len() + 1) as f64) as i64;
         let candidates: Vec<Candidate<'_>> =
             procs.iter().map(|p| Candidate { name: p.name.as_str(), weight: 1.0 }).collect();
-        // (when, revision, checkpoints stored)
-        let mut samples: Vec<(Instant, Revision, usize)> = Vec::new();
+        // (when, revision)
+        let mut samples: Vec<(Instant, Revision)> = Vec::new();
         let mut balanced_at = None;
+        let mut checkpoints_seen = (0, Instant::now());
         loop {
             let (revision, checkpoints, misplaced) = futures::try_join!(
                 revision(self.store.as_ref()),
@@ -693,14 +699,17 @@ impl Bench<'_> {
             } else {
                 balanced_at = None;
             }
-            samples.push((now, revision, checkpoints));
+            samples.push((now, revision));
             samples.retain(|(at, ..)| now.duration_since(*at) <= QUIET_WINDOW);
             let window_full = now.duration_since(started) >= QUIET_WINDOW;
-            let (first_revision, first_checkpoints) = samples.first().map_or((revision, checkpoints), |s| (s.1, s.2));
+            let first_revision = samples.first().map_or(revision, |s| s.1);
             let delta = revision - first_revision;
+            if checkpoints != checkpoints_seen.0 {
+                checkpoints_seen = (checkpoints, now);
+            }
             // Every first run checkpointed, or no more checkpoints coming
             // (failed writes are not retried before the next run).
-            let checkpointed = checkpoints >= self.jobs || checkpoints == first_checkpoints;
+            let checkpointed = checkpoints >= self.jobs || now.duration_since(checkpoints_seen.1) >= CHECKPOINTS_QUIET;
             let settled = misplaced == 0 && checkpointed && window_full && delta <= allowed;
             if settled || started.elapsed() > SETTLE_TIMEOUT {
                 return Ok(Settled {
@@ -1198,9 +1207,10 @@ impl Settled {
         let how = if self.settled { "settled" } else { "did NOT settle" };
         if self.checkpoints < jobs {
             println!(
-                "  NOTE: {} of {jobs} jobs have no checkpoint stored: their first checkpoint write failed and is \
-                 not retried before their next run (see the warnings below)",
-                jobs - self.checkpoints
+                "  NOTE: {} of {jobs} jobs have no checkpoint stored and none was written for {} s: their first \
+                 checkpoint write failed and is not retried before their next run (see the warnings below)",
+                jobs - self.checkpoints,
+                CHECKPOINTS_QUIET.as_secs()
             );
         }
         let balanced = self.balanced_at.map_or_else(

@@ -454,7 +454,53 @@ async fn time_raw_page(control: &Control, token: &str, expected: usize) -> anyho
 
 // ---------------------------------------------------------------- WatchJobs
 
+/// Streams kept open after the first, to see what an open stream holds.
+const HELD_STREAMS: usize = 3;
+
 async fn bench_watch(control: &Control, jobs: usize) -> anyhow::Result<()> {
+    let before = rss_mb();
+    let (stream, took, first, messages) = watch_snapshot(control, jobs).await?;
+    let one = rss_mb();
+    println!();
+    println!(
+        "WatchJobs snapshot: {jobs} jobs in {messages} messages, synced after {} (first message after {})",
+        ms(took),
+        ms(first)
+    );
+    // The streams stay open (synced, idle): what each holds is what the
+    // control server keeps per watcher.
+    let mut held = vec![stream];
+    for _ in 0..HELD_STREAMS {
+        held.push(watch_snapshot(control, jobs).await?.0);
+    }
+    let all = rss_mb();
+    if let (Some(before), Some(one), Some(all)) = (before, one, all) {
+        println!(
+            "  RSS of this process (bench and control): {before:.1} MB before, {one:.1} MB with one stream open, \
+             {all:.1} MB with {}: {:.1} MB per further open stream ({:.2} KB per job)",
+            held.len(),
+            (all - one) / HELD_STREAMS as f64,
+            (all - one) / HELD_STREAMS as f64 * 1000.0 / jobs.max(1) as f64
+        );
+    }
+    drop(held);
+    Ok(())
+}
+
+/// VmRSS of this process in MB (Linux).
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1000.0)
+}
+
+/// Opens a WatchJobs stream and reads its snapshot: the stream (still
+/// open), when it was synced and its first message came, and how many
+/// messages it took.
+async fn watch_snapshot(
+    control: &Control,
+    jobs: usize,
+) -> anyhow::Result<(tonic::Streaming<pb::WatchJobsResponse>, Duration, Duration, usize)> {
     let mut client = control.client.clone();
     let started = Instant::now();
     let mut stream = client.watch_jobs(pb::WatchJobsRequest::default()).await.context("WatchJobs")?.into_inner();
@@ -472,13 +518,7 @@ async fn bench_watch(control: &Control, jobs: usize) -> anyhow::Result<()> {
     }
     let took = started.elapsed();
     ensure!(seen == jobs, "the WatchJobs snapshot held {seen} jobs, expected {jobs}");
-    println!();
-    println!(
-        "WatchJobs snapshot: {seen} jobs in {messages} messages, synced after {} (first message after {})",
-        ms(took),
-        ms(first.unwrap_or_default())
-    );
-    Ok(())
+    Ok((stream, took, first.unwrap_or_default(), messages))
 }
 
 // ---------------------------------------------------------------- breakdown

@@ -179,16 +179,22 @@ impl JobsView {
     }
 
     /// Sends every job in chunks, then the `synced` marker. False when the
-    /// client went away.
+    /// client went away. Views are made a chunk at a time as the client
+    /// takes them: a stream never holds the views of every job.
     async fn send_snapshot(&self, tx: &mpsc::Sender<Result<WatchUpdate, ControlError>>) -> bool {
         let mut ids: Vec<&String> = self.pieces.keys().collect();
         ids.sort();
-        let views: Vec<JobView> = ids.into_iter().filter_map(|id| self.visible_view(id)).collect();
-        for chunk in views.chunks(SNAPSHOT_CHUNK) {
-            let events = chunk.iter().cloned().map(|v| JobEvent::Upserted(Box::new(v))).collect();
-            let update = WatchUpdate { revision: self.loaded_at, events, snapshot: true, synced: false };
-            if tx.send(Ok(update)).await.is_err() {
-                return false;
+        let mut events = Vec::with_capacity(SNAPSHOT_CHUNK);
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(view) = self.visible_view(id) {
+                events.push(JobEvent::Upserted(Box::new(view)));
+            }
+            if events.len() == SNAPSHOT_CHUNK || (i + 1 == ids.len() && !events.is_empty()) {
+                let events = std::mem::replace(&mut events, Vec::with_capacity(SNAPSHOT_CHUNK));
+                let update = WatchUpdate { revision: self.loaded_at, events, snapshot: true, synced: false };
+                if tx.send(Ok(update)).await.is_err() {
+                    return false;
+                }
             }
         }
         let synced = WatchUpdate { revision: self.loaded_at, events: Vec::new(), snapshot: true, synced: true };
