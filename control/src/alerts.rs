@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::ControlService;
-use crate::views::{JobView, live_types};
+use crate::views::{JobView, apply_worker, live_types};
 
 /// Bucket bounds of `ingest_job_consecutive_failures` (cumulative, plus +Inf).
 const FAILURE_BUCKETS: [u32; 5] = [0, 1, 3, 10, 50];
@@ -314,11 +314,7 @@ async fn follow(
             match kind {
                 KeyKind::Worker => {
                     workers_changed = true;
-                    if deleted {
-                        workers.remove(id);
-                    } else if let Ok(worker) = serde_json::from_slice::<WorkerRecord>(&event.kv.value) {
-                        workers.insert(id.to_string(), worker);
-                    }
+                    apply_worker(&mut workers, id, &event.kv, deleted);
                 }
                 KeyKind::Job | KeyKind::Owner | KeyKind::Stats
                     if jobs.entry(id.to_string()).or_default().apply(kind, &event.kv, deleted) =>

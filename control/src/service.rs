@@ -144,6 +144,8 @@ pub struct ControlService {
     /// was read at: the create is guarded on that revision, so a spec a
     /// worker has republished since is read again, never trusted stale.
     type_specs: Arc<Mutex<HashMap<String, CachedSpec>>>,
+    /// The follower of the jobs WatchJobs streams share, while any is open.
+    jobs_feed: crate::watch::FeedSlot,
 }
 
 /// A job type's spec and the revision of `types/<name>` it was read at.
@@ -151,7 +153,7 @@ type CachedSpec = (Arc<JobTypeSpec>, Revision);
 
 impl ControlService {
     pub fn new(store: Arc<dyn Store>, keys: Keys) -> Self {
-        Self { store, keys, secrets_keys: None, type_specs: Arc::default() }
+        Self { store, keys, secrets_keys: None, type_specs: Arc::default(), jobs_feed: Arc::default() }
     }
 
     /// Seals every secrets record written from now on with these keys.
@@ -166,6 +168,10 @@ impl ControlService {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub(crate) fn jobs_feed_slot(&self) -> crate::watch::FeedSlot {
+        self.jobs_feed.clone()
     }
 
     pub(crate) fn secrets_keys(&self) -> Option<&SecretsKeys> {

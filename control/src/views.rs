@@ -67,6 +67,11 @@ pub struct JobPieces {
 }
 
 impl JobPieces {
+    /// Nothing of the job is left.
+    pub fn is_empty(&self) -> bool {
+        self.job.is_none() && self.owner.is_none() && self.stats.is_none() && self.state.is_none()
+    }
+
     /// The composed view, if the spec is known.
     pub fn view(&self, live_types: &HashSet<String>) -> Option<JobView> {
         let (record, revision) = self.job.as_ref()?;
@@ -183,6 +188,15 @@ pub struct Cluster {
 }
 
 /// The job types some active worker of `workers` runs.
+/// Applies a change of `workers/<id>` to the workers known.
+pub fn apply_worker(workers: &mut BTreeMap<String, WorkerRecord>, id: &str, kv: &KeyValue, deleted: bool) {
+    if deleted {
+        workers.remove(id);
+    } else if let Some(worker) = decode::<WorkerRecord>(kv) {
+        workers.insert(id.to_string(), worker);
+    }
+}
+
 pub fn live_types(workers: &BTreeMap<String, WorkerRecord>) -> HashSet<String> {
     workers.values().filter(|w| w.state == WorkerState::Active).flat_map(|w| w.types.iter().cloned()).collect()
 }

@@ -34,6 +34,26 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local address of a bound listener").port()
 }
 
+/// A job spec of `job_type` named by its id, every minute, no parameters:
+/// the plain job unit tests build views and decisions from.
+pub fn job_record(id: &str, job_type: &str) -> ingest_model::JobRecord {
+    ingest_model::JobRecord {
+        id: id.into(),
+        name: id.into(),
+        job_type: job_type.into(),
+        params: Default::default(),
+        secret_names: Vec::new(),
+        interval: Duration::from_secs(60),
+        paused: false,
+        run_now_seq: 0,
+        cursor_reset_seq: 0,
+        labels: Default::default(),
+        schedule: Default::default(),
+        create_time: 0,
+        update_time: 0,
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns
 /// whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {

@@ -25,21 +25,7 @@ impl Running for Runs {
 }
 
 fn record(id: &str) -> JobRecord {
-    JobRecord {
-        id: id.into(),
-        name: id.into(),
-        job_type: "demo".into(),
-        params: Default::default(),
-        secret_names: Vec::new(),
-        interval: Duration::from_secs(60),
-        paused: false,
-        run_now_seq: 0,
-        cursor_reset_seq: 0,
-        labels: Default::default(),
-        schedule: Default::default(),
-        create_time: 0,
-        update_time: 0,
-    }
+    ingest_testkit::job_record(id, "demo")
 }
 
 /// A view with `workers` (all running demo, first seen at `seen`) and jobs
