@@ -9,6 +9,7 @@ use ingest_store::keys::Keys;
 use ingest_store::{
     Compare, CompareOp, KeyValue, LeaseId, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
+use tokio_util::sync::CancellationToken;
 
 /// Jobs per claim or release transaction. etcd allows 128 operations per
 /// branch and 128 compares by default; each job takes two of each.
@@ -80,8 +81,9 @@ impl ClaimTxns<'_> {
     /// in the same transaction which jobs are taken or changed, and the rest
     /// are tried again together: one more transaction per conflict, not a
     /// split down to single jobs (which cost 10 workers starting at once
-    /// seconds of sequential transactions).
-    pub async fn claim(&self, requests: &[ClaimRequest]) -> Result<Claimed, StoreError> {
+    /// seconds of sequential transactions). Once `stop` is cancelled no
+    /// more batches are sent (those in flight finish).
+    pub async fn claim(&self, requests: &[ClaimRequest], stop: &CancellationToken) -> Result<Claimed, StoreError> {
         let owner = serde_json::to_vec(&OwnerRecord { worker: self.worker.to_string() })
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut claimed = Claimed::default();
@@ -89,10 +91,10 @@ impl ClaimTxns<'_> {
         let mut pending: Vec<Vec<ClaimRequest>> = requests.chunks(BATCH).map(<[ClaimRequest]>::to_vec).collect();
         while !pending.is_empty() {
             let attempts: Vec<_> =
-                std::mem::take(&mut pending).into_iter().map(|batch| self.try_claim(batch, owner)).collect();
+                std::mem::take(&mut pending).into_iter().map(|batch| self.try_claim(batch, owner, stop)).collect();
             let mut attempts = futures::stream::iter(attempts).buffer_unordered(IN_FLIGHT);
             while let Some((batch, response)) = attempts.next().await {
-                let response = response?;
+                let Some(response) = response.transpose()? else { continue };
                 if response.succeeded {
                     claimed.won.extend(
                         batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
@@ -129,15 +131,20 @@ impl ClaimTxns<'_> {
         Ok(claimed)
     }
 
+    /// One batch's transaction; `None` when `stop` came first.
     async fn try_claim(
         &self,
         batch: Vec<ClaimRequest>,
         owner: &[u8],
-    ) -> (Vec<ClaimRequest>, Result<TxnResponse, StoreError>) {
+        stop: &CancellationToken,
+    ) -> (Vec<ClaimRequest>, Option<Result<TxnResponse, StoreError>>) {
+        if stop.is_cancelled() {
+            return (batch, None);
+        }
         let started = std::time::Instant::now();
         let response = self.store.txn(self.claim_txn(&batch, owner)).await;
         metrics::histogram!(ingest_runtime::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
-        (batch, response)
+        (batch, Some(response))
     }
 
     /// Claims `batch` if every job is unowned and at the spec revision seen,
@@ -307,7 +314,7 @@ mod tests {
         store.inner.put(&keys.job("job-01"), b"{\"changed\":1}".to_vec(), 0).await.expect("change");
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
         let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease };
-        let claimed = txns.claim(&requests).await.expect("claim");
+        let claimed = txns.claim(&requests, &CancellationToken::new()).await.expect("claim");
         let mut ids: Vec<&str> = claimed.won.iter().map(|w| w.id.as_str()).collect();
         ids.sort_unstable();
         let expected: Vec<&str> =
@@ -321,5 +328,23 @@ mod tests {
             assert_eq!(seen(&keys.owner(&r.id)).as_deref(), Some(&br#"{"worker":"peer"}"#[..]));
         }
         assert_eq!(seen(&keys.job("job-01")).as_deref(), Some(&b"{\"changed\":1}"[..]));
+    }
+
+    /// A worker shutting down claims nothing more.
+    #[tokio::test]
+    async fn no_claim_is_sent_once_stopping() {
+        let store = Counting { inner: EmbeddedStore::in_memory().expect("store"), txns: AtomicUsize::new(0) };
+        let keys = Keys::new("/t/");
+        let revision = store.inner.put(&keys.job("job-1"), b"{}".to_vec(), 0).await.expect("put job");
+        let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
+        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease };
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let request = [ClaimRequest { id: "job-1".into(), spec_revision: revision }];
+        let claimed = txns.claim(&request, &stop).await.expect("no error");
+        assert!(claimed.won.is_empty());
+        assert_eq!(store.txns.load(Ordering::SeqCst), 0);
+        let claimed = txns.claim(&request, &CancellationToken::new()).await.expect("claim");
+        assert_eq!(claimed.won.len(), 1, "the same claim, not stopping");
     }
 }

@@ -90,6 +90,9 @@ pub struct Scheduler {
     /// When the runners were last checked for a task that ended without
     /// saying so (a panic): a backstop, see `reap_lost`.
     reaped_all: Instant,
+    /// Cancelled at shutdown: no more claims (a worker draining while its
+    /// peers drain too would otherwise take their jobs for seconds first).
+    stopping: CancellationToken,
 }
 
 const OWNED_COUNT_EVERY: Duration = Duration::from_secs(5);
@@ -141,6 +144,7 @@ impl Scheduler {
             runners_lease: None,
             lease_token: None,
             reaped_all: Instant::now(),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -166,6 +170,7 @@ impl Scheduler {
     /// Runs until `shutdown`, then drains: every job is handed back with its
     /// checkpoint before this returns.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.stopping = shutdown.clone();
         let mut watch = tokio::select! {
             () = shutdown.cancelled() => return,
             watch = self.sync(&shutdown) => watch,
@@ -483,7 +488,7 @@ impl Scheduler {
             return;
         }
         let txns = ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease };
-        let claimed = match txns.claim(&claims).await {
+        let claimed = match txns.claim(&claims, &self.stopping).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(worker = %self.worker, %error, jobs = claims.len(), "cannot claim jobs");
