@@ -235,6 +235,21 @@ impl Cluster {
         Ok(self.control.create_job(new, false).await?.record.id)
     }
 
+    /// Waits until every one of `workers` is registered (so jobs created
+    /// next are ranked among all of them from the start).
+    pub async fn wait_registered(&self, workers: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let kvs = scan_prefix(self.store.as_ref(), &self.keys.prefix(KeyKind::Worker)).await.unwrap_or_default();
+            let names: Vec<&str> = kvs.iter().filter_map(|kv| self.keys.parse(&kv.key).map(|(_, name)| name)).collect();
+            if workers.iter().all(|w| names.contains(w)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not all of {workers:?} registered: {names:?}\n{}", self.log_tails());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Current claims: job id -> worker.
     pub async fn owners(&self) -> HashMap<String, String> {
         let kvs = scan_prefix(self.store.as_ref(), &self.keys.prefix(KeyKind::Owner)).await.unwrap_or_default();
