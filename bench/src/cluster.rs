@@ -626,7 +626,9 @@ impl Bench<'_> {
         let endpoint = self.endpoints.join(",");
         let child = Command::new(&self.bin)
             .args(["worker", "--name", name, "--etcd", &endpoint, "--key-root", root, "--control", control_url])
-            .args(["--log-format", "json"])
+            // Info level whatever INGEST_LOG the bench has: the ownership
+            // events the figures are read from are info lines.
+            .args(["--log-format", "json", "--log", "info"])
             .arg("--sink-dir")
             .arg(self.logs.join(format!("out-{name}")))
             .stdin(Stdio::null())
@@ -686,11 +688,15 @@ impl Bench<'_> {
         // (when, revision)
         let mut samples: Vec<(Instant, Revision)> = Vec::new();
         let mut balanced_at = None;
+        let stats = keys.prefix(KeyKind::Stats);
+        // (stored, since when): first checkpoints and first counters.
         let mut checkpoints_seen = (0, Instant::now());
+        let mut counters_seen = (0, Instant::now());
         loop {
-            let (revision, checkpoints, misplaced) = futures::try_join!(
+            let (revision, checkpoints, counters, misplaced) = futures::try_join!(
                 revision(self.store.as_ref()),
                 count(self.store.as_ref(), &state),
+                count(self.store.as_ref(), &stats),
                 self.misplaced(keys, &candidates)
             )?;
             let now = Instant::now();
@@ -707,9 +713,15 @@ impl Bench<'_> {
             if checkpoints != checkpoints_seen.0 {
                 checkpoints_seen = (checkpoints, now);
             }
-            // Every first run checkpointed, or no more checkpoints coming
-            // (failed writes are not retried before the next run).
-            let checkpointed = checkpoints >= self.jobs || now.duration_since(checkpoints_seen.1) >= CHECKPOINTS_QUIET;
+            if counters != counters_seen.0 {
+                counters_seen = (counters, now);
+            }
+            // Every first run checkpointed and counted (control writes the
+            // counters after the runs), or no more coming (failed writes are
+            // not retried before the next run).
+            let done =
+                |stored: usize, since: Instant| stored >= self.jobs || now.duration_since(since) >= CHECKPOINTS_QUIET;
+            let checkpointed = done(checkpoints, checkpoints_seen.1) && done(counters, counters_seen.1);
             let settled = misplaced == 0 && checkpointed && window_full && delta <= allowed;
             if settled || started.elapsed() > SETTLE_TIMEOUT {
                 return Ok(Settled {
@@ -720,7 +732,7 @@ impl Bench<'_> {
                     revisions: revision - start_revision,
                     last_window: delta,
                     checkpoints,
-                    stats: count(self.store.as_ref(), &keys.prefix(KeyKind::Stats)).await?,
+                    stats: counters,
                 });
             }
             check_running(procs)?;
@@ -1218,7 +1230,7 @@ impl Settled {
             |at| format!("balanced (every job on its first-ranked worker) from {:.2} s", at.as_secs_f64()),
         );
         println!(
-            "Settling (every job on its first-ranked worker and checkpointed, revisions quiet for {} s): {how} \
+            "Settling (every job on its first-ranked worker, checkpointed and counted, revisions quiet for {} s): {how} \
              after {:.2} s; {balanced}; {} revisions meanwhile ({} in the last {} s); {}/{jobs} checkpoints, \
              {}/{jobs} counters stored",
             QUIET_WINDOW.as_secs(),

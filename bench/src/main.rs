@@ -41,6 +41,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The in-process control's and store's logs, when asked for
+    // (`INGEST_LOG=warn`, `INGEST_LOG=ingest_control=debug`): off by default,
+    // the figures are the output.
+    if let Ok(filter) = std::env::var("INGEST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     match cli.command {
         Command::Control(args) => control::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::StreamExt;
 use ingest_model::{ClaimProgress, RunsRecord, StatsLedger};
 use ingest_runtime::metrics as m;
 use ingest_store::keys::Keys;
@@ -33,6 +34,8 @@ const READS_PER_JOB: usize = 3;
 /// Jobs per transaction: three compares and, in the failure branch, three
 /// reads per job stay under etcd's default `--max-txn-ops` (128 per branch).
 const BATCH_JOBS: usize = 40;
+/// Batches written at once by a flush.
+const BATCHES_IN_FLIGHT: usize = 4;
 /// Guarded writes of one batch before its reports wait for the next flush.
 const MAX_ATTEMPTS: usize = 4;
 /// Claims kept per pending job: a job changes owner rarely, and only claims
@@ -121,10 +124,16 @@ impl ProgressRecorder {
         }
         let total = jobs.len();
         let mut written = 0;
-        let mut batches = jobs.chunks(BATCH_JOBS);
-        while let Some(batch) = batches.next() {
-            match self.flush_batch(batch).await {
-                Ok(outcome) => {
+        // Batches are of distinct jobs: a few go at once (100 000 jobs' first
+        // counters took 55 s one batch after the other). After a store error
+        // no more are sent; what was not written waits for the next flush.
+        let stop = CancellationToken::new();
+        let attempts: Vec<_> = jobs.chunks(BATCH_JOBS).map(|batch| self.try_batch(batch, &stop)).collect();
+        let mut attempts = futures::stream::iter(attempts).buffer_unordered(BATCHES_IN_FLIGHT);
+        let (mut kept, mut failed) = (Vec::new(), None);
+        while let Some((batch, outcome)) = attempts.next().await {
+            match outcome {
+                Some(Ok(outcome)) => {
                     written += outcome.written;
                     if !outcome.unflushed.is_empty() {
                         tracing::warn!(
@@ -134,18 +143,39 @@ impl ProgressRecorder {
                         self.requeue(outcome.unflushed);
                     }
                 }
-                Err(error) => {
-                    let kept: Vec<(String, Claims)> = batch.iter().chain(batches.flatten()).cloned().collect();
-                    tracing::warn!(%error, jobs = kept.len(), "cannot write progress; keeping it for the next flush");
-                    self.requeue(kept);
-                    return Err(error);
+                Some(Err(error)) => {
+                    kept.extend_from_slice(batch);
+                    failed.get_or_insert(error);
                 }
+                None => kept.extend_from_slice(batch),
             }
+        }
+        if let Some(error) = failed {
+            tracing::warn!(%error, jobs = kept.len(), "cannot write progress; keeping it for the next flush");
+            self.requeue(kept);
+            return Err(error);
         }
         if total > 0 {
             tracing::debug!(jobs = total, written, "progress flushed");
         }
         Ok(())
+    }
+
+    /// One batch, unless an earlier one failed (`None`); a failure stops
+    /// the batches not sent yet.
+    async fn try_batch<'b>(
+        &self,
+        batch: &'b [(String, Claims)],
+        stop: &CancellationToken,
+    ) -> (&'b [(String, Claims)], Option<Result<BatchOutcome, StoreError>>) {
+        if stop.is_cancelled() {
+            return (batch, None);
+        }
+        let outcome = self.flush_batch(batch).await;
+        if outcome.is_err() {
+            stop.cancel();
+        }
+        (batch, Some(outcome))
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {

@@ -160,15 +160,16 @@ async fn stopping_flushes_once_more(s: Setup) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_wait_through_a_store_outage() {
     let mut s = Setup::etcd().await;
-    let id = "waits".to_string();
-    let epoch = s.jobs(std::slice::from_ref(&id)).await;
+    // Several batches (written a few at once): every one is kept.
+    let ids = ids(130);
+    let epoch = s.jobs(&ids).await;
     let recorder = s.recorder(Duration::from_secs(3600));
     let etcd = s.etcd.as_mut().expect("etcd");
     tokio::task::block_in_place(|| etcd.stop());
-    recorder.record([(id.clone(), report(epoch, 3, 1))]);
+    recorder.record(ids.iter().map(|id| (id.clone(), report(epoch, 3, 1))));
     assert!(recorder.flush().await.is_err(), "etcd is down");
-    assert_eq!(recorder.pending_jobs(), 1, "reports kept for the next flush");
-    recorder.record([(id.clone(), report(epoch, 4, 2))]);
+    assert_eq!(recorder.pending_jobs(), ids.len(), "reports kept for the next flush");
+    recorder.record(ids.iter().map(|id| (id.clone(), report(epoch, 4, 2))));
 
     tokio::task::block_in_place(|| etcd.start_again());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -176,7 +177,9 @@ async fn reports_wait_through_a_store_outage() {
         assert!(tokio::time::Instant::now() < deadline, "flush still failing after etcd came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(s.stats(&id).await.map(|l| l.stats.counters), Some(report(0, 4, 2).totals));
+    for id in &ids {
+        assert_eq!(s.stats(id).await.map(|l| l.stats.counters), Some(report(0, 4, 2).totals), "{id}");
+    }
     assert_eq!(recorder.pending_jobs(), 0);
 }
 
