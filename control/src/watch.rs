@@ -392,7 +392,7 @@ impl Replay {
                     }
                     Some(Err(err)) => return Err(err.into()),
                     Some(Ok(batch)) => {
-                        self.next = feed::next_revision(self.next, &batch);
+                        self.next = self.next.max(batch.resume_from());
                         let touched = self.state.apply(self.service.keys(), &batch, self.loaded_at);
                         let mut events = Vec::new();
                         for (id, touched) in touched {

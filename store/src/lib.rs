@@ -320,6 +320,16 @@ pub struct WatchBatch {
     pub revision: Revision,
 }
 
+impl WatchBatch {
+    /// The revision a watch continues from after this batch: past its last
+    /// event (a batch's header revision may run ahead of events still to
+    /// come while etcd catches a watcher up), or past the revision of a
+    /// progress report.
+    pub fn resume_from(&self) -> Revision {
+        self.events.last().map_or(self.revision, |e| e.kv.mod_revision) + 1
+    }
+}
+
 /// A running prefix watch. Ends (yields `None`) when the store shuts down;
 /// yields `Err(StoreError::Compacted)` if the requested history is gone.
 pub struct WatchStream {

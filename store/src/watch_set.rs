@@ -76,12 +76,7 @@ impl WatchSet {
 
 impl Member {
     fn delivered(&mut self, batch: &WatchBatch) {
-        // After events, what follows the last of them (a batch's header
-        // revision may run ahead of events still to come when etcd is
-        // catching a watcher up); a batch without events is a progress
-        // report: everything up to its revision was delivered.
-        let through = batch.events.last().map_or(batch.revision, |e| e.kv.mod_revision);
-        self.next = self.next.max(through + 1);
+        self.next = self.next.max(batch.resume_from());
     }
 }
 

@@ -93,14 +93,6 @@ impl JobsFeed {
     }
 }
 
-/// After `batch`, the revision a watch continues from: past its last event
-/// (a batch's header revision may run ahead of events still to come while
-/// etcd catches a watcher up); past the header of a progress report.
-pub(crate) fn next_revision(next: Revision, batch: &WatchBatch) -> Revision {
-    let through = batch.events.last().map_or(batch.revision, |e| e.kv.mod_revision);
-    next.max(through + 1)
-}
-
 /// Keeps the feed current until it is dropped: re-watches from where it
 /// stopped when the store goes away, loads again when that history is gone.
 async fn follow(feed: Weak<JobsFeed>, service: ControlService, mut next: Revision, stop: CancellationToken) {
@@ -126,7 +118,7 @@ async fn follow(feed: Weak<JobsFeed>, service: ControlService, mut next: Revisio
             match item {
                 Some(Ok(batch)) => {
                     let Some(feed) = feed.upgrade() else { return };
-                    next = next_revision(next, &batch);
+                    next = next.max(batch.resume_from());
                     feed.apply(&service, &batch);
                 }
                 Some(Err(StoreError::Compacted { .. })) => stream = None,
