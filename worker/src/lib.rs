@@ -5,8 +5,9 @@
 //! Code map: `membership` (lease, registration, keepalive, deadline), `view`
 //! (the cluster as seen through one watch), `assign` (weighted rendezvous
 //! hashing), `claims` (claim, fenced checkpoint and release transactions),
-//! `runner` (one job's task), `scheduler` (the control loop), `ownership`
-//! (ownership event log), `jobs/` (one module per job type).
+//! `runner` (one owned job: a task while it runs, parked between runs),
+//! `scheduler` (the control loop), `ownership` (ownership event log),
+//! `jobs/` (one module per job type).
 
 pub mod assign;
 pub mod catalogue;

@@ -1,9 +1,13 @@
-//! One owned job's task: a fresh instance of its type, run on its interval
-//! (with jitter), run-now on request, bounded backoff on errors that never
-//! gives up, and a checkpoint written after each run, fenced on the claim.
+//! One owned job: a fresh instance of its type, run on its interval (with
+//! jitter), run-now on request, bounded backoff on errors that never gives
+//! up, and a checkpoint written after each run, fenced on the claim. Between
+//! runs the job holds no task (`idle`).
+
+mod idle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ingest_model::schedule;
@@ -12,7 +16,7 @@ use ingest_sinks::{IndexSpec, JobOutput, Sinks};
 use ingest_store::keys::Keys;
 use ingest_store::{LeaseId, Revision, Store};
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::{self, BuildInput, JobTypeEntry};
@@ -25,6 +29,9 @@ use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
 use crate::redact::Redactor;
+
+pub use idle::Alarms;
+use idle::JobCell;
 
 /// Longest wait between two attempts of a failing job.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -52,6 +59,8 @@ pub struct RunnerContext {
     /// Jobs whose runner ended on its own (claim lost), for the scheduler
     /// to reap without looking at every runner.
     pub ended: std::sync::Mutex<Vec<String>>,
+    /// The clock that wakes parked jobs.
+    pub alarms: Arc<Alarms>,
 }
 
 impl RunnerContext {
@@ -71,20 +80,20 @@ pub enum RunnerExit {
     Lost,
 }
 
-/// A running job, owned by the scheduler.
+/// An owned job, held by the scheduler.
 pub struct RunnerHandle {
     pub epoch: Revision,
     /// The lease the claim was made under.
     pub lease: LeaseId,
     /// Revision of the spec the runner was built from.
     pub spec_revision: Revision,
-    cancel: CancellationToken,
-    /// Operator requests from the spec (one channel: each costs ~0.5 KB a job).
-    requests: watch::Sender<Requests>,
-    join: tokio::task::JoinHandle<RunnerExit>,
+    cell: Arc<JobCell>,
+    requests: Arc<Requests>,
 }
 
 impl RunnerHandle {
+    /// Starts running a claimed job: at once when a run is due, else at its
+    /// next run. `lease_token` is cancelled when the lease's deadline passes.
     pub fn spawn(
         ctx: Arc<RunnerContext>,
         lease: LeaseId,
@@ -92,15 +101,13 @@ impl RunnerHandle {
         spec_revision: Revision,
         epoch: Revision,
         checkpoint: Result<CheckpointRecord, String>,
-        cancel: CancellationToken,
+        lease_token: CancellationToken,
     ) -> Self {
-        let (requests, requests_rx) =
-            watch::channel(Requests { run_now: record.run_now_seq, cursor_reset: record.cursor_reset_seq });
-        let (checkpoint, unreadable) = match checkpoint {
+        let requests = Arc::new(Requests::new(record.run_now_seq, record.cursor_reset_seq));
+        let (mut checkpoint, unreadable) = match checkpoint {
             Ok(checkpoint) => (checkpoint, None),
             Err(why) => (CheckpointRecord::default(), Some(why)),
         };
-        let ctx_lease_rx = ctx.lease_rx.clone();
         // Control checked it; one stored by an older control that does not
         // compile is ignored (interval, any time) and said once.
         let schedule = match &record.schedule {
@@ -113,53 +120,71 @@ impl RunnerHandle {
                 }
             },
         };
-        let runner = Runner {
+        if let Some(schedule) = schedule.as_ref().filter(|_| checkpoint.next_run.is_none()) {
+            // A new job with a schedule waits for its first cron time or window.
+            let now = now_millis();
+            checkpoint.next_run = Some(schedule.next(now, true).unwrap_or(now));
+        }
+        let cursor = CursorText::from(&std::mem::take(&mut checkpoint.cursor));
+        ownership::log(Ownership::Start, &record.id, &ctx.worker, epoch);
+        let runner = Box::new(Runner {
+            fence: Fence::new(lease, ctx.lease_rx.clone()),
             ctx,
             lease,
             epoch,
             checkpoint,
-            cancel: cancel.clone(),
-            requests: requests_rx,
-            reset_baseline: requests.borrow().cursor_reset,
+            cursor,
+            cancel: lease_token.clone(),
+            lease_token,
+            reset_baseline: requests.cursor_reset(),
+            requests: requests.clone(),
             unreadable,
             redactor: Redactor::default(),
-            fence: Fence::new(lease, ctx_lease_rx),
             run_started: 0,
             schedule,
             paced_host: crate::catalogue::paced_host(&record.job_type, &record.params).map(String::into_boxed_str),
+            built: Default::default(),
+            failures: 0,
+            slot: None,
             record,
-        };
-        let join = tokio::spawn(runner.run());
-        Self { epoch, lease, spec_revision, cancel, requests, join }
+        });
+        Self { epoch, lease, spec_revision, cell: JobCell::start(runner), requests }
     }
 
     /// Asks for a run now when `seq` is a new request.
     pub fn run_now(&self, seq: u64) {
-        self.requests.send_if_modified(|r| newer(&mut r.run_now, seq));
-    }
-
-    /// Asks to start over from an empty cursor when `seq` is a new request.
-    pub fn reset_cursor(&self, seq: u64) {
-        self.requests.send_if_modified(|r| newer(&mut r.cursor_reset, seq));
-    }
-
-    /// Whether the task has ended on its own (a lost claim).
-    pub fn is_finished(&self) -> bool {
-        self.join.is_finished()
-    }
-
-    /// Stops the runner and waits until it has stopped.
-    pub async fn stop(self) -> RunnerExit {
-        self.cancel.cancel();
-        match self.join.await {
-            Ok(exit) => exit,
-            Err(error) => {
-                tracing::error!(%error, "job runner panicked");
-                RunnerExit::Lost
-            }
+        if self.requests.raise(&self.requests.run_now, seq) {
+            self.cell.wake();
         }
     }
+
+    /// Asks to start over from an empty cursor when `seq` is a new request
+    /// (at the job's next run).
+    pub fn reset_cursor(&self, seq: u64) {
+        self.requests.raise(&self.requests.cursor_reset, seq);
+    }
+
+    /// Whether the job's task has ended on its own (a lost claim).
+    pub fn is_finished(&self) -> bool {
+        self.cell.is_finished()
+    }
+
+    /// Stops the job and waits until it has stopped.
+    pub async fn stop(self) -> RunnerExit {
+        self.cell.stop().await
+    }
 }
+
+/// What a job's task came to.
+enum Step {
+    /// Nothing to do until then: the job parks.
+    Idle(UnixMillis),
+    /// Ended (`None`: stopped where it waited).
+    Exit(Option<RunnerExit>),
+}
+
+/// A built job: its instance, its output and its cursor's format.
+type Built = (Box<dyn Job>, JobOutput, CursorFormat);
 
 struct Runner {
     ctx: Arc<RunnerContext>,
@@ -167,10 +192,16 @@ struct Runner {
     lease: LeaseId,
     record: Arc<JobRecord>,
     epoch: Revision,
+    /// The checkpoint, but its cursor (always null here: see `cursor`).
     checkpoint: CheckpointRecord,
+    cursor: CursorText,
+    /// This task's cancellation (a child of `lease_token`; the lease token
+    /// itself while parked).
     cancel: CancellationToken,
+    /// Cancelled when the lease's deadline passes.
+    lease_token: CancellationToken,
     /// Run-now and cursor-reset requests.
-    requests: watch::Receiver<Requests>,
+    requests: Arc<Requests>,
     /// The cursor-reset request known when the runner started.
     reset_baseline: u64,
     /// Why the stored checkpoint could not be read: nothing runs until the
@@ -187,74 +218,77 @@ struct Runner {
     schedule: Option<Box<schedule::Compiled>>,
     /// The host a paced job's requests go to (`JobType::PACED_BY`).
     paced_host: Option<Box<str>>,
+    /// The job's instance, kept from run to run once built (boxed: small
+    /// while it has none). Only ever used through `&mut self`; the mutex
+    /// makes the runner `Sync` (a job instance need not be).
+    built: std::sync::Mutex<Option<Box<Built>>>,
+    /// Failed runs in a row.
+    failures: u32,
+    /// A run slot taken for it before its task started.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Runner {
-    async fn run(mut self) -> RunnerExit {
-        let (id, worker) = (self.record.id.clone(), self.ctx.worker.clone());
-        ownership::log(Ownership::Start, &id, &worker, self.epoch);
-        // No work past the lease deadline, whatever the job is doing: the
-        // fence is polled first and reads the clock itself. A stop (or the
-        // deadline's guard cancelling every runner) ends the job wherever it
-        // waits, even on a store call that does not answer.
+    /// Runs the job until it has nothing to do for a while or stops. No
+    /// work past the lease deadline, whatever the job is doing: the fence
+    /// is polled first and reads the clock itself. A stop (or the
+    /// deadline's guard cancelling every runner) ends the job wherever it
+    /// waits, even on a store call that does not answer.
+    async fn session(&mut self) -> Step {
         let deadline = self.fence.broken();
         let cancel = self.cancel.clone();
-        let exit = tokio::select! {
+        tokio::select! {
             biased;
             () = deadline => {
-                tracing::warn!(job = %id, worker = %worker, "lease deadline passed; job stopped");
-                Some(RunnerExit::Lost)
+                tracing::warn!(job = %self.record.id, worker = %self.ctx.worker, "lease deadline passed; job stopped");
+                Step::Exit(Some(RunnerExit::Lost))
             }
-            () = cancel.cancelled() => None,
-            exit = self.run_loop() => Some(exit),
-        };
+            () = cancel.cancelled() => Step::Exit(None),
+            step = self.run_loop() => step,
+        }
+    }
+
+    /// How the job ended (`None`: stopped where it waited), said in the
+    /// ownership log.
+    fn finish(&self, exit: Option<RunnerExit>) -> RunnerExit {
+        let (id, worker) = (&self.record.id, &self.ctx.worker);
         // Stopped where it waited: its checkpoint is the last one it had
         // (a run cut short keeps the cursor from before it), none while the
         // stored one is unreadable.
-        let exit =
-            exit.unwrap_or_else(|| RunnerExit::Stopped(self.unreadable.is_none().then(|| self.checkpoint.clone())));
+        let exit = exit.unwrap_or_else(|| RunnerExit::Stopped(self.unreadable.is_none().then(|| self.checkpoint())));
         if matches!(exit, RunnerExit::Lost) {
-            ownership::log(Ownership::Lost, &id, &worker, self.epoch);
+            ownership::log(Ownership::Lost, id, worker, self.epoch);
             if let Ok(mut ended) = self.ctx.ended.lock() {
                 ended.push(id.clone());
             }
         }
-        ownership::log(Ownership::Stop, &id, &worker, self.epoch);
+        ownership::log(Ownership::Stop, id, worker, self.epoch);
         exit
     }
 
-    async fn run_loop(&mut self) -> RunnerExit {
+    async fn run_loop(&mut self) -> Step {
         if self.unreadable.is_some() && !Box::pin(self.wait_for_reset()).await {
-            return RunnerExit::Stopped(None);
+            return Step::Exit(Some(RunnerExit::Stopped(None)));
         }
-        let mut job = None;
-        let mut failures = 0u32;
-        if self.checkpoint.next_run.is_none() && self.schedule.is_some() {
-            // A new job with a schedule waits for its first cron time or window.
-            self.checkpoint.next_run = Some(self.next_run_at(Wait::regular(Duration::ZERO)));
-        }
+        let stopped = |runner: &Self| Step::Exit(Some(RunnerExit::Stopped(Some(runner.checkpoint()))));
         loop {
-            if !self.wait_until_due().await {
-                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
+            if let Some(at) = self.take_due() {
+                return Step::Idle(at);
             }
             // A paced job waits for its host's turn before it takes a run
             // slot: jobs queued for a busy host never hold the run slots
             // that jobs of other hosts need.
-            let Some(turn) = self.host_turn().await else {
-                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
-            };
-            let Some(slot) = self.run_slot().await else {
-                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
-            };
+            let Some(turn) = self.host_turn().await else { return stopped(self) };
+            let Some(slot) = self.run_slot().await else { return stopped(self) };
             // A turn that passed while waiting for the run slot is given up:
             // the request then takes a fresh one (never two requests closer
             // than the host's spacing).
             let turn = turn.filter(|at| at.elapsed() <= TURN_LATENESS);
             self.apply_cursor_reset();
-            if job.is_none() {
+            if self.built().is_none() {
                 self.run_started = now_millis();
-                job = match Box::pin(self.build()).await {
-                    Ok(built) => Some(built),
+                *self.built() = match Box::pin(self.build()).await {
+                    Ok(built) => Some(Box::new(built)),
                     Err(message) => {
                         let message = self.redactor.apply(&message);
                         self.ctx.progress.record(
@@ -269,27 +303,63 @@ impl Runner {
                     }
                 };
             }
-            let next = match job.as_mut() {
-                Some((job, output, format)) => {
-                    Box::pin(self.run_once(job.as_mut(), output, *format, &mut failures, turn.is_some())).await
+            let next = match self.built().take() {
+                Some(mut built) => {
+                    let (job, output, format) = &mut *built;
+                    let next = Box::pin(self.run_once(job.as_mut(), output, *format, turn.is_some())).await;
+                    *self.built() = Some(built);
+                    next
                 }
-                None => Wait::at_least(backoff(&mut failures, self.record.interval, None)),
+                None => Wait::at_least(backoff(&mut self.failures, self.record.interval, None)),
             };
             drop(slot);
             if self.unreadable.is_some() && !Box::pin(self.wait_for_reset()).await {
-                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
+                return stopped(self);
             }
             // A reset asked for during the run wins over the run's cursor.
             self.apply_cursor_reset();
             if self.cancel.is_cancelled() {
                 // The release writes the checkpoint, in one transaction with it.
-                return RunnerExit::Stopped(Some(self.checkpoint.clone()));
+                return stopped(self);
             }
             self.checkpoint.next_run = Some(self.next_run_at(next));
             if !Box::pin(self.write_checkpoint()).await {
-                return RunnerExit::Lost;
+                return Step::Exit(Some(RunnerExit::Lost));
             }
         }
+    }
+
+    /// Whether a run is due now (its time came, or a run-now request, which
+    /// this takes): `None` when it is, else when it will be.
+    fn take_due(&mut self) -> Option<UnixMillis> {
+        let run_now = self.requests.run_now();
+        if run_now > self.checkpoint.run_now_seen {
+            self.checkpoint.run_now_seen = run_now;
+            return None;
+        }
+        self.idle_until()
+    }
+
+    /// When the next run is due, unless it is due now (or a run-now request
+    /// is pending, or the job waits for a cursor reset).
+    fn idle_until(&self) -> Option<UnixMillis> {
+        if self.unreadable.is_some() || self.run_now_asked() {
+            return None;
+        }
+        self.checkpoint.next_run.filter(|at| *at > now_millis())
+    }
+
+    /// The checkpoint to write or release with.
+    fn checkpoint(&self) -> CheckpointRecord {
+        CheckpointRecord { cursor: self.cursor.value(), ..self.checkpoint.clone() }
+    }
+
+    fn built(&mut self) -> &mut Option<Box<Built>> {
+        self.built.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn run_now_asked(&self) -> bool {
+        self.requests.run_now() > self.checkpoint.run_now_seen
     }
 
     /// Writes the checkpoint, fenced on the claim; retries while the store is
@@ -298,7 +368,7 @@ impl Runner {
         let mut wait = Duration::from_millis(200);
         loop {
             let (id, lease) = (&self.record.id, self.lease);
-            match self.ctx.checkpoints.write(id, self.epoch, lease, self.checkpoint.clone()).await {
+            match self.ctx.checkpoints.write(id, self.epoch, lease, self.checkpoint()).await {
                 Ok(true) => {
                     ownership::log(Ownership::Write, id, &self.ctx.worker, self.epoch);
                     return true;
@@ -327,14 +397,21 @@ impl Runner {
         let now = now_millis();
         self.ctx.progress.record(&self.record.id, self.epoch, now, &Default::default(), Outcome::Failure(&message));
         // Any reset request newer than the one known at the start.
-        while self.requests.borrow().cursor_reset <= self.reset_baseline {
+        loop {
+            let changed = self.requests.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if self.requests.cursor_reset() > self.reset_baseline {
+                break;
+            }
             tokio::select! {
                 () = self.cancel.cancelled() => return false,
-                changed = self.requests.changed() => if changed.is_err() { return false },
+                () = changed => {}
             }
         }
         self.unreadable = None;
         self.checkpoint = CheckpointRecord::default();
+        self.cursor = CursorText::default();
         self.apply_cursor_reset();
         tracing::info!(job = %self.record.id, "cursor reset; the unreadable checkpoint is replaced");
         true
@@ -343,32 +420,11 @@ impl Runner {
     /// Starts over from an empty cursor when a reset was asked for since
     /// the checkpoint's last one.
     fn apply_cursor_reset(&mut self) {
-        let seq = self.requests.borrow().cursor_reset;
+        let seq = self.requests.cursor_reset();
         if seq > self.checkpoint.cursor_reset_seen {
             self.checkpoint.cursor_reset_seen = seq;
-            self.checkpoint.cursor = serde_json::Value::Null;
+            self.cursor = CursorText::default();
             tracing::info!(job = %self.record.id, seq, "cursor reset");
-        }
-    }
-
-    /// Sleeps until the next run is due or a run-now request comes. False
-    /// when cancelled.
-    async fn wait_until_due(&mut self) -> bool {
-        loop {
-            let run_now = self.requests.borrow().run_now;
-            if run_now > self.checkpoint.run_now_seen {
-                self.checkpoint.run_now_seen = run_now;
-                return true;
-            }
-            let due_in = self
-                .checkpoint
-                .next_run
-                .map_or(Duration::ZERO, |at| Duration::from_millis(at.saturating_sub(now_millis()).max(0) as u64));
-            tokio::select! {
-                () = self.cancel.cancelled() => return false,
-                () = tokio::time::sleep(due_in) => return true,
-                changed = self.requests.changed() => if changed.is_err() { return false },
-            }
         }
     }
 
@@ -384,9 +440,13 @@ impl Runner {
         }
     }
 
-    /// A slot to run in, in turn with the worker's other due jobs. None
-    /// when cancelled meanwhile.
-    async fn run_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A slot to run in, in turn with the worker's other due jobs (taken
+    /// already when the job waited for it without a task). None when
+    /// cancelled meanwhile.
+    async fn run_slot(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Some(slot) = self.slot.take() {
+            return Some(slot);
+        }
         tokio::select! {
             () = self.cancel.cancelled() => None,
             permit = self.ctx.running.clone().acquire_owned() => permit.ok(),
@@ -412,13 +472,12 @@ impl Runner {
         job: &mut dyn Job,
         output: &mut JobOutput,
         format: CursorFormat,
-        failures: &mut u32,
         has_turn: bool,
     ) -> Wait {
         self.run_started = now_millis();
-        let mut cursor = match format.read(&self.checkpoint.cursor, self.checkpoint.cursor_version) {
+        let mut cursor = match format.read(&self.cursor.value(), self.checkpoint.cursor_version) {
             Ok(cursor) => cursor,
-            Err(error) => return Wait::at_least(self.failed(error, failures)),
+            Err(error) => return Wait::at_least(self.failed(error)),
         };
         let cancel = self.cancel.clone();
         let mut fetcher = FencedFetcher::new(self.ctx.fetcher.clone(), self.fence.clone());
@@ -439,8 +498,8 @@ impl Runner {
         }
         match result {
             Ok(outcome) => {
-                *failures = 0;
-                self.checkpoint.cursor = cursor;
+                self.failures = 0;
+                self.cursor = CursorText::from(&cursor);
                 self.checkpoint.cursor_version = (format.version != 1).then_some(format.version);
                 let kind = if outcome.warning.is_some() { "warning" } else { "success" };
                 count_run(&self.record.job_type, &outcome.report, kind);
@@ -458,13 +517,13 @@ impl Runner {
                     NextRun::AtLeast(wait) => Wait { regular: Some(jitter(self.record.interval)), at_least: wait },
                 }
             }
-            Err(error) => Wait::at_least(self.failed(error, failures)),
+            Err(error) => Wait::at_least(self.failed(error)),
         }
     }
 
     /// What a failed run leads to, by the kind of failure: the one place
     /// errors become the job's state and message.
-    fn failed(&mut self, error: JobError, failures: &mut u32) -> Duration {
+    fn failed(&mut self, error: JobError) -> Duration {
         // What upstream said may echo the job's own secrets back.
         let message = self.redactor.apply(&error.message);
         match error.kind {
@@ -478,12 +537,12 @@ impl Runner {
             // reports it: never a silent fresh start, never a retry loop.
             ErrorKind::CursorUnreadable => {
                 count_run(&self.record.job_type, &error.report, "failure");
-                self.reset_baseline = self.requests.borrow().cursor_reset;
+                self.reset_baseline = self.requests.cursor_reset();
                 self.unreadable = Some(message);
                 Duration::ZERO
             }
             ErrorKind::Upstream | ErrorKind::Fetch | ErrorKind::Sink => {
-                tracing::warn!(job = %self.record.id, error = %message, failures = *failures + 1, "run failed");
+                tracing::warn!(job = %self.record.id, error = %message, failures = self.failures + 1, "run failed");
                 count_run(&self.record.job_type, &error.report, "failure");
                 let started = self.run_started;
                 self.ctx.progress.record(
@@ -493,7 +552,7 @@ impl Runner {
                     &error.report,
                     Outcome::Failure(&message),
                 );
-                backoff(failures, self.record.interval, error.retry_after)
+                backoff(&mut self.failures, self.record.interval, error.retry_after)
             }
         }
     }
@@ -562,20 +621,70 @@ fn count_run(job_type: &str, report: &RunReport, outcome: &'static str) {
     metrics::counter!(m::BYTES_FETCHED, "job_type" => job_type).increment(report.bytes_fetched);
 }
 
-/// The operator's requests, as sequence numbers from the job's spec.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Requests {
-    run_now: u64,
-    cursor_reset: u64,
+/// A job's cursor between runs, as JSON text: decoded, the smallest object
+/// costs a map node of 632 bytes, and every idle job keeps its cursor.
+#[derive(Default)]
+enum CursorText {
+    #[default]
+    Null,
+    Text(Box<str>),
+    /// One its text would not read back (nested deeper than the JSON
+    /// reader's limit): kept as it is, never lost.
+    Value(Box<serde_json::Value>),
 }
 
-/// Takes `seq` when it is a newer request than `current`.
-fn newer(current: &mut u64, seq: u64) -> bool {
-    let newer = seq > *current;
-    if newer {
-        *current = seq;
+impl CursorText {
+    fn from(cursor: &serde_json::Value) -> Self {
+        if cursor.is_null() {
+            return Self::Null;
+        }
+        let text = cursor.to_string();
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(_) => Self::Text(text.into_boxed_str()),
+            Err(_) => Self::Value(Box::new(cursor.clone())),
+        }
     }
-    newer
+
+    fn value(&self) -> serde_json::Value {
+        match self {
+            Self::Null => serde_json::Value::Null,
+            // Checked to read back when it was written.
+            Self::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+            Self::Value(value) => (**value).clone(),
+        }
+    }
+}
+
+/// The operator's requests, as the newest sequence numbers from the job's
+/// spec, shared by the scheduler's handle and the job.
+struct Requests {
+    run_now: AtomicU64,
+    cursor_reset: AtomicU64,
+    /// Told of every new request.
+    changed: Notify,
+}
+
+impl Requests {
+    fn new(run_now: u64, cursor_reset: u64) -> Self {
+        Self { run_now: AtomicU64::new(run_now), cursor_reset: AtomicU64::new(cursor_reset), changed: Notify::new() }
+    }
+
+    fn run_now(&self) -> u64 {
+        self.run_now.load(Ordering::SeqCst)
+    }
+
+    fn cursor_reset(&self) -> u64 {
+        self.cursor_reset.load(Ordering::SeqCst)
+    }
+
+    /// Takes `seq` into `which` when it is a newer request.
+    fn raise(&self, which: &AtomicU64, seq: u64) -> bool {
+        let newer = which.fetch_max(seq, Ordering::SeqCst) < seq;
+        if newer {
+            self.changed.notify_waiters();
+        }
+        newer
+    }
 }
 
 /// The interval, ±10 %, so jobs created together spread out.
@@ -618,19 +727,151 @@ fn backoff(failures: &mut u32, interval: Duration, retry_after: Option<Duration>
 mod tests {
     use super::*;
 
-    fn future_size<Fut>(_: impl FnOnce(Runner) -> Fut) -> usize {
-        std::mem::size_of::<Fut>()
+    use ingest_store::{EmbeddedStore, Store};
+    use ingest_testkit::job_record;
+
+    use crate::claims::{ClaimRequest, ClaimTxns};
+    use crate::fetch::FetchArgs;
+    use crate::{catalogue, scheduler};
+
+    /// What an idle job holds besides its cell and its alarm: the runner's
+    /// state, boxed (its built job is boxed again).
+    #[test]
+    fn an_idle_job_is_small() {
+        let size = std::mem::size_of::<Runner>();
+        assert!(size <= 320, "a runner's state is {size} bytes");
     }
 
-    /// A task per owned job: what an idle one holds is its future (its
-    /// runs, builds and checkpoint writes are boxed while they last, the
-    /// fence sets no timer), so 10 000 idle jobs stay small. It was 1 920
-    /// bytes before; 1 144 after, 1 304 with the stop raced at the top
-    /// (rustc 1.95).
+    fn context(store: Arc<dyn Store>, dir: &std::path::Path, lease: LeaseId) -> Arc<RunnerContext> {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let (lease_tx, lease_rx) = watch::channel(Some(LeaseState { lease, deadline: far }));
+        // The lease holds for the whole test.
+        std::mem::forget(lease_tx);
+        let keys = Keys::new("/runner-test/");
+        let types = scheduler::type_table(catalogue::runs(&["demo".to_string()]).unwrap());
+        Arc::new(RunnerContext {
+            checkpoints: CheckpointWriter::spawn(store.clone(), keys.clone(), "w1".into()),
+            store,
+            keys,
+            worker: "w1".into(),
+            progress: ProgressTable::default(),
+            types: Arc::new(types),
+            sinks: Arc::new(ingest_sinks::Sinks::local(dir, Duration::from_secs(5))),
+            fetcher: Arc::new(Fetcher::new(&FetchArgs::default()).unwrap()),
+            secrets_keys: None,
+            lease_rx,
+            // No run slot until the test gives some.
+            running: Arc::new(tokio::sync::Semaphore::new(0)),
+            ended: Default::default(),
+            alarms: Default::default(),
+        })
+    }
+
+    async fn stored_checkpoint(ctx: &RunnerContext, id: &str) -> CheckpointRecord {
+        let kv = ctx.store.get(&ctx.keys.state(id)).await.unwrap().expect("a checkpoint");
+        serde_json::from_slice(&kv.value).unwrap()
+    }
+
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < until, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Idle jobs hold no task: due jobs wait for a run slot without one;
+    /// each runs once, writes its checkpoint and parks on the worker's one
+    /// clock; a run-now request runs a parked job at once, and a parked job
+    /// stops with its checkpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_between_runs_hold_no_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
+        let ctx = context(store.clone(), dir.path(), lease);
+        let jobs = 40;
+        let mut requests = Vec::new();
+        for i in 0..jobs {
+            let mut record = job_record(&format!("job-{i}"), "demo");
+            record.interval = Duration::from_secs(3600);
+            let put = store.put(&ctx.keys.job(&record.id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
+            requests.push((ClaimRequest { id: record.id.clone(), spec_revision: put }, Arc::new(record)));
+        }
+        let claims: Vec<ClaimRequest> = requests.iter().map(|(claim, _)| claim.clone()).collect();
+        let txns = ClaimTxns { store: store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
+        let won = txns.claim(&claims, &CancellationToken::new()).await.unwrap().won;
+        assert_eq!(won.len(), jobs);
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let before = tasks();
+        let lease_token = CancellationToken::new();
+        let mut handles: Vec<RunnerHandle> = won
+            .into_iter()
+            .zip(&requests)
+            .map(|(won, (claim, record))| {
+                assert_eq!(won.id, record.id);
+                let token = lease_token.clone();
+                RunnerHandle::spawn(
+                    ctx.clone(),
+                    lease,
+                    record.clone(),
+                    claim.spec_revision,
+                    won.epoch,
+                    won.checkpoint,
+                    token,
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(tasks() <= before + 2, "due jobs wait for a run slot without a task: {} tasks", tasks() - before);
+        assert!(ctx.progress.counters(&requests[0].1.id).is_none(), "nothing ran without a slot");
+        ctx.running.add_permits(8);
+        eventually("every job ran once and parked", || ctx.alarms.len() == jobs).await;
+        for (_, record) in &requests {
+            let checkpoint = stored_checkpoint(&ctx, &record.id).await;
+            assert!(checkpoint.next_run.unwrap() > now_millis() + 3_000_000, "next run an interval away");
+        }
+        eventually("no task per idle job", || tasks() <= before + 2).await;
+
+        // A run-now request wakes a parked job: it runs now and parks again.
+        let first = &handles[0];
+        first.run_now(1);
+        eventually("the run-now request ran", || ctx.progress.counters(&requests[0].1.id).is_some_and(|c| c.runs == 2))
+            .await;
+        eventually("it parked again", || ctx.alarms.len() == jobs).await;
+        assert_eq!(stored_checkpoint(&ctx, &requests[0].1.id).await.run_now_seen, 1);
+        first.run_now(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(ctx.progress.counters(&requests[0].1.id).unwrap().runs, 2, "a request already seen runs nothing");
+
+        // A parked job stops at once, with its checkpoint for the release.
+        let last = handles.pop().unwrap();
+        let stored = stored_checkpoint(&ctx, &requests[jobs - 1].1.id).await;
+        match last.stop().await {
+            RunnerExit::Stopped(Some(checkpoint)) => assert_eq!(checkpoint.next_run, stored.next_run),
+            other => panic!("a parked job stops with its checkpoint, not {other:?}"),
+        }
+        assert_eq!(ctx.alarms.len(), jobs - 1, "its alarm is gone");
+        for handle in handles {
+            assert!(matches!(handle.stop().await, RunnerExit::Stopped(Some(_))));
+        }
+        assert!(ctx.alarms.is_empty());
+        assert!(ctx.take_ended().is_empty(), "no claim was lost");
+    }
+
     #[test]
-    fn an_idle_runner_task_is_small() {
-        let size = future_size(Runner::run);
-        assert!(size <= 1400, "a runner's future is {size} bytes");
+    fn a_cursor_kept_as_text_reads_back_whatever_it_holds() {
+        let nested = (0..200).fold(serde_json::json!(1), |inner, _| serde_json::json!([inner]));
+        let cursors = [
+            serde_json::Value::Null,
+            serde_json::json!({"next_seq": 18_446_744_073_709_551_615u64, "since": -12, "ratio": 0.1}),
+            serde_json::json!({"seen": ["a", "b\u{1F600}\"\\"], "etag": null}),
+            nested,
+        ];
+        for cursor in cursors {
+            assert_eq!(CursorText::from(&cursor).value(), cursor);
+        }
+        assert!(matches!(CursorText::from(&serde_json::json!({"a": 1})), CursorText::Text(_)));
     }
 
     #[test]

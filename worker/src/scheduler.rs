@@ -134,6 +134,7 @@ impl Scheduler {
             lease_rx: lease_rx.clone(),
             running: Arc::new(tokio::sync::Semaphore::new(config.max_running.max(1))),
             ended: Default::default(),
+            alarms: Default::default(),
         });
         Self {
             store,
@@ -533,7 +534,7 @@ impl Scheduler {
         checkpoint: Result<CheckpointRecord, String>,
         lease: ingest_store::LeaseId,
     ) {
-        let cancel = self.runner_token(lease);
+        let lease_token = self.lease_token(lease);
         let runner = RunnerHandle::spawn(
             self.runner_ctx.clone(),
             lease,
@@ -541,7 +542,7 @@ impl Scheduler {
             spec_revision,
             epoch,
             checkpoint,
-            cancel,
+            lease_token,
         );
         // Looked at again by the next decision: a job claimed by the liveness
         // fallback (another worker ranks first) starts its hand-over timer
@@ -552,18 +553,18 @@ impl Scheduler {
         self.runners.insert(id, (runner, record));
     }
 
-    /// A runner's cancellation: a child of the token `guard_deadline` cancels
-    /// at `lease`'s deadline (a new one after a deadline passed).
-    fn runner_token(&mut self, lease: ingest_store::LeaseId) -> CancellationToken {
+    /// The token `guard_deadline` cancels at `lease`'s deadline (a new one
+    /// after a deadline passed): each job's task holds a child of it.
+    fn lease_token(&mut self, lease: ingest_store::LeaseId) -> CancellationToken {
         match &self.lease_token {
-            Some((held, token)) if *held == lease && !token.is_cancelled() => token.child_token(),
+            Some((held, token)) if *held == lease && !token.is_cancelled() => token.clone(),
             _ => {
                 let token = CancellationToken::new();
                 tokio::spawn(guard_deadline(lease, self.lease_rx.clone(), token.clone()));
                 if let Some((_, old)) = self.lease_token.replace((lease, token.clone())) {
                     old.cancel();
                 }
-                token.child_token()
+                token
             }
         }
     }
