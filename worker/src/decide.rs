@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ingest_model::JobRecord;
+
+use crate::spec::RunSpec;
 use ingest_store::{LeaseId, Revision};
 use tokio::time::Instant;
 
@@ -25,7 +27,7 @@ pub trait Running {
     /// The spec revision the runner was built from.
     fn spec_revision(&self) -> Revision;
     /// The spec it runs.
-    fn record(&self) -> &JobRecord;
+    fn record(&self) -> &RunSpec;
 }
 
 /// A claim this worker still holds validly but runs nothing for (after a
@@ -34,7 +36,7 @@ pub trait Running {
 pub struct Resume {
     pub id: String,
     pub epoch: Revision,
-    pub record: Arc<JobRecord>,
+    pub record: Arc<RunSpec>,
     pub spec_revision: Revision,
 }
 
@@ -268,15 +270,15 @@ impl Decider {
 /// Whether the only change is a run-now or cursor-reset request, or the
 /// job's labels (which the work does not use): the runner is told, no
 /// rebuild needed (relabelling 10 000 jobs restarts none of them).
-fn only_requests_changed(running: &JobRecord, now: &JobRecord) -> bool {
+fn only_requests_changed(running: &RunSpec, now: &RunSpec) -> bool {
     let requests = JobRecord {
         run_now_seq: now.run_now_seq,
         labels: now.labels.clone(),
         cursor_reset_seq: now.cursor_reset_seq,
         update_time: now.update_time,
-        ..running.clone()
+        ..(**running).clone()
     };
-    requests == *now
+    requests == **now && running.params() == now.params()
 }
 
 #[cfg(test)]

@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
-use ingest_model::{DeadLetterRecord, JobRecord, MAX_DEAD_LETTERS_PER_JOB};
+use ingest_model::{DeadLetterRecord, MAX_DEAD_LETTERS_PER_JOB};
 use ingest_sinks::delivery::{DeadLetter, Replayed};
 use ingest_sinks::objects::sha256_hex;
 use ingest_store::keys::Keys;
 use ingest_store::{Compare, CompareOp, KeyRange, KeyValue, RangeRequest, Store, StoreError, Txn, TxnOp};
 
 use crate::runner::{RunnerContext, index_spec};
+use crate::spec::RunSpec;
 
 /// Records written per transaction.
 const PER_TXN: usize = 64;
@@ -67,9 +68,9 @@ pub async fn keep(store: &dyn Store, keys: &Keys, job_id: &str, letters: Vec<Dea
 /// Sends the dead letter `kv` of `job` again, then removes its record (or
 /// records the new refusal, or why it could not be sent), if the record is
 /// still the one read.
-pub async fn replay(ctx: Arc<RunnerContext>, job: Arc<JobRecord>, kv: KeyValue, record: DeadLetterRecord) {
+pub async fn replay(ctx: Arc<RunnerContext>, job: Arc<RunSpec>, kv: KeyValue, record: DeadLetterRecord) {
     let Some(entry) = ctx.types.get(&job.job_type) else { return };
-    let index = index_spec((&entry.0, &entry.1), &job.params);
+    let index = index_spec((&entry.0, &entry.1), &job.params());
     let mut output = ctx.sinks.output(&job.job_type, &job.id, index);
     let guard = Compare::mod_revision(kv.key.clone(), CompareOp::Equal, kv.mod_revision);
     let op = match output.replay(&record.key).await {

@@ -29,6 +29,7 @@ pub mod progress;
 pub mod redact;
 pub mod runner;
 pub mod scheduler;
+pub mod spec;
 pub mod view;
 
 use std::sync::Arc;

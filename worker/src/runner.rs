@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ingest_model::schedule;
-use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec, SecretsRecord, UnixMillis, now_millis};
+use ingest_model::{CheckpointRecord, JobTypeSpec, SecretsRecord, UnixMillis, now_millis};
 use ingest_sinks::{IndexSpec, JobOutput, Sinks};
 use ingest_store::keys::Keys;
 use ingest_store::{LeaseId, Revision, Store};
@@ -29,6 +29,7 @@ use crate::membership::LeaseState;
 use crate::ownership::{self, Ownership};
 use crate::progress::{Outcome, ProgressTable};
 use crate::redact::Redactor;
+use crate::spec::RunSpec;
 
 pub use idle::Alarms;
 use idle::JobCell;
@@ -97,7 +98,7 @@ impl RunnerHandle {
     pub fn spawn(
         ctx: Arc<RunnerContext>,
         lease: LeaseId,
-        record: Arc<JobRecord>,
+        record: Arc<RunSpec>,
         spec_revision: Revision,
         epoch: Revision,
         checkpoint: Result<CheckpointRecord, String>,
@@ -142,7 +143,7 @@ impl RunnerHandle {
             redactor: Redactor::default(),
             run_started: 0,
             schedule,
-            paced_host: crate::catalogue::paced_host(&record.job_type, &record.params).map(String::into_boxed_str),
+            paced_host: crate::catalogue::paced_host(&record.job_type, &record.params()).map(String::into_boxed_str),
             built: Default::default(),
             failures: 0,
             slot: None,
@@ -190,7 +191,7 @@ struct Runner {
     ctx: Arc<RunnerContext>,
     /// The lease the claim was made under.
     lease: LeaseId,
-    record: Arc<JobRecord>,
+    record: Arc<RunSpec>,
     epoch: Revision,
     /// The checkpoint, but its cursor (always null here: see `cursor`).
     checkpoint: CheckpointRecord,
@@ -576,7 +577,7 @@ impl Runner {
             }
         };
         self.redactor = Redactor::new(secrets.values.values().map(String::as_str));
-        let (job, index) = build_job((spec, entry), &self.record.id, &self.record.params, &secrets)?;
+        let (job, index) = build_job((spec, entry), &self.record.id, &self.record.params(), &secrets)?;
         Ok((job, self.ctx.sinks.output(&self.record.job_type, &self.record.id, index), entry.cursor))
     }
 }
@@ -796,7 +797,8 @@ mod tests {
             let mut record = job_record(&format!("job-{i}"), "demo");
             record.interval = Duration::from_secs(3600);
             let put = store.put(&ctx.keys.job(&record.id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
-            requests.push((ClaimRequest { id: record.id.clone(), spec_revision: put }, Arc::new(record)));
+            requests
+                .push((ClaimRequest { id: record.id.clone(), spec_revision: put }, Arc::new(RunSpec::from(record))));
         }
         let claims: Vec<ClaimRequest> = requests.iter().map(|(claim, _)| claim.clone()).collect();
         let txns = ClaimTxns { store: store.as_ref(), keys: &ctx.keys, worker: "w1", lease };

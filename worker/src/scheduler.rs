@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use ingest_model::{CheckpointRecord, JobRecord, JobTypeSpec};
+use ingest_model::{CheckpointRecord, JobTypeSpec};
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{EventKind, Revision, Store, StoreError, Txn, TxnOp, WatchBatch, WatchSet};
 use tokio::sync::watch;
@@ -26,6 +26,7 @@ use crate::membership::{LeaseState, Membership};
 use crate::ownership::{self, Ownership};
 use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
+use crate::spec::RunSpec;
 use crate::view::{Claim, ClusterView};
 use crate::{letters, preview};
 
@@ -75,7 +76,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     lease_rx: watch::Receiver<Option<LeaseState>>,
     view: ClusterView,
-    runners: HashMap<String, (RunnerHandle, Arc<JobRecord>)>,
+    runners: HashMap<String, (RunnerHandle, Arc<RunSpec>)>,
     /// What to do, decided from the view (pure; this module does it).
     decider: Decider,
     /// Jobs owned by type, for the load the worker publishes; counted
@@ -406,7 +407,7 @@ impl Scheduler {
             return;
         }
         tracing::warn!(worker = %self.worker, jobs = self.runners.len(), "lease deadline passed; stopping every job");
-        let runners: Vec<(String, (RunnerHandle, Arc<JobRecord>))> = self.runners.drain().collect();
+        let runners: Vec<(String, (RunnerHandle, Arc<RunSpec>))> = self.runners.drain().collect();
         futures::future::join_all(runners.into_iter().map(|(id, (runner, _))| {
             let progress = self.progress.clone();
             let worker = self.worker.clone();
@@ -528,7 +529,7 @@ impl Scheduler {
     fn start(
         &mut self,
         id: String,
-        record: Arc<JobRecord>,
+        record: Arc<RunSpec>,
         spec_revision: Revision,
         epoch: Revision,
         checkpoint: Result<CheckpointRecord, String>,
@@ -612,12 +613,12 @@ async fn guard_deadline(
     token.cancel();
 }
 
-impl Running for (RunnerHandle, Arc<JobRecord>) {
+impl Running for (RunnerHandle, Arc<RunSpec>) {
     fn spec_revision(&self) -> Revision {
         self.0.spec_revision
     }
 
-    fn record(&self) -> &JobRecord {
+    fn record(&self) -> &RunSpec {
         &self.1
     }
 }

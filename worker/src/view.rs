@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::spec::RunSpec;
 use ingest_model::{JobRecord, OwnerRecord, UNREADABLE_OWNER, WorkerRecord, WorkerState};
 use ingest_store::keys::{KeyKind, Keys};
 use ingest_store::{EventKind, KeyValue, LeaseId, Revision, Store, StoreError, WatchBatch, scan_prefix};
@@ -53,7 +54,7 @@ pub struct JobSpec {
 
 #[derive(Clone, Debug)]
 enum Body {
-    Decoded(Arc<JobRecord>),
+    Decoded(Arc<RunSpec>),
     Stored(Box<[u8]>),
 }
 
@@ -67,10 +68,10 @@ impl JobSpec {
 
     /// The whole record (decoded again when only stored; it decoded when it
     /// came in, so `None` is not expected).
-    pub fn record(&self) -> Option<Arc<JobRecord>> {
+    pub fn record(&self) -> Option<Arc<RunSpec>> {
         match &self.body {
             Body::Decoded(record) => Some(record.clone()),
-            Body::Stored(bytes) => serde_json::from_slice(bytes).ok().map(Arc::new),
+            Body::Stored(bytes) => RunSpec::decode(bytes).map(Arc::new),
         }
     }
 }
@@ -193,7 +194,7 @@ impl ClusterView {
 
     /// Holds `job`'s spec decoded while this worker runs it: the runner's
     /// copy (when the view holds that revision).
-    pub fn hold_decoded(&mut self, job: &str, revision: Revision, record: &Arc<JobRecord>) {
+    pub fn hold_decoded(&mut self, job: &str, revision: Revision, record: &Arc<RunSpec>) {
         if let Some((spec, held)) = self.jobs.get_mut(job)
             && *held == revision
         {
@@ -346,7 +347,7 @@ mod tests {
         assert_eq!((&*spec.job_type, spec.paused, revision), ("rss", false, 5));
         assert!(matches!(spec.body, Body::Stored(_)));
         let whole = spec.record().expect("the stored spec decodes");
-        assert_eq!(whole.params.get("url").and_then(|u| u.as_str()), Some("https://Feeds.Example.org/a.xml"));
+        assert_eq!(whole.params().get("url").and_then(|u| u.as_str()), Some("https://Feeds.Example.org/a.xml"));
         assert_eq!(view.rank_key("job-1"), "feeds.example.org", "a paced job ranks by its host");
 
         view.hold_decoded("job-1", 4, &whole);

@@ -3,6 +3,7 @@ use std::time::Duration;
 use ingest_model::{WorkerRecord, WorkerState};
 
 use super::*;
+use crate::spec::RunSpec;
 use crate::view::{Claim, JobSpec};
 
 const ME: &str = "me";
@@ -12,14 +13,14 @@ const STABLE: Duration = Duration::from_secs(5);
 const STEP: Duration = Duration::from_secs(2);
 
 /// A runner as the decision sees it: the spec revision and record it runs.
-struct Runs(Revision, JobRecord);
+struct Runs(Revision, RunSpec);
 
 impl Running for Runs {
     fn spec_revision(&self) -> Revision {
         self.0
     }
 
-    fn record(&self) -> &JobRecord {
+    fn record(&self) -> &RunSpec {
         &self.1
     }
 }
@@ -79,7 +80,7 @@ fn run_every_job(view: &mut ClusterView) -> HashMap<String, Runs> {
     let mut runners = HashMap::new();
     for id in view.jobs.keys().cloned().collect::<Vec<_>>() {
         claim(view, &id, ME);
-        runners.insert(id.clone(), Runs(10, record(&id)));
+        runners.insert(id.clone(), Runs(10, record(&id).into()));
     }
     runners
 }
@@ -139,13 +140,13 @@ fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_ar
     asked.update_time = 5;
     asked.labels.insert("team".into(), "news".into());
     view.jobs.insert("job-2".into(), (JobSpec::stored(&asked), 11));
-    runners.insert("job-2".to_string(), Runs(10, record("job-2")));
+    runners.insert("job-2".to_string(), Runs(10, record("job-2").into()));
     let mut changed = record("job-3");
     changed.params.insert("items_per_run".into(), 5.into());
     view.jobs.insert("job-3".into(), (JobSpec::stored(&changed), 11));
-    runners.insert("job-3".to_string(), Runs(10, record("job-3")));
+    runners.insert("job-3".to_string(), Runs(10, record("job-3").into()));
     // A runner of a deleted job, and a claim of mine on another deleted one.
-    runners.insert("gone".to_string(), Runs(10, record("gone")));
+    runners.insert("gone".to_string(), Runs(10, record("gone").into()));
     claim(&mut view, "gone-too", ME);
 
     let plan = Decider::new(STABLE, STEP).decide(&view, ME, LEASE, |_| true, &runners, t0);
