@@ -21,6 +21,14 @@ use crate::view::{Changes, ClusterView};
 
 /// Share of its jobs a worker hands over per second when rebalancing.
 const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
+/// Jobs a worker has handed over that no one has claimed yet, at most: a
+/// hand-over goes at the pace the taker claims, not all at once (at 100 000
+/// jobs, ten workers released 9 000 jobs to a newcomer within a second and
+/// the last waited 4 s unowned for its claim).
+const MAX_HANDED_OVER: usize = 100;
+/// A job handed over and not claimed within this long no longer holds back
+/// the next (the taker may have gone).
+const HANDED_OVER_WAIT: Duration = Duration::from_secs(5);
 
 /// A job this worker runs, as the decision sees it.
 pub trait Running {
@@ -70,6 +78,8 @@ pub struct Decider {
     /// When this worker stopped ranking first for a job it runs.
     not_first_since: HashMap<String, Instant>,
     release_budget: f64,
+    /// Jobs handed over and not yet claimed by their taker, and when.
+    handed_over: HashMap<String, Instant>,
     /// When `release_budget` last grew.
     release_budget_at: Instant,
     /// Jobs changed since the last decision (spec, claim, runner): the next
@@ -88,6 +98,7 @@ impl Decider {
             unowned_since: HashMap::new(),
             not_first_since: HashMap::new(),
             release_budget: 0.0,
+            handed_over: HashMap::new(),
             release_budget_at: Instant::now(),
             touched: HashSet::new(),
             touched_all: true,
@@ -235,9 +246,16 @@ impl Decider {
         let elapsed = now.duration_since(self.release_budget_at).as_secs_f64();
         self.release_budget = (self.release_budget + per_second * elapsed).min(per_second);
         self.release_budget_at = now;
-        let paced = rebalance.len().min(self.release_budget as usize);
+        // And no faster than the takers claim.
+        self.handed_over.retain(|id, at| {
+            now.duration_since(*at) < HANDED_OVER_WAIT && view.jobs.contains_key(id) && !view.claims.contains_key(id)
+        });
+        let room = MAX_HANDED_OVER.saturating_sub(self.handed_over.len());
+        let paced = rebalance.len().min(self.release_budget as usize).min(room);
         self.release_budget -= paced as f64;
-        plan.release.extend(rebalance.into_iter().take(paced));
+        let released = rebalance.into_iter().take(paced);
+        self.handed_over.extend(released.clone().map(|id| (id, now)));
+        plan.release.extend(released);
         plan
     }
 

@@ -191,6 +191,40 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     assert!(next.iter().all(|id| !moved.contains(id)));
 }
 
+/// A hand-over goes at the pace the taker claims: at most 100 jobs handed
+/// over and not yet claimed, whatever the budget; each claim makes room, and
+/// a taker that claims nothing for 5 s holds nothing back.
+#[test]
+fn hand_overs_wait_for_the_taker_to_claim() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME, PEER], 4000, t0);
+    let mut runners = run_every_job(&mut view);
+    let mut decider = Decider::new(STABLE, STEP);
+    let runs = |_: &str| true;
+    assert!(decider.decide(&view, ME, LEASE, runs, &runners, t0).release.is_empty());
+    let mut hand_over = |view: &mut ClusterView, runners: &mut HashMap<String, Runs>, at| {
+        let released = decider.decide(view, ME, LEASE, runs, runners, at).release;
+        for id in &released {
+            runners.remove(id);
+            view.claims.remove(id);
+            decider.released(id);
+        }
+        released
+    };
+    let first = hand_over(&mut view, &mut runners, t0 + STABLE);
+    assert_eq!(first.len(), MAX_HANDED_OVER, "the budget (400) is capped by what the peer has not claimed");
+    let at = t0 + STABLE + Duration::from_secs(1);
+    assert!(hand_over(&mut view, &mut runners, at).is_empty(), "none claimed: none more");
+    for id in &first[..30] {
+        claim(&mut view, id, PEER);
+    }
+    let next = hand_over(&mut view, &mut runners, at + Duration::from_millis(250));
+    assert_eq!(next.len(), 30, "each claim makes room for one more");
+    assert!(next.iter().all(|id| !first.contains(id)));
+    let later = hand_over(&mut view, &mut runners, t0 + STABLE * 2 + Duration::from_millis(1));
+    assert_eq!(later.len(), 70, "the first ones waited 5 s: they hold nothing back, the 30 newer do");
+}
+
 /// A decision looks at what changed and at what a timer holds, not at every
 /// job: 100 000 settled jobs cost nothing per tick.
 #[test]
