@@ -132,7 +132,7 @@ impl Decider {
     fn jobs_to_look_at<R>(&mut self, view: &ClusterView, worker: &str, runners: &HashMap<String, R>) -> Vec<String> {
         if std::mem::take(&mut self.touched_all) {
             self.touched.clear();
-            let mine = view.claims.iter().filter(|(_, (c, _))| c.worker == worker).map(|(id, _)| id);
+            let mine = view.claims.iter().filter(|(_, (c, _))| &*c.worker == worker).map(|(id, _)| id);
             let all: HashSet<&String> = view.jobs.keys().chain(runners.keys()).chain(mine).collect();
             return all.into_iter().cloned().collect();
         }
@@ -165,7 +165,7 @@ impl Decider {
                 if runners.contains_key(&id) {
                     plan.release.push(id);
                 } else if let Some((c, _)) =
-                    view.claims.get(&id).filter(|(c, _)| c.worker == worker && c.lease == lease)
+                    view.claims.get(&id).filter(|(c, _)| &*c.worker == worker && c.lease == lease)
                 {
                     plan.stray.push((id, c.epoch));
                 }
@@ -196,7 +196,7 @@ impl Decider {
                         plan.claim.push(ClaimRequest { id: id.clone(), spec_revision: *spec_revision });
                     }
                 }
-                Some(claim) if claim.worker == worker && claim.lease == lease => {
+                Some(claim) if &*claim.worker == worker && claim.lease == lease => {
                     self.unowned_since.remove(&id);
                     if spec.paused {
                         plan.release.push(id.clone());

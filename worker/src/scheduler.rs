@@ -27,7 +27,7 @@ use crate::ownership::{self, Ownership};
 use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
 use crate::spec::RunSpec;
-use crate::view::{Claim, ClusterView};
+use crate::view::ClusterView;
 use crate::{letters, preview};
 
 /// Timings of the scheduler.
@@ -519,7 +519,7 @@ impl Scheduler {
         for w in won {
             ownership::log(Ownership::Claim, &w.id, &self.worker, w.epoch);
             self.decider.claimed(&w.id);
-            self.view.record_claim(&w.id, Claim { worker: self.worker.clone(), epoch: w.epoch, lease });
+            self.view.record_claim(&w.id, &self.worker, w.epoch, lease);
             let Some(record) = self.view.jobs.get(&w.id).and_then(|(spec, _)| spec.record()) else { continue };
             let spec_revision = revisions.get(w.id.as_str()).copied().unwrap_or(0);
             self.start(w.id, record, spec_revision, w.epoch, w.checkpoint, lease);

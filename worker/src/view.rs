@@ -15,7 +15,9 @@ use ingest_store::{EventKind, KeyValue, LeaseId, Revision, Store, StoreError, Wa
 /// A claim on a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
-    pub worker: String,
+    /// One copy per worker name, shared by its claims (a worker's view
+    /// holds every job's claim).
+    pub worker: Arc<str>,
     /// The claim key's create revision.
     pub epoch: Revision,
     pub lease: LeaseId,
@@ -37,8 +39,8 @@ pub struct ClusterView {
     released: HashMap<String, Revision>,
     /// Revision of the load; the watch continues after it.
     pub loaded_at: Revision,
-    /// One copy of each job type's name, shared by the specs.
-    type_names: HashSet<Arc<str>>,
+    /// One copy of each job type's and worker's name, shared by the specs and claims.
+    names: HashSet<Arc<str>>,
 }
 
 /// A job's spec as the view holds it. Most specs in a cluster are other
@@ -141,19 +143,12 @@ impl ClusterView {
         match kind {
             KeyKind::Job => {
                 let mut host = None;
-                let type_names = &mut self.type_names;
+                let names = &mut self.names;
                 let spec = || {
                     // Decoded whole once: what does not decode is skipped.
                     let record = decode::<JobRecord>(kv)?;
                     host = crate::catalogue::paced_host(&record.job_type, &record.params);
-                    let job_type = match type_names.get(record.job_type.as_str()) {
-                        Some(name) => name.clone(),
-                        None => {
-                            let name: Arc<str> = record.job_type.as_str().into();
-                            type_names.insert(name.clone());
-                            name
-                        }
-                    };
+                    let job_type = intern(names, &record.job_type);
                     Some(JobSpec { job_type, paused: record.paused, body: Body::Stored(kv.value.clone().into()) })
                 };
                 apply_entry(&mut self.jobs, name, rev, deleted, spec)?;
@@ -172,8 +167,10 @@ impl ClusterView {
                 // and revision are real): held by someone this worker cannot
                 // name, so nobody tries to claim the job over it; it goes
                 // when its lease does.
+                let names = &mut self.names;
                 let claim = || {
-                    let worker = decode::<OwnerRecord>(kv).map_or_else(|| UNREADABLE_OWNER.to_string(), |o| o.worker);
+                    let owner = decode::<OwnerRecord>(kv);
+                    let worker = intern(names, owner.as_ref().map_or(UNREADABLE_OWNER, |o| o.worker.as_str()));
                     Some(Claim { worker, epoch: kv.create_revision, lease: kv.lease })
                 };
                 apply_entry(&mut self.claims, name, rev, deleted, claim)?;
@@ -203,8 +200,8 @@ impl ClusterView {
     }
 
     /// Records a claim this worker just won, before the watch reports it.
-    pub fn record_claim(&mut self, id: &str, claim: Claim) {
-        let epoch = claim.epoch;
+    pub fn record_claim(&mut self, id: &str, worker: &str, epoch: Revision, lease: LeaseId) {
+        let claim = Claim { worker: intern(&mut self.names, worker), epoch, lease };
         self.claims.insert(id.to_string(), (claim, epoch));
     }
 
@@ -262,6 +259,16 @@ fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
             None
         }
     }
+}
+
+/// The one copy of `name` in `names`.
+fn intern(names: &mut HashSet<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(name) = names.get(name) {
+        return name.clone();
+    }
+    let name: Arc<str> = name.into();
+    names.insert(name.clone());
+    name
 }
 
 #[cfg(test)]
