@@ -32,6 +32,16 @@ pub fn rank<'a>(job: &str, candidates: &[Candidate<'a>]) -> Vec<&'a str> {
     scored.into_iter().map(|(_, name)| name).collect()
 }
 
+/// The worker ranked first for `job` (what [`rank`] puts first, without
+/// ranking the rest).
+pub fn first<'a>(job: &str, candidates: &[Candidate<'a>]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (score(job, c.name, c.weight), c.name))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, name)| name)
+}
+
 /// The position of `worker` in the ranking (0 = first), `None` if it is not a
 /// candidate.
 pub fn position(job: &str, worker: &str, candidates: &[Candidate<'_>]) -> Option<usize> {

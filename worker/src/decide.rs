@@ -21,11 +21,11 @@ use crate::view::{Changes, ClusterView};
 
 /// Share of its jobs a worker hands over per second when rebalancing.
 const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
-/// Jobs a worker has handed over that no one has claimed yet, at most: a
-/// hand-over goes at the pace the taker claims, not all at once (at 100 000
-/// jobs, ten workers released 9 000 jobs to a newcomer within a second and
-/// the last waited 4 s unowned for its claim).
-const MAX_HANDED_OVER: usize = 100;
+/// Jobs a worker has handed over to one taker that it has not claimed yet,
+/// at most: a hand-over goes at the pace the taker claims, not all at once
+/// (at 100 000 jobs, ten workers released 9 000 jobs to a newcomer within a
+/// second and the last waited 4 s unowned for its claim).
+const MAX_HANDED_OVER: usize = 50;
 /// A job handed over and not claimed within this long no longer holds back
 /// the next (the taker may have gone).
 const HANDED_OVER_WAIT: Duration = Duration::from_secs(5);
@@ -78,8 +78,8 @@ pub struct Decider {
     /// When this worker stopped ranking first for a job it runs.
     not_first_since: HashMap<String, Instant>,
     release_budget: f64,
-    /// Jobs handed over and not yet claimed by their taker, and when.
-    handed_over: HashMap<String, Instant>,
+    /// Jobs handed over and not yet claimed: when, and to whom.
+    handed_over: HashMap<String, (Instant, String)>,
     /// When `release_budget` last grew.
     release_budget_at: Instant,
     /// Jobs changed since the last decision (spec, claim, runner): the next
@@ -225,8 +225,10 @@ impl Decider {
                         self.not_first_since.remove(&id);
                     } else {
                         let since = *self.not_first_since.entry(id.clone()).or_insert(now);
-                        if now.duration_since(since) >= self.stabilization {
-                            rebalance.push(id);
+                        if now.duration_since(since) >= self.stabilization
+                            && let Some(taker) = assign::first(view.rank_key(&id), candidates)
+                        {
+                            rebalance.push((id, taker.to_string()));
                         }
                     }
                 }
@@ -246,16 +248,27 @@ impl Decider {
         let elapsed = now.duration_since(self.release_budget_at).as_secs_f64();
         self.release_budget = (self.release_budget + per_second * elapsed).min(per_second);
         self.release_budget_at = now;
-        // And no faster than the takers claim.
-        self.handed_over.retain(|id, at| {
+        // And no faster than each taker claims.
+        self.handed_over.retain(|id, (at, _)| {
             now.duration_since(*at) < HANDED_OVER_WAIT && view.jobs.contains_key(id) && !view.claims.contains_key(id)
         });
-        let room = MAX_HANDED_OVER.saturating_sub(self.handed_over.len());
-        let paced = rebalance.len().min(self.release_budget as usize).min(room);
-        self.release_budget -= paced as f64;
-        let released = rebalance.into_iter().take(paced);
-        self.handed_over.extend(released.clone().map(|id| (id, now)));
-        plan.release.extend(released);
+        let mut waiting: HashMap<String, usize> = HashMap::new();
+        for (_, taker) in self.handed_over.values() {
+            *waiting.entry(taker.clone()).or_default() += 1;
+        }
+        for (id, taker) in rebalance {
+            if self.release_budget < 1.0 {
+                break;
+            }
+            let waits = waiting.entry(taker.clone()).or_default();
+            if *waits >= MAX_HANDED_OVER {
+                continue;
+            }
+            *waits += 1;
+            self.release_budget -= 1.0;
+            self.handed_over.insert(id.clone(), (now, taker));
+            plan.release.push(id);
+        }
         plan
     }
 

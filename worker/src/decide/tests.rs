@@ -182,8 +182,8 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     let moved: std::collections::HashSet<String> = first.into_iter().collect();
     for id in &moved {
         runners.remove(id);
-        view.claims.remove(id);
         decider.released(id);
+        claim(&mut view, id, PEER); // the taker claimed it
     }
     let next = decider.decide(&view, ME, LEASE, runs, &runners, at).release;
     let expected = (runners.len() as f64 * 0.1 * 0.5) as usize;
@@ -191,9 +191,9 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     assert!(next.iter().all(|id| !moved.contains(id)));
 }
 
-/// A hand-over goes at the pace the taker claims: at most 100 jobs handed
-/// over and not yet claimed, whatever the budget; each claim makes room, and
-/// a taker that claims nothing for 5 s holds nothing back.
+/// A hand-over goes at the pace the taker claims: at most 50 jobs handed
+/// over to it and not yet claimed, whatever the budget; each claim makes
+/// room, and a taker that claims nothing for 5 s holds nothing back.
 #[test]
 fn hand_overs_wait_for_the_taker_to_claim() {
     let t0 = Instant::now();
@@ -222,7 +222,7 @@ fn hand_overs_wait_for_the_taker_to_claim() {
     assert_eq!(next.len(), 30, "each claim makes room for one more");
     assert!(next.iter().all(|id| !first.contains(id)));
     let later = hand_over(&mut view, &mut runners, t0 + STABLE * 2 + Duration::from_millis(1));
-    assert_eq!(later.len(), 70, "the first ones waited 5 s: they hold nothing back, the 30 newer do");
+    assert_eq!(later.len(), MAX_HANDED_OVER - 30, "the first ones waited 5 s: they hold nothing back, the 30 newer do");
 }
 
 /// A decision looks at what changed and at what a timer holds, not at every
@@ -259,4 +259,20 @@ fn a_decision_looks_only_at_what_changed_or_waits() {
     assert!(theirs > 0);
     let waiting = decider.decide(&view, ME, LEASE, runs, &runners, t0 + Duration::from_secs(1));
     assert_eq!(waiting.looked_at, theirs, "only the jobs waiting to move");
+}
+
+/// The bound is per taker: a worker hands over to each peer at that peer's
+/// pace (a worker that held every job feeds all the others at once).
+#[test]
+fn hand_overs_are_bounded_per_taker() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME, PEER, "peer-2"], 4000, t0);
+    let runners = run_every_job(&mut view);
+    let mut decider = Decider::new(STABLE, STEP);
+    assert!(decider.decide(&view, ME, LEASE, |_| true, &runners, t0).release.is_empty());
+    let released = decider.decide(&view, ME, LEASE, |_| true, &runners, t0 + STABLE).release;
+    let (to_peer, to_other): (Vec<&String>, Vec<&String>) =
+        released.iter().partition(|id| first_for(&view, PEER).contains(*id));
+    assert_eq!((to_peer.len(), to_other.len()), (MAX_HANDED_OVER, MAX_HANDED_OVER), "{released:?}");
+    assert!(to_other.iter().all(|id| first_for(&view, "peer-2").contains(*id)));
 }
