@@ -121,11 +121,6 @@ impl RunnerHandle {
                 }
             },
         };
-        if let Some(schedule) = schedule.as_ref().filter(|_| checkpoint.next_run.is_none()) {
-            // A new job with a schedule waits for its first cron time or window.
-            let now = now_millis();
-            checkpoint.next_run = Some(schedule.next(now, true).unwrap_or(now));
-        }
         let cursor = CursorText::from(&std::mem::take(&mut checkpoint.cursor));
         ownership::log(Ownership::Start, &record.id, &ctx.worker, epoch);
         let runner = Box::new(Runner {
@@ -149,6 +144,8 @@ impl RunnerHandle {
             slot: None,
             record,
         });
+        let mut runner = runner;
+        runner.schedule_first_run();
         Self { epoch, lease, spec_revision, cell: JobCell::start(runner), requests }
     }
 
@@ -173,6 +170,14 @@ impl RunnerHandle {
     /// Stops the job and waits until it has stopped.
     pub async fn stop(self) -> RunnerExit {
         self.cell.stop().await
+    }
+}
+
+impl Drop for RunnerHandle {
+    /// A handle dropped without a stop (replaced, or the scheduler gone)
+    /// ends its job: nothing runs that the scheduler does not hold.
+    fn drop(&mut self) {
+        self.cell.abandon();
     }
 }
 
@@ -244,7 +249,9 @@ impl Runner {
                 tracing::warn!(job = %self.record.id, worker = %self.ctx.worker, "lease deadline passed; job stopped");
                 Step::Exit(Some(RunnerExit::Lost))
             }
-            () = cancel.cancelled() => Step::Exit(None),
+            // Cancelled with the lease's token: the deadline passed (the
+            // lease may be renewed since, the claim is lost all the same).
+            () = cancel.cancelled() => Step::Exit(self.lease_token.is_cancelled().then_some(RunnerExit::Lost)),
             step = self.run_loop() => step,
         }
     }
@@ -327,6 +334,15 @@ impl Runner {
             if !Box::pin(self.write_checkpoint()).await {
                 return Step::Exit(Some(RunnerExit::Lost));
             }
+        }
+    }
+
+    /// A job with a schedule and no next run yet (new, or started over)
+    /// waits for its first cron time or window.
+    fn schedule_first_run(&mut self) {
+        if let Some(schedule) = self.schedule.as_ref().filter(|_| self.checkpoint.next_run.is_none()) {
+            let now = now_millis();
+            self.checkpoint.next_run = Some(schedule.next(now, true).unwrap_or(now));
         }
     }
 
@@ -413,6 +429,7 @@ impl Runner {
         self.unreadable = None;
         self.checkpoint = CheckpointRecord::default();
         self.cursor = CursorText::default();
+        self.schedule_first_run();
         self.apply_cursor_reset();
         tracing::info!(job = %self.record.id, "cursor reset; the unreadable checkpoint is replaced");
         true
@@ -629,8 +646,8 @@ enum CursorText {
     #[default]
     Null,
     Text(Box<str>),
-    /// One its text would not read back (nested deeper than the JSON
-    /// reader's limit): kept as it is, never lost.
+    /// One its text would not read back as it is (nested deeper than the
+    /// JSON reader's limit, a float off by its last digit): kept as it is.
     Value(Box<serde_json::Value>),
 }
 
@@ -641,8 +658,8 @@ impl CursorText {
         }
         let text = cursor.to_string();
         match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(_) => Self::Text(text.into_boxed_str()),
-            Err(_) => Self::Value(Box::new(cursor.clone())),
+            Ok(read) if read == *cursor => Self::Text(text.into_boxed_str()),
+            _ => Self::Value(Box::new(cursor.clone())),
         }
     }
 
@@ -859,6 +876,52 @@ mod tests {
         }
         assert!(ctx.alarms.is_empty());
         assert!(ctx.take_ended().is_empty(), "no claim was lost");
+    }
+
+    /// At the lease's deadline the jobs without a task end at once, their
+    /// claims lost (said then, not when the scheduler gets to them); a
+    /// handle dropped without a stop ends its job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parked_jobs_end_at_the_deadline_and_with_their_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
+        let ctx = context(store.clone(), dir.path(), lease);
+        ctx.running.add_permits(4);
+        let mut claims = Vec::new();
+        let mut records = Vec::new();
+        for i in 0..6 {
+            let mut record = job_record(&format!("job-{i}"), "demo");
+            record.interval = Duration::from_secs(3600);
+            let put = store.put(&ctx.keys.job(&record.id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
+            claims.push(ClaimRequest { id: record.id.clone(), spec_revision: put });
+            records.push(Arc::new(RunSpec::from(record)));
+        }
+        let txns = ClaimTxns { store: store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
+        let won = txns.claim(&claims, &CancellationToken::new()).await.unwrap().won;
+        let lease_token = CancellationToken::new();
+        let mut handles: Vec<RunnerHandle> = won
+            .into_iter()
+            .zip(&records)
+            .map(|(won, record)| {
+                let token = lease_token.clone();
+                RunnerHandle::spawn(ctx.clone(), lease, record.clone(), 1, won.epoch, won.checkpoint, token)
+            })
+            .collect();
+        eventually("every job ran once and parked", || ctx.alarms.len() == 6).await;
+        drop(handles.pop());
+        assert_eq!(ctx.alarms.len(), 5, "a dropped handle's job is gone from the clock");
+        // What `guard_deadline` does at the deadline.
+        lease_token.cancel();
+        ctx.alarms.expire(lease);
+        assert!(ctx.alarms.is_empty());
+        assert!(handles.iter().all(RunnerHandle::is_finished), "ended without waiting for the scheduler");
+        let mut ended = ctx.take_ended();
+        ended.sort();
+        assert_eq!(ended, (0..5).map(|i| format!("job-{i}")).collect::<Vec<_>>());
+        for handle in handles {
+            assert!(matches!(handle.stop().await, RunnerExit::Lost));
+        }
     }
 
     #[test]

@@ -565,7 +565,8 @@ impl Scheduler {
             Some((held, token)) if *held == lease && !token.is_cancelled() => token.clone(),
             _ => {
                 let token = CancellationToken::new();
-                tokio::spawn(guard_deadline(lease, self.lease_rx.clone(), token.clone()));
+                let alarms = self.runner_ctx.alarms.clone();
+                tokio::spawn(guard_deadline(lease, self.lease_rx.clone(), token.clone(), alarms));
                 if let Some((_, old)) = self.lease_token.replace((lease, token.clone())) {
                     old.cancel();
                 }
@@ -604,6 +605,7 @@ async fn guard_deadline(
     lease: ingest_store::LeaseId,
     mut lease_rx: watch::Receiver<Option<LeaseState>>,
     token: CancellationToken,
+    alarms: Arc<crate::runner::Alarms>,
 ) {
     loop {
         let state = *lease_rx.borrow_and_update();
@@ -615,6 +617,9 @@ async fn guard_deadline(
         }
     }
     token.cancel();
+    // Jobs without a task end now too: their claims are lost at the
+    // deadline, not when the scheduler gets to them.
+    alarms.expire(lease);
 }
 
 impl Running for (RunnerHandle, Arc<RunSpec>) {

@@ -14,7 +14,15 @@ use serde_json::{Map, Value};
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSpec {
     record: JobRecord,
-    params: Box<str>,
+    params: Params,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Params {
+    Text(Box<str>),
+    /// Params whose text would not read back as they are (a float off by
+    /// its last digit): kept decoded.
+    Map(Box<Map<String, Value>>),
 }
 
 impl RunSpec {
@@ -25,15 +33,22 @@ impl RunSpec {
 
     /// The job's parameters.
     pub fn params(&self) -> Map<String, Value> {
-        // Written from a map that decoded as part of its record: it reads back.
-        serde_json::from_str(&self.params).unwrap_or_default()
+        match &self.params {
+            // Checked to read back when it was written.
+            Params::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+            Params::Map(map) => (**map).clone(),
+        }
     }
 }
 
 impl From<JobRecord> for RunSpec {
     fn from(mut record: JobRecord) -> Self {
-        let params = std::mem::take(&mut record.params);
-        let params = serde_json::to_string(&params).unwrap_or_else(|_| "{}".into()).into_boxed_str();
+        let map = std::mem::take(&mut record.params);
+        let text = serde_json::to_string(&map).unwrap_or_default();
+        let params = match serde_json::from_str::<Map<String, Value>>(&text) {
+            Ok(read) if read == map => Params::Text(text.into_boxed_str()),
+            _ => Params::Map(Box::new(map)),
+        };
         Self { record, params }
     }
 }

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use ingest_store::LeaseId;
+
 use super::{Runner, RunnerExit, Step};
 
 /// Where one owned job is: parked between runs, or run by a task.
@@ -33,6 +35,10 @@ enum State {
     Ready { runner: Box<Runner> },
     /// A task runs it (or has ended on its own: a lost claim).
     Live { cancel: CancellationToken, join: JoinHandle<Option<RunnerExit>> },
+    /// Ended without a task: its lease's deadline passed while it was
+    /// parked or queued (said in the ownership log then, not when the
+    /// scheduler gets to it).
+    Ended(RunnerExit),
     /// Taken by [`JobCell::stop`].
     Stopping,
 }
@@ -44,6 +50,8 @@ pub(super) enum Park {
     Due(Box<Runner>),
     /// It is being stopped: the task ends it.
     Stopping(Box<Runner>),
+    /// Its lease's deadline passed: the claim is lost.
+    Expired(Box<Runner>),
 }
 
 impl JobCell {
@@ -98,6 +106,9 @@ impl JobCell {
         if !matches!(*state, State::Live { .. }) {
             return Park::Stopping(runner);
         }
+        if runner.lease_token.is_cancelled() {
+            return Park::Expired(runner);
+        }
         if runner.run_now_asked() {
             return Park::Due(runner);
         }
@@ -105,9 +116,54 @@ impl JobCell {
         Park::Parked
     }
 
-    /// Whether its task ended on its own (a lost claim, a panic).
+    /// Whether it ended on its own (a lost claim, a panic).
     pub(super) fn is_finished(&self) -> bool {
-        matches!(&*self.lock(), State::Live { join, .. } if join.is_finished())
+        match &*self.lock() {
+            State::Live { join, .. } => join.is_finished(),
+            State::Ended(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Ends a job without a task whose claim was made under `lease`, whose
+    /// deadline passed: its claim is lost.
+    fn expire(&self, lease: LeaseId) {
+        let mut state = self.lock();
+        let held = match &*state {
+            State::Parked { runner, .. } | State::Ready { runner } => runner.lease == lease,
+            _ => false,
+        };
+        if !held {
+            return;
+        }
+        let runner = match std::mem::replace(&mut *state, State::Stopping) {
+            State::Parked { runner, alarm } => {
+                runner.ctx.alarms.cancel(alarm);
+                runner
+            }
+            State::Ready { runner } => runner,
+            other => {
+                *state = other;
+                return;
+            }
+        };
+        *state = State::Ended(runner.finish(Some(RunnerExit::Lost)));
+    }
+
+    /// The handle is gone without a stop: the job ends where it is.
+    pub(super) fn abandon(&self) {
+        let state = std::mem::replace(&mut *self.lock(), State::Stopping);
+        match state {
+            State::Parked { runner, alarm } => {
+                runner.ctx.alarms.cancel(alarm);
+                runner.finish(None);
+            }
+            State::Ready { runner } => {
+                runner.finish(None);
+            }
+            State::Live { cancel, .. } => cancel.cancel(),
+            State::Ended(_) | State::Stopping => {}
+        }
     }
 
     /// Stops the job wherever it is and says how it ended.
@@ -120,6 +176,7 @@ impl JobCell {
             }
             // Its place in the queue is skipped.
             State::Ready { runner } => runner.finish(None),
+            State::Ended(exit) => exit,
             State::Live { cancel, join } => {
                 cancel.cancel();
                 match join.await {
@@ -152,7 +209,8 @@ impl JobCell {
     /// A due job: run at once when a slot is free, else queued for one
     /// (a paced job waits for its host's turn first, in its task).
     fn due(self: &Arc<Self>, mut runner: Box<Runner>) -> State {
-        if runner.paced_host.is_none() {
+        // One waiting for a cursor reset runs nothing and takes no slot.
+        if runner.paced_host.is_none() && runner.unreadable.is_none() {
             let running = runner.ctx.running.clone();
             match running.clone().try_acquire_owned() {
                 Ok(slot) => runner.slot = Some(slot),
@@ -191,6 +249,10 @@ async fn run_live(mut runner: Box<Runner>, cell: Arc<JobCell>) -> Option<RunnerE
                 Park::Stopping(back) => {
                     runner = back;
                     None
+                }
+                Park::Expired(back) => {
+                    runner = back;
+                    Some(RunnerExit::Lost)
                 }
             },
             Step::Exit(exit) => exit,
@@ -263,6 +325,18 @@ impl Alarms {
 
     fn cancel(&self, key: AlarmKey) {
         self.lock().alarms.remove(&key);
+    }
+
+    /// Ends every parked or queued job claimed under `lease`, whose deadline
+    /// passed (the jobs that have a task end by themselves).
+    pub fn expire(&self, lease: LeaseId) {
+        let cells: Vec<Arc<JobCell>> = {
+            let queue = self.lock();
+            queue.alarms.values().chain(queue.ready.iter()).cloned().collect()
+        };
+        for cell in cells {
+            cell.expire(lease);
+        }
     }
 
     /// Alarms set, for tests and metrics.
