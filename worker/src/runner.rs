@@ -798,6 +798,38 @@ mod tests {
         }
     }
 
+    /// `n` demo jobs (interval 1 h) stored, claimed under `lease` and
+    /// started with `lease_token`.
+    async fn start_jobs(
+        ctx: &Arc<RunnerContext>,
+        lease: LeaseId,
+        n: usize,
+        lease_token: &CancellationToken,
+    ) -> (Vec<Arc<RunSpec>>, Vec<RunnerHandle>) {
+        let (mut claims, mut records) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let mut record = job_record(&format!("job-{i}"), "demo");
+            record.interval = Duration::from_secs(3600);
+            let job = serde_json::to_vec(&record).unwrap();
+            let put = ctx.store.put(&ctx.keys.job(&record.id), job, 0).await.unwrap();
+            claims.push(ClaimRequest { id: record.id.clone(), spec_revision: put });
+            records.push(Arc::new(RunSpec::from(record)));
+        }
+        let txns = ClaimTxns { store: ctx.store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
+        let won = txns.claim(&claims, &CancellationToken::new()).await.unwrap().won;
+        assert_eq!(won.len(), n);
+        let handles = won
+            .into_iter()
+            .zip(claims.iter().zip(&records))
+            .map(|(won, (claim, record))| {
+                assert_eq!(won.id, record.id);
+                let (ctx, token) = (ctx.clone(), lease_token.clone());
+                RunnerHandle::spawn(ctx, lease, record.clone(), claim.spec_revision, won.epoch, won.checkpoint, token)
+            })
+            .collect();
+        (records, handles)
+    }
+
     /// Idle jobs hold no task: due jobs wait for a run slot without one;
     /// each runs once, writes its checkpoint and parks on the worker's one
     /// clock; a run-now request runs a parked job at once, and a parked job
@@ -809,44 +841,16 @@ mod tests {
         let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
         let ctx = context(store.clone(), dir.path(), lease);
         let jobs = 40;
-        let mut requests = Vec::new();
-        for i in 0..jobs {
-            let mut record = job_record(&format!("job-{i}"), "demo");
-            record.interval = Duration::from_secs(3600);
-            let put = store.put(&ctx.keys.job(&record.id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
-            requests
-                .push((ClaimRequest { id: record.id.clone(), spec_revision: put }, Arc::new(RunSpec::from(record))));
-        }
-        let claims: Vec<ClaimRequest> = requests.iter().map(|(claim, _)| claim.clone()).collect();
-        let txns = ClaimTxns { store: store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
-        let won = txns.claim(&claims, &CancellationToken::new()).await.unwrap().won;
-        assert_eq!(won.len(), jobs);
         let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
         let before = tasks();
         let lease_token = CancellationToken::new();
-        let mut handles: Vec<RunnerHandle> = won
-            .into_iter()
-            .zip(&requests)
-            .map(|(won, (claim, record))| {
-                assert_eq!(won.id, record.id);
-                let token = lease_token.clone();
-                RunnerHandle::spawn(
-                    ctx.clone(),
-                    lease,
-                    record.clone(),
-                    claim.spec_revision,
-                    won.epoch,
-                    won.checkpoint,
-                    token,
-                )
-            })
-            .collect();
+        let (requests, mut handles) = start_jobs(&ctx, lease, jobs, &lease_token).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(tasks() <= before + 2, "due jobs wait for a run slot without a task: {} tasks", tasks() - before);
-        assert!(ctx.progress.counters(&requests[0].1.id).is_none(), "nothing ran without a slot");
+        assert!(ctx.progress.counters(&requests[0].id).is_none(), "nothing ran without a slot");
         ctx.running.add_permits(8);
         eventually("every job ran once and parked", || ctx.alarms.len() == jobs).await;
-        for (_, record) in &requests {
+        for record in &requests {
             let checkpoint = stored_checkpoint(&ctx, &record.id).await;
             assert!(checkpoint.next_run.unwrap() > now_millis() + 3_000_000, "next run an interval away");
         }
@@ -855,17 +859,17 @@ mod tests {
         // A run-now request wakes a parked job: it runs now and parks again.
         let first = &handles[0];
         first.run_now(1);
-        eventually("the run-now request ran", || ctx.progress.counters(&requests[0].1.id).is_some_and(|c| c.runs == 2))
+        eventually("the run-now request ran", || ctx.progress.counters(&requests[0].id).is_some_and(|c| c.runs == 2))
             .await;
         eventually("it parked again", || ctx.alarms.len() == jobs).await;
-        assert_eq!(stored_checkpoint(&ctx, &requests[0].1.id).await.run_now_seen, 1);
+        assert_eq!(stored_checkpoint(&ctx, &requests[0].id).await.run_now_seen, 1);
         first.run_now(1);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(ctx.progress.counters(&requests[0].1.id).unwrap().runs, 2, "a request already seen runs nothing");
+        assert_eq!(ctx.progress.counters(&requests[0].id).unwrap().runs, 2, "a request already seen runs nothing");
 
         // A parked job stops at once, with its checkpoint for the release.
         let last = handles.pop().unwrap();
-        let stored = stored_checkpoint(&ctx, &requests[jobs - 1].1.id).await;
+        let stored = stored_checkpoint(&ctx, &requests[jobs - 1].id).await;
         match last.stop().await {
             RunnerExit::Stopped(Some(checkpoint)) => assert_eq!(checkpoint.next_run, stored.next_run),
             other => panic!("a parked job stops with its checkpoint, not {other:?}"),
@@ -888,26 +892,8 @@ mod tests {
         let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
         let ctx = context(store.clone(), dir.path(), lease);
         ctx.running.add_permits(4);
-        let mut claims = Vec::new();
-        let mut records = Vec::new();
-        for i in 0..6 {
-            let mut record = job_record(&format!("job-{i}"), "demo");
-            record.interval = Duration::from_secs(3600);
-            let put = store.put(&ctx.keys.job(&record.id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
-            claims.push(ClaimRequest { id: record.id.clone(), spec_revision: put });
-            records.push(Arc::new(RunSpec::from(record)));
-        }
-        let txns = ClaimTxns { store: store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
-        let won = txns.claim(&claims, &CancellationToken::new()).await.unwrap().won;
         let lease_token = CancellationToken::new();
-        let mut handles: Vec<RunnerHandle> = won
-            .into_iter()
-            .zip(&records)
-            .map(|(won, record)| {
-                let token = lease_token.clone();
-                RunnerHandle::spawn(ctx.clone(), lease, record.clone(), 1, won.epoch, won.checkpoint, token)
-            })
-            .collect();
+        let (_, mut handles) = start_jobs(&ctx, lease, 6, &lease_token).await;
         eventually("every job ran once and parked", || ctx.alarms.len() == 6).await;
         drop(handles.pop());
         assert_eq!(ctx.alarms.len(), 5, "a dropped handle's job is gone from the clock");
