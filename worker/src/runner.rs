@@ -760,14 +760,18 @@ mod tests {
         assert!(size <= 320, "a runner's state is {size} bytes");
     }
 
-    fn context(store: Arc<dyn Store>, dir: &std::path::Path, lease: LeaseId) -> Arc<RunnerContext> {
+    /// A worker's runner context over an in-memory store, its sinks in
+    /// `dir`, holding a lease granted for the whole test.
+    async fn context(dir: &std::path::Path) -> (Arc<RunnerContext>, LeaseId) {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         let (lease_tx, lease_rx) = watch::channel(Some(LeaseState { lease, deadline: far }));
         // The lease holds for the whole test.
         std::mem::forget(lease_tx);
         let keys = Keys::new("/runner-test/");
         let types = scheduler::type_table(catalogue::runs(&["demo".to_string()]).unwrap());
-        Arc::new(RunnerContext {
+        let ctx = Arc::new(RunnerContext {
             checkpoints: CheckpointWriter::spawn(store.clone(), keys.clone(), "w1".into()),
             store,
             keys,
@@ -782,7 +786,8 @@ mod tests {
             running: Arc::new(tokio::sync::Semaphore::new(0)),
             ended: Default::default(),
             alarms: Default::default(),
-        })
+        });
+        (ctx, lease)
     }
 
     async fn stored_checkpoint(ctx: &RunnerContext, id: &str) -> CheckpointRecord {
@@ -837,9 +842,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_between_runs_hold_no_task() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
-        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
-        let ctx = context(store.clone(), dir.path(), lease);
+        let (ctx, lease) = context(dir.path()).await;
         let jobs = 40;
         let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
         let before = tasks();
@@ -888,9 +891,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parked_jobs_end_at_the_deadline_and_with_their_handle() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
-        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
-        let ctx = context(store.clone(), dir.path(), lease);
+        let (ctx, lease) = context(dir.path()).await;
         ctx.running.add_permits(4);
         let lease_token = CancellationToken::new();
         let (_, mut handles) = start_jobs(&ctx, lease, 6, &lease_token).await;
