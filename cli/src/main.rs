@@ -17,6 +17,12 @@ use ingest_worker::fetch::{FetchArgs, OwnEndpoint};
 use ingest_worker::{JobServices, ProgressReceiver, ReportTo, WorkerArgs, run_worker};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc, built to hand freed pages back within a second (.cargo/config.toml):
+/// glibc's per-thread arenas kept about twice a worker's live heap resident
+/// after its cold start (BENCHMARKS.md, "worker memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "ingest", version, about = "Long-lived ingestion jobs at scale")]
 struct Cli {

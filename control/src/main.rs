@@ -15,6 +15,10 @@ struct Args {
     log: LogArgs,
 }
 
+/// jemalloc, configured in .cargo/config.toml (see the `ingest` binary).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
