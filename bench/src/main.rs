@@ -38,6 +38,11 @@ enum Command {
     Parse(parse::ParseArgs),
 }
 
+/// The allocator of the shipped binaries (see the `ingest` binary): the control
+/// benchmarks run control in this process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -166,16 +166,18 @@ fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_ar
 #[test]
 fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     let t0 = Instant::now();
-    let mut view = view(&[ME, PEER], 400, t0);
+    // 150 jobs: a second's budget (15) stays under the hand-over bound.
+    let mut view = view(&[ME, PEER], 150, t0);
     let theirs = first_for(&view, PEER);
     let mut runners = run_every_job(&mut view);
     let mut decider = Decider::new(STABLE, STEP);
     let runs = |_: &str| true;
     assert!(decider.decide(&view, ME, LEASE, runs, &runners, t0).release.is_empty(), "not before stabilization");
-    // Past the stabilization: the budget holds one second's worth, 10 % of 400.
+    // Past the stabilization: the budget holds one second's worth, 10 % of 150.
     let mut at = t0 + STABLE;
     let first = decider.decide(&view, ME, LEASE, runs, &runners, at).release;
-    assert_eq!(first.len(), 40, "one second's worth, however long it was quiet");
+    const { assert!(MAX_HANDED_OVER > 15) };
+    assert_eq!(first.len(), 15, "one second's worth, however long it was quiet");
     assert!(first.iter().all(|id| theirs.contains(id)), "only jobs that rank the peer first move");
     // Half a second later: half of that.
     at += Duration::from_millis(500);
@@ -191,8 +193,8 @@ fn hand_overs_wait_for_the_stabilization_and_go_at_a_tenth_per_second() {
     assert!(next.iter().all(|id| !moved.contains(id)));
 }
 
-/// A hand-over goes at the pace the taker claims: at most 50 jobs handed
-/// over to it and not yet claimed, whatever the budget; each claim makes
+/// A hand-over goes at the pace the taker claims: at most `MAX_HANDED_OVER`
+/// jobs handed over to it and not yet claimed, whatever the budget; each claim makes
 /// room, and a taker that claims nothing for 5 s holds nothing back.
 #[test]
 fn hand_overs_wait_for_the_taker_to_claim() {
@@ -215,14 +217,19 @@ fn hand_overs_wait_for_the_taker_to_claim() {
     assert_eq!(first.len(), MAX_HANDED_OVER, "the budget (400) is capped by what the peer has not claimed");
     let at = t0 + STABLE + Duration::from_secs(1);
     assert!(hand_over(&mut view, &mut runners, at).is_empty(), "none claimed: none more");
-    for id in &first[..30] {
+    let claimed = MAX_HANDED_OVER / 2;
+    for id in &first[..claimed] {
         claim(&mut view, id, PEER);
     }
     let next = hand_over(&mut view, &mut runners, at + Duration::from_millis(250));
-    assert_eq!(next.len(), 30, "each claim makes room for one more");
+    assert_eq!(next.len(), claimed, "each claim makes room for one more");
     assert!(next.iter().all(|id| !first.contains(id)));
     let later = hand_over(&mut view, &mut runners, t0 + STABLE * 2 + Duration::from_millis(1));
-    assert_eq!(later.len(), MAX_HANDED_OVER - 30, "the first ones waited 5 s: they hold nothing back, the 30 newer do");
+    assert_eq!(
+        later.len(),
+        MAX_HANDED_OVER - claimed,
+        "the first ones waited 5 s: they hold nothing back, the {claimed} newer do"
+    );
 }
 
 /// A decision looks at what changed and at what a timer holds, not at every
