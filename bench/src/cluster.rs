@@ -57,7 +57,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// A worker exits within 8 s of SIGTERM (drain budget 6 s + lease revoke).
 const SHUTDOWN_BAR: Duration = Duration::from_secs(8);
 /// Jobs per claim transaction, as in `worker/src/claims.rs`.
-const CLAIM_BATCH: usize = 40;
+const CLAIM_BATCH: usize = 64;
 /// Job interval: long, so every job runs once after its claim, then idles.
 const JOB_INTERVAL: Duration = Duration::from_secs(3600);
 /// How often the cold start is sampled.

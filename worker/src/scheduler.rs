@@ -294,8 +294,18 @@ impl Scheduler {
     /// work or shutdown).
     async fn sync(&mut self, shutdown: &CancellationToken) -> WatchSet {
         loop {
+            let started = Instant::now();
             match ClusterView::load(self.store.as_ref(), &self.keys).await {
                 Ok(mut view) => {
+                    tracing::info!(
+                        worker = %self.worker,
+                        jobs = view.jobs.len(),
+                        claims = view.claims.len(),
+                        workers = view.workers.len(),
+                        revision = view.loaded_at,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "cluster view loaded"
+                    );
                     // Keep when peers were first seen across re-lists.
                     for (name, seen) in &self.view.first_seen {
                         if let Some(slot) = view.first_seen.get_mut(name) {
