@@ -75,7 +75,8 @@ impl RunnerContext {
 #[derive(Debug)]
 pub enum RunnerExit {
     /// Stopped on request; the checkpoint to release with (`None`: the
-    /// stored one could not be read and stays as it is).
+    /// stored one stays as it is — it is the job's state, or it could not
+    /// be read).
     Stopped(Option<CheckpointRecord>),
     /// A fenced write failed: the claim is gone.
     Lost,
@@ -134,6 +135,7 @@ impl RunnerHandle {
             lease_token,
             reset_baseline: requests.cursor_reset(),
             requests: requests.clone(),
+            stored: unreadable.is_none(),
             unreadable,
             redactor: Redactor::default(),
             run_started: 0,
@@ -213,6 +215,10 @@ struct Runner {
     /// Why the stored checkpoint could not be read: nothing runs until the
     /// cursor is reset.
     unreadable: Option<String>,
+    /// The stored checkpoint is this job's state (read at the claim and not
+    /// changed since, or written after its last run): a release need not
+    /// write it again, and a drain leaves the claim to the lease's revoke.
+    stored: bool,
     /// The job's secret values, blanked out of its errors and warnings.
     redactor: Redactor,
     /// Whether the claim's lease still holds.
@@ -263,7 +269,7 @@ impl Runner {
         // Stopped where it waited: its checkpoint is the last one it had
         // (a run cut short keeps the cursor from before it), none while the
         // stored one is unreadable.
-        let exit = exit.unwrap_or_else(|| RunnerExit::Stopped(self.unreadable.is_none().then(|| self.checkpoint())));
+        let exit = exit.unwrap_or_else(|| RunnerExit::Stopped(self.checkpoint_to_release()));
         if matches!(exit, RunnerExit::Lost) {
             ownership::log(Ownership::Lost, id, worker, self.epoch);
             if let Ok(mut ended) = self.ctx.ended.lock() {
@@ -278,11 +284,14 @@ impl Runner {
         if self.unreadable.is_some() && !Box::pin(self.wait_for_reset()).await {
             return Step::Exit(Some(RunnerExit::Stopped(None)));
         }
-        let stopped = |runner: &Self| Step::Exit(Some(RunnerExit::Stopped(Some(runner.checkpoint()))));
+        let stopped = |runner: &Self| Step::Exit(Some(RunnerExit::Stopped(runner.checkpoint_to_release())));
         loop {
             if let Some(at) = self.take_due() {
                 return Step::Idle(at);
             }
+            // From here the state moves on from what is stored (a run-now
+            // request taken, a cursor reset, the run itself).
+            self.stored = false;
             // A paced job waits for its host's turn before it takes a run
             // slot: jobs queued for a busy host never hold the run slots
             // that jobs of other hosts need.
@@ -343,6 +352,7 @@ impl Runner {
         if let Some(schedule) = self.schedule.as_ref().filter(|_| self.checkpoint.next_run.is_none()) {
             let now = now_millis();
             self.checkpoint.next_run = Some(schedule.next(now, true).unwrap_or(now));
+            self.stored = false;
         }
     }
 
@@ -364,6 +374,13 @@ impl Runner {
             return None;
         }
         self.checkpoint.next_run.filter(|at| *at > now_millis())
+    }
+
+    /// The checkpoint to release with: none while the stored one is the
+    /// job's state or unreadable (a run cut short keeps the cursor from
+    /// before it).
+    fn checkpoint_to_release(&self) -> Option<CheckpointRecord> {
+        (self.unreadable.is_none() && !self.stored).then(|| self.checkpoint())
     }
 
     /// The checkpoint to write or release with.
@@ -388,6 +405,7 @@ impl Runner {
             match self.ctx.checkpoints.write(id, self.epoch, lease, self.checkpoint()).await {
                 Ok(true) => {
                     ownership::log(Ownership::Write, id, &self.ctx.worker, self.epoch);
+                    self.stored = true;
                     return true;
                 }
                 Ok(false) => return false,
@@ -745,7 +763,7 @@ fn backoff(failures: &mut u32, interval: Duration, retry_after: Option<Duration>
 mod tests {
     use super::*;
 
-    use ingest_store::{EmbeddedStore, Store};
+    use ingest_store::{EmbeddedStore, Store, Txn, TxnOp};
     use ingest_testkit::job_record;
 
     use crate::claims::{ClaimRequest, ClaimTxns};
@@ -838,7 +856,7 @@ mod tests {
     /// Idle jobs hold no task: due jobs wait for a run slot without one;
     /// each runs once, writes its checkpoint and parks on the worker's one
     /// clock; a run-now request runs a parked job at once, and a parked job
-    /// stops with its checkpoint.
+    /// stops with nothing more to write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_between_runs_hold_no_task() {
         let dir = tempfile::tempdir().unwrap();
@@ -870,16 +888,16 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(ctx.progress.counters(&requests[0].id).unwrap().runs, 2, "a request already seen runs nothing");
 
-        // A parked job stops at once, with its checkpoint for the release.
+        // A parked job stops at once; what it wrote after its run is its
+        // state, so its release writes nothing.
         let last = handles.pop().unwrap();
-        let stored = stored_checkpoint(&ctx, &requests[jobs - 1].id).await;
         match last.stop().await {
-            RunnerExit::Stopped(Some(checkpoint)) => assert_eq!(checkpoint.next_run, stored.next_run),
-            other => panic!("a parked job stops with its checkpoint, not {other:?}"),
+            RunnerExit::Stopped(None) => {}
+            other => panic!("a parked job stops with nothing to write, not {other:?}"),
         }
         assert_eq!(ctx.alarms.len(), jobs - 1, "its alarm is gone");
         for handle in handles {
-            assert!(matches!(handle.stop().await, RunnerExit::Stopped(Some(_))));
+            assert!(matches!(handle.stop().await, RunnerExit::Stopped(None)));
         }
         assert!(ctx.alarms.is_empty());
         assert!(ctx.take_ended().is_empty(), "no claim was lost");
@@ -938,5 +956,56 @@ mod tests {
         assert_eq!(long, Duration::from_secs(600));
         let mut many = u32::MAX - 1;
         assert!(backoff(&mut many, interval, None) <= Duration::from_secs(66), "no overflow");
+    }
+
+    /// A release writes the checkpoint only when the job's state moved on
+    /// from the stored one: a scheduled job that just took its first cron
+    /// time hands it back; a job parked on the checkpoint it wrote after a
+    /// run, or on the one read at its claim, hands back none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_release_writes_the_checkpoint_only_when_the_job_moved_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, lease) = context(dir.path()).await;
+        let lease_token = CancellationToken::new();
+        let mut scheduled = job_record("scheduled", "demo");
+        scheduled.schedule.cron = "@daily".into();
+        ctx.store.put(&ctx.keys.job(&scheduled.id), serde_json::to_vec(&scheduled).unwrap(), 0).await.unwrap();
+        let handle = claim_and_start(&ctx, lease, &Arc::new(RunSpec::from(scheduled)), &lease_token).await;
+        eventually("the scheduled job parked", || ctx.alarms.len() == 1).await;
+        match handle.stop().await {
+            RunnerExit::Stopped(Some(checkpoint)) => assert!(checkpoint.next_run.is_some(), "its first cron time"),
+            other => panic!("a job whose first cron time is not stored hands it back, not {other:?}"),
+        }
+
+        let (requests, mut handles) = start_jobs(&ctx, lease, 1, &lease_token).await;
+        ctx.running.add_permits(1);
+        eventually("the job ran and parked", || ctx.alarms.len() == 1).await;
+        let written = stored_checkpoint(&ctx, &requests[0].id).await;
+        assert!(matches!(handles.pop().unwrap().stop().await, RunnerExit::Stopped(None)));
+
+        // Claimed again: it parks on the stored checkpoint without a run,
+        // and hands back nothing.
+        ctx.store.txn(Txn::new().and_then([TxnOp::delete(ctx.keys.owner(&requests[0].id))])).await.unwrap();
+        let handle = claim_and_start(&ctx, lease, &requests[0], &lease_token).await;
+        eventually("it parked again", || ctx.alarms.len() == 1).await;
+        assert_eq!(ctx.progress.counters(&requests[0].id).map(|c| c.runs), Some(1), "no second run");
+        assert_eq!(stored_checkpoint(&ctx, &requests[0].id).await, written);
+        assert!(matches!(handle.stop().await, RunnerExit::Stopped(None)));
+    }
+
+    /// Claims the stored job `record` and starts it.
+    async fn claim_and_start(
+        ctx: &Arc<RunnerContext>,
+        lease: LeaseId,
+        record: &Arc<RunSpec>,
+        lease_token: &CancellationToken,
+    ) -> RunnerHandle {
+        let stored = ctx.store.get(&ctx.keys.job(&record.id)).await.unwrap();
+        let spec_revision = stored.expect("the job is stored").mod_revision;
+        let claim = [ClaimRequest { id: record.id.clone(), spec_revision }];
+        let txns = ClaimTxns { store: ctx.store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
+        let won = txns.claim(&claim, &CancellationToken::new()).await.unwrap().won.pop().expect("claimed");
+        let (ctx, token) = (ctx.clone(), lease_token.clone());
+        RunnerHandle::spawn(ctx, lease, record.clone(), spec_revision, won.epoch, won.checkpoint, token)
     }
 }
