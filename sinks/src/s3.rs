@@ -38,6 +38,9 @@ pub struct S3Sink {
     bucket: String,
     region: String,
     endpoint: String,
+    /// Set once the bucket is known to exist: every job's output prepares
+    /// the sinks, and one check (or creation) serves them all.
+    bucket_ready: tokio::sync::OnceCell<()>,
 }
 
 impl S3Sink {
@@ -71,6 +74,7 @@ impl S3Sink {
             bucket: config.bucket.clone(),
             region: config.region.clone(),
             endpoint: config.endpoint.clone().unwrap_or_else(|| "AWS".to_string()),
+            bucket_ready: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -78,11 +82,9 @@ impl S3Sink {
     pub fn client(&self) -> &Client {
         &self.client
     }
-}
 
-#[async_trait]
-impl ObjectSink for S3Sink {
-    async fn prepare(&self) -> Result<(), SinkError> {
+    /// Checks the bucket exists, and creates it when it does not.
+    async fn ensure_bucket(&self) -> Result<(), SinkError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => return Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => {}
@@ -107,6 +109,13 @@ impl ObjectSink for S3Sink {
             }
             Err(e) => Err(classify(&format!("cannot create bucket {}", self.bucket), &e)),
         }
+    }
+}
+
+#[async_trait]
+impl ObjectSink for S3Sink {
+    async fn prepare(&self) -> Result<(), SinkError> {
+        self.bucket_ready.get_or_try_init(|| self.ensure_bucket()).await.map(|_| ())
     }
 
     async fn put(&self, object: &Object) -> Result<(), SinkError> {

@@ -41,6 +41,11 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// How late a paced job's first request may go on its host's turn.
 const TURN_LATENESS: Duration = Duration::from_millis(20);
 
+/// A job that parks for at least this long keeps no built instance between
+/// runs (0.2 KB for a demo job, more with compiled filters): it is built
+/// again from its params, and its secrets read again, at its next run.
+const KEEP_BUILT_WHILE_IDLE: Duration = Duration::from_secs(300);
+
 /// What every runner of this worker shares (one per worker, behind an
 /// `Arc`: a runner costs a pointer, not copies of it).
 pub struct RunnerContext {
@@ -287,6 +292,11 @@ impl Runner {
         let stopped = |runner: &Self| Step::Exit(Some(RunnerExit::Stopped(runner.checkpoint_to_release())));
         loop {
             if let Some(at) = self.take_due() {
+                // Parked for long: only its state stays, the instance and
+                // its output are built again for the next run.
+                if at.saturating_sub(now_millis()) >= KEEP_BUILT_WHILE_IDLE.as_millis() as i64 {
+                    *self.built() = None;
+                }
                 return Step::Idle(at);
             }
             // From here the state moves on from what is stored (a run-now
@@ -991,6 +1001,29 @@ mod tests {
         assert_eq!(ctx.progress.counters(&requests[0].id).map(|c| c.runs), Some(1), "no second run");
         assert_eq!(stored_checkpoint(&ctx, &requests[0].id).await, written);
         assert!(matches!(handle.stop().await, RunnerExit::Stopped(None)));
+    }
+
+    /// A job parked for an hour keeps only its state; one parked for a
+    /// minute keeps its built instance for the next run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_parked_for_long_keeps_no_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ctx, lease) = context(dir.path()).await;
+        let lease_token = CancellationToken::new();
+        let mut handles = Vec::new();
+        for (id, interval) in [("hourly", 3600), ("minutely", 60)] {
+            let mut record = job_record(id, "demo");
+            record.interval = Duration::from_secs(interval);
+            ctx.store.put(&ctx.keys.job(id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
+            handles.push(claim_and_start(&ctx, lease, &Arc::new(RunSpec::from(record)), &lease_token).await);
+        }
+        ctx.running.add_permits(2);
+        eventually("both ran and parked", || ctx.alarms.len() == 2).await;
+        let kept: Vec<Option<bool>> = handles.iter().map(|h| h.cell.parked_with_instance()).collect();
+        assert_eq!(kept, [Some(false), Some(true)], "hourly, minutely");
+        for handle in handles {
+            assert!(matches!(handle.stop().await, RunnerExit::Stopped(None)));
+        }
     }
 
     /// Claims the stored job `record` and starts it.

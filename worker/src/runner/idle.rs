@@ -116,6 +116,15 @@ impl JobCell {
         Park::Parked
     }
 
+    /// Whether the parked job keeps its built instance (`None`: not parked).
+    #[cfg(test)]
+    pub(super) fn parked_with_instance(&self) -> Option<bool> {
+        match &mut *self.lock() {
+            State::Parked { runner, .. } => Some(runner.built().is_some()),
+            _ => None,
+        }
+    }
+
     /// Whether it ended on its own (a lost claim, a panic).
     pub(super) fn is_finished(&self) -> bool {
         match &*self.lock() {
