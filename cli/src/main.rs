@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// jemalloc, built to hand freed pages back within a second (.cargo/config.toml):
 /// glibc's per-thread arenas kept about twice a worker's live heap resident
-/// after its cold start (BENCHMARKS.md, "worker memory").
+/// after its cold start (BENCHMARKS.md, "Issue 18, the allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

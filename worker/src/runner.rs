@@ -273,7 +273,7 @@ impl Runner {
         let (id, worker) = (&self.record.id, &self.ctx.worker);
         // Stopped where it waited: its checkpoint is the last one it had
         // (a run cut short keeps the cursor from before it), none while the
-        // stored one is unreadable.
+        // stored one is its state or unreadable.
         let exit = exit.unwrap_or_else(|| RunnerExit::Stopped(self.checkpoint_to_release()));
         if matches!(exit, RunnerExit::Lost) {
             ownership::log(Ownership::Lost, id, worker, self.epoch);
@@ -773,6 +773,7 @@ fn backoff(failures: &mut u32, interval: Duration, retry_after: Option<Duration>
 mod tests {
     use super::*;
 
+    use ingest_model::JobRecord;
     use ingest_store::{EmbeddedStore, Store, Txn, TxnOp};
     use ingest_testkit::job_record;
 
@@ -839,28 +840,21 @@ mod tests {
         n: usize,
         lease_token: &CancellationToken,
     ) -> (Vec<Arc<RunSpec>>, Vec<RunnerHandle>) {
-        let (mut claims, mut records) = (Vec::new(), Vec::new());
+        let (mut records, mut handles) = (Vec::new(), Vec::new());
         for i in 0..n {
             let mut record = job_record(&format!("job-{i}"), "demo");
             record.interval = Duration::from_secs(3600);
-            let job = serde_json::to_vec(&record).unwrap();
-            let put = ctx.store.put(&ctx.keys.job(&record.id), job, 0).await.unwrap();
-            claims.push(ClaimRequest { id: record.id.clone(), spec_revision: put });
-            records.push(Arc::new(RunSpec::from(record)));
+            let record = store_job(ctx, record).await;
+            handles.push(claim_and_start(ctx, lease, &record, lease_token).await);
+            records.push(record);
         }
-        let txns = ClaimTxns { store: ctx.store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
-        let won = txns.claim(&claims, &CancellationToken::new()).await.unwrap().won;
-        assert_eq!(won.len(), n);
-        let handles = won
-            .into_iter()
-            .zip(claims.iter().zip(&records))
-            .map(|(won, (claim, record))| {
-                assert_eq!(won.id, record.id);
-                let (ctx, token) = (ctx.clone(), lease_token.clone());
-                RunnerHandle::spawn(ctx, lease, record.clone(), claim.spec_revision, won.epoch, won.checkpoint, token)
-            })
-            .collect();
         (records, handles)
+    }
+
+    /// Stores `record` as a job spec; the spec a runner runs.
+    async fn store_job(ctx: &RunnerContext, record: JobRecord) -> Arc<RunSpec> {
+        ctx.store.put(&ctx.keys.job(&record.id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
+        Arc::new(RunSpec::from(record))
     }
 
     /// Idle jobs hold no task: due jobs wait for a run slot without one;
@@ -979,8 +973,7 @@ mod tests {
         let lease_token = CancellationToken::new();
         let mut scheduled = job_record("scheduled", "demo");
         scheduled.schedule.cron = "@daily".into();
-        ctx.store.put(&ctx.keys.job(&scheduled.id), serde_json::to_vec(&scheduled).unwrap(), 0).await.unwrap();
-        let handle = claim_and_start(&ctx, lease, &Arc::new(RunSpec::from(scheduled)), &lease_token).await;
+        let handle = claim_and_start(&ctx, lease, &store_job(&ctx, scheduled).await, &lease_token).await;
         eventually("the scheduled job parked", || ctx.alarms.len() == 1).await;
         match handle.stop().await {
             RunnerExit::Stopped(Some(checkpoint)) => assert!(checkpoint.next_run.is_some(), "its first cron time"),
@@ -1014,8 +1007,7 @@ mod tests {
         for (id, interval) in [("hourly", 3600), ("minutely", 60)] {
             let mut record = job_record(id, "demo");
             record.interval = Duration::from_secs(interval);
-            ctx.store.put(&ctx.keys.job(id), serde_json::to_vec(&record).unwrap(), 0).await.unwrap();
-            handles.push(claim_and_start(&ctx, lease, &Arc::new(RunSpec::from(record)), &lease_token).await);
+            handles.push(claim_and_start(&ctx, lease, &store_job(&ctx, record).await, &lease_token).await);
         }
         ctx.running.add_permits(2);
         eventually("both ran and parked", || ctx.alarms.len() == 2).await;

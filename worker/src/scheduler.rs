@@ -439,7 +439,8 @@ impl Scheduler {
     }
 
     /// Stops the runners of `ids`, then releases their claims with their
-    /// checkpoints (no checkpoint for deleted jobs).
+    /// checkpoints (none for deleted jobs, nor where the stored one is the
+    /// job's state).
     async fn release(&mut self, ids: Vec<String>, lease: ingest_store::LeaseId) {
         let releases = self.stop_runners(ids).await;
         self.commit_releases(&releases, lease).await;
