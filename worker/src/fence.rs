@@ -29,7 +29,7 @@ impl Fence {
     /// A fence that always holds: for work outside any claim (tests, tools).
     pub fn unbounded() -> Self {
         let far = Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
-        let (_tx, lease_rx) = watch::channel(Some(LeaseState { lease: 0, deadline: far }));
+        let (_tx, lease_rx) = watch::channel(Some(LeaseState::until(0, far)));
         Self { lease: 0, lease_rx }
     }
 
@@ -67,19 +67,19 @@ mod tests {
     async fn holds_until_the_deadline_and_follows_renewals() {
         let start = Instant::now();
         let ms = Duration::from_millis;
-        let (tx, rx) = watch::channel(Some(LeaseState { lease: 7, deadline: start + ms(300) }));
+        let (tx, rx) = watch::channel(Some(LeaseState::until(7, start + ms(300))));
         let fence = Fence::new(7, rx.clone());
         assert!(fence.holds());
         assert!(!Fence::new(8, rx).holds(), "another lease's fence");
         let mut broken = std::pin::pin!(fence.broken());
         assert!(!poll_once(broken.as_mut()), "holds before the deadline");
         tokio::time::sleep_until(start + ms(100)).await;
-        tx.send_replace(Some(LeaseState { lease: 7, deadline: start + ms(700) }));
+        tx.send_replace(Some(LeaseState::until(7, start + ms(700))));
         tokio::time::sleep_until(start + ms(450)).await;
         assert!(fence.holds() && !poll_once(broken.as_mut()), "renewed to 700 ms");
         tokio::time::sleep_until(start + ms(750)).await;
         assert!(!fence.holds() && poll_once(broken.as_mut()), "broken past the renewed deadline");
-        tx.send_replace(Some(LeaseState { lease: 9, deadline: start + ms(5000) }));
+        tx.send_replace(Some(LeaseState::until(9, start + ms(5000))));
         assert!(!Fence::new(7, tx.subscribe()).holds(), "a new lease does not revive the old one's fence");
         assert!(Fence::unbounded().holds());
     }
@@ -89,8 +89,7 @@ mod tests {
     #[test]
     fn a_passed_deadline_breaks_without_a_timer() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-        let (_tx, rx) =
-            watch::channel(Some(LeaseState { lease: 1, deadline: runtime.block_on(async { Instant::now() }) }));
+        let (_tx, rx) = watch::channel(Some(LeaseState::until(1, runtime.block_on(async { Instant::now() }))));
         let fence = Fence::new(1, rx);
         assert!(!fence.holds());
         let mut broken = std::pin::pin!(fence.broken());

@@ -22,6 +22,15 @@ const MAX_REGISTER_BACKOFF: Duration = Duration::from_secs(5);
 pub struct LeaseState {
     pub lease: LeaseId,
     pub deadline: Instant,
+    /// When the worker registered under this lease.
+    pub registered: Instant,
+}
+
+impl LeaseState {
+    /// A lease registered now, good until `deadline`.
+    pub fn until(lease: LeaseId, deadline: Instant) -> Self {
+        Self { lease, deadline, registered: Instant::now() }
+    }
 }
 
 /// How a worker presents itself to the cluster.
@@ -198,8 +207,9 @@ impl Membership {
     ) {
         let ttl = self.config.lease_ttl;
         let margin = (ttl / 4).min(Duration::from_secs(2));
-        let mut deadline = Instant::now() + ttl - margin;
-        lease_tx.send_replace(Some(LeaseState { lease, deadline }));
+        let registered = Instant::now();
+        let mut deadline = registered + ttl - margin;
+        lease_tx.send_replace(Some(LeaseState { lease, deadline, registered }));
         let mut ticker = tokio::time::interval(ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -213,7 +223,7 @@ impl Membership {
             match self.store.lease_keep_alive(lease).await {
                 Ok(granted) => {
                     deadline = sent + granted.saturating_sub(margin);
-                    lease_tx.send_replace(Some(LeaseState { lease, deadline }));
+                    lease_tx.send_replace(Some(LeaseState { lease, deadline, registered }));
                 }
                 Err(StoreError::LeaseNotFound(_)) => {
                     tracing::warn!(worker = %self.config.name, lease, "lease expired; registering again");

@@ -795,7 +795,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory().unwrap());
         let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-        let (lease_tx, lease_rx) = watch::channel(Some(LeaseState { lease, deadline: far }));
+        let (lease_tx, lease_rx) = watch::channel(Some(LeaseState::until(lease, far)));
         // The lease holds for the whole test.
         std::mem::forget(lease_tx);
         let keys = Keys::new("/runner-test/");

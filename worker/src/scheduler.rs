@@ -91,9 +91,6 @@ pub struct Scheduler {
     /// When the runners were last checked for a task that ended without
     /// saying so (a panic): a backstop, see `reap_lost`.
     reaped_all: Instant,
-    /// When this worker last registered (a new lease): it claims nothing
-    /// for [`FIRST_CLAIM_AFTER`] after that.
-    registered_at: Option<Instant>,
     /// Cancelled at shutdown: no more claims (a worker draining while its
     /// peers drain too would otherwise take their jobs for seconds first).
     stopping: CancellationToken,
@@ -156,7 +153,6 @@ impl Scheduler {
             lease_token: None,
             reaped_all: Instant::now(),
             stopping: CancellationToken::new(),
-            registered_at: None,
         }
     }
 
@@ -359,13 +355,8 @@ impl Scheduler {
             // Claims of another lease are not mine to run any more.
             self.stop_all_lost().await;
             self.runners_lease = Some(lease.lease);
-            // Registered (again): when every worker's lease expired at once
-            // (etcd overloaded), the first to register again knew no peer and
-            // claimed every job (100 000 jobs: it then handed 90 000 over).
-            self.registered_at = Some(Instant::now());
             self.decider.touch_all();
         }
-        let registered_at = self.registered_at.unwrap_or_else(Instant::now);
         let types = &self.types;
         let plan = self.decider.decide(
             &self.view,
@@ -390,7 +381,12 @@ impl Scheduler {
         self.release(plan.release, lease.lease).await;
         self.release_stray(plan.stray, lease.lease).await;
         self.resume(plan.resume, lease.lease).await;
-        if registered_at.elapsed() >= FIRST_CLAIM_AFTER {
+        // Counted from the registration itself, not from when this loop
+        // first saw the lease: the wait overlaps the view's load. After every
+        // registration, not only the first: when every worker's lease expired
+        // at once (etcd overloaded), the first to register again knew no peer
+        // and claimed every job (100 000 jobs: it then handed 90 000 over).
+        if lease.registered.elapsed() >= FIRST_CLAIM_AFTER {
             self.claim(plan.claim, lease.lease).await;
         }
         metrics::gauge!(ingest_runtime::metrics::JOBS_OWNED).set(self.runners.len() as f64);

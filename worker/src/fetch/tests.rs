@@ -184,7 +184,7 @@ async fn nothing_is_sent_once_the_fence_is_broken() {
         }
     });
     let now = tokio::time::Instant::now();
-    let (_tx, rx) = tokio::sync::watch::channel(Some(crate::membership::LeaseState { lease: 1, deadline: now }));
+    let (_tx, rx) = tokio::sync::watch::channel(Some(crate::membership::LeaseState::until(1, now)));
     let fetcher =
         Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
     let fenced = FencedFetcher::new(std::sync::Arc::new(fetcher), crate::fence::Fence::new(1, rx));
@@ -216,7 +216,7 @@ async fn connections_refuse_writes_past_the_lease_deadline() {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
-    let (_tx, rx) = tokio::sync::watch::channel(Some(crate::membership::LeaseState { lease: 1, deadline }));
+    let (_tx, rx) = tokio::sync::watch::channel(Some(crate::membership::LeaseState::until(1, deadline)));
     let fetcher =
         Fetcher::new(&FetchArgs { fetch_allow: "127.0.0.1".parse().unwrap(), ..FetchArgs::default() }).unwrap();
     fetcher.fence_writes(rx);
