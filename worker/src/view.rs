@@ -95,14 +95,15 @@ impl Changes {
 }
 
 impl ClusterView {
+    /// Reads the specs and claims, then the workers: the peers that
+    /// registered while 100 000 specs loaded (seconds, in a cold start) are
+    /// in the view its first decision ranks by. Read first, they were not:
+    /// a worker whose view knew only itself claimed every job.
     pub async fn load(store: &dyn Store, keys: &Keys) -> Result<Self, StoreError> {
         let loaded_at = store.current_revision().await?;
-        let prefixes = [KeyKind::Job, KeyKind::Owner, KeyKind::Worker].map(|kind| keys.prefix(kind));
-        let (jobs, claims, workers) = futures::try_join!(
-            scan_prefix(store, &prefixes[0]),
-            scan_prefix(store, &prefixes[1]),
-            scan_prefix(store, &prefixes[2]),
-        )?;
+        let (specs, owners) = (keys.prefix(KeyKind::Job), keys.prefix(KeyKind::Owner));
+        let (jobs, claims) = futures::try_join!(scan_prefix(store, &specs), scan_prefix(store, &owners))?;
+        let workers = scan_prefix(store, &keys.prefix(KeyKind::Worker)).await?;
         let mut view = Self { loaded_at, ..Self::default() };
         for kv in jobs.iter().chain(&claims).chain(&workers) {
             view.apply_kv(keys, kv, false);
@@ -372,6 +373,57 @@ mod tests {
         kv.mod_revision = 7;
         view.apply(&keys, &WatchBatch { events: vec![put(kv)], revision: 7 });
         assert!(view.jobs["job-1"].0.paused);
+    }
+
+    /// The embedded store, where a peer registers when the specs are first
+    /// read (as in a cold start, where loading 100 000 specs takes seconds).
+    struct PeerRegistersDuringLoad {
+        inner: ingest_store::EmbeddedStore,
+        keys: Keys,
+        registered: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl ingest_store::StoreWrapper for PeerRegistersDuringLoad {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+
+        async fn range(&self, request: ingest_store::RangeRequest) -> Result<ingest_store::RangeResponse, StoreError> {
+            let specs = request.range.start.starts_with(&self.keys.prefix(KeyKind::Job));
+            if specs && !self.registered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                // The specs take a while; whatever else is read meanwhile
+                // sees no peer yet.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let peer = worker_kv(&self.keys, "peer", &["demo"], WorkerState::Active, 0);
+                self.inner.put(&peer.key, peer.value, 0).await?;
+            }
+            self.inner.range(request).await
+        }
+    }
+
+    /// The peers a view ranks by are read after the specs: one that
+    /// registered while they loaded is in it (read before, it was not, and
+    /// a worker that knew only itself claimed every job).
+    #[tokio::test]
+    async fn a_peer_registered_while_the_specs_load_is_in_the_view() {
+        let keys = Keys::default();
+        let store = PeerRegistersDuringLoad {
+            inner: ingest_store::EmbeddedStore::in_memory().expect("store"),
+            keys: keys.clone(),
+            registered: Default::default(),
+        };
+        let me = worker_kv(&keys, "me", &["demo"], WorkerState::Active, 0);
+        store.inner.put(&me.key, me.value, 0).await.expect("put");
+        let job = serde_json::to_vec(&ingest_testkit::job_record("job-1", "demo")).expect("json");
+        store.inner.put(&keys.job("job-1"), job, 0).await.expect("put");
+
+        let view = ClusterView::load(&store, &keys).await.expect("load");
+        assert!(store.registered.load(std::sync::atomic::Ordering::SeqCst), "the specs were read");
+        let mut names: Vec<&str> = view.candidates("demo").iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["me", "peer"]);
+        assert!(view.jobs.contains_key("job-1"));
     }
 
     /// A claim record that does not decode still holds its job: nobody
