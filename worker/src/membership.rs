@@ -63,15 +63,15 @@ impl Membership {
         &self.config.name
     }
 
-    /// Registers, and keeps the registration alive until `shutdown`; then
-    /// revokes the lease, which removes it and every claim under it at once.
-    /// The current lease is published on `lease_tx`. The job types are
-    /// published before (`publish_types`).
+    /// Publishes the job types, registers, and keeps the registration alive
+    /// until `shutdown`; then revokes the lease, which removes it and every
+    /// claim under it at once. The current lease is published on `lease_tx`.
     pub async fn run(
         &self,
         shutdown: CancellationToken,
         lease_tx: watch::Sender<Option<LeaseState>>,
     ) -> anyhow::Result<()> {
+        self.publish_types().await?;
         while !shutdown.is_cancelled() {
             let Some(lease) = self.register(&shutdown).await? else { break };
             self.keep_alive(lease, &shutdown, &lease_tx).await;
