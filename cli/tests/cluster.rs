@@ -328,8 +328,10 @@ async fn counters_reach_a_control_that_requires_mutual_tls() {
 struct Seen {
     /// Worker processes: pid → name.
     workers: HashMap<u32, String>,
-    /// Client port → pid, for connections already attributed.
-    ports: HashMap<u16, u32>,
+    /// Client socket inode → pid, for connections already attributed (by
+    /// inode, not client port: b may connect from a port a used before,
+    /// which once made b's requests look like a's).
+    sockets: HashMap<u64, u32>,
     /// Pause the worker that sends the next request, right after answering it.
     arm: bool,
     /// The worker paused by the last armed answer.
@@ -344,7 +346,7 @@ struct Seen {
 
 /// An endless paging API: `/page/<job>?cursor=N` answers the next cursor
 /// after 20 ms, and an item on one page in ten. Requests are attributed to
-/// worker processes by their client port; an armed answer is followed
+/// worker processes by their client socket; an armed answer is followed
 /// 0.2–3 ms later by a SIGSTOP of the worker it went to.
 async fn paging_fixture(
     seen: std::sync::Arc<std::sync::Mutex<Seen>>,
@@ -370,11 +372,12 @@ async fn paging_fixture(
         let cursor: u64 = query.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
         let (pid, check) = {
             let mut seen = seen.lock().expect("lock");
-            let known = seen.ports.get(&peer.port()).copied();
+            let socket = ingest_testkit::processes::peer_socket(peer, server);
+            let known = socket.and_then(|inode| seen.sockets.get(&inode).copied());
             let candidates: Vec<u32> = seen.workers.keys().copied().collect();
-            let pid = known.or_else(|| ingest_testkit::processes::pid_of_peer(peer, server, &candidates));
-            if let Some(pid) = pid {
-                seen.ports.insert(peer.port(), pid);
+            let pid = known.or_else(|| ingest_testkit::processes::pid_holding(socket?, &candidates));
+            if let (Some(pid), Some(inode)) = (pid, socket) {
+                seen.sockets.insert(inode, pid);
                 let name = seen.workers.get(&pid).cloned().unwrap_or_default();
                 *seen.requests.entry(name).or_default() += 1;
             }
