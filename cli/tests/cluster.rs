@@ -101,8 +101,12 @@ async fn join_kill_and_drain_move_jobs_safely() {
     let victims: Vec<String> = jobs.iter().filter(|j| after[*j] == "w2").cloned().collect();
     let killed_at = cluster.kill("w2");
     cluster.wait_all_owned(&jobs, &["w1", "w3", "w4"], TTL + Duration::from_secs(10)).await;
-    let history = cluster.history(&["w1", "w2", "w3", "w4"]);
+    let history =
+        cluster.history_once_restarted(&["w1", "w2", "w3", "w4"], &victims, killed_at, Duration::from_secs(5)).await;
     let bound = TTL + Duration::from_secs(1);
+    let restarted = victims.iter().filter_map(|j| history.runs(j).iter().find(|r| r.start_ns > killed_at));
+    let slowest = restarted.map(|r| r.start_ns - killed_at).max().unwrap_or(0);
+    println!("kill -9: {} jobs of w2 running again within {:?}", victims.len(), Duration::from_nanos(slowest));
     history
         .check_all_running_at(killed_at + bound.as_nanos() as u64, &victims)
         .unwrap_or_else(|e| panic!("failover slower than TTL + 1 s: {e}"));

@@ -322,6 +322,28 @@ impl Cluster {
         History::new(parse_files(paths.iter().map(PathBuf::as_path)), &deaths)
     }
 
+    /// The history once every job in `jobs` has a run started after
+    /// `after_ns` in the logs: the store shows a claim a moment before its
+    /// worker logs the run (a history read as soon as the store showed every
+    /// job owned once missed 50 runs that started later, all in time).
+    pub async fn history_once_restarted(
+        &self,
+        names: &[&str],
+        jobs: &[String],
+        after_ns: u64,
+        timeout: Duration,
+    ) -> History {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let history = self.history(names);
+            let waiting = jobs.iter().filter(|j| !history.runs(j).iter().any(|r| r.start_ns > after_ns)).count();
+            if waiting == 0 || Instant::now() > deadline {
+                return history;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn stop(mut self) {
         for (_, mut child) in self.workers.drain() {
             let _ = child.kill();
