@@ -179,6 +179,9 @@ async fn check_metrics(cluster: &Cluster, worker: &str) {
     let rss_written = sample(&text, r#"ingest_worker_items_written_total{job_type="rss"}"#).unwrap_or(0.0);
     assert!(rss_written >= 12.0, "{text}");
     assert!(sample(&text, r#"ingest_worker_runs_total{job_type="rss",outcome="failure"}"#).unwrap_or(0.0) >= 2.0);
+    // Claims were sent: the window they went through is shown (1 to 4).
+    let window = sample(&text, "ingest_worker_write_window");
+    assert!(window.is_some_and(|w| (1.0..=4.0).contains(&w)), "write window {window:?} in\n{text}");
     for histogram in [
         r#"ingest_sink_bulk_seconds_count{outcome="ok"}"#,
         "ingest_worker_claim_seconds_count",

@@ -18,6 +18,7 @@ pub const RUNS: &str = "ingest_worker_runs_total";
 pub const CLAIM_SECONDS: &str = "ingest_worker_claim_seconds";
 pub const LEASE_RENEWAL_LAG_SECONDS: &str = "ingest_worker_lease_renewal_lag_seconds";
 pub const LEASE_RENEWAL_FAILURES: &str = "ingest_worker_lease_renewal_failures_total";
+pub const WRITE_WINDOW: &str = "ingest_worker_write_window";
 pub const BULK_SECONDS: &str = "ingest_sink_bulk_seconds";
 pub const BULK_DOCUMENTS: &str = "ingest_sink_bulk_documents_total";
 pub const REQUESTS: &str = "ingest_control_requests_total";
@@ -29,7 +30,7 @@ pub const JOB_CONSECUTIVE_FAILURES: &str = "ingest_job_consecutive_failures";
 pub const NOTIFICATIONS: &str = "ingest_control_notifications_total";
 
 /// Name, kind and help of every metric.
-const DESCRIPTIONS: [(&str, Kind, &str); 18] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 19] = [
     (JOBS_OWNED, Kind::Gauge, "Jobs this worker owns."),
     (ITEMS_FETCHED, Kind::Counter, "Items fetched from sources, by job type."),
     (ITEMS_WRITTEN, Kind::Counter, "Items acknowledged by the sinks, by job type."),
@@ -39,6 +40,11 @@ const DESCRIPTIONS: [(&str, Kind, &str); 18] = [
     (CLAIM_SECONDS, Kind::Histogram, "Time of one claim transaction in the store."),
     (LEASE_RENEWAL_LAG_SECONDS, Kind::Histogram, "How late each lease renewal was sent, after its schedule."),
     (LEASE_RENEWAL_FAILURES, Kind::Counter, "Lease renewals that failed."),
+    (
+        WRITE_WINDOW,
+        Kind::Gauge,
+        "Claim and release transactions this worker keeps in flight (fewer while the store answers slowly).",
+    ),
     (BULK_SECONDS, Kind::Histogram, "Time of one _bulk request, by outcome (ok, retry, error)."),
     (BULK_DOCUMENTS, Kind::Counter, "Documents sent in _bulk requests, by result (written, rejected, retried)."),
     (REQUESTS, Kind::Counter, "JobService calls (gRPC and HTTP/JSON), by method and status code."),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::claims::{BATCH, ClaimTxns};
+use crate::write_window::WriteWindow;
 
 /// How long the writer waits for more writes to join a batch.
 const GATHER: Duration = Duration::from_millis(10);
@@ -67,7 +68,13 @@ async fn write_loop(store: Arc<dyn Store>, keys: Keys, worker: String, mut rx: m
             let lease = batch[0].lease;
             let (same, rest): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|p| p.lease == lease);
             batch = rest;
-            let txns = ClaimTxns { store: store.as_ref(), keys: &keys, worker: &worker, lease };
+            let txns = ClaimTxns {
+                store: store.as_ref(),
+                keys: &keys,
+                worker: &worker,
+                lease,
+                window: &WriteWindow::default(),
+            };
             let items: Vec<(&str, Revision, &CheckpointRecord)> =
                 same.iter().map(|p| (p.id.as_str(), p.epoch, &p.checkpoint)).collect();
             let results = txns.checkpoints(&items).await;

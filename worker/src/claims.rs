@@ -3,7 +3,12 @@
 //! revision is the epoch, and every later write of the owner is fenced on
 //! that epoch and lease (a lease is not a lock).
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Instant;
+
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use ingest_model::{CheckpointRecord, OwnerRecord};
 use ingest_store::keys::Keys;
 use ingest_store::{
@@ -11,16 +16,13 @@ use ingest_store::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::write_window::WriteWindow;
+
 /// Jobs per claim or release transaction. etcd allows 128 operations per
 /// branch and 128 compares by default; each job takes two of each, so 64
 /// fill a transaction (at 100 000 jobs, 40 made 2 500 claim transactions
 /// and the cold start took 11-18 s; 64 make 1 563).
 pub const BATCH: usize = 64;
-
-/// Claim or release transactions in flight at once: a join or a failover
-/// moves thousands of jobs to one worker, and one transaction after the
-/// other made each moved job wait seconds unowned.
-const IN_FLIGHT: usize = 4;
 
 /// A job to claim: its id and the revision of its spec as seen, so a job
 /// changed, paused or deleted meanwhile is not claimed.
@@ -75,6 +77,37 @@ pub struct ClaimTxns<'a> {
     pub keys: &'a Keys,
     pub worker: &'a str,
     pub lease: LeaseId,
+    /// How many claim or release transactions may be in flight.
+    pub window: &'a WriteWindow,
+}
+
+/// Runs `send` on each batch of `pending` (and on those `handle` queues
+/// again), with as many in flight as `window` allows, in the order they come.
+async fn in_window<B, R, Fut>(
+    window: &WriteWindow,
+    mut pending: VecDeque<B>,
+    send: impl Fn(B) -> Fut,
+    mut handle: impl FnMut(B, R, &mut VecDeque<B>) -> Result<(), StoreError>,
+) -> Result<(), StoreError>
+where
+    Fut: Future<Output = (B, R)>,
+{
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < window.size()
+            && let Some(batch) = pending.pop_front()
+        {
+            let sent = send(batch);
+            in_flight.push(async move {
+                let started = Instant::now();
+                let (batch, response) = sent.await;
+                (batch, response, started.elapsed())
+            });
+        }
+        let Some((batch, response, took)) = in_flight.next().await else { return Ok(()) };
+        window.record(took);
+        handle(batch, response, &mut pending)?;
+    }
 }
 
 impl ClaimTxns<'_> {
@@ -90,46 +123,42 @@ impl ClaimTxns<'_> {
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut claimed = Claimed::default();
         let owner = &owner;
-        let mut pending: Vec<Vec<ClaimRequest>> = requests.chunks(BATCH).map(<[ClaimRequest]>::to_vec).collect();
-        while !pending.is_empty() {
-            let attempts: Vec<_> =
-                std::mem::take(&mut pending).into_iter().map(|batch| self.try_claim(batch, owner, stop)).collect();
-            let mut attempts = futures::stream::iter(attempts).buffer_unordered(IN_FLIGHT);
-            while let Some((batch, response)) = attempts.next().await {
-                let Some(response) = response.transpose()? else { continue };
-                if response.succeeded {
-                    claimed.won.extend(
-                        batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
-                            id: r.id.clone(),
-                            epoch: response.revision,
-                            checkpoint,
-                        }),
-                    );
-                    continue;
-                }
-                let free: Vec<ClaimRequest> = batch
-                    .iter()
-                    .zip(response.responses.chunks(2))
-                    .filter(|(r, read)| still_free(read, r.spec_revision))
-                    .map(|(r, _)| r.clone())
-                    .collect();
-                for read in &response.responses {
-                    if let TxnOpResponse::Range(range) = read {
-                        claimed.seen.extend(range.kvs.iter().cloned());
-                    }
-                }
-                if free.len() < batch.len() {
-                    if !free.is_empty() {
-                        pending.push(free);
-                    }
-                } else if batch.len() > 1 {
-                    // Nothing looked taken (a read that raced): split.
-                    let (a, b) = batch.split_at(batch.len() / 2);
-                    pending.push(a.to_vec());
-                    pending.push(b.to_vec());
+        let pending = requests.chunks(BATCH).map(<[ClaimRequest]>::to_vec).collect();
+        let send = |batch| self.try_claim(batch, owner, stop);
+        in_window(self.window, pending, send, |batch, response, pending| {
+            let Some(response) = response.transpose()? else { return Ok(()) };
+            if response.succeeded {
+                claimed.won.extend(batch.iter().zip(checkpoints(&response, batch.len())).map(|(r, checkpoint)| Won {
+                    id: r.id.clone(),
+                    epoch: response.revision,
+                    checkpoint,
+                }));
+                return Ok(());
+            }
+            let free: Vec<ClaimRequest> = batch
+                .iter()
+                .zip(response.responses.chunks(2))
+                .filter(|(r, read)| still_free(read, r.spec_revision))
+                .map(|(r, _)| r.clone())
+                .collect();
+            for read in &response.responses {
+                if let TxnOpResponse::Range(range) = read {
+                    claimed.seen.extend(range.kvs.iter().cloned());
                 }
             }
-        }
+            if free.len() < batch.len() {
+                if !free.is_empty() {
+                    pending.push_back(free);
+                }
+            } else if batch.len() > 1 {
+                // Nothing looked taken (a read that raced): split.
+                let (a, b) = batch.split_at(batch.len() / 2);
+                pending.push_back(a.to_vec());
+                pending.push_back(b.to_vec());
+            }
+            Ok(())
+        })
+        .await?;
         Ok(claimed)
     }
 
@@ -143,7 +172,7 @@ impl ClaimTxns<'_> {
         if stop.is_cancelled() {
             return (batch, None);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let response = self.store.txn(self.claim_txn(&batch, owner)).await;
         metrics::histogram!(ingest_runtime::metrics::CLAIM_SECONDS).record(started.elapsed().as_secs_f64());
         (batch, Some(response))
@@ -196,22 +225,24 @@ impl ClaimTxns<'_> {
     /// with the revision of their release.
     pub async fn release(&self, releases: &[Release]) -> Result<Vec<(String, Revision)>, StoreError> {
         let mut released = Vec::new();
-        let mut pending: Vec<&[Release]> = releases.chunks(BATCH).collect();
-        while !pending.is_empty() {
-            let attempts: Vec<_> =
-                std::mem::take(&mut pending).into_iter().map(|batch| self.try_release(batch)).collect();
-            let mut attempts = futures::stream::iter(attempts).buffer_unordered(IN_FLIGHT);
-            while let Some((batch, response)) = attempts.next().await {
+        let pending = releases.chunks(BATCH).collect();
+        in_window(
+            self.window,
+            pending,
+            |batch| self.try_release(batch),
+            |batch, response, pending| {
                 let response = response?;
                 if response.succeeded {
                     released.extend(batch.iter().map(|r| (r.id.clone(), response.revision)));
                 } else if batch.len() > 1 {
                     let (a, b) = batch.split_at(batch.len() / 2);
-                    pending.push(a);
-                    pending.push(b);
+                    pending.push_back(a);
+                    pending.push_back(b);
                 }
-            }
-        }
+                Ok(())
+            },
+        )
+        .await?;
         Ok(released)
     }
 
@@ -315,7 +346,7 @@ mod tests {
         }
         store.inner.put(&keys.job("job-01"), b"{\"changed\":1}".to_vec(), 0).await.expect("change");
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
-        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease };
+        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &WriteWindow::default() };
         let claimed = txns.claim(&requests, &CancellationToken::new()).await.expect("claim");
         let mut ids: Vec<&str> = claimed.won.iter().map(|w| w.id.as_str()).collect();
         ids.sort_unstable();
@@ -332,6 +363,58 @@ mod tests {
         assert_eq!(seen(&keys.job("job-01")).as_deref(), Some(&b"{\"changed\":1}"[..]));
     }
 
+    /// The embedded store, answering each transaction after `delay` and
+    /// noting how many were in flight as each one came.
+    struct Slow {
+        inner: EmbeddedStore,
+        delay: std::time::Duration,
+        in_flight: AtomicUsize,
+        seen: std::sync::Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl StoreWrapper for Slow {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.seen.lock().expect("lock").push(now);
+            tokio::time::sleep(self.delay).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.inner.txn(txn).await
+        }
+    }
+
+    /// Slow answers (etcd's apply lagging) leave one claim transaction in
+    /// flight, not four.
+    #[tokio::test]
+    async fn slow_answers_shrink_the_claims_in_flight_to_one() {
+        let ms = std::time::Duration::from_millis;
+        let store = Slow {
+            inner: EmbeddedStore::in_memory().expect("store"),
+            delay: ms(80),
+            in_flight: AtomicUsize::new(0),
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let keys = Keys::new("/t/");
+        let mut requests = Vec::new();
+        for i in 0..8 * BATCH {
+            let id = format!("job-{i:03}");
+            let revision = store.inner.put(&keys.job(&id), b"{}".to_vec(), 0).await.expect("put job");
+            requests.push(ClaimRequest { id, spec_revision: revision });
+        }
+        let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
+        let window = WriteWindow::new(ms(50), ms(20));
+        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &window };
+        let claimed = txns.claim(&requests, &CancellationToken::new()).await.expect("claim");
+        assert_eq!(claimed.won.len(), 8 * BATCH);
+        let seen = store.seen.lock().expect("lock").clone();
+        assert_eq!(seen, [1, 2, 3, 4, 1, 1, 1, 1], "in flight as each transaction was sent");
+        assert_eq!(window.size(), 1);
+    }
+
     /// A worker shutting down claims nothing more.
     #[tokio::test]
     async fn no_claim_is_sent_once_stopping() {
@@ -339,7 +422,7 @@ mod tests {
         let keys = Keys::new("/t/");
         let revision = store.inner.put(&keys.job("job-1"), b"{}".to_vec(), 0).await.expect("put job");
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
-        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease };
+        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &WriteWindow::default() };
         let stop = CancellationToken::new();
         stop.cancel();
         let request = [ClaimRequest { id: "job-1".into(), spec_revision: revision }];

@@ -31,6 +31,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod spec;
 pub mod view;
+pub mod write_window;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -779,6 +779,7 @@ mod tests {
 
     use crate::claims::{ClaimRequest, ClaimTxns};
     use crate::fetch::FetchArgs;
+    use crate::write_window::WriteWindow;
     use crate::{catalogue, scheduler};
 
     /// What an idle job holds besides its cell and its alarm: the runner's
@@ -1028,7 +1029,13 @@ mod tests {
         let stored = ctx.store.get(&ctx.keys.job(&record.id)).await.unwrap();
         let spec_revision = stored.expect("the job is stored").mod_revision;
         let claim = [ClaimRequest { id: record.id.clone(), spec_revision }];
-        let txns = ClaimTxns { store: ctx.store.as_ref(), keys: &ctx.keys, worker: "w1", lease };
+        let txns = ClaimTxns {
+            store: ctx.store.as_ref(),
+            keys: &ctx.keys,
+            worker: "w1",
+            lease,
+            window: &WriteWindow::default(),
+        };
         let won = txns.claim(&claim, &CancellationToken::new()).await.unwrap().won.pop().expect("claimed");
         let (ctx, token) = (ctx.clone(), lease_token.clone());
         RunnerHandle::spawn(ctx, lease, record.clone(), spec_revision, won.epoch, won.checkpoint, token)

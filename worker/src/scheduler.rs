@@ -28,6 +28,7 @@ use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
 use crate::spec::RunSpec;
 use crate::view::ClusterView;
+use crate::write_window::WriteWindow;
 use crate::{letters, preview};
 
 /// Timings of the scheduler.
@@ -79,6 +80,8 @@ pub struct Scheduler {
     runners: HashMap<String, (RunnerHandle, Arc<RunSpec>)>,
     /// What to do, decided from the view (pure; this module does it).
     decider: Decider,
+    /// Claim and release transactions in flight, adapted to their latency.
+    window: WriteWindow,
     /// Jobs owned by type, for the load the worker publishes; counted
     /// again at most every [`OWNED_COUNT_EVERY`].
     owned: OwnedByType,
@@ -143,6 +146,7 @@ impl Scheduler {
             progress,
             runner_ctx,
             decider: Decider::new(config.stabilization, config.fallback_step),
+            window: WriteWindow::default(),
             config,
             lease_rx,
             view: ClusterView::default(),
@@ -474,11 +478,16 @@ impl Scheduler {
         self.commit_releases(&releases, lease).await;
     }
 
+    /// The claim and release transactions under `lease`.
+    fn txns(&self, lease: ingest_store::LeaseId) -> ClaimTxns<'_> {
+        ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease, window: &self.window }
+    }
+
     async fn commit_releases(&mut self, releases: &[Release], lease: ingest_store::LeaseId) {
         if releases.is_empty() {
             return;
         }
-        let txns = ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease };
+        let txns = self.txns(lease);
         match txns.release(releases).await {
             Ok(released) => {
                 let epochs: HashMap<&str, Revision> = releases.iter().map(|r| (r.id.as_str(), r.epoch)).collect();
@@ -519,7 +528,7 @@ impl Scheduler {
         if claims.is_empty() {
             return;
         }
-        let txns = ClaimTxns { store: self.store.as_ref(), keys: &self.keys, worker: &self.worker, lease };
+        let txns = self.txns(lease);
         let claimed = match txns.claim(&claims, &self.stopping).await {
             Ok(claimed) => claimed,
             Err(error) => {

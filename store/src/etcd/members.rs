@@ -187,13 +187,49 @@ impl Failure {
             etcd::Error::TransportError(_) => true,
             _ => false,
         };
+        // The member is alive and says the cluster is too busy: its apply
+        // lags its commits. Another member would forward the request to the
+        // same leader, so it is not asked, and this one is not passed over
+        // (when a lagging leader's renewals were, every request — claims
+        // too — moved to followers, which forward writes: more work for the
+        // busy leader, not less).
+        let busy = matches!(&error, etcd::Error::GRpcStatus(status) if is_busy(status.message()));
         let mapped = map_error(error);
-        if not_sent {
+        if busy {
+            Failure::Answer(mapped)
+        } else if not_sent {
             Failure::NotSent(mapped)
         } else if matches!(mapped, StoreError::Unavailable(_)) {
             Failure::Lost(mapped)
         } else {
             Failure::Answer(mapped)
         }
+    }
+}
+
+/// etcd's answers when its apply lags its commits (by a second of waiting,
+/// or by 5 000 entries).
+fn is_busy(message: &str) -> bool {
+    message.contains("waiting for the applied index took too long") || message.contains("too many requests")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(status: tonic::Status) -> Failure {
+        Failure::classify(etcd::Error::GRpcStatus(status))
+    }
+
+    #[test]
+    fn a_busy_member_answered_and_a_lost_answer_did_not() {
+        let busy = "etcdserver: request timed out, waiting for the applied index took too long";
+        assert!(matches!(classify(tonic::Status::unavailable(busy)), Failure::Answer(StoreError::Unavailable(_))));
+        let busy = "etcdserver: too many requests";
+        assert!(matches!(classify(tonic::Status::unavailable(busy)), Failure::Answer(StoreError::Unavailable(_))));
+        let lost = "etcdserver: request timed out";
+        assert!(matches!(classify(tonic::Status::unavailable(lost)), Failure::Lost(_)));
+        let no_leader = "etcdserver: no leader";
+        assert!(matches!(classify(tonic::Status::unavailable(no_leader)), Failure::NotSent(_)));
     }
 }
