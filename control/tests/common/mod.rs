@@ -150,11 +150,13 @@ impl Harness {
         Harness { store, keys, grpc_addr, http_addr, client, shutdown, workers: Vec::new(), server, _dir: dir, etcd }
     }
 
-    /// Starts a worker (membership only) that supports `types`; stops it when
-    /// the returned token is cancelled.
+    /// Starts a worker (membership only) that supports `types`, publishing
+    /// them first as a worker does; stops it when the returned token is
+    /// cancelled.
     pub async fn start_worker(&mut self, name: &str, types: Vec<JobTypeSpec>) -> CancellationToken {
         let token = CancellationToken::new();
         let membership = Membership::new(self.store.clone(), self.keys.clone(), worker_config(name), types);
+        membership.publish_types().await.expect("publish types");
         tokio::spawn({
             let token = token.clone();
             async move { membership.run(token, tokio::sync::watch::channel(None).0).await }
