@@ -290,6 +290,7 @@ impl Bench<'_> {
         // The floor first, while no worker loads etcd.
         let floor_seq = self.baseline_claims(keys, &specs, 1).await?;
         let floor_par = self.baseline_claims(keys, &specs, self.workers).await?;
+        let floor_watched = self.watched_baseline_claims(keys, &specs, self.workers).await?;
         let scan = Instant::now();
         let scanned = scan_prefix(self.store.as_ref(), &keys.prefix(KeyKind::Job)).await?.len();
         let scan = scan.elapsed();
@@ -316,11 +317,18 @@ impl Bench<'_> {
         );
         println!("    1 stream (one claimer)        {:>8.3} s", floor_seq.as_secs_f64());
         println!("    {} streams (one per worker)    {:>8.3} s", self.workers, floor_par.as_secs_f64());
+        println!(
+            "    {} streams, each on its own connection watching every claim (as workers do) {:>8.3} s",
+            self.workers,
+            floor_watched.as_secs_f64()
+        );
         println!("    (scan of the {scanned} job specs a worker loads first: {:.3} s)", scan.as_secs_f64());
         println!(
-            "  ratio all owned / floor: {:.2} (1 stream), {:.2} ({} streams)",
+            "  ratio all owned / floor: {:.2} (1 stream), {:.2} ({} streams), {:.2} ({} watching streams)",
             ratio(cold.all_owned, floor_seq),
             ratio(cold.all_owned, floor_par),
+            self.workers,
+            ratio(cold.all_owned, floor_watched),
             self.workers
         );
         outcome.claim_all = Some((cold.all_owned, floor_seq));
@@ -520,7 +528,7 @@ impl Bench<'_> {
     /// The floor of claiming: the same transactions a worker's claim makes
     /// (`claims.rs`: per job, compare the claim absent and the spec at the
     /// revision seen; put the claim under the lease; read the checkpoint), in
-    /// batches of 40, on `streams` concurrent sequential streams over
+    /// batches of [`CLAIM_BATCH`], on `streams` concurrent sequential streams over
     /// disjoint shares of the jobs. Claims go under `RAW_ROOT`; the lease is
     /// revoked afterwards, which deletes them.
     async fn baseline_claims(
@@ -544,6 +552,59 @@ impl Bench<'_> {
             }
         }))
         .await;
+        let took = started.elapsed();
+        self.store.lease_revoke(lease).await.context("revoking the baseline lease")?;
+        result?;
+        Ok(took)
+    }
+
+    /// [`Self::baseline_claims`] as `streams` workers would meet it: each
+    /// stream on its own connection, which also watches every claim (each
+    /// worker watches the claims prefix), until every claim was seen by
+    /// every watch. What etcd pays for telling every watcher of every claim
+    /// is in this floor and not in the other two.
+    async fn watched_baseline_claims(
+        &self,
+        keys: &Keys,
+        specs: &[(String, Revision)],
+        streams: usize,
+    ) -> anyhow::Result<Duration> {
+        let raw = Keys::new(RAW_ROOT);
+        let mut stores = Vec::with_capacity(streams);
+        let mut watches = Vec::with_capacity(streams);
+        for _ in 0..streams.max(1) {
+            let store: Arc<dyn Store> = Arc::new(
+                EtcdStore::connect(EtcdOptions { endpoints: self.endpoints.clone(), ..Default::default() })
+                    .await
+                    .context("connecting a baseline stream")?,
+            );
+            let watch = store.watch_prefix(&raw.prefix(KeyKind::Owner), 0).await.context("watching claims")?;
+            watches.push(watch);
+            stores.push(store);
+        }
+        let lease = self.store.lease_grant(Duration::from_secs(60)).await.context("granting a baseline lease")?;
+        let value = owner_value("w1")?;
+        let share = specs.len().div_ceil(streams.max(1)).max(1);
+        let total = specs.len();
+        let started = Instant::now();
+        let seen = futures::future::try_join_all(watches.into_iter().map(|mut watch| async move {
+            let mut puts = 0;
+            while puts < total {
+                let batch = watch.next().await.ok_or_else(|| anyhow!("a baseline watch ended"))??;
+                puts += batch.events.iter().filter(|e| e.kind == ingest_store::EventKind::Put).count();
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+        let writes = futures::future::try_join_all(specs.chunks(share).zip(&stores).map(|(share, store)| {
+            let (raw, value) = (raw.clone(), value.clone());
+            async move {
+                for batch in share.chunks(CLAIM_BATCH) {
+                    claim_like_txn(store.as_ref(), keys, &raw, batch, &value, lease).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        }));
+        let result = futures::try_join!(writes, seen);
         let took = started.elapsed();
         self.store.lease_revoke(lease).await.context("revoking the baseline lease")?;
         result?;

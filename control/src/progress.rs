@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
 use ingest_model::{ClaimProgress, RunsRecord, StatsLedger};
 use ingest_runtime::metrics as m;
+use ingest_runtime::write_window::{WriteWindow, in_window};
 use ingest_store::keys::Keys;
 use ingest_store::{
     Compare, CompareOp, KeyRange, RangeRequest, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, TxnResponse,
@@ -34,8 +34,6 @@ const READS_PER_JOB: usize = 3;
 /// Jobs per transaction: three compares and, in the failure branch, three
 /// reads per job stay under etcd's default `--max-txn-ops` (128 per branch).
 const BATCH_JOBS: usize = 40;
-/// Batches written at once by a flush.
-const BATCHES_IN_FLIGHT: usize = 4;
 /// Guarded writes of one batch before its reports wait for the next flush.
 const MAX_ATTEMPTS: usize = 4;
 /// Claims kept per pending job: a job changes owner rarely, and only claims
@@ -64,6 +62,8 @@ pub struct ProgressRecorder {
     pending: Mutex<Pending>,
     /// One flush at a time: the periodic one, the final one, a caller's.
     flushing: tokio::sync::Mutex<()>,
+    /// Batches in flight, fewer while the store answers slowly.
+    window: WriteWindow,
 }
 
 /// Reports of one job: its claims, oldest first.
@@ -71,7 +71,14 @@ type Claims = Vec<ClaimProgress>;
 
 impl ProgressRecorder {
     pub fn new(store: Arc<dyn Store>, keys: Keys, config: RecorderConfig) -> Self {
-        Self { store, keys, config, pending: Mutex::new(Pending::default()), flushing: Default::default() }
+        Self {
+            store,
+            keys,
+            config,
+            pending: Mutex::new(Pending::default()),
+            flushing: Default::default(),
+            window: WriteWindow::new(m::PROGRESS_WRITE_WINDOW),
+        }
     }
 
     /// Takes in one worker message's reports (already validated).
@@ -125,13 +132,17 @@ impl ProgressRecorder {
         let total = jobs.len();
         let mut written = 0;
         // Batches are of distinct jobs: a few go at once (100 000 jobs' first
-        // counters took 55 s one batch after the other). After a store error
-        // no more are sent; what was not written waits for the next flush.
+        // counters took 55 s one batch after the other), fewer while etcd
+        // answers slowly (its apply lagging: 100 000 jobs' first counters,
+        // four batches at a time, with the workers' checkpoints, kept etcd
+        // refusing lease renewals until every worker's lease expired). After
+        // a store error no more are sent; what was not written waits for the
+        // next flush.
         let stop = CancellationToken::new();
-        let attempts: Vec<_> = jobs.chunks(BATCH_JOBS).map(|batch| self.try_batch(batch, &stop)).collect();
-        let mut attempts = futures::stream::iter(attempts).buffer_unordered(BATCHES_IN_FLIGHT);
+        let batches = jobs.chunks(BATCH_JOBS).collect();
         let (mut kept, mut failed) = (Vec::new(), None);
-        while let Some((batch, outcome)) = attempts.next().await {
+        let send = |batch| self.try_batch(batch, &stop);
+        let _ = in_window(&self.window, batches, send, |batch, outcome, _| {
             match outcome {
                 Some(Ok(outcome)) => {
                     written += outcome.written;
@@ -149,7 +160,9 @@ impl ProgressRecorder {
                 }
                 None => kept.extend_from_slice(batch),
             }
-        }
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .await;
         if let Some(error) = failed {
             tracing::warn!(%error, jobs = kept.len(), "cannot write progress; keeping it for the next flush");
             self.requeue(kept);

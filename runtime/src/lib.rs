@@ -4,6 +4,7 @@
 pub mod metrics;
 pub mod secrets_key;
 pub mod tokens;
+pub mod write_window;
 
 use std::io::IsTerminal;
 use std::sync::Arc;

@@ -24,13 +24,14 @@ pub const BULK_DOCUMENTS: &str = "ingest_sink_bulk_documents_total";
 pub const REQUESTS: &str = "ingest_control_requests_total";
 pub const REQUEST_SECONDS: &str = "ingest_control_request_seconds";
 pub const PROGRESS_REPORTS: &str = "ingest_control_progress_reports_total";
+pub const PROGRESS_WRITE_WINDOW: &str = "ingest_control_progress_write_window";
 pub const FEED_PROBLEMS: &str = "ingest_worker_feed_problems_total";
 pub const JOBS: &str = "ingest_jobs";
 pub const JOB_CONSECUTIVE_FAILURES: &str = "ingest_job_consecutive_failures";
 pub const NOTIFICATIONS: &str = "ingest_control_notifications_total";
 
 /// Name, kind and help of every metric.
-const DESCRIPTIONS: [(&str, Kind, &str); 19] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 20] = [
     (JOBS_OWNED, Kind::Gauge, "Jobs this worker owns."),
     (ITEMS_FETCHED, Kind::Counter, "Items fetched from sources, by job type."),
     (ITEMS_WRITTEN, Kind::Counter, "Items acknowledged by the sinks, by job type."),
@@ -50,6 +51,11 @@ const DESCRIPTIONS: [(&str, Kind, &str); 19] = [
     (REQUESTS, Kind::Counter, "JobService calls (gRPC and HTTP/JSON), by method and status code."),
     (REQUEST_SECONDS, Kind::Histogram, "Time to answer a JobService call, by method."),
     (PROGRESS_REPORTS, Kind::Counter, "Progress reports received from workers."),
+    (
+        PROGRESS_WRITE_WINDOW,
+        Kind::Gauge,
+        "Progress batches this control server keeps in flight (fewer while the store answers slowly).",
+    ),
     (JOBS, Kind::Gauge, "Jobs in the cluster by type and state (each control server counts all of them)."),
     (
         JOB_CONSECUTIVE_FAILURES,

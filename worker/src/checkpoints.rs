@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::claims::{BATCH, ClaimTxns};
-use crate::write_window::WriteWindow;
+use ingest_runtime::write_window::WriteWindow;
 
 /// How long the writer waits for more writes to join a batch.
 const GATHER: Duration = Duration::from_millis(10);
@@ -73,7 +73,7 @@ async fn write_loop(store: Arc<dyn Store>, keys: Keys, worker: String, mut rx: m
                 keys: &keys,
                 worker: &worker,
                 lease,
-                window: &WriteWindow::default(),
+                window: &WriteWindow::new(ingest_runtime::metrics::WRITE_WINDOW),
             };
             let items: Vec<(&str, Revision, &CheckpointRecord)> =
                 same.iter().map(|p| (p.id.as_str(), p.epoch, &p.checkpoint)).collect();

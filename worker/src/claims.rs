@@ -3,12 +3,8 @@
 //! revision is the epoch, and every later write of the owner is fenced on
 //! that epoch and lease (a lease is not a lock).
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::time::Instant;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use ingest_model::{CheckpointRecord, OwnerRecord};
 use ingest_store::keys::Keys;
 use ingest_store::{
@@ -16,7 +12,7 @@ use ingest_store::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::write_window::WriteWindow;
+use ingest_runtime::write_window::{WriteWindow, in_window};
 
 /// Jobs per claim or release transaction. etcd allows 128 operations per
 /// branch and 128 compares by default; each job takes two of each, so 64
@@ -79,35 +75,6 @@ pub struct ClaimTxns<'a> {
     pub lease: LeaseId,
     /// How many claim or release transactions may be in flight.
     pub window: &'a WriteWindow,
-}
-
-/// Runs `send` on each batch of `pending` (and on those `handle` queues
-/// again), with as many in flight as `window` allows, in the order they come.
-async fn in_window<B, R, Fut>(
-    window: &WriteWindow,
-    mut pending: VecDeque<B>,
-    send: impl Fn(B) -> Fut,
-    mut handle: impl FnMut(B, R, &mut VecDeque<B>) -> Result<(), StoreError>,
-) -> Result<(), StoreError>
-where
-    Fut: Future<Output = (B, R)>,
-{
-    let mut in_flight = FuturesUnordered::new();
-    loop {
-        while in_flight.len() < window.size()
-            && let Some(batch) = pending.pop_front()
-        {
-            let sent = send(batch);
-            in_flight.push(async move {
-                let started = Instant::now();
-                let (batch, response) = sent.await;
-                (batch, response, started.elapsed())
-            });
-        }
-        let Some((batch, response, took)) = in_flight.next().await else { return Ok(()) };
-        window.record(took);
-        handle(batch, response, &mut pending)?;
-    }
 }
 
 impl ClaimTxns<'_> {
@@ -306,6 +273,8 @@ mod tests {
     use async_trait::async_trait;
     use ingest_store::{EmbeddedStore, StoreWrapper};
 
+    use ingest_runtime::metrics::WRITE_WINDOW;
+
     use super::*;
 
     /// The embedded store, counting transactions.
@@ -346,7 +315,8 @@ mod tests {
         }
         store.inner.put(&keys.job("job-01"), b"{\"changed\":1}".to_vec(), 0).await.expect("change");
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
-        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &WriteWindow::default() };
+        let window = WriteWindow::new(WRITE_WINDOW);
+        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &window };
         let claimed = txns.claim(&requests, &CancellationToken::new()).await.expect("claim");
         let mut ids: Vec<&str> = claimed.won.iter().map(|w| w.id.as_str()).collect();
         ids.sort_unstable();
@@ -406,7 +376,7 @@ mod tests {
             requests.push(ClaimRequest { id, spec_revision: revision });
         }
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
-        let window = WriteWindow::new(ms(50), ms(20));
+        let window = WriteWindow::with_thresholds(WRITE_WINDOW, ms(50), ms(20));
         let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &window };
         let claimed = txns.claim(&requests, &CancellationToken::new()).await.expect("claim");
         assert_eq!(claimed.won.len(), 8 * BATCH);
@@ -422,7 +392,8 @@ mod tests {
         let keys = Keys::new("/t/");
         let revision = store.inner.put(&keys.job("job-1"), b"{}".to_vec(), 0).await.expect("put job");
         let lease = store.inner.lease_grant(std::time::Duration::from_secs(30)).await.expect("lease");
-        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &WriteWindow::default() };
+        let window = WriteWindow::new(WRITE_WINDOW);
+        let txns = ClaimTxns { store: &store, keys: &keys, worker: "me", lease, window: &window };
         let stop = CancellationToken::new();
         stop.cancel();
         let request = [ClaimRequest { id: "job-1".into(), spec_revision: revision }];

@@ -28,6 +28,9 @@ const RELEASE_SHARE_PER_SECOND: f64 = 0.10;
 /// givers kept 500 waiting and the gap's p99 was 0.9 s; with 20, 0.13-0.25 s
 /// and the join no slower: the taker claims as fast either way).
 const MAX_HANDED_OVER: usize = 20;
+/// A first-ranked peer still claiming holds its unowned jobs from the
+/// fallback this long at most (see `Decider::first_settled_at`).
+const CLAIMING_WAIT: Duration = Duration::from_secs(30);
 /// A job handed over and not claimed within this long no longer holds back
 /// the next (the taker may have gone).
 const HANDED_OVER_WAIT: Duration = Duration::from_secs(5);
@@ -209,7 +212,7 @@ impl Decider {
                     let may_claim_at = match position {
                         Some(p) if p > 0 => {
                             let fallback = since + self.fallback_step * p as u32;
-                            let settled = self.first_settled_at(view, &id, candidates);
+                            let settled = self.first_settled_at(view, &id, candidates, p, since);
                             settled.map_or(fallback, |settled| settled.max(fallback))
                         }
                         _ => since,
@@ -321,12 +324,30 @@ impl Decider {
         self.touch_all();
     }
 
-    /// When the worker ranked first for `job` will have been known for the
-    /// stabilization period (a slow starter is not robbed of its jobs);
-    /// `None` when it is not known.
-    fn first_settled_at(&self, view: &ClusterView, job: &str, candidates: &[assign::Candidate<'_>]) -> Option<Instant> {
+    /// When rank `position` may step in for the worker ranked first for
+    /// `job`, unowned since `since`: once that worker has been known for the
+    /// stabilization period (a slow starter is not robbed of its jobs), and
+    /// has claimed nothing for that long plus a fallback step per rank after
+    /// the first (a peer whose claims still come is working through its
+    /// share: in a cold start of 100 000 jobs each of ten workers claims its
+    /// 10 000 over 5-20 s, and peers stepping in after 2 s took thousands
+    /// and handed them back for minutes; on a loaded etcd a claim can take
+    /// 2 s) — but no later than [`CLAIMING_WAIT`] after `since`, for a peer
+    /// that claims everything but this job. `None` when it is not known.
+    fn first_settled_at(
+        &self,
+        view: &ClusterView,
+        job: &str,
+        candidates: &[assign::Candidate<'_>],
+        position: usize,
+        since: Instant,
+    ) -> Option<Instant> {
         let first = assign::first(view.rank_key(job), candidates)?;
-        view.first_seen.get(first).map(|seen| *seen + self.stabilization)
+        let settled = *view.first_seen.get(first)? + self.stabilization;
+        let claiming = view.last_claim.get(first).map(|at| {
+            (*at + self.stabilization + self.fallback_step * (position as u32 - 1)).min(since + CLAIMING_WAIT)
+        });
+        Some(claiming.map_or(settled, |claiming| claiming.max(settled)))
     }
 }
 

@@ -31,7 +31,6 @@ pub mod runner;
 pub mod scheduler;
 pub mod spec;
 pub mod view;
-pub mod write_window;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -779,8 +779,8 @@ mod tests {
 
     use crate::claims::{ClaimRequest, ClaimTxns};
     use crate::fetch::FetchArgs;
-    use crate::write_window::WriteWindow;
     use crate::{catalogue, scheduler};
+    use ingest_runtime::write_window::WriteWindow;
 
     /// What an idle job holds besides its cell and its alarm: the runner's
     /// state, boxed (its built job is boxed again).
@@ -1034,7 +1034,7 @@ mod tests {
             keys: &ctx.keys,
             worker: "w1",
             lease,
-            window: &WriteWindow::default(),
+            window: &WriteWindow::new(ingest_runtime::metrics::WRITE_WINDOW),
         };
         let won = txns.claim(&claim, &CancellationToken::new()).await.unwrap().won.pop().expect("claimed");
         let (ctx, token) = (ctx.clone(), lease_token.clone());

@@ -28,8 +28,8 @@ use crate::progress::ProgressTable;
 use crate::runner::{RunnerContext, RunnerExit, RunnerHandle};
 use crate::spec::RunSpec;
 use crate::view::ClusterView;
-use crate::write_window::WriteWindow;
 use crate::{letters, preview};
+use ingest_runtime::write_window::WriteWindow;
 
 /// Timings of the scheduler.
 #[derive(Clone, Debug)]
@@ -146,7 +146,7 @@ impl Scheduler {
             progress,
             runner_ctx,
             decider: Decider::new(config.stabilization, config.fallback_step),
-            window: WriteWindow::default(),
+            window: WriteWindow::new(ingest_runtime::metrics::WRITE_WINDOW),
             config,
             lease_rx,
             view: ClusterView::default(),

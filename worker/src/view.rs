@@ -34,6 +34,9 @@ pub struct ClusterView {
     pub claims: HashMap<String, (Claim, Revision)>,
     /// When this worker first saw each live peer (local monotonic time).
     pub first_seen: HashMap<String, tokio::time::Instant>,
+    /// When a claim of each worker last came in (local monotonic time): a
+    /// peer whose claims still come is working through its share.
+    pub last_claim: HashMap<Arc<str>, tokio::time::Instant>,
     /// Claims this worker released itself, with the revision of the release:
     /// older events for them are stale.
     released: HashMap<String, Revision>,
@@ -175,12 +178,16 @@ impl ClusterView {
                     Some(Claim { worker, epoch: kv.create_revision, lease: kv.lease })
                 };
                 apply_entry(&mut self.claims, name, rev, deleted, claim)?;
+                if let Some((claim, _)) = self.claims.get(name).filter(|_| !deleted) {
+                    self.last_claim.insert(claim.worker.clone(), tokio::time::Instant::now());
+                }
                 Some(Touched::Job(name.to_string()))
             }
             KeyKind::Worker => {
                 apply_entry(&mut self.workers, name, rev, deleted, || decode::<WorkerRecord>(kv))?;
                 if deleted {
                     self.first_seen.remove(name);
+                    self.last_claim.remove(name);
                 } else {
                     self.first_seen.entry(name.to_string()).or_insert_with(tokio::time::Instant::now);
                 }

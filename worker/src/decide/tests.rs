@@ -126,6 +126,40 @@ fn a_newly_seen_first_ranked_peer_is_not_robbed_of_its_jobs() {
     assert_eq!(claimed(&plan), first_for(&view, ME));
 }
 
+/// A first-ranked peer whose claims still come in is working through its
+/// share (slowly, in a cold start on a loaded etcd): its unowned jobs wait
+/// for it, until it has claimed nothing for the stabilization period (plus
+/// a fallback step per rank after the first), or at most `CLAIMING_WAIT`.
+#[test]
+fn a_peer_still_claiming_is_not_stepped_in_for() {
+    let t0 = Instant::now();
+    let mut view = view(&[ME, PEER], 40, t0);
+    let theirs = first_for(&view, PEER);
+    let mut decider = Decider::new(STABLE, STEP);
+    decider.decide(&view, ME, LEASE, |_| true, &no_runners(), t0);
+    // Past the stabilization and the fallback step, the peer's claims keep
+    // coming: none of its jobs is claimed here.
+    let mut now = t0 + STABLE;
+    for _ in 0..5 {
+        view.last_claim.insert(PEER.into(), now);
+        now += STABLE - Duration::from_millis(1);
+        let plan = decider.decide(&view, ME, LEASE, |_| true, &no_runners(), now);
+        assert!(claimed(&plan).iter().all(|id| !theirs.contains(id)), "the peer is still claiming");
+    }
+    // It went quiet: the stabilization period later (rank 1), its jobs are
+    // claimed.
+    let quiet = now + Duration::from_millis(1);
+    let plan = decider.decide(&view, ME, LEASE, |_| true, &no_runners(), quiet);
+    assert!(theirs.iter().all(|id| claimed(&plan).contains(id)), "the quiet peer's jobs are stepped in for");
+    // A peer that claims without end holds them no longer than CLAIMING_WAIT.
+    let mut decider = Decider::new(STABLE, STEP);
+    decider.decide(&view, ME, LEASE, |_| true, &no_runners(), t0);
+    let late = t0 + CLAIMING_WAIT;
+    view.last_claim.insert(PEER.into(), late);
+    let plan = decider.decide(&view, ME, LEASE, |_| true, &no_runners(), late);
+    assert!(theirs.iter().all(|id| claimed(&plan).contains(id)));
+}
+
 #[test]
 fn claims_without_runners_resume_paused_or_changed_jobs_are_released_requests_are_told() {
     let t0 = Instant::now();

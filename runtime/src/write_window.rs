@@ -1,6 +1,7 @@
-//! How many claim and release transactions a worker keeps in flight,
-//! adapted to how long they take: additive increase while they are quick,
-//! halved when one is slow (as TCP's congestion window).
+//! How many write transactions a writer keeps in flight (a worker's claims
+//! and releases, control's progress batches), adapted to how long they
+//! take: additive increase while they are quick, halved when one is slow
+//! (as TCP's congestion window).
 //!
 //! etcd answers a transaction once it is applied, so a slow answer means
 //! etcd's apply lags its commits — and etcd 3.4's leader refuses every lease
@@ -11,8 +12,13 @@
 //! bench writing the same claims with one stream was as fast as with ten:
 //! more in flight only queues them.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 /// Transactions in flight when they are quick: a join or a failover moves
 /// thousands of jobs to one worker, and one transaction after the other made
@@ -29,19 +35,20 @@ pub struct WriteWindow {
     size: Mutex<f64>,
     slow: Duration,
     quick: Duration,
-}
-
-impl Default for WriteWindow {
-    fn default() -> Self {
-        Self::new(SLOW, QUICK)
-    }
+    /// The gauge that shows the size.
+    gauge: &'static str,
 }
 
 impl WriteWindow {
+    /// A window shown as `gauge`.
+    pub fn new(gauge: &'static str) -> Self {
+        Self::with_thresholds(gauge, SLOW, QUICK)
+    }
+
     /// A window halved by answers slower than `slow`, grown by those
     /// quicker than `quick` (tests use short ones).
-    pub fn new(slow: Duration, quick: Duration) -> Self {
-        Self { size: Mutex::new(MAX as f64), slow, quick }
+    pub fn with_thresholds(gauge: &'static str, slow: Duration, quick: Duration) -> Self {
+        Self { size: Mutex::new(MAX as f64), slow, quick, gauge }
     }
 
     /// Transactions that may be in flight now (1..=MAX).
@@ -57,11 +64,40 @@ impl WriteWindow {
         } else if took < self.quick {
             *size = (*size + 1.0 / *size).min(MAX as f64);
         }
-        metrics::gauge!(ingest_runtime::metrics::WRITE_WINDOW).set(size.floor());
+        metrics::gauge!(self.gauge).set(size.floor());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, f64> {
         self.size.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs `send` on each batch of `pending` (and on those `handle` queues
+/// again), with as many in flight as `window` allows, in the order they come.
+pub async fn in_window<B, R, E, Fut>(
+    window: &WriteWindow,
+    mut pending: VecDeque<B>,
+    send: impl Fn(B) -> Fut,
+    mut handle: impl FnMut(B, R, &mut VecDeque<B>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    Fut: Future<Output = (B, R)>,
+{
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < window.size()
+            && let Some(batch) = pending.pop_front()
+        {
+            let sent = send(batch);
+            in_flight.push(async move {
+                let started = Instant::now();
+                let (batch, response) = sent.await;
+                (batch, response, started.elapsed())
+            });
+        }
+        let Some((batch, response, took)) = in_flight.next().await else { return Ok(()) };
+        window.record(took);
+        handle(batch, response, &mut pending)?;
     }
 }
 
@@ -71,7 +107,7 @@ mod tests {
 
     #[test]
     fn halves_on_slow_answers_and_grows_back_on_quick_ones() {
-        let window = WriteWindow::default();
+        let window = WriteWindow::new(crate::metrics::WRITE_WINDOW);
         assert_eq!(window.size(), MAX);
         window.record(Duration::from_millis(300));
         assert_eq!(window.size(), MAX, "between quick and slow: unchanged");
