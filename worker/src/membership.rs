@@ -199,8 +199,8 @@ impl Membership {
         }
     }
 
-    /// Renews the lease every TTL/3 until shutdown or until the lease is
-    /// gone. The local deadline (send time of the last successful keepalive
+    /// Renews the lease every TTL/3 (every TTL/20 after a failure) until
+    /// shutdown or until the lease is gone. The local deadline (send time of the last successful keepalive
     /// + TTL − margin) is when this worker must have stopped all its jobs.
     async fn keep_alive(
         &self,
@@ -236,6 +236,12 @@ impl Membership {
                     metrics::counter!(ingest_runtime::metrics::LEASE_RENEWAL_FAILURES).increment(1);
                     let past_deadline = Instant::now() >= deadline;
                     tracing::warn!(worker = %self.config.name, lease, %error, past_deadline, "lease keepalive failed");
+                    // Again soon, not a third of the TTL later: etcd refuses
+                    // renewals while its apply lags (for a second or two
+                    // under a burst of writes), and waiting 3.3 s of a 10 s
+                    // TTL after each refusal lost leases that one more
+                    // attempt would have kept.
+                    ticker.reset_after(ttl / 20);
                 }
             }
         }
@@ -251,12 +257,13 @@ mod tests {
 
     use super::*;
 
-    /// The embedded store, whose lease grants fail (Unavailable) while
-    /// `failing_grants` is above zero.
+    /// The embedded store, whose lease grants (renewals) fail (Unavailable)
+    /// while `failing_grants` (`failing_renewals`) is above zero.
     struct Flapping {
         inner: EmbeddedStore,
         failing_grants: AtomicUsize,
         grants: AtomicUsize,
+        failing_renewals: AtomicUsize,
     }
 
     #[async_trait]
@@ -274,6 +281,59 @@ mod tests {
             }
             self.inner.lease_grant(ttl).await
         }
+
+        async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
+            let failing = self.failing_renewals.load(Ordering::SeqCst);
+            if failing > 0 {
+                self.failing_renewals.store(failing - 1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("waiting for the applied index took too long".into()));
+            }
+            self.inner.lease_keep_alive(lease).await
+        }
+    }
+
+    /// Refused renewals are tried again within a twentieth of the TTL, not
+    /// a third: three refusals in a row still leave the lease renewed before
+    /// its first deadline.
+    #[tokio::test]
+    async fn a_refused_renewal_is_tried_again_soon() {
+        let store = Arc::new(Flapping {
+            inner: EmbeddedStore::in_memory().expect("store"),
+            failing_grants: AtomicUsize::new(0),
+            grants: AtomicUsize::new(0),
+            failing_renewals: AtomicUsize::new(3),
+        });
+        let config =
+            WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(2), job_types: Vec::new() };
+        let membership = Arc::new(Membership::new(store.clone(), Keys::new("/t/"), config, Vec::new()));
+        let (lease_tx, mut lease_rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let (membership, shutdown) = (membership.clone(), shutdown.clone());
+            async move { membership.run(shutdown, lease_tx).await }
+        });
+        let first = loop {
+            lease_rx.changed().await.expect("running");
+            if let Some(state) = *lease_rx.borrow() {
+                break state;
+            }
+        };
+        // Renewals at 0.67 s (refused), then every 0.1 s: renewed by ≈ 1 s,
+        // before the first deadline (1.5 s; waiting a tick per refusal
+        // renewed at 2.7 s).
+        let renewed = tokio::time::timeout_at(first.deadline, async {
+            loop {
+                lease_rx.changed().await.expect("running");
+                if let Some(state) = (*lease_rx.borrow()).filter(|s| s.deadline > first.deadline) {
+                    break state;
+                }
+            }
+        })
+        .await
+        .expect("renewed before the first deadline");
+        assert_eq!((renewed.lease, store.failing_renewals.load(Ordering::SeqCst)), (first.lease, 0));
+        shutdown.cancel();
+        run.await.expect("join").expect("clean exit");
     }
 
     /// A lease lost while the store flaps: registering again meets
@@ -286,6 +346,7 @@ mod tests {
             inner: EmbeddedStore::open(dir.path()).expect("store"),
             failing_grants: AtomicUsize::new(0),
             grants: AtomicUsize::new(0),
+            failing_renewals: AtomicUsize::new(0),
         });
         let config =
             WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(1), job_types: Vec::new() };
