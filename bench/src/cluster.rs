@@ -288,9 +288,9 @@ impl Bench<'_> {
         }
 
         // The floor first, while no worker loads etcd.
-        let floor_seq = self.baseline_claims(keys, &specs, 1).await?;
-        let floor_par = self.baseline_claims(keys, &specs, self.workers).await?;
-        let floor_watched = self.watched_baseline_claims(keys, &specs, self.workers).await?;
+        let floor_seq = self.baseline_claims(keys, &specs, 1, false).await?;
+        let floor_par = self.baseline_claims(keys, &specs, self.workers, false).await?;
+        let floor_watched = self.baseline_claims(keys, &specs, self.workers, true).await?;
         let scan = Instant::now();
         let scanned = scan_prefix(self.store.as_ref(), &keys.prefix(KeyKind::Job)).await?.len();
         let scan = scan.elapsed();
@@ -530,61 +530,36 @@ impl Bench<'_> {
     /// revision seen; put the claim under the lease; read the checkpoint), in
     /// batches of [`CLAIM_BATCH`], on `streams` concurrent sequential streams over
     /// disjoint shares of the jobs. Claims go under `RAW_ROOT`; the lease is
-    /// revoked afterwards, which deletes them.
+    /// revoked afterwards, which deletes them. `watched`: as workers meet it —
+    /// each stream on its own connection, which also watches every claim (each
+    /// worker watches the claims prefix), until every watch saw every claim;
+    /// what etcd pays for telling every watcher is then in the floor too.
     async fn baseline_claims(
         &self,
         keys: &Keys,
         specs: &[(String, Revision)],
         streams: usize,
+        watched: bool,
     ) -> anyhow::Result<Duration> {
-        let lease = self.store.lease_grant(Duration::from_secs(60)).await.context("granting a baseline lease")?;
         let raw = Keys::new(RAW_ROOT);
-        let value = owner_value("w1")?;
-        let share = specs.len().div_ceil(streams.max(1)).max(1);
-        let started = Instant::now();
-        let result = futures::future::try_join_all(specs.chunks(share).map(|share| {
-            let (store, raw, value) = (self.store.clone(), raw.clone(), value.clone());
-            async move {
-                for batch in share.chunks(CLAIM_BATCH) {
-                    claim_like_txn(store.as_ref(), keys, &raw, batch, &value, lease).await?;
-                }
-                Ok::<_, anyhow::Error>(())
+        let streams = streams.max(1);
+        let (mut stores, mut watches) = (Vec::with_capacity(streams), Vec::new());
+        for _ in 0..streams {
+            if !watched {
+                stores.push(self.store.clone());
+                continue;
             }
-        }))
-        .await;
-        let took = started.elapsed();
-        self.store.lease_revoke(lease).await.context("revoking the baseline lease")?;
-        result?;
-        Ok(took)
-    }
-
-    /// [`Self::baseline_claims`] as `streams` workers would meet it: each
-    /// stream on its own connection, which also watches every claim (each
-    /// worker watches the claims prefix), until every claim was seen by
-    /// every watch. What etcd pays for telling every watcher of every claim
-    /// is in this floor and not in the other two.
-    async fn watched_baseline_claims(
-        &self,
-        keys: &Keys,
-        specs: &[(String, Revision)],
-        streams: usize,
-    ) -> anyhow::Result<Duration> {
-        let raw = Keys::new(RAW_ROOT);
-        let mut stores = Vec::with_capacity(streams);
-        let mut watches = Vec::with_capacity(streams);
-        for _ in 0..streams.max(1) {
             let store: Arc<dyn Store> = Arc::new(
                 EtcdStore::connect(EtcdOptions { endpoints: self.endpoints.clone(), ..Default::default() })
                     .await
                     .context("connecting a baseline stream")?,
             );
-            let watch = store.watch_prefix(&raw.prefix(KeyKind::Owner), 0).await.context("watching claims")?;
-            watches.push(watch);
+            watches.push(store.watch_prefix(&raw.prefix(KeyKind::Owner), 0).await.context("watching claims")?);
             stores.push(store);
         }
         let lease = self.store.lease_grant(Duration::from_secs(60)).await.context("granting a baseline lease")?;
         let value = owner_value("w1")?;
-        let share = specs.len().div_ceil(streams.max(1)).max(1);
+        let share = specs.len().div_ceil(streams).max(1);
         let total = specs.len();
         let started = Instant::now();
         let seen = futures::future::try_join_all(watches.into_iter().map(|mut watch| async move {

@@ -142,7 +142,7 @@ impl ProgressRecorder {
         let batches = jobs.chunks(BATCH_JOBS).collect();
         let (mut kept, mut failed) = (Vec::new(), None);
         let send = |batch| self.try_batch(batch, &stop);
-        let _ = in_window(&self.window, batches, send, |batch, outcome, _| {
+        let Ok(()) = in_window(&self.window, batches, send, |batch, outcome, _| {
             match outcome {
                 Some(Ok(outcome)) => {
                     written += outcome.written;

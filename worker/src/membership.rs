@@ -266,6 +266,41 @@ mod tests {
         failing_renewals: AtomicUsize,
     }
 
+    impl Flapping {
+        fn new(inner: EmbeddedStore, failing_renewals: usize) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                failing_grants: AtomicUsize::new(0),
+                grants: AtomicUsize::new(0),
+                failing_renewals: AtomicUsize::new(failing_renewals),
+            })
+        }
+    }
+
+    /// A membership of `w1` with `ttl` running on `store`, once registered:
+    /// its task, its lease updates, its shutdown and its first lease.
+    async fn registered(
+        store: &Arc<Flapping>,
+        ttl: Duration,
+    ) -> (tokio::task::JoinHandle<anyhow::Result<()>>, watch::Receiver<Option<LeaseState>>, CancellationToken, LeaseState)
+    {
+        let config = WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: ttl, job_types: Vec::new() };
+        let membership = Arc::new(Membership::new(store.clone(), Keys::new("/t/"), config, Vec::new()));
+        let (lease_tx, mut lease_rx) = watch::channel(None);
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { membership.run(shutdown, lease_tx).await }
+        });
+        let first = loop {
+            lease_rx.changed().await.expect("running");
+            if let Some(state) = *lease_rx.borrow() {
+                break state;
+            }
+        };
+        (run, lease_rx, shutdown, first)
+    }
+
     #[async_trait]
     impl StoreWrapper for Flapping {
         fn inner(&self) -> &dyn Store {
@@ -297,27 +332,8 @@ mod tests {
     /// its first deadline.
     #[tokio::test]
     async fn a_refused_renewal_is_tried_again_soon() {
-        let store = Arc::new(Flapping {
-            inner: EmbeddedStore::in_memory().expect("store"),
-            failing_grants: AtomicUsize::new(0),
-            grants: AtomicUsize::new(0),
-            failing_renewals: AtomicUsize::new(3),
-        });
-        let config =
-            WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(2), job_types: Vec::new() };
-        let membership = Arc::new(Membership::new(store.clone(), Keys::new("/t/"), config, Vec::new()));
-        let (lease_tx, mut lease_rx) = watch::channel(None);
-        let shutdown = CancellationToken::new();
-        let run = tokio::spawn({
-            let (membership, shutdown) = (membership.clone(), shutdown.clone());
-            async move { membership.run(shutdown, lease_tx).await }
-        });
-        let first = loop {
-            lease_rx.changed().await.expect("running");
-            if let Some(state) = *lease_rx.borrow() {
-                break state;
-            }
-        };
+        let store = Flapping::new(EmbeddedStore::in_memory().expect("store"), 3);
+        let (run, mut lease_rx, shutdown, first) = registered(&store, Duration::from_secs(2)).await;
         // Renewals at 0.67 s (refused), then every 0.1 s: renewed by ≈ 1 s,
         // before the first deadline (1.5 s; waiting a tick per refusal
         // renewed at 2.7 s).
@@ -342,27 +358,9 @@ mod tests {
     #[tokio::test]
     async fn registering_again_survives_a_flapping_store() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Flapping {
-            inner: EmbeddedStore::open(dir.path()).expect("store"),
-            failing_grants: AtomicUsize::new(0),
-            grants: AtomicUsize::new(0),
-            failing_renewals: AtomicUsize::new(0),
-        });
-        let config =
-            WorkerConfig { name: "w1".into(), weight: 1.0, lease_ttl: Duration::from_secs(1), job_types: Vec::new() };
-        let membership = Arc::new(Membership::new(store.clone(), Keys::new("/t/"), config, Vec::new()));
-        let (lease_tx, mut lease_rx) = watch::channel(None);
-        let shutdown = CancellationToken::new();
-        let run = tokio::spawn({
-            let (membership, shutdown) = (membership.clone(), shutdown.clone());
-            async move { membership.run(shutdown, lease_tx).await }
-        });
-        let first = loop {
-            lease_rx.changed().await.expect("running");
-            if let Some(state) = *lease_rx.borrow() {
-                break state.lease;
-            }
-        };
+        let store = Flapping::new(EmbeddedStore::open(dir.path()).expect("store"), 0);
+        let (run, mut lease_rx, shutdown, first) = registered(&store, Duration::from_secs(1)).await;
+        let first = first.lease;
         // The lease is lost, and the next three grants fail.
         store.failing_grants.store(3, Ordering::SeqCst);
         store.inner.lease_revoke(first).await.expect("revoke");
